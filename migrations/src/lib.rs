@@ -1,0 +1,16 @@
+//! Schema migrations for vidcache, run at start-up by `vidcache serve` and on
+//! demand by `vidcache migrate`. The same migrations serve SQLite and
+//! PostgreSQL, so they use only portable column types.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261121_000001_initial;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261121_000001_initial::Migration)]
+    }
+}

@@ -1,0 +1,176 @@
+//! Settings, layered: built-in defaults, then a TOML file (`--config` or
+//! `VIDCACHE_CONFIG`), then environment variables `VIDCACHE__SECTION__KEY`.
+//!
+//! The key names below are relied on by scripts and documented in README.md;
+//! rename none of them.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub storage: StorageSettings,
+    pub database: DatabaseSettings,
+    pub ingest: IngestSettings,
+    pub upload: UploadSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerSettings {
+    /// Address to listen on. Port 0 picks a free port (tests use it).
+    pub bind: String,
+    /// HTTP worker threads; 0 means one per core.
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct StorageSettings {
+    /// Root directory of objects, the spool and (by default) the SQLite file.
+    /// One running vidcache owns it: a second one on the same root refuses to start.
+    pub root: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseSettings {
+    /// `sqlite://...` or `postgres://...`. Empty: `sqlite://{storage.root}/vidcache.db`.
+    pub url: String,
+    /// Upper bound on pooled connections.
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct IngestSettings {
+    /// Let `POST /ingest` fetch from loopback, private, link-local and other
+    /// non-public addresses. Off by default: the fetcher is a classic SSRF vector.
+    pub allow_private_networks: bool,
+    /// Networks (CIDR, such as `10.1.2.0/24`) that may be fetched from even when
+    /// private networks are refused: an internal media server, for example.
+    pub allow_networks: Vec<String>,
+    /// Largest body `POST /ingest` will fetch, in bytes.
+    pub max_bytes: u64,
+    /// Whole-request time limit for a fetch, in seconds.
+    pub timeout_secs: u64,
+    /// Connect time limit for a fetch, in seconds.
+    pub connect_timeout_secs: u64,
+    /// Redirects followed before giving up.
+    pub max_redirects: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct UploadSettings {
+    /// Largest upload accepted, in bytes.
+    pub max_bytes: u64,
+    /// An upload with no bytes for this long is abandoned and its disk freed.
+    pub session_ttl_secs: u64,
+    /// How often abandoned sessions are looked for.
+    pub sweep_interval_secs: u64,
+    /// Progress is made durable (fdatasync, then recorded) every this many
+    /// bytes; a daemon killed mid-upload resumes from the last such point.
+    pub checkpoint_bytes: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogSettings {
+    /// `tracing` filter directive, such as `info` or `vidcache=debug`. `RUST_LOG` wins.
+    pub filter: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+const GIB: u64 = 1 << 30;
+
+impl Settings {
+    /// Loads the layers. `file` is the `--config` argument or `VIDCACHE_CONFIG`.
+    pub fn load(file: Option<&Path>) -> Result<Self, config::ConfigError> {
+        let mut builder = Self::defaults()?;
+        if let Some(path) = file {
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml).required(true));
+        }
+        let env = config::Environment::with_prefix("VIDCACHE")
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .list_separator(",")
+            .with_list_parse_key("ingest.allow_networks");
+        builder.add_source(env).build()?.try_deserialize::<Self>()?.resolved()
+    }
+
+    /// Built-in defaults only, with no file and no environment: what tests
+    /// start from before they set their own values explicitly.
+    pub fn defaults_only() -> Result<Self, config::ConfigError> {
+        Self::defaults()?.build()?.try_deserialize::<Self>()?.resolved()
+    }
+
+    fn defaults() -> Result<config::ConfigBuilder<config::builder::DefaultState>, config::ConfigError> {
+        config::Config::builder()
+            .set_default("server.bind", "127.0.0.1:8020")?
+            .set_default("server.workers", 0)?
+            .set_default("storage.root", "./data")?
+            .set_default("database.url", "")?
+            .set_default("database.max_connections", 10)?
+            .set_default("ingest.allow_private_networks", false)?
+            .set_default("ingest.allow_networks", Vec::<String>::new())?
+            .set_default("ingest.max_bytes", 8 * GIB)?
+            .set_default("ingest.timeout_secs", 3600)?
+            .set_default("ingest.connect_timeout_secs", 10)?
+            .set_default("ingest.max_redirects", 5)?
+            .set_default("upload.max_bytes", 64 * GIB)?
+            .set_default("upload.session_ttl_secs", 24 * 3600)?
+            .set_default("upload.sweep_interval_secs", 60)?
+            .set_default("upload.checkpoint_bytes", 64u64 << 20)?
+            .set_default("log.filter", "info")?
+            .set_default("log.format", "text")
+    }
+
+    fn resolved(mut self) -> Result<Self, config::ConfigError> {
+        if self.database.url.is_empty() {
+            self.database.url = Self::sqlite_url_under(&self.storage.root);
+        }
+        if self.upload.checkpoint_bytes == 0 {
+            return Err(config::ConfigError::Message("upload.checkpoint_bytes must be positive".into()));
+        }
+        Ok(self)
+    }
+
+    /// The default database: a SQLite file inside the storage root.
+    pub fn sqlite_url_under(root: &Path) -> String {
+        format!("sqlite://{}/vidcache.db?mode=rwc", root.display())
+    }
+
+    pub fn session_ttl(&self) -> Duration {
+        Duration::from_secs(self.upload.session_ttl_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documented_values() {
+        let s = Settings::defaults_only().unwrap();
+        assert_eq!(s.server.bind, "127.0.0.1:8020");
+        assert_eq!(s.storage.root, PathBuf::from("./data"));
+        assert!(s.database.url.starts_with("sqlite://./data/"));
+        assert!(!s.ingest.allow_private_networks);
+    }
+
+    #[test]
+    fn a_file_overrides_defaults() {
+        let dir = std::env::temp_dir().join(format!("vidcache-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("vidcache.toml");
+        std::fs::write(
+            &file,
+            "[server]\nbind = \"0.0.0.0:9000\"\n[ingest]\nallow_private_networks = true\nallow_networks = [\"10.0.0.0/8\"]\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&file)).unwrap();
+        assert_eq!(s.server.bind, "0.0.0.0:9000");
+        assert!(s.ingest.allow_private_networks);
+        assert_eq!(s.ingest.allow_networks, vec!["10.0.0.0/8".to_string()]);
+    }
+}

@@ -1,0 +1,20 @@
+//! vidcache: a daemon that takes in video, deduplicates it, and turns it into
+//! something browsers can play. See ARCHITECTURE.md for the map.
+//!
+//! - `domain`: validated values (hashes, ids, locations, URLs); no frameworks.
+//! - `upload`: the upload engine every front door shares (actors).
+//! - `ingest`: fetching a URL into the engine, behind an SSRF guard.
+//! - `media`: ffmpeg-next probing, on a SyncArbiter.
+//! - `storage`: the blob store and the sea-orm repository.
+//! - `routes`: HTTP handlers.
+
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod ingest;
+pub mod media;
+pub mod routes;
+pub mod startup;
+pub mod storage;
+pub mod telemetry;
+pub mod upload;

@@ -1,0 +1,6 @@
+//! Looking inside media files with ffmpeg-next. Every call here blocks and
+//! burns CPU, so it runs on the `Prober` SyncArbiter, never on an event loop.
+
+mod probe;
+
+pub use probe::{MediaInfo, ProbeError, Prober, ProbeFile, init_ffmpeg, probe_file};

@@ -1,0 +1,93 @@
+//! HTTP handlers only: parse the request into domain types, call a handle,
+//! map the outcome. No storage, actor or ffmpeg details live here.
+
+mod cache;
+mod ingest;
+mod ops;
+mod upload;
+
+use crate::error::ApiError;
+use crate::ingest::Fetcher;
+use crate::storage::{Repository, Store};
+use crate::telemetry::Metrics;
+use crate::upload::Uploads;
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::{HttpRequest, web};
+use std::sync::Arc;
+
+/// Everything handlers need, shared by all workers.
+pub struct AppState {
+    pub uploads: Uploads,
+    pub fetcher: Fetcher,
+    pub repo: Repository,
+    pub store: Arc<dyn Store>,
+    pub metrics: Metrics,
+    pub upload_max_bytes: u64,
+}
+
+/// Largest JSON request body (init and ingest requests with client meta).
+const JSON_LIMIT: usize = 64 * 1024;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::JsonConfig::default().limit(JSON_LIMIT).error_handler(json_error))
+        .app_data(web::QueryConfig::default().error_handler(query_error))
+        .app_data(web::PathConfig::default().error_handler(path_error))
+        .service(web::resource("/upload/init").route(web::post().to(upload::init)))
+        .service(
+            web::resource("/upload/{upload_id}")
+                .route(web::post().to(upload::body))
+                .route(web::get().to(upload::status)),
+        )
+        .service(web::resource("/ingest").route(web::post().to(ingest::ingest)))
+        .service(web::resource("/resolve").route(web::get().to(cache::resolve)))
+        .service(web::resource("/meta/{hash}").route(web::get().to(cache::meta)))
+        .service(
+            web::resource("/video/{hash}")
+                .route(web::get().to(cache::read))
+                .route(web::head().to(cache::read))
+                .route(web::delete().to(cache::delete)),
+        )
+        .service(web::resource("/healthz").route(web::get().to(ops::healthz)))
+        .service(web::resource("/readyz").route(web::get().to(ops::readyz)))
+        .service(web::resource("/metrics").route(web::get().to(ops::prometheus)));
+}
+
+/// Answers paths nothing serves.
+pub async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::not_found("not-found", format!("nothing is served at {}", req.path())))
+}
+
+fn json_error(err: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
+    use actix_web::http::StatusCode;
+    let api = match &err {
+        JsonPayloadError::ContentType => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "the body must be JSON (Content-Type: application/json)",
+        ),
+        JsonPayloadError::Overflow { limit } | JsonPayloadError::OverflowKnownLength { limit, .. } => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", format!("JSON bodies are limited to {limit} bytes"))
+        }
+        JsonPayloadError::Deserialize(e) => ApiError::bad_request("invalid-json", e.to_string()),
+        JsonPayloadError::Payload(e) => ApiError::bad_request("truncated-body", e.to_string()),
+        other => ApiError::bad_request("invalid-json", other.to_string()),
+    };
+    api.into()
+}
+
+fn query_error(err: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::bad_request("invalid-query", err.to_string()).into()
+}
+
+fn path_error(err: PathError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::bad_request("invalid-path", err.to_string()).into()
+}
+
+/// Client metadata must be a JSON object when present.
+fn parse_meta(meta: Option<serde_json::Value>) -> Result<serde_json::Value, ApiError> {
+    match meta {
+        None | Some(serde_json::Value::Null) => Ok(serde_json::json!({})),
+        Some(object @ serde_json::Value::Object(_)) => Ok(object),
+        Some(_) => Err(ApiError::bad_request("invalid-meta", "meta must be a JSON object")),
+    }
+}

@@ -1,0 +1,116 @@
+//! The two-phase upload of section 1: `POST /upload/init`, then the bytes as
+//! one streamed body to `POST /upload/{upload_id}`. `GET /upload/{upload_id}`
+//! tells a client how far it got, and a body sent with `Upload-Offset: N`
+//! resumes there.
+
+use super::{AppState, parse_meta};
+use crate::domain::{Bucket, ContentHash, Prefix, SourceUrl, UploadId};
+use crate::error::ApiError;
+use crate::upload::NewUpload;
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use serde_json::json;
+
+#[derive(Deserialize)]
+pub struct InitRequest {
+    url: String,
+    bucket: String,
+    prefix: Option<String>,
+    meta: Option<serde_json::Value>,
+}
+
+#[tracing::instrument(skip_all, fields(url = %body.url))]
+pub async fn init(state: web::Data<AppState>, body: web::Json<InitRequest>) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let url = SourceUrl::parse(&body.url)?;
+    let bucket = Bucket::parse(&body.bucket)?;
+    let prefix = Prefix::parse(body.prefix.as_deref().unwrap_or(""))?;
+    let meta = parse_meta(body.meta)?;
+
+    if let Some(alias) = state.repo.find_alias(&url).await? {
+        if let Some(stored) = state.repo.find_video(&ContentHash::parse(&alias.hash)?).await? {
+            return Ok(HttpResponse::Ok().json(json!({
+                "status": "cached",
+                "hash": stored.hash,
+                "file_path": stored.file_path,
+                "url": url.as_str(),
+            })));
+        }
+    }
+    let id = state.uploads.create(NewUpload { url: Some(url), bucket, prefix, meta }).await?;
+    Ok(HttpResponse::Ok().json(json!({"status": "pending", "upload_id": id.as_str()})))
+}
+
+#[tracing::instrument(skip_all, fields(upload_id = %path.as_str()))]
+pub async fn body(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let id = UploadId::parse(&path)?;
+    check_content_type(&req)?;
+    let max = state.upload_max_bytes;
+    if let Some(len) = header_u64(&req, header::CONTENT_LENGTH.as_str())? {
+        if len > max {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                format!("the body of {len} bytes is larger than the limit of {max} bytes"),
+            ));
+        }
+    }
+    let offset = header_u64(&req, "upload-offset")?;
+    let result = state.uploads.write_body(&id, offset, payload, max).await?;
+    Ok(HttpResponse::Ok().json(result))
+}
+
+#[tracing::instrument(skip_all, fields(upload_id = %path.as_str()))]
+pub async fn status(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = UploadId::parse(&path)?;
+    let record = state.uploads.status(&id).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(("Upload-Offset", record.durable_bytes.to_string()))
+        .json(json!({
+            "upload_id": record.id.as_str(),
+            "state": record.state.as_str(),
+            "received_bytes": record.durable_bytes,
+            "url": record.url.as_ref().map(|u| u.as_str()),
+            "bucket": record.bucket.as_str(),
+            "prefix": record.prefix.as_str(),
+            "result": record.result,
+            "error": record.error,
+            "created_at": record.created_at.to_rfc3339(),
+            "updated_at": record.updated_at.to_rfc3339(),
+        })))
+}
+
+/// Raw bytes only: `application/octet-stream`, a `video/*` type, or none.
+fn check_content_type(req: &HttpRequest) -> Result<(), ApiError> {
+    let Some(value) = req.headers().get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let mime = value.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if mime == "application/octet-stream" || mime.starts_with("video/") {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            format!("the upload body must be raw bytes (application/octet-stream), not {mime:?}"),
+        ))
+    }
+}
+
+fn header_u64(req: &HttpRequest, name: &str) -> Result<Option<u64>, ApiError> {
+    match req.headers().get(name) {
+        None => Ok(None),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Some)
+            .ok_or_else(|| ApiError::bad_request("invalid-header", format!("{name} must be a whole number of bytes"))),
+    }
+}

@@ -1,0 +1,176 @@
+//! `Application`: wires the store, repository and actors together, binds the
+//! listener (port 0 works, and `port()` tells which one was chosen), and runs
+//! the HTTP server until it is stopped.
+
+use crate::config::Settings;
+use crate::error::ApiError;
+use crate::ingest::{Fetcher, NetworkGuard};
+use crate::media::{Prober, init_ffmpeg};
+use crate::routes::{self, AppState};
+use crate::storage::{LocalStore, Repository, RootLock, SessionState, Store};
+use crate::telemetry::Metrics;
+use crate::upload::{Committer, Registry, Uploads};
+use actix::{Actor, SyncArbiter};
+use actix_web::body::EitherBody;
+use actix_web::dev::{Server, Service, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
+use actix_web::{App, HttpServer, ResponseError, web};
+use anyhow::Context as _;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Threads that probe finished uploads with ffmpeg.
+const PROBE_THREADS: usize = 2;
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+    _lock: RootLock,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let root = &settings.storage.root;
+        std::fs::create_dir_all(root).with_context(|| format!("creating storage root {}", root.display()))?;
+        let lock = RootLock::acquire(root)?;
+        let store = LocalStore::open(root).with_context(|| format!("opening storage root {}", root.display()))?;
+        let repo = Repository::connect(&settings.database.url, settings.database.max_connections)
+            .await
+            .with_context(|| format!("connecting to the database {}", redact(&settings.database.url)))?;
+        init_ffmpeg();
+        recover_sessions(&repo, &store).await?;
+
+        let store: Arc<dyn Store> = Arc::new(store);
+        let metrics = Metrics::new();
+        let prober = SyncArbiter::start(PROBE_THREADS, || Prober);
+        let committer = Committer { repo: repo.clone(), store: store.clone(), prober, metrics: metrics.clone() };
+        let registry = Registry::new(
+            committer.clone(),
+            settings.session_ttl(),
+            Duration::from_secs(settings.upload.sweep_interval_secs.max(1)),
+        )
+        .start();
+        let uploads = Uploads::new(registry, committer, settings.upload.checkpoint_bytes);
+        let guard = NetworkGuard::new(settings.ingest.allow_private_networks, &settings.ingest.allow_networks)
+            .map_err(anyhow::Error::msg)?;
+        let fetcher = Fetcher::new(guard, uploads.clone(), repo.clone(), &settings.ingest)?;
+        let state = web::Data::new(AppState {
+            uploads,
+            fetcher,
+            repo,
+            store,
+            metrics: metrics.clone(),
+            upload_max_bytes: settings.upload.max_bytes,
+        });
+
+        let listener = TcpListener::bind(&settings.server.bind)
+            .with_context(|| format!("binding {}", settings.server.bind))?;
+        let port = listener.local_addr()?.port();
+        let app_state = state.clone();
+        let mut server = HttpServer::new(move || {
+            let metrics = metrics.clone();
+            App::new()
+                .app_data(app_state.clone())
+                .configure(routes::configure)
+                .default_service(web::to(routes::not_found))
+                .wrap(ErrorHandlers::new().handler(StatusCode::METHOD_NOT_ALLOWED, method_not_allowed))
+                .wrap_fn(move |req, srv| {
+                    let metrics = metrics.clone();
+                    let method = req.method().to_string();
+                    let started = Instant::now();
+                    let response = srv.call(req);
+                    async move {
+                        let response = response.await?;
+                        let route = response.request().match_pattern().unwrap_or_else(|| "unmatched".into());
+                        metrics
+                            .http_request_duration_seconds
+                            .with_label_values(&[method.as_str(), route.as_str(), response.status().as_str()])
+                            .observe(started.elapsed().as_secs_f64());
+                        Ok(response)
+                    }
+                })
+        })
+        .shutdown_timeout(10)
+        .listen(listener)?;
+        if settings.server.workers > 0 {
+            server = server.workers(settings.server.workers);
+        }
+        tracing::info!(port, root = %root.display(), "vidcache listening");
+        Ok(Self { port, server: server.run(), state, _lock: lock })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The upload engine, for callers inside the process (tests use it to
+    /// run an expiry sweep without waiting).
+    pub fn uploads(&self) -> crate::upload::Uploads {
+        self.state.uploads.clone()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let Self { server, _lock, .. } = self;
+        let result = server.await;
+        drop(_lock);
+        result
+    }
+}
+
+/// After a crash, every open session's spool is cut back to its last
+/// recorded checkpoint; a session whose spool vanished is expired.
+async fn recover_sessions(repo: &Repository, store: &LocalStore) -> anyhow::Result<()> {
+    for session in repo.receiving_sessions().await? {
+        let path = store.spool_path(&session.id);
+        let durable = session.durable_bytes;
+        let on_disk = tokio::task::spawn_blocking(move || -> std::io::Result<Option<u64>> {
+            match std::fs::OpenOptions::new().write(true).open(&path) {
+                Ok(file) => {
+                    let len = file.metadata()?.len();
+                    if len > durable {
+                        file.set_len(durable)?;
+                    }
+                    Ok(Some(len.min(durable)))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .await??;
+        match on_disk {
+            Some(len) if len < durable => repo.record_progress(&session.id, len).await?,
+            None if durable > 0 => {
+                tracing::warn!(upload_id = %session.id, "an upload's spool is gone; expiring it");
+                repo.close_session(&session.id, SessionState::Expired, None, Some("spool lost")).await?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn method_not_allowed<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let message = format!("{} is not allowed on {}", res.request().method(), res.request().path());
+    let (req, _) = res.into_parts();
+    let response = ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", message).error_response();
+    Ok(ErrorHandlerResponse::Response(ServiceResponse::new(req, response).map_into_right_body::<B>().map_body(
+        |_, body| match body {
+            EitherBody::Left { body } => EitherBody::left(body),
+            EitherBody::Right { body } => EitherBody::right(body),
+        },
+    )))
+}
+
+/// A database URL without its password, for error messages.
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}

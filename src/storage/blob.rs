@@ -1,0 +1,130 @@
+//! The blob store. Bytes land in a spool file under `{root}/.spool/` and
+//! become an object by an atomic rename after an fsync, so a crash at any
+//! moment leaves either no object or a whole one, never half of one.
+//!
+//! All methods block; callers run them on blocking threads.
+
+use crate::domain::{ObjectKey, UploadId};
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// What the rest of vidcache needs of a place to keep bytes. Spools are
+/// always local files (the upload engine writes at offsets and fsyncs them);
+/// objects could live elsewhere later.
+pub trait Store: Send + Sync + 'static {
+    /// The spool file of an upload session.
+    fn spool_path(&self, id: &UploadId) -> PathBuf;
+    /// Opens (creating if needed) the spool file for writing at offsets.
+    fn open_spool(&self, id: &UploadId) -> io::Result<File>;
+    /// Makes the spool the object `key`: fsync, rename, fsync the directory.
+    fn commit(&self, id: &UploadId, key: &ObjectKey) -> io::Result<()>;
+    /// Removes a spool file; a missing one is not an error.
+    fn discard_spool(&self, id: &UploadId) -> io::Result<()>;
+    /// Opens an object for reading and tells its length.
+    fn open_object(&self, key: &ObjectKey) -> io::Result<(File, u64)>;
+    /// Removes an object; a missing one is not an error.
+    fn delete_object(&self, key: &ObjectKey) -> io::Result<()>;
+    /// Whether the store can be written to right now (for `/readyz`).
+    fn check_writable(&self) -> io::Result<()>;
+}
+
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    root: PathBuf,
+    spool: PathBuf,
+}
+
+impl LocalStore {
+    pub fn open(root: &Path) -> io::Result<Self> {
+        let spool = root.join(".spool");
+        fs::create_dir_all(&spool)?;
+        Ok(Self { root: root.to_path_buf(), spool })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn object_path(&self, key: &ObjectKey) -> PathBuf {
+        // ObjectKey is made only of validated segments, so this stays under root.
+        self.root.join(key.as_str())
+    }
+}
+
+impl Store for LocalStore {
+    fn spool_path(&self, id: &UploadId) -> PathBuf {
+        self.spool.join(format!("{id}.part"))
+    }
+
+    fn open_spool(&self, id: &UploadId) -> io::Result<File> {
+        OpenOptions::new().create(true).truncate(false).read(true).write(true).open(self.spool_path(id))
+    }
+
+    fn commit(&self, id: &UploadId, key: &ObjectKey) -> io::Result<()> {
+        let from = self.spool_path(id);
+        File::open(&from)?.sync_all()?;
+        let to = self.object_path(key);
+        let dir = to.parent().expect("object keys always have a bucket directory");
+        fs::create_dir_all(dir)?;
+        fs::rename(&from, &to)?;
+        // The rename is durable only once the directory entry is.
+        File::open(dir)?.sync_all()?;
+        Ok(())
+    }
+
+    fn discard_spool(&self, id: &UploadId) -> io::Result<()> {
+        ignore_missing(fs::remove_file(self.spool_path(id)))
+    }
+
+    fn open_object(&self, key: &ObjectKey) -> io::Result<(File, u64)> {
+        let file = File::open(self.object_path(key))?;
+        let len = file.metadata()?.len();
+        Ok((file, len))
+    }
+
+    fn delete_object(&self, key: &ObjectKey) -> io::Result<()> {
+        ignore_missing(fs::remove_file(self.object_path(key)))
+    }
+
+    fn check_writable(&self) -> io::Result<()> {
+        let probe = self.spool.join(".ready");
+        fs::write(&probe, b"ok")?;
+        fs::remove_file(probe)
+    }
+}
+
+fn ignore_missing(result: io::Result<()>) -> io::Result<()> {
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Bucket, ContentHash, Prefix};
+    use std::io::Write;
+
+    #[test]
+    fn commit_moves_the_spool_into_place_and_leaves_no_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let id = UploadId::generate();
+        store.open_spool(&id).unwrap().write_all(b"bytes").unwrap();
+        let key = ObjectKey::new(
+            &Bucket::parse("b").unwrap(),
+            &Prefix::parse("p").unwrap(),
+            &ContentHash::from(blake3::hash(b"bytes")),
+            "mp4",
+        );
+        store.commit(&id, &key).unwrap();
+        assert!(!store.spool_path(&id).exists());
+        let (_, len) = store.open_object(&key).unwrap();
+        assert_eq!(len, 5);
+        store.delete_object(&key).unwrap();
+        store.delete_object(&key).unwrap();
+        assert!(store.open_object(&key).is_err());
+    }
+}

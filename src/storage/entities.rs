@@ -1,0 +1,76 @@
+//! sea-orm entities, one module per table of `migrations/`.
+
+pub mod video {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "videos")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub hash: String,
+        pub size_bytes: i64,
+        pub duration_s: Option<f64>,
+        pub width: Option<i32>,
+        pub height: Option<i32>,
+        pub video_codec: Option<String>,
+        pub audio_codec: Option<String>,
+        pub fps: Option<f64>,
+        pub container: String,
+        pub content_type: String,
+        pub bucket: String,
+        pub prefix: String,
+        pub file_path: String,
+        pub meta: String,
+        pub transcode_status: String,
+        pub first_seen: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod alias {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "aliases")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub url: String,
+        pub hash: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod upload_session {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "upload_sessions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub url: Option<String>,
+        pub bucket: String,
+        pub prefix: String,
+        pub meta: String,
+        pub state: String,
+        pub durable_bytes: i64,
+        pub result: Option<String>,
+        pub error: Option<String>,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

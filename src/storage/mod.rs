@@ -1,0 +1,12 @@
+//! Ports to durable state: the blob store (bytes on disk) and the repository
+//! (metadata in SQLite or PostgreSQL through sea-orm). Only this module
+//! touches sea-orm; everything above it speaks in domain types and records.
+
+mod blob;
+pub mod entities;
+mod lock;
+mod repo;
+
+pub use blob::{LocalStore, Store};
+pub use lock::RootLock;
+pub use repo::{NewVideo, RepoError, Repository, SessionRecord, SessionState};

@@ -1,0 +1,298 @@
+//! The repository: every query vidcache makes, behind one small struct. It
+//! hands out plain records, and the same code runs on SQLite and PostgreSQL.
+
+use super::entities::{alias, upload_session, video};
+use crate::domain::{Bucket, ContentHash, Prefix, SourceUrl, UploadId};
+use chrono::{DateTime, Utc};
+use migration::{Migrator, MigratorTrait};
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, EntityTrait,
+    QueryFilter, QueryOrder, TransactionTrait,
+};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+#[error("database: {0}")]
+pub struct RepoError(#[from] sea_orm::DbErr);
+
+impl RepoError {
+    pub fn code(&self) -> &'static str {
+        "database-unavailable"
+    }
+}
+
+/// Where an upload session stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    /// Taking bytes; resumable.
+    Receiving,
+    /// Finished; `result` holds the ingest result (finalize is idempotent).
+    Complete,
+    /// Refused (not a video, too large); the spool is gone.
+    Failed,
+    /// Abandoned past its time to live; the spool is gone.
+    Expired,
+}
+
+impl SessionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Receiving => "receiving",
+            Self::Complete => "complete",
+            Self::Failed => "failed",
+            Self::Expired => "expired",
+        }
+    }
+
+    fn parse(raw: &str) -> Self {
+        match raw {
+            "complete" => Self::Complete,
+            "failed" => Self::Failed,
+            "expired" => Self::Expired,
+            _ => Self::Receiving,
+        }
+    }
+}
+
+/// An upload session as the database knows it.
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    pub id: UploadId,
+    pub url: Option<SourceUrl>,
+    pub bucket: Bucket,
+    pub prefix: Prefix,
+    pub meta: serde_json::Value,
+    pub state: SessionState,
+    /// Bytes fsynced to the spool and recorded: what a resumed upload starts from.
+    pub durable_bytes: u64,
+    pub result: Option<serde_json::Value>,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A video about to be recorded.
+#[derive(Debug, Clone)]
+pub struct NewVideo {
+    pub hash: ContentHash,
+    pub size_bytes: u64,
+    pub media: crate::media::MediaInfo,
+    pub bucket: Bucket,
+    pub prefix: Prefix,
+    pub file_path: String,
+    pub meta: serde_json::Value,
+}
+
+#[derive(Clone, Debug)]
+pub struct Repository {
+    db: DatabaseConnection,
+}
+
+impl Repository {
+    /// Connects and brings the schema up to date.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, RepoError> {
+        let mut options = ConnectOptions::new(url.to_owned());
+        options
+            .max_connections(max_connections)
+            .min_connections(1)
+            .connect_timeout(Duration::from_secs(10))
+            .acquire_timeout(Duration::from_secs(30))
+            .sqlx_logging(false);
+        let db = Database::connect(options).await?;
+        Migrator::up(&db, None).await?;
+        Ok(Self { db })
+    }
+
+    pub async fn ping(&self) -> Result<(), RepoError> {
+        Ok(self.db.ping().await?)
+    }
+
+    // ---- videos and aliases ----
+
+    pub async fn find_video(&self, hash: &ContentHash) -> Result<Option<video::Model>, RepoError> {
+        Ok(video::Entity::find_by_id(hash.to_hex()).one(&self.db).await?)
+    }
+
+    pub async fn find_alias(&self, url: &SourceUrl) -> Result<Option<alias::Model>, RepoError> {
+        Ok(alias::Entity::find_by_id(url.as_str().to_owned()).one(&self.db).await?)
+    }
+
+    /// Every URL ever ingested for `hash`, oldest first.
+    pub async fn aliases_of(&self, hash: &ContentHash) -> Result<Vec<String>, RepoError> {
+        let rows = alias::Entity::find()
+            .filter(alias::Column::Hash.eq(hash.to_hex()))
+            .order_by_asc(alias::Column::CreatedAt)
+            .order_by_asc(alias::Column::Url)
+            .all(&self.db)
+            .await?;
+        Ok(rows.into_iter().map(|a| a.url).collect())
+    }
+
+    /// Records a new video and its first alias in one transaction. Returns
+    /// `false`, writing nothing, when a video with that hash already exists:
+    /// the caller lost a race and holds a duplicate, which is a value, not an error.
+    pub async fn insert_video(&self, new: &NewVideo, url: Option<&SourceUrl>) -> Result<bool, RepoError> {
+        let now = Utc::now();
+        let txn = self.db.begin().await?;
+        let row = video::ActiveModel {
+            hash: Set(new.hash.to_hex()),
+            size_bytes: Set(new.size_bytes as i64),
+            duration_s: Set(new.media.duration_s),
+            width: Set(new.media.width.map(|v| v as i32)),
+            height: Set(new.media.height.map(|v| v as i32)),
+            video_codec: Set(new.media.video_codec.clone()),
+            audio_codec: Set(new.media.audio_codec.clone()),
+            fps: Set(new.media.fps),
+            container: Set(new.media.container.clone()),
+            content_type: Set(new.media.content_type.to_owned()),
+            bucket: Set(new.bucket.as_str().to_owned()),
+            prefix: Set(new.prefix.as_str().to_owned()),
+            file_path: Set(new.file_path.clone()),
+            meta: Set(new.meta.to_string()),
+            transcode_status: Set("none".to_owned()),
+            first_seen: Set(now),
+        };
+        let inserted = video::Entity::insert(row)
+            .on_conflict(OnConflict::column(video::Column::Hash).do_nothing().to_owned())
+            .exec_without_returning(&txn)
+            .await?;
+        if inserted == 0 {
+            txn.rollback().await?;
+            return Ok(false);
+        }
+        if let Some(url) = url {
+            Self::insert_alias_in(&txn, url, &new.hash, now).await?;
+        }
+        txn.commit().await?;
+        Ok(true)
+    }
+
+    /// Adds `url` as an alias of `hash`; a URL already known keeps its first owner.
+    pub async fn add_alias(&self, url: &SourceUrl, hash: &ContentHash) -> Result<(), RepoError> {
+        Self::insert_alias_in(&self.db, url, hash, Utc::now()).await
+    }
+
+    async fn insert_alias_in<C: ConnectionTrait>(
+        conn: &C,
+        url: &SourceUrl,
+        hash: &ContentHash,
+        now: DateTime<Utc>,
+    ) -> Result<(), RepoError> {
+        let row = alias::ActiveModel {
+            url: Set(url.as_str().to_owned()),
+            hash: Set(hash.to_hex()),
+            created_at: Set(now),
+        };
+        alias::Entity::insert(row)
+            .on_conflict(OnConflict::column(alias::Column::Url).do_nothing().to_owned())
+            .exec_without_returning(conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Removes a video and every alias of it. Returns the removed row, if any.
+    pub async fn delete_video(&self, hash: &ContentHash) -> Result<Option<video::Model>, RepoError> {
+        let txn = self.db.begin().await?;
+        let Some(row) = video::Entity::find_by_id(hash.to_hex()).one(&txn).await? else {
+            txn.rollback().await?;
+            return Ok(None);
+        };
+        alias::Entity::delete_many().filter(alias::Column::Hash.eq(hash.to_hex())).exec(&txn).await?;
+        video::Entity::delete_by_id(hash.to_hex()).exec(&txn).await?;
+        txn.commit().await?;
+        Ok(Some(row))
+    }
+
+    // ---- upload sessions ----
+
+    pub async fn insert_session(&self, record: &SessionRecord) -> Result<(), RepoError> {
+        let row = upload_session::ActiveModel {
+            id: Set(record.id.as_str().to_owned()),
+            url: Set(record.url.as_ref().map(|u| u.as_str().to_owned())),
+            bucket: Set(record.bucket.as_str().to_owned()),
+            prefix: Set(record.prefix.as_str().to_owned()),
+            meta: Set(record.meta.to_string()),
+            state: Set(record.state.as_str().to_owned()),
+            durable_bytes: Set(record.durable_bytes as i64),
+            result: Set(None),
+            error: Set(None),
+            created_at: Set(record.created_at),
+            updated_at: Set(record.updated_at),
+        };
+        upload_session::Entity::insert(row).exec_without_returning(&self.db).await?;
+        Ok(())
+    }
+
+    pub async fn find_session(&self, id: &UploadId) -> Result<Option<SessionRecord>, RepoError> {
+        let row = upload_session::Entity::find_by_id(id.as_str().to_owned()).one(&self.db).await?;
+        Ok(row.and_then(session_from_row))
+    }
+
+    /// Sessions still taking bytes: what start-up recovery looks at.
+    pub async fn receiving_sessions(&self) -> Result<Vec<SessionRecord>, RepoError> {
+        let rows = upload_session::Entity::find()
+            .filter(upload_session::Column::State.eq(SessionState::Receiving.as_str()))
+            .all(&self.db)
+            .await?;
+        Ok(rows.into_iter().filter_map(session_from_row).collect())
+    }
+
+    /// Receiving sessions untouched since `before`: abandoned.
+    pub async fn stale_sessions(&self, before: DateTime<Utc>) -> Result<Vec<UploadId>, RepoError> {
+        let rows = upload_session::Entity::find()
+            .filter(upload_session::Column::State.eq(SessionState::Receiving.as_str()))
+            .filter(upload_session::Column::UpdatedAt.lt(before))
+            .all(&self.db)
+            .await?;
+        Ok(rows.into_iter().filter_map(|r| UploadId::parse(&r.id).ok()).collect())
+    }
+
+    /// Records durable progress and touches the session.
+    pub async fn record_progress(&self, id: &UploadId, durable_bytes: u64) -> Result<(), RepoError> {
+        upload_session::Entity::update_many()
+            .col_expr(upload_session::Column::DurableBytes, (durable_bytes as i64).into())
+            .col_expr(upload_session::Column::UpdatedAt, Utc::now().into())
+            .filter(upload_session::Column::Id.eq(id.as_str()))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Moves a session to a final state with its result or error.
+    pub async fn close_session(
+        &self,
+        id: &UploadId,
+        state: SessionState,
+        result: Option<&serde_json::Value>,
+        error: Option<&str>,
+    ) -> Result<(), RepoError> {
+        upload_session::Entity::update_many()
+            .col_expr(upload_session::Column::State, state.as_str().into())
+            .col_expr(upload_session::Column::Result, result.map(|r| r.to_string()).into())
+            .col_expr(upload_session::Column::Error, error.map(str::to_owned).into())
+            .col_expr(upload_session::Column::UpdatedAt, Utc::now().into())
+            .filter(upload_session::Column::Id.eq(id.as_str()))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+}
+
+fn session_from_row(row: upload_session::Model) -> Option<SessionRecord> {
+    // A row that does not parse was not written by vidcache; skip it rather
+    // than let it reach a path.
+    Some(SessionRecord {
+        id: UploadId::parse(&row.id).ok()?,
+        url: row.url.as_deref().and_then(|u| SourceUrl::parse(u).ok()),
+        bucket: Bucket::parse(&row.bucket).ok()?,
+        prefix: Prefix::parse(&row.prefix).ok()?,
+        meta: serde_json::from_str(&row.meta).unwrap_or(serde_json::Value::Null),
+        state: SessionState::parse(&row.state),
+        durable_bytes: u64::try_from(row.durable_bytes).ok()?,
+        result: row.result.as_deref().and_then(|r| serde_json::from_str(r).ok()),
+        error: row.error,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    })
+}

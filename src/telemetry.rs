@@ -1,0 +1,82 @@
+//! Logs and metrics. `Metrics` owns typed Prometheus handles and its own
+//! `Registry`, so every test app has separate counters. Names follow
+//! `vidcache_<name>_<unit>` with low-cardinality labels.
+
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub uploads_started: IntCounter,
+    pub uploads_completed: IntCounter,
+    pub uploads_failed: IntCounterVec,
+    pub upload_received_bytes: IntCounter,
+    pub duplicates: IntCounter,
+    pub upload_finalize_seconds: Histogram,
+    pub http_request_duration_seconds: HistogramVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some("vidcache".into()), None).expect("a static prefix is valid");
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("static metric definitions are valid");
+            registry.register(Box::new(c.clone())).expect("each metric is registered once");
+            c
+        };
+        let uploads_started = counter("uploads_started_total", "Upload sessions opened.");
+        let uploads_completed = counter("uploads_completed_total", "Uploads finalized as new or duplicate.");
+        let upload_received_bytes = counter("upload_received_bytes_total", "Body bytes received by uploads and ingests.");
+        let duplicates = counter("duplicates_total", "Uploads whose bytes were already stored.");
+        let uploads_failed =
+            IntCounterVec::new(Opts::new("uploads_failed_total", "Uploads that ended in failure."), &["reason"])
+                .expect("static metric definitions are valid");
+        registry.register(Box::new(uploads_failed.clone())).expect("each metric is registered once");
+        let upload_finalize_seconds = Histogram::with_opts(
+            HistogramOpts::new("upload_finalize_seconds", "From the last body byte to the ingest result.")
+                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+        )
+        .expect("static metric definitions are valid");
+        registry.register(Box::new(upload_finalize_seconds.clone())).expect("each metric is registered once");
+        let http_request_duration_seconds = HistogramVec::new(
+            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency by route pattern.")
+                .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0]),
+            &["method", "route", "status"],
+        )
+        .expect("static metric definitions are valid");
+        registry.register(Box::new(http_request_duration_seconds.clone())).expect("each metric is registered once");
+        Self {
+            registry,
+            uploads_started,
+            uploads_completed,
+            uploads_failed,
+            upload_received_bytes,
+            duplicates,
+            upload_finalize_seconds,
+            http_request_duration_seconds,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        use prometheus::Encoder;
+        let mut out = Vec::new();
+        prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding cannot fail");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Installs the global tracing subscriber. `RUST_LOG` overrides `filter`.
+/// Safe to call more than once (later calls do nothing), which tests rely on.
+pub fn init_tracing(filter: &str, json: bool) {
+    use tracing_subscriber::{EnvFilter, fmt};
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+}

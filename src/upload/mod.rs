@@ -1,0 +1,76 @@
+//! The upload engine that every front door shares. One `UploadSession` actor
+//! per upload owns its spool and running hash; the `Registry` actor finds or
+//! revives sessions by id and expires abandoned ones; the `Committer` turns a
+//! finished spool into a stored object (or a duplicate) without reading it
+//! again. HTTP code talks to all of it through the cloneable `Uploads` handle.
+
+mod committer;
+mod handle;
+mod pump;
+mod registry;
+mod session;
+mod writer;
+
+pub use committer::{Committer, IngestResult, IngestStatus};
+pub use handle::{NewUpload, Uploads};
+pub use registry::Registry;
+pub use writer::SpoolWriter;
+
+use crate::storage::RepoError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error("no upload with that id")]
+    UnknownSession,
+    #[error("the upload expired and its bytes were freed; start a new one")]
+    Expired,
+    #[error("another request is writing to this upload right now")]
+    Busy,
+    #[error("the upload failed earlier: {0}")]
+    Failed(String),
+    #[error("the upload has {expected} bytes; a resumed body must start at that offset (got {got})")]
+    OffsetMismatch { expected: u64, got: u64 },
+    #[error("the upload is larger than the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("the body ended early ({0}); the upload can be resumed")]
+    Truncated(String),
+    #[error("the source failed mid-transfer: {0}")]
+    Source(String),
+    #[error("the body was empty")]
+    Empty,
+    #[error("{0}")]
+    NotAVideo(String),
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error("storage: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl UploadError {
+    /// Stable code, also used as the `reason` label of the failure counter.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::UnknownSession => "unknown-upload",
+            Self::Expired => "upload-expired",
+            Self::Busy => "upload-busy",
+            Self::Failed(_) => "upload-failed",
+            Self::OffsetMismatch { .. } => "offset-mismatch",
+            Self::TooLarge { .. } => "too-large",
+            Self::Truncated(_) => "truncated-body",
+            Self::Source(_) => "fetch-failed",
+            Self::Empty => "empty-body",
+            Self::NotAVideo(_) => "not-a-video",
+            Self::Repo(_) => "database-unavailable",
+            Self::Io(_) => "storage",
+            Self::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<actix::MailboxError> for UploadError {
+    fn from(e: actix::MailboxError) -> Self {
+        Self::Internal(format!("upload actor unavailable: {e}"))
+    }
+}

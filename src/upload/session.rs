@@ -1,0 +1,263 @@
+//! `UploadSession`: the actor that owns one upload. It hands its spool writer
+//! out to one body at a time (a lease), records durable progress as the
+//! writer reports it, and finalizes exactly once.
+
+use super::committer::{Committer, IngestResult};
+use super::registry::{Registry, SessionStopped};
+use super::{UploadError, writer::SpoolWriter};
+use crate::storage::{SessionRecord, SessionState};
+use actix::prelude::*;
+use std::time::{Duration, Instant};
+
+/// A session with no lease for this long stops to free its file handle; the
+/// next request revives it from the database (re-hashing its durable prefix once).
+const IDLE_STOP_AFTER: Duration = Duration::from_secs(600);
+
+pub struct UploadSession {
+    record: SessionRecord,
+    /// `None` while leased out, or before first use after a revival.
+    writer: Option<SpoolWriter>,
+    leased: bool,
+    committer: Committer,
+    registry: Addr<Registry>,
+    last_activity: Instant,
+}
+
+impl UploadSession {
+    pub fn new(record: SessionRecord, committer: Committer, registry: Addr<Registry>) -> Self {
+        Self { record, writer: None, leased: false, committer, registry, last_activity: Instant::now() }
+    }
+}
+
+impl Actor for UploadSession {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(IDLE_STOP_AFTER / 4, |act, ctx| {
+            if !act.leased && act.last_activity.elapsed() >= IDLE_STOP_AFTER {
+                ctx.stop();
+            }
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.registry.do_send(SessionStopped(self.record.id.clone()));
+    }
+}
+
+/// A snapshot of the session for status answers.
+#[derive(Message)]
+#[rtype(result = "SessionRecord")]
+pub struct Snapshot;
+
+impl Handler<Snapshot> for UploadSession {
+    type Result = MessageResult<Snapshot>;
+
+    fn handle(&mut self, _: Snapshot, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.record.clone())
+    }
+}
+
+/// Asks for the right to write. `offset: None` means the body starts at 0
+/// (a client re-sending everything); `Some(n)` must equal the durable length.
+#[derive(Message)]
+#[rtype(result = "Result<Lease, UploadError>")]
+pub struct TakeLease {
+    pub offset: Option<u64>,
+}
+
+/// The right to write, with the writer moved out of the actor.
+pub struct Lease {
+    pub record: SessionRecord,
+    /// `None` after a revival: the holder resumes it from the spool.
+    pub writer: Option<SpoolWriter>,
+    /// The holder must truncate to 0 before writing.
+    pub reset: bool,
+}
+
+impl Handler<TakeLease> for UploadSession {
+    type Result = Result<Lease, UploadError>;
+
+    fn handle(&mut self, msg: TakeLease, _: &mut Context<Self>) -> Self::Result {
+        match self.record.state {
+            SessionState::Receiving => {}
+            SessionState::Complete => return Err(UploadError::Failed("the upload is already complete".into())),
+            SessionState::Failed => return Err(UploadError::Failed(self.record.error.clone().unwrap_or_default())),
+            SessionState::Expired => return Err(UploadError::Expired),
+        }
+        if self.leased {
+            return Err(UploadError::Busy);
+        }
+        let durable = self.record.durable_bytes;
+        let reset = match msg.offset {
+            None => durable > 0,
+            Some(got) if got == durable => false,
+            Some(got) => return Err(UploadError::OffsetMismatch { expected: durable, got }),
+        };
+        self.leased = true;
+        self.last_activity = Instant::now();
+        if reset {
+            self.record.durable_bytes = 0;
+        }
+        Ok(Lease { record: self.record.clone(), writer: self.writer.take(), reset })
+    }
+}
+
+/// Sent by the writer thread after each fdatasync.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Durable(pub u64);
+
+impl Handler<Durable> for UploadSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: Durable, ctx: &mut Context<Self>) {
+        self.record.durable_bytes = msg.0;
+        self.last_activity = Instant::now();
+        let repo = self.committer.repo.clone();
+        let id = self.record.id.clone();
+        // `wait` keeps progress writes in order: a later checkpoint never
+        // lands before an earlier one.
+        ctx.wait(
+            async move {
+                if let Err(e) = repo.record_progress(&id, msg.0).await {
+                    tracing::warn!(upload_id = %id, error = %e, "could not record upload progress");
+                }
+            }
+            .into_actor(self),
+        );
+    }
+}
+
+/// Gives the writer back. With `finish`, the body was complete: finalize.
+#[derive(Message)]
+#[rtype(result = "Result<Option<IngestResult>, UploadError>")]
+pub struct ReturnLease {
+    pub writer: Option<SpoolWriter>,
+    pub finish: bool,
+}
+
+impl Handler<ReturnLease> for UploadSession {
+    type Result = ResponseActFuture<Self, Result<Option<IngestResult>, UploadError>>;
+
+    fn handle(&mut self, msg: ReturnLease, _: &mut Context<Self>) -> Self::Result {
+        self.last_activity = Instant::now();
+        let writer = match msg.writer {
+            Some(writer) if msg.finish => writer,
+            other => {
+                self.writer = other;
+                self.leased = false;
+                return Box::pin(fut::ready(Ok(None)));
+            }
+        };
+        // Still leased while finalizing, so no other body can slip in.
+        let size = writer.written();
+        let hash = writer.hash().into();
+        let committer = self.committer.clone();
+        let record = self.record.clone();
+        Box::pin(
+            async move {
+                let outcome = committer.commit(&record, hash, size).await;
+                let closed = match &outcome {
+                    Ok(result) => {
+                        let json = serde_json::to_value(result).ok();
+                        committer.repo.close_session(&record.id, SessionState::Complete, json.as_ref(), None).await
+                    }
+                    Err(UploadError::NotAVideo(why)) => {
+                        committer.repo.close_session(&record.id, SessionState::Failed, None, Some(why)).await
+                    }
+                    Err(_) => Ok(()),
+                };
+                (outcome, closed, writer)
+            }
+            .into_actor(self)
+            .map(|(outcome, closed, writer), act, ctx| {
+                act.leased = false;
+                closed?;
+                match outcome {
+                    Ok(result) => {
+                        act.record.state = SessionState::Complete;
+                        act.record.result = serde_json::to_value(&result).ok();
+                        ctx.stop();
+                        Ok(Some(result))
+                    }
+                    Err(UploadError::NotAVideo(why)) => {
+                        act.record.state = SessionState::Failed;
+                        act.record.error = Some(why.clone());
+                        ctx.stop();
+                        Err(UploadError::NotAVideo(why))
+                    }
+                    Err(other) => {
+                        // Probably transient (database, disk): the spool is
+                        // intact, so keep the session open for a retry.
+                        act.writer = Some(writer);
+                        Err(other)
+                    }
+                }
+            }),
+        )
+    }
+}
+
+/// Fails the upload for good (over the size limit): frees the spool.
+#[derive(Message)]
+#[rtype(result = "Result<(), UploadError>")]
+pub struct Fail {
+    pub reason: String,
+}
+
+impl Handler<Fail> for UploadSession {
+    type Result = ResponseActFuture<Self, Result<(), UploadError>>;
+
+    fn handle(&mut self, msg: Fail, _: &mut Context<Self>) -> Self::Result {
+        self.writer = None;
+        let committer = self.committer.clone();
+        let id = self.record.id.clone();
+        let reason = msg.reason.clone();
+        Box::pin(
+            async move {
+                committer.discard(&id).await;
+                committer.repo.close_session(&id, SessionState::Failed, None, Some(&reason)).await
+            }
+            .into_actor(self)
+            .map(move |closed, act, ctx| {
+                act.leased = false;
+                act.record.state = SessionState::Failed;
+                act.record.error = Some(msg.reason);
+                ctx.stop();
+                Ok(closed?)
+            }),
+        )
+    }
+}
+
+/// Expires the session if nobody is writing to it. Answers whether it did.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Expire;
+
+impl Handler<Expire> for UploadSession {
+    type Result = ResponseActFuture<Self, bool>;
+
+    fn handle(&mut self, _: Expire, _: &mut Context<Self>) -> Self::Result {
+        if self.leased || self.record.state != SessionState::Receiving {
+            return Box::pin(fut::ready(false));
+        }
+        self.writer = None;
+        self.leased = true;
+        let committer = self.committer.clone();
+        let id = self.record.id.clone();
+        Box::pin(
+            async move {
+                committer.discard(&id).await;
+                committer.repo.close_session(&id, SessionState::Expired, None, Some("expired")).await
+            }
+            .into_actor(self)
+            .map(|closed, act, ctx| {
+                act.record.state = SessionState::Expired;
+                ctx.stop();
+                closed.is_ok()
+            }),
+        )
+    }
+}

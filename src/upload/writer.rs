@@ -1,0 +1,113 @@
+//! `SpoolWriter`: the spool file of one upload plus the BLAKE3 of its bytes,
+//! advanced as they are written, so that finalize knows the hash without
+//! reading the file again. Blocking; lives on a blocking thread while it writes.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+
+/// Invariant: `hasher` has seen exactly the bytes `[0, written)` of `file`,
+/// and between writes (whenever the session holds the writer) `synced == written`.
+pub struct SpoolWriter {
+    file: File,
+    hasher: blake3::Hasher,
+    written: u64,
+    synced: u64,
+}
+
+const REHASH_BLOCK: usize = 1 << 20;
+
+impl SpoolWriter {
+    /// A fresh, empty spool.
+    pub fn create(file: File) -> io::Result<Self> {
+        file.set_len(0)?;
+        Ok(Self { file, hasher: blake3::Hasher::new(), written: 0, synced: 0 })
+    }
+
+    /// Picks up a spool after a restart: cuts it back to the last durable
+    /// checkpoint (bytes past it were never recorded, so no client was told
+    /// they were safe) and re-hashes that prefix once. This is the only place
+    /// vidcache reads a spool back, and it happens on revival, not at finalize.
+    pub fn resume(mut file: File, durable: u64) -> io::Result<Self> {
+        let on_disk = file.metadata()?.len();
+        let keep = durable.min(on_disk);
+        file.set_len(keep)?;
+        let mut hasher = blake3::Hasher::new();
+        file.seek(SeekFrom::Start(0))?;
+        let mut buf = vec![0u8; REHASH_BLOCK];
+        let mut left = keep;
+        while left > 0 {
+            let want = left.min(REHASH_BLOCK as u64) as usize;
+            file.read_exact(&mut buf[..want])?;
+            hasher.update(&buf[..want]);
+            left -= want as u64;
+        }
+        Ok(Self { file, hasher, written: keep, synced: keep })
+    }
+
+    /// Starts over from byte 0 (a client that re-sends a whole body).
+    pub fn reset(&mut self) -> io::Result<()> {
+        self.file.set_len(0)?;
+        self.hasher.reset();
+        self.written = 0;
+        self.synced = 0;
+        Ok(())
+    }
+
+    /// Appends at the end of what is written and feeds the hasher.
+    pub fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.file.write_all_at(bytes, self.written)?;
+        self.hasher.update(bytes);
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Makes everything written durable; returns the durable length.
+    pub fn sync(&mut self) -> io::Result<u64> {
+        if self.synced != self.written {
+            self.file.sync_data()?;
+            self.synced = self.written;
+        }
+        Ok(self.synced)
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    pub fn unsynced(&self) -> u64 {
+        self.written - self.synced
+    }
+
+    /// The hash of everything written so far. Cheap: no I/O.
+    pub fn hash(&self) -> blake3::Hash {
+        self.hasher.finalize()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_running_hash_matches_a_one_shot_hash_and_survives_resume() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spool");
+        let open = || std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).unwrap();
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+
+        let mut w = SpoolWriter::create(open()).unwrap();
+        w.append(&data[..1_000_000]).unwrap();
+        assert_eq!(w.sync().unwrap(), 1_000_000);
+        // Bytes written after the last checkpoint are not durable and are cut on resume.
+        w.append(&data[1_000_000..1_500_000]).unwrap();
+        drop(w);
+
+        let mut w = SpoolWriter::resume(open(), 1_000_000).unwrap();
+        assert_eq!(w.written(), 1_000_000);
+        w.append(&data[1_000_000..]).unwrap();
+        w.sync().unwrap();
+        assert_eq!(w.hash(), blake3::hash(&data));
+        assert_eq!(std::fs::read(&path).unwrap(), data);
+    }
+}
