@@ -69,7 +69,8 @@ pub fn init_ffmpeg() {
 /// Probes a complete file. Blocks; reads headers, not the whole file.
 pub fn probe_file(path: &Path) -> Result<MediaInfo, ProbeError> {
     init_ffmpeg();
-    let ictx = ffmpeg_next::format::input(path).map_err(|e| ProbeError::NotAVideo(format!("no known container ({e})")))?;
+    let mut ictx =
+        ffmpeg_next::format::input(path).map_err(|e| ProbeError::NotAVideo(format!("no known container ({e})")))?;
     let format = ictx.format().name().to_owned();
     let video = ictx
         .streams()
@@ -99,6 +100,10 @@ pub fn probe_file(path: &Path) -> Result<MediaInfo, ProbeError> {
         .streams()
         .find(|s| s.parameters().medium() == ffmpeg_next::media::Type::Audio)
         .map(|s| s.parameters().id().name().to_owned());
+    let (video_index, parameters) = (video.index(), video.parameters());
+    if !decodes_a_frame(&mut ictx, video_index, parameters) {
+        return Err(ProbeError::NotAVideo("no video frame could be decoded".into()));
+    }
 
     Ok(MediaInfo {
         duration_s: duration_s.map(round_ms),
@@ -111,6 +116,48 @@ pub fn probe_file(path: &Path) -> Result<MediaInfo, ProbeError> {
         content_type,
         ext,
     })
+}
+
+/// Headers can lie (a truncated file, a hostile one): a video is only a
+/// video if its first frame decodes. Reads packets by hand with caps, since
+/// `packets()` can spin forever on some broken inputs.
+fn decodes_a_frame(ictx: &mut ffmpeg_next::format::context::Input, index: usize, parameters: ffmpeg_next::codec::Parameters) -> bool {
+    const MAX_PACKETS: usize = 600;
+    const MAX_ERRORS_IN_A_ROW: usize = 32;
+    let Ok(mut decoder) = ffmpeg_next::codec::context::Context::from_parameters(parameters).and_then(|c| c.decoder().video())
+    else {
+        return false;
+    };
+    let mut frame = ffmpeg_next::frame::Video::empty();
+    let (mut packets, mut errors) = (0, 0);
+    loop {
+        let mut packet = ffmpeg_next::Packet::empty();
+        match packet.read(ictx) {
+            Ok(()) => {
+                errors = 0;
+                if packet.stream() != index {
+                    continue;
+                }
+                packets += 1;
+                if decoder.send_packet(&packet).is_ok() && decoder.receive_frame(&mut frame).is_ok() {
+                    return true;
+                }
+                if packets >= MAX_PACKETS {
+                    return false;
+                }
+            }
+            Err(ffmpeg_next::Error::Eof) => {
+                let _ = decoder.send_eof();
+                return decoder.receive_frame(&mut frame).is_ok();
+            }
+            Err(_) => {
+                errors += 1;
+                if errors >= MAX_ERRORS_IN_A_ROW {
+                    return false;
+                }
+            }
+        }
+    }
 }
 
 fn rational(r: ffmpeg_next::Rational) -> Option<f64> {

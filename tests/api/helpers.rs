@@ -1,0 +1,224 @@
+//! `spawn_app()` and fixtures: every test gets its own port, storage root,
+//! database (a SQLite file, or a fresh PostgreSQL database) and metrics.
+//! Test media is generated with the ffmpeg CLI, once per test run.
+
+use sea_orm::ConnectionTrait;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, Once};
+use tempfile::TempDir;
+use vidcache::config::Settings;
+use vidcache::startup::Application;
+
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub root: PathBuf,
+    pub client: reqwest::Client,
+    pub uploads: vidcache::upload::Uploads,
+    pub database_url: String,
+    _dir: TempDir,
+}
+
+static TRACING: Once = Once::new();
+
+/// Where PostgreSQL is; each test creates a database of its own there.
+pub fn postgres_base() -> String {
+    std::env::var("VIDCACHE_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// A fresh database URL for `backend`, under `dir` for SQLite.
+pub async fn fresh_database(backend: Backend, dir: &Path) -> String {
+    match backend {
+        Backend::Sqlite => Settings::sqlite_url_under(dir),
+        Backend::Postgres => {
+            let name = format!("vidcache_test_{}", hex_id());
+            let admin = sea_orm::Database::connect(format!("{}/postgres", postgres_base()))
+                .await
+                .expect("PostgreSQL must be running for the PostgreSQL suite (see make test)");
+            admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create test database");
+            admin.close().await.ok();
+            format!("{}/{name}", postgres_base())
+        }
+    }
+}
+
+pub fn hex_id() -> String {
+    let n: u128 = rand::random();
+    format!("{n:032x}")
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// Spawns an app with settings adjusted by `tweak` (explicitly, not through
+/// the process environment, which tests share).
+pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    TRACING.call_once(|| {
+        if std::env::var("TEST_LOG").is_ok() {
+            vidcache::telemetry::init_tracing("info,vidcache=debug", false);
+        }
+    });
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path().join("store");
+    let mut settings = Settings::defaults_only().expect("defaults");
+    settings.server.bind = "127.0.0.1:0".into();
+    settings.server.workers = 2;
+    settings.storage.root = root.clone();
+    settings.database.url = fresh_database(backend, &root_parent(&root)).await;
+    settings.database.max_connections = 5;
+    tweak(&mut settings);
+    let database_url = settings.database.url.clone();
+    let app = Application::build(settings).await.expect("application builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let uploads = app.uploads();
+    actix_web::rt::spawn(app.run_until_stopped());
+    TestApp { address, root, client: reqwest::Client::new(), uploads, database_url, _dir: dir }
+}
+
+fn root_parent(root: &Path) -> PathBuf {
+    let parent = root.parent().expect("root has a parent").to_path_buf();
+    std::fs::create_dir_all(&parent).ok();
+    parent
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    /// `POST /upload/init`; returns the whole JSON answer.
+    pub async fn init(&self, url: &str, bucket: &str, prefix: Option<&str>) -> serde_json::Value {
+        let mut body = serde_json::json!({"url": url, "bucket": bucket});
+        if let Some(prefix) = prefix {
+            body["prefix"] = prefix.into();
+        }
+        let response = self.client.post(self.url("/upload/init")).json(&body).send().await.unwrap();
+        assert_eq!(response.status(), 200, "init failed");
+        response.json().await.unwrap()
+    }
+
+    /// Streams `bytes` with chunked transfer encoding to `POST /upload/{id}`.
+    pub async fn send_body(&self, upload_id: &str, bytes: Vec<u8>) -> reqwest::Response {
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> = bytes.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
+        self.client
+            .post(self.url(&format!("/upload/{upload_id}")))
+            .header("content-type", "application/octet-stream")
+            .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// init + streamed body; returns the ingest result.
+    pub async fn upload(&self, url: &str, bucket: &str, prefix: Option<&str>, bytes: Vec<u8>) -> serde_json::Value {
+        let init = self.init(url, bucket, prefix).await;
+        let id = init["upload_id"].as_str().expect("a pending upload").to_owned();
+        let response = self.send_body(&id, bytes).await;
+        assert_eq!(response.status(), 200, "upload failed: {:?}", response.text().await);
+        response.json().await.unwrap()
+    }
+
+    /// Every stored object (files under the root outside vidcache's own dot-files).
+    pub fn objects(&self) -> Vec<PathBuf> {
+        files_under(&self.root)
+            .into_iter()
+            .filter(|p| {
+                let rel = p.strip_prefix(&self.root).unwrap();
+                !rel.to_string_lossy().starts_with('.') && rel.extension().is_some_and(|e| e != "db" && e != "db-wal" && e != "db-shm")
+            })
+            .collect()
+    }
+}
+
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                out.extend(files_under(&path));
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+pub fn blake3_hex(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex().to_string()
+}
+
+/// Asserts an error answer: the status and a JSON body with that code and a message.
+pub async fn assert_error(response: reqwest::Response, status: u16, code: &str) {
+    let got = response.status().as_u16();
+    let body = response.text().await.unwrap();
+    assert_eq!(got, status, "wrong status, body: {body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("error body is not JSON: {body:?}"));
+    assert_eq!(json["code"], code, "wrong code in {body}");
+    assert!(json["message"].as_str().is_some_and(|m| !m.is_empty()), "no message in {body}");
+}
+
+static FIXTURE_LOCK: Mutex<()> = Mutex::new(());
+
+/// A generated test video, made once per run with the ffmpeg CLI.
+/// `small`: 2 s 320x240 testsrc2 at 25 fps with a 440 Hz tone, H.264/AAC MP4.
+/// `other`: 2 s mandelbrot, H.264 MP4, no audio.
+/// `large`: 3 s of noisy 640x360 at high quality, about 17 MB.
+pub fn fixture(name: &str) -> Vec<u8> {
+    let dir = std::env::temp_dir().join(format!("vidcache-fixtures-{}", env!("CARGO_PKG_VERSION")));
+    let path = dir.join(format!("{name}.mp4"));
+    let _guard = FIXTURE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if !path.exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = dir.join(format!("{name}.{}.tmp.mp4", std::process::id()));
+        let args: Vec<&str> = match name {
+            "small" => vec![
+                "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-f", "lavfi", "-i", "sine=frequency=440",
+                "-t", "2", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-movflags", "+faststart",
+            ],
+            "other" => vec![
+                "-f", "lavfi", "-i", "mandelbrot=size=320x240:rate=25", "-t", "2", "-c:v", "libx264", "-pix_fmt",
+                "yuv420p",
+            ],
+            "large" => vec![
+                "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25,noise=alls=40:allf=t", "-t", "3", "-c:v",
+                "libx264", "-preset", "ultrafast", "-crf", "10", "-pix_fmt", "yuv420p", "-movflags", "+faststart",
+            ],
+            other => panic!("no fixture called {other}"),
+        };
+        let status = Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-y"])
+            .args(&args)
+            .arg(&tmp)
+            .status()
+            .expect("ffmpeg must be installed (make test installs it)");
+        assert!(status.success(), "ffmpeg failed to make fixture {name}");
+        std::fs::rename(&tmp, &path).unwrap();
+    }
+    std::fs::read(&path).unwrap()
+}
+
+/// Generates a test per backend from one async body taking a `Backend`.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[actix_web::test]
+            async fn sqlite() {
+                super::$name($crate::helpers::Backend::Sqlite).await
+            }
+            #[actix_web::test]
+            async fn postgres() {
+                super::$name($crate::helpers::Backend::Postgres).await
+            }
+        }
+    };
+}

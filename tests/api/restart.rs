@@ -1,0 +1,133 @@
+//! The daemon is killed (SIGKILL, not asked) in the middle of a streamed
+//! upload. After a restart the session is found, its recorded progress is
+//! exactly what is on disk, nothing half-written is an object, and the
+//! client finishes the upload from the reported offset.
+
+use crate::both_backends;
+use crate::helpers::{Backend, blake3_hex, fixture, fresh_database};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Daemon {
+    child: Child,
+    address: String,
+}
+
+impl Daemon {
+    async fn start(root: &std::path::Path, database_url: &str, port: u16) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_vidcache"))
+            .arg("serve")
+            .env("VIDCACHE__SERVER__BIND", format!("127.0.0.1:{port}"))
+            .env("VIDCACHE__STORAGE__ROOT", root)
+            .env("VIDCACHE__DATABASE__URL", database_url)
+            .env("VIDCACHE__UPLOAD__CHECKPOINT_BYTES", (1u64 << 20).to_string())
+            .env("VIDCACHE__LOG__FILTER", "warn")
+            .env_remove("VIDCACHE_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the vidcache binary runs");
+        let address = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            if client.get(format!("{address}/healthz")).send().await.is_ok() {
+                return Self { child, address };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the daemon did not come up on {address}");
+    }
+
+    fn kill9(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn status(client: &reqwest::Client, address: &str, id: &str) -> serde_json::Value {
+    client.get(format!("{address}/upload/{id}")).send().await.unwrap().json().await.unwrap()
+}
+
+async fn killed_mid_upload_resumes_after_restart(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    std::fs::create_dir_all(&root).unwrap();
+    let database_url = fresh_database(backend, &root).await;
+    let video = fixture("large");
+    let client = reqwest::Client::new();
+    let mut daemon = Daemon::start(&root, &database_url, free_port()).await;
+
+    let init: serde_json::Value = client
+        .post(format!("{}/upload/init", daemon.address))
+        .json(&serde_json::json!({"url": "https://x.test/killed.mp4", "bucket": "b"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = init["upload_id"].as_str().unwrap().to_owned();
+
+    // Send 6 MiB, then stall forever, as a client on a bad link would.
+    let sent = 6 << 20;
+    let head: Vec<Result<Vec<u8>, std::io::Error>> = video[..sent].chunks(256 * 1024).map(|c| Ok(c.to_vec())).collect();
+    let body = futures::StreamExt::chain(futures::stream::iter(head), futures::stream::pending());
+    let request = client
+        .post(format!("{}/upload/{id}", daemon.address))
+        .header("content-type", "application/octet-stream")
+        .body(reqwest::Body::wrap_stream(body))
+        .send();
+    let upload = actix_web::rt::spawn(request);
+
+    let mut progress = 0;
+    for _ in 0..200 {
+        progress = status(&client, &daemon.address, &id).await["received_bytes"].as_u64().unwrap();
+        if progress >= 4 << 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(progress >= 4 << 20, "the upload made no durable progress ({progress})");
+
+    daemon.kill9();
+    let _ = upload.await;
+    let mut daemon = Daemon::start(&root, &database_url, free_port()).await;
+
+    // The session is found, and what it reports is exactly what is on disk.
+    let after = status(&client, &daemon.address, &id).await;
+    assert_eq!(after["state"], "receiving");
+    let recorded = after["received_bytes"].as_u64().unwrap() as usize;
+    assert!(recorded >= progress as usize && recorded <= sent, "recorded {recorded}, seen {progress}, sent {sent}");
+    let spool = std::fs::read(root.join(".spool").join(format!("{id}.part"))).unwrap();
+    assert_eq!(spool.len(), recorded, "the spool is cut back to the recorded progress");
+    assert_eq!(spool, &video[..recorded], "the durable prefix holds the client's bytes");
+    let objects: Vec<_> = crate::helpers::files_under(&root.join("b"));
+    assert!(objects.is_empty(), "nothing half-written is an object: {objects:?}");
+
+    // The client resumes from the reported offset and gets the whole file's hash.
+    let resumed = client
+        .post(format!("{}/upload/{id}", daemon.address))
+        .header("upload-offset", recorded.to_string())
+        .header("content-type", "application/octet-stream")
+        .body(video[recorded..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resumed.status(), 200);
+    let result: serde_json::Value = resumed.json().await.unwrap();
+    assert_eq!(result["hash"], blake3_hex(&video).as_str());
+    assert_eq!(std::fs::read(root.join(result["file_path"].as_str().unwrap())).unwrap(), video);
+    daemon.kill9();
+}
+both_backends!(killed_mid_upload_resumes_after_restart);
