@@ -173,7 +173,11 @@ impl Handler<ReturnLease> for UploadSession {
             .into_actor(self)
             .map(|(outcome, closed, writer), act, ctx| {
                 act.leased = false;
-                closed?;
+                if let Err(e) = &closed {
+                    // The object is committed whatever the session row says; the
+                    // client gets its result, and a retry finds the video by hash.
+                    tracing::warn!(upload_id = %act.record.id, error = %e, "could not close a finished session");
+                }
                 match outcome {
                     Ok(result) => {
                         act.record.state = SessionState::Complete;
@@ -182,6 +186,7 @@ impl Handler<ReturnLease> for UploadSession {
                         Ok(Some(result))
                     }
                     Err(UploadError::NotAVideo(why)) => {
+                        closed?;
                         act.record.state = SessionState::Failed;
                         act.record.error = Some(why.clone());
                         ctx.stop();

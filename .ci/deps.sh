@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the system packages vidcache builds and tests with, when missing.
+# Debian 12 names; FFmpeg 5.1 development libraries, clang for bindgen, and
+# what rdkafka's vendored librdkafka build needs.
+set -euo pipefail
+PACKAGES=(pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev libswscale-dev
+  libswresample-dev libavfilter-dev libavdevice-dev ffmpeg cmake libssl-dev libsasl2-dev zlib1g-dev
+  libzstd-dev curl b3sum)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "cargo is missing: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }

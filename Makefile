@@ -1,0 +1,47 @@
+# vidcache: `make run` serves on the embedded defaults, `make test` runs every
+# test against real FFmpeg, SQLite and PostgreSQL, `make bench` measures.
+# Each target installs what it needs first, so a fresh Debian machine works.
+
+SHELL := /bin/bash
+# Outside the clone, so CI runs and fresh clones reuse one build.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/vidcache/target
+CARGO ?= cargo
+
+.PHONY: deps postgres build release run test test-unit bench fmt lint clean-test-dbs
+
+## Install system packages (FFmpeg dev libraries, clang for bindgen, ...) if missing.
+deps:
+	@bash .ci/deps.sh
+
+## PostgreSQL on 127.0.0.1:5432 with trust auth for the test suite.
+postgres:
+	@bash .ci/ensure-postgres.sh
+
+build: deps
+	$(CARGO) build --workspace
+
+release: deps
+	$(CARGO) build --release --bin vidcache
+
+## Build in release mode and serve on 127.0.0.1:8020 (SQLite and disk under ./data).
+run: release
+	$(CARGO_TARGET_DIR)/release/vidcache serve $(if $(CONFIG),--config $(CONFIG),)
+
+## Every test: unit tests and the HTTP integration suite on SQLite and PostgreSQL.
+test: deps postgres clean-test-dbs
+	$(CARGO) test --workspace --no-fail-fast
+
+## Benchmarks against references measured in the same run (see BENCHMARKS.md).
+bench: release
+	python3 tests/bench/upload_bench.py --binary $(CARGO_TARGET_DIR)/release/vidcache $(BENCH_ARGS)
+
+## Drop databases left by earlier test runs.
+clean-test-dbs:
+	@psql -h 127.0.0.1 -U postgres -d postgres -Atc "select datname from pg_database where datname like 'vidcache_test_%'" 2>/dev/null \
+	  | while read -r db; do psql -h 127.0.0.1 -U postgres -d postgres -qc "drop database if exists \"$$db\"" >/dev/null 2>&1 || true; done
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
