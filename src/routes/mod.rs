@@ -6,6 +6,7 @@ mod ingest;
 mod ops;
 mod upload;
 
+use crate::domain::{Bucket, Prefix, SourceUrl};
 use crate::error::ApiError;
 use crate::ingest::Fetcher;
 use crate::storage::{Repository, Store};
@@ -83,11 +84,36 @@ fn path_error(err: PathError, _: &HttpRequest) -> actix_web::Error {
     ApiError::bad_request("invalid-path", err.to_string()).into()
 }
 
-/// Client metadata must be a JSON object when present.
-fn parse_meta(meta: Option<serde_json::Value>) -> Result<serde_json::Value, ApiError> {
-    match meta {
-        None | Some(serde_json::Value::Null) => Ok(serde_json::json!({})),
-        Some(object @ serde_json::Value::Object(_)) => Ok(object),
-        Some(_) => Err(ApiError::bad_request("invalid-meta", "meta must be a JSON object")),
+/// The body of `POST /upload/init` and `POST /ingest`: where a video comes
+/// from and where it goes.
+#[derive(serde::Deserialize)]
+pub struct SourceRequest {
+    url: String,
+    bucket: String,
+    prefix: Option<String>,
+    meta: Option<serde_json::Value>,
+}
+
+/// A `SourceRequest` with every field validated.
+pub struct ParsedSource {
+    pub url: SourceUrl,
+    pub bucket: Bucket,
+    pub prefix: Prefix,
+    pub meta: serde_json::Value,
+}
+
+impl SourceRequest {
+    fn parse(self) -> Result<ParsedSource, ApiError> {
+        let meta = match self.meta {
+            None | Some(serde_json::Value::Null) => serde_json::json!({}),
+            Some(object @ serde_json::Value::Object(_)) => object,
+            Some(_) => return Err(ApiError::bad_request("invalid-meta", "meta must be a JSON object")),
+        };
+        Ok(ParsedSource {
+            url: SourceUrl::parse(&self.url)?,
+            bucket: Bucket::parse(&self.bucket)?,
+            prefix: Prefix::parse(self.prefix.as_deref().unwrap_or(""))?,
+            meta,
+        })
     }
 }

@@ -3,30 +3,17 @@
 //! tells a client how far it got, and a body sent with `Upload-Offset: N`
 //! resumes there.
 
-use super::{AppState, parse_meta};
-use crate::domain::{Bucket, ContentHash, Prefix, SourceUrl, UploadId};
+use super::{AppState, ParsedSource, SourceRequest};
+use crate::domain::{ContentHash, UploadId};
 use crate::error::ApiError;
 use crate::upload::NewUpload;
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::Deserialize;
 use serde_json::json;
 
-#[derive(Deserialize)]
-pub struct InitRequest {
-    url: String,
-    bucket: String,
-    prefix: Option<String>,
-    meta: Option<serde_json::Value>,
-}
-
 #[tracing::instrument(skip_all, fields(url = %body.url))]
-pub async fn init(state: web::Data<AppState>, body: web::Json<InitRequest>) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
-    let url = SourceUrl::parse(&body.url)?;
-    let bucket = Bucket::parse(&body.bucket)?;
-    let prefix = Prefix::parse(body.prefix.as_deref().unwrap_or(""))?;
-    let meta = parse_meta(body.meta)?;
+pub async fn init(state: web::Data<AppState>, body: web::Json<SourceRequest>) -> Result<HttpResponse, ApiError> {
+    let ParsedSource { url, bucket, prefix, meta } = body.into_inner().parse()?;
 
     if let Some(alias) = state.repo.find_alias(&url).await? {
         if let Some(stored) = state.repo.find_video(&ContentHash::parse(&alias.hash)?).await? {
