@@ -96,9 +96,8 @@ impl From<crate::upload::UploadError> for ApiError {
             E::Expired => Self::new(StatusCode::GONE, "upload-expired", message),
             E::Busy => Self::new(StatusCode::CONFLICT, "upload-busy", message),
             E::Failed(_) => Self::new(StatusCode::CONFLICT, "upload-failed", message),
-            E::OffsetMismatch { expected, .. } => {
-                Self::new(StatusCode::CONFLICT, "offset-mismatch", message).with_header("Upload-Offset", expected.to_string())
-            }
+            E::OffsetMismatch { expected, .. } => Self::new(StatusCode::CONFLICT, "offset-mismatch", message)
+                .with_header("Upload-Offset", expected.to_string()),
             E::TooLarge { .. } => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", message),
             E::Truncated(_) => Self::bad_request("truncated-body", message),
             E::Source(_) => Self::new(StatusCode::BAD_GATEWAY, "fetch-failed", message),
@@ -120,7 +119,9 @@ impl From<crate::ingest::IngestError> for ApiError {
         match e {
             E::Forbidden(_) => Self::new(StatusCode::FORBIDDEN, "forbidden-address", message),
             E::Timeout => Self::new(StatusCode::GATEWAY_TIMEOUT, "fetch-timeout", message),
-            E::Status(_) | E::Fetch(_) | E::TooManyRedirects => Self::new(StatusCode::BAD_GATEWAY, "fetch-failed", message),
+            E::Status(_) | E::Fetch(_) | E::TooManyRedirects => {
+                Self::new(StatusCode::BAD_GATEWAY, "fetch-failed", message)
+            }
             E::TooLarge(_) => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", message),
             E::Upload(inner) => inner.into(),
         }

@@ -26,7 +26,8 @@ impl Metrics {
         };
         let uploads_started = counter("uploads_started_total", "Upload sessions opened.");
         let uploads_completed = counter("uploads_completed_total", "Uploads finalized as new or duplicate.");
-        let upload_received_bytes = counter("upload_received_bytes_total", "Body bytes received by uploads and ingests.");
+        let upload_received_bytes =
+            counter("upload_received_bytes_total", "Body bytes received by uploads and ingests.");
         let duplicates = counter("duplicates_total", "Uploads whose bytes were already stored.");
         let uploads_failed =
             IntCounterVec::new(Opts::new("uploads_failed_total", "Uploads that ended in failure."), &["reason"])

@@ -54,13 +54,7 @@ impl MigrationTrait for Migration {
             )
             .await?;
         manager
-            .create_index(
-                Index::create()
-                    .name("idx_aliases_hash")
-                    .table(Aliases::Table)
-                    .col(Aliases::Hash)
-                    .to_owned(),
-            )
+            .create_index(Index::create().name("idx_aliases_hash").table(Aliases::Table).col(Aliases::Hash).to_owned())
             .await?;
         manager
             .create_table(

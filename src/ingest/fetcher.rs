@@ -96,15 +96,16 @@ impl Fetcher {
     #[tracing::instrument(skip_all, fields(url = %request.url))]
     pub async fn ingest(&self, request: IngestRequest) -> Result<IngestResult, IngestError> {
         if let Some(alias) = self.repo.find_alias(&request.url).await.map_err(UploadError::from)? {
-            let hash = crate::domain::ContentHash::parse(&alias.hash).map_err(|e| UploadError::Internal(e.to_string()))?;
+            let hash =
+                crate::domain::ContentHash::parse(&alias.hash).map_err(|e| UploadError::Internal(e.to_string()))?;
             if let Some(stored) = self.repo.find_video(&hash).await.map_err(UploadError::from)? {
                 return Ok(IngestResult::of_stored(&stored, IngestStatus::UrlAlias));
             }
         }
-        if let Some(ip) = ip_literal(request.url.as_url()) {
-            if !self.guard.permits(ip) {
-                return Err(IngestError::Forbidden(ip.to_string()));
-            }
+        if let Some(ip) = ip_literal(request.url.as_url())
+            && !self.guard.permits(ip)
+        {
+            return Err(IngestError::Forbidden(ip.to_string()));
         }
 
         let response = self.client.get(request.url.as_url().clone()).send().await.map_err(classify)?;
@@ -117,7 +118,12 @@ impl Fetcher {
 
         let id = self
             .uploads
-            .create(NewUpload { url: Some(request.url), bucket: request.bucket, prefix: request.prefix, meta: request.meta })
+            .create(NewUpload {
+                url: Some(request.url),
+                bucket: request.bucket,
+                prefix: request.prefix,
+                meta: request.meta,
+            })
             .await?;
         let body = response.bytes_stream().map_err(|e| describe(&e));
         match self.uploads.write_body(&id, Some(0), body, self.max_bytes).await {

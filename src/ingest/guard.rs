@@ -55,7 +55,7 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
         || (a == 100 && (64..128).contains(&b))    // carrier-grade NAT
         || (a == 192 && b == 0 && c == 0)          // IETF protocol assignments
         || (a == 198 && (18..20).contains(&b))     // benchmarking
-        || a >= 240)                               // reserved
+        || a >= 240) // reserved
 }
 
 fn is_public_v6(ip: Ipv6Addr) -> bool {
@@ -72,7 +72,7 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         || (seg[0] & 0xfe00) == 0xfc00               // unique local
         || (seg[0] & 0xffc0) == 0xfe80               // link-local
         || (seg[0] == 0x2001 && seg[1] == 0x0db8)    // documentation
-        || seg[..6] == [0, 0, 0, 0, 0, 0])           // IPv4-compatible, deprecated
+        || seg[..6] == [0, 0, 0, 0, 0, 0]) // IPv4-compatible, deprecated
 }
 
 #[cfg(test)]
@@ -87,9 +87,23 @@ mod tests {
     fn refuses_non_public_addresses_by_default() {
         let guard = NetworkGuard::new(false, &[]).unwrap();
         for bad in [
-            "127.0.0.1", "127.9.9.9", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0",
-            "100.64.0.1", "::1", "::", "fe80::1", "fd00::1", "::ffff:127.0.0.1", "::ffff:169.254.169.254",
-            "64:ff9b::a9fe:a9fe", "255.255.255.255", "224.0.0.1",
+            "127.0.0.1",
+            "127.9.9.9",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "::",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
+            "255.255.255.255",
+            "224.0.0.1",
         ] {
             assert!(!guard.permits(ip(bad)), "{bad} permitted");
         }

@@ -3,4 +3,4 @@
 
 mod probe;
 
-pub use probe::{MediaInfo, ProbeError, Prober, ProbeFile, init_ffmpeg, probe_file};
+pub use probe::{MediaInfo, ProbeError, ProbeFile, Prober, init_ffmpeg, probe_file};

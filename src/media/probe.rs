@@ -121,10 +121,15 @@ pub fn probe_file(path: &Path) -> Result<MediaInfo, ProbeError> {
 /// Headers can lie (a truncated file, a hostile one): a video is only a
 /// video if its first frame decodes. Reads packets by hand with caps, since
 /// `packets()` can spin forever on some broken inputs.
-fn decodes_a_frame(ictx: &mut ffmpeg_next::format::context::Input, index: usize, parameters: ffmpeg_next::codec::Parameters) -> bool {
+fn decodes_a_frame(
+    ictx: &mut ffmpeg_next::format::context::Input,
+    index: usize,
+    parameters: ffmpeg_next::codec::Parameters,
+) -> bool {
     const MAX_PACKETS: usize = 600;
     const MAX_ERRORS_IN_A_ROW: usize = 32;
-    let Ok(mut decoder) = ffmpeg_next::codec::context::Context::from_parameters(parameters).and_then(|c| c.decoder().video())
+    let Ok(mut decoder) =
+        ffmpeg_next::codec::context::Context::from_parameters(parameters).and_then(|c| c.decoder().video())
     else {
         return false;
     };

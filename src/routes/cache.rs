@@ -54,7 +54,11 @@ pub async fn meta(state: web::Data<AppState>, path: web::Path<String>) -> Result
 
 /// `GET` and `HEAD`: the original bytes, whole or one range of them.
 #[tracing::instrument(skip_all, fields(hash = %path.as_str()))]
-pub async fn read(state: web::Data<AppState>, path: web::Path<String>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub async fn read(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     let hash = ContentHash::parse(&path)?;
     let video = state.repo.find_video(&hash).await?.ok_or_else(unknown_video)?;
     let etag = format!("\"{}\"", video.hash);
@@ -123,7 +127,10 @@ fn unknown_video() -> ApiError {
 #[derive(Debug, PartialEq, Eq)]
 enum RangeRequest {
     /// Inclusive byte range within the object.
-    Satisfiable { start: u64, end: u64 },
+    Satisfiable {
+        start: u64,
+        end: u64,
+    },
     Unsatisfiable,
     /// Malformed or multi-range: served whole, as RFC 9110 allows.
     Ignored,

@@ -66,9 +66,11 @@ fn json_error(err: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
             "unsupported-media-type",
             "the body must be JSON (Content-Type: application/json)",
         ),
-        JsonPayloadError::Overflow { limit } | JsonPayloadError::OverflowKnownLength { limit, .. } => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", format!("JSON bodies are limited to {limit} bytes"))
-        }
+        JsonPayloadError::Overflow { limit } | JsonPayloadError::OverflowKnownLength { limit, .. } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            format!("JSON bodies are limited to {limit} bytes"),
+        ),
         JsonPayloadError::Deserialize(e) => ApiError::bad_request("invalid-json", e.to_string()),
         JsonPayloadError::Payload(e) => ApiError::bad_request("truncated-body", e.to_string()),
         other => ApiError::bad_request("invalid-json", other.to_string()),

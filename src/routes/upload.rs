@@ -15,15 +15,15 @@ use serde_json::json;
 pub async fn init(state: web::Data<AppState>, body: web::Json<SourceRequest>) -> Result<HttpResponse, ApiError> {
     let ParsedSource { url, bucket, prefix, meta } = body.into_inner().parse()?;
 
-    if let Some(alias) = state.repo.find_alias(&url).await? {
-        if let Some(stored) = state.repo.find_video(&ContentHash::parse(&alias.hash)?).await? {
-            return Ok(HttpResponse::Ok().json(json!({
-                "status": "cached",
-                "hash": stored.hash,
-                "file_path": stored.file_path,
-                "url": url.as_str(),
-            })));
-        }
+    if let Some(alias) = state.repo.find_alias(&url).await?
+        && let Some(stored) = state.repo.find_video(&ContentHash::parse(&alias.hash)?).await?
+    {
+        return Ok(HttpResponse::Ok().json(json!({
+            "status": "cached",
+            "hash": stored.hash,
+            "file_path": stored.file_path,
+            "url": url.as_str(),
+        })));
     }
     let id = state.uploads.create(NewUpload { url: Some(url), bucket, prefix, meta }).await?;
     Ok(HttpResponse::Ok().json(json!({"status": "pending", "upload_id": id.as_str()})))
@@ -39,14 +39,14 @@ pub async fn body(
     let id = UploadId::parse(&path)?;
     check_content_type(&req)?;
     let max = state.upload_max_bytes;
-    if let Some(len) = header_u64(&req, header::CONTENT_LENGTH.as_str())? {
-        if len > max {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too-large",
-                format!("the body of {len} bytes is larger than the limit of {max} bytes"),
-            ));
-        }
+    if let Some(len) = header_u64(&req, header::CONTENT_LENGTH.as_str())?
+        && len > max
+    {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            format!("the body of {len} bytes is larger than the limit of {max} bytes"),
+        ));
     }
     let offset = header_u64(&req, "upload-offset")?;
     let result = state.uploads.write_body(&id, offset, payload, max).await?;
@@ -57,20 +57,18 @@ pub async fn body(
 pub async fn status(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = UploadId::parse(&path)?;
     let record = state.uploads.status(&id).await?;
-    Ok(HttpResponse::Ok()
-        .insert_header(("Upload-Offset", record.durable_bytes.to_string()))
-        .json(json!({
-            "upload_id": record.id.as_str(),
-            "state": record.state.as_str(),
-            "received_bytes": record.durable_bytes,
-            "url": record.url.as_ref().map(|u| u.as_str()),
-            "bucket": record.bucket.as_str(),
-            "prefix": record.prefix.as_str(),
-            "result": record.result,
-            "error": record.error,
-            "created_at": record.created_at.to_rfc3339(),
-            "updated_at": record.updated_at.to_rfc3339(),
-        })))
+    Ok(HttpResponse::Ok().insert_header(("Upload-Offset", record.durable_bytes.to_string())).json(json!({
+        "upload_id": record.id.as_str(),
+        "state": record.state.as_str(),
+        "received_bytes": record.durable_bytes,
+        "url": record.url.as_ref().map(|u| u.as_str()),
+        "bucket": record.bucket.as_str(),
+        "prefix": record.prefix.as_str(),
+        "result": record.result,
+        "error": record.error,
+        "created_at": record.created_at.to_rfc3339(),
+        "updated_at": record.updated_at.to_rfc3339(),
+    })))
 }
 
 /// Raw bytes only: `application/octet-stream`, a `video/*` type, or none.
@@ -93,11 +91,10 @@ fn check_content_type(req: &HttpRequest) -> Result<(), ApiError> {
 fn header_u64(req: &HttpRequest, name: &str) -> Result<Option<u64>, ApiError> {
     match req.headers().get(name) {
         None => Ok(None),
-        Some(value) => value
-            .to_str()
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Some)
-            .ok_or_else(|| ApiError::bad_request("invalid-header", format!("{name} must be a whole number of bytes"))),
+        Some(value) => {
+            value.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()).map(Some).ok_or_else(|| {
+                ApiError::bad_request("invalid-header", format!("{name} must be a whole number of bytes"))
+            })
+        }
     }
 }

@@ -179,11 +179,8 @@ impl Repository {
         hash: &ContentHash,
         now: DateTime<Utc>,
     ) -> Result<(), RepoError> {
-        let row = alias::ActiveModel {
-            url: Set(url.as_str().to_owned()),
-            hash: Set(hash.to_hex()),
-            created_at: Set(now),
-        };
+        let row =
+            alias::ActiveModel { url: Set(url.as_str().to_owned()), hash: Set(hash.to_hex()), created_at: Set(now) };
         alias::Entity::insert(row)
             .on_conflict(OnConflict::column(alias::Column::Url).do_nothing().to_owned())
             .exec_without_returning(conn)

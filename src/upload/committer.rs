@@ -58,7 +58,12 @@ pub struct Committer {
 impl Committer {
     /// Commits the spool of `session`, whose bytes hash to `hash`.
     #[tracing::instrument(skip_all, fields(upload_id = %session.id, hash = %hash))]
-    pub async fn commit(&self, session: &SessionRecord, hash: ContentHash, size: u64) -> Result<IngestResult, UploadError> {
+    pub async fn commit(
+        &self,
+        session: &SessionRecord,
+        hash: ContentHash,
+        size: u64,
+    ) -> Result<IngestResult, UploadError> {
         let id = &session.id;
         if let Some(stored) = self.repo.find_video(&hash).await? {
             self.discard(id).await;

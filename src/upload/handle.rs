@@ -57,7 +57,7 @@ impl Uploads {
     pub async fn status(&self, id: &UploadId) -> Result<SessionRecord, UploadError> {
         match self.registry.send(FindSession(id.clone())).await?? {
             Found::Live(addr) => Ok(addr.send(Snapshot).await?),
-            Found::Closed(record) => Ok(record),
+            Found::Closed(record) => Ok(*record),
         }
     }
 
@@ -82,7 +82,7 @@ impl Uploads {
     {
         let addr = match self.registry.send(FindSession(id.clone())).await?? {
             Found::Live(addr) => addr,
-            Found::Closed(record) => return Self::closed_outcome(record),
+            Found::Closed(record) => return Self::closed_outcome(*record),
         };
         let lease = addr.send(TakeLease { offset }).await??;
         // The lease is worked in a task of its own, so that a request future
@@ -152,8 +152,7 @@ impl Uploads {
             move |durable| addr.do_send(Durable(durable))
         };
         let limits = PumpLimits { max_bytes, checkpoint_bytes: self.checkpoint_bytes };
-        let (writer, end) =
-            pump(writer, body, limits, |n| metrics.upload_received_bytes.inc_by(n), on_durable).await;
+        let (writer, end) = pump(writer, body, limits, |n| metrics.upload_received_bytes.inc_by(n), on_durable).await;
 
         match end {
             Ok(PumpEnd::Complete { body_ended }) => {

@@ -2,9 +2,9 @@
 //! database after a restart, and expires sessions nobody has touched for the
 //! configured time to live, freeing their disk.
 
+use super::UploadError;
 use super::committer::Committer;
 use super::session::{Expire, UploadSession};
-use super::UploadError;
 use crate::domain::UploadId;
 use crate::storage::{SessionRecord, SessionState};
 use actix::prelude::*;
@@ -77,7 +77,7 @@ pub enum Found {
     /// Still taking bytes: talk to its actor.
     Live(Addr<UploadSession>),
     /// Complete, failed or expired: the record says how it ended.
-    Closed(SessionRecord),
+    Closed(Box<SessionRecord>),
 }
 
 #[derive(Message)]
@@ -92,12 +92,10 @@ impl Handler<FindSession> for Registry {
             return Box::pin(fut::ready(Ok(Found::Live(addr.clone()))));
         }
         let repo = self.committer.repo.clone();
-        Box::pin(async move { repo.find_session(&msg.0).await }.into_actor(self).map(|found, act, ctx| {
-            match found? {
-                None => Err(UploadError::UnknownSession),
-                Some(record) if record.state == SessionState::Receiving => Ok(Found::Live(act.live(record, ctx))),
-                Some(record) => Ok(Found::Closed(record)),
-            }
+        Box::pin(async move { repo.find_session(&msg.0).await }.into_actor(self).map(|found, act, ctx| match found? {
+            None => Err(UploadError::UnknownSession),
+            Some(record) if record.state == SessionState::Receiving => Ok(Found::Live(act.live(record, ctx))),
+            Some(record) => Ok(Found::Closed(Box::new(record))),
         }))
     }
 }

@@ -117,7 +117,8 @@ mod tests {
     fn the_running_hash_matches_a_one_shot_hash_and_survives_resume() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("spool");
-        let open = || std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).unwrap();
+        let open =
+            || std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).unwrap();
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
 
         let mut w = SpoolWriter::create(open()).unwrap();

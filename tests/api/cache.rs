@@ -25,7 +25,8 @@ async fn upload_read_and_delete(backend: Backend) {
     assert_eq!(on_disk, video, "the stored object is the uploaded bytes");
 
     // meta
-    let meta: serde_json::Value = app.client.get(app.url(&format!("/meta/{hash}"))).send().await.unwrap().json().await.unwrap();
+    let meta: serde_json::Value =
+        app.client.get(app.url(&format!("/meta/{hash}"))).send().await.unwrap().json().await.unwrap();
     assert_eq!(meta["hash"], hash.as_str());
     assert_eq!(meta["size_bytes"], video.len() as u64);
     assert_eq!(meta["width"], 320);
@@ -54,13 +55,23 @@ async fn upload_read_and_delete(backend: Backend) {
 
     // ranges: a-b, a-, -n
     let len = video.len();
-    for (range, start, end) in [("bytes=100-1099", 100, 1099), (&format!("bytes={}-", len - 10) as &str, len - 10, len - 1), ("bytes=-500", len - 500, len - 1)] {
+    for (range, start, end) in [
+        ("bytes=100-1099", 100, 1099),
+        (&format!("bytes={}-", len - 10) as &str, len - 10, len - 1),
+        ("bytes=-500", len - 500, len - 1),
+    ] {
         let part = app.client.get(app.url(&format!("/video/{hash}"))).header("range", range).send().await.unwrap();
         assert_eq!(part.status(), 206, "{range}");
         assert_eq!(part.headers()["content-range"], format!("bytes {start}-{end}/{len}").as_str());
         assert_eq!(part.bytes().await.unwrap().as_ref(), &video[start..=end], "{range}");
     }
-    let unsatisfiable = app.client.get(app.url(&format!("/video/{hash}"))).header("range", format!("bytes={len}-")).send().await.unwrap();
+    let unsatisfiable = app
+        .client
+        .get(app.url(&format!("/video/{hash}")))
+        .header("range", format!("bytes={len}-"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(unsatisfiable.headers()["content-range"], format!("bytes */{len}").as_str());
     assert_error(unsatisfiable, 416, "range-not-satisfiable").await;
 
@@ -75,8 +86,10 @@ async fn upload_read_and_delete(backend: Backend) {
     assert_eq!(deleted.status(), 204);
     assert_error(app.client.get(app.url(&format!("/video/{hash}"))).send().await.unwrap(), 404, "unknown-video").await;
     assert_error(app.client.get(app.url(&format!("/meta/{hash}"))).send().await.unwrap(), 404, "unknown-video").await;
-    assert_error(app.client.get(app.url("/resolve")).query(&[("url", url)]).send().await.unwrap(), 404, "unknown-url").await;
-    assert_error(app.client.delete(app.url(&format!("/video/{hash}"))).send().await.unwrap(), 404, "unknown-video").await;
+    assert_error(app.client.get(app.url("/resolve")).query(&[("url", url)]).send().await.unwrap(), 404, "unknown-url")
+        .await;
+    assert_error(app.client.delete(app.url(&format!("/video/{hash}"))).send().await.unwrap(), 404, "unknown-video")
+        .await;
     assert!(app.objects().is_empty(), "objects left after delete: {:?}", app.objects());
 }
 both_backends!(upload_read_and_delete);

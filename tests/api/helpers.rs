@@ -131,7 +131,8 @@ impl TestApp {
             .into_iter()
             .filter(|p| {
                 let rel = p.strip_prefix(&self.root).unwrap();
-                !rel.to_string_lossy().starts_with('.') && rel.extension().is_some_and(|e| e != "db" && e != "db-wal" && e != "db-shm")
+                !rel.to_string_lossy().starts_with('.')
+                    && rel.extension().is_some_and(|e| e != "db" && e != "db-wal" && e != "db-shm")
             })
             .collect()
     }
@@ -161,7 +162,8 @@ pub async fn assert_error(response: reqwest::Response, status: u16, code: &str) 
     let got = response.status().as_u16();
     let body = response.text().await.unwrap();
     assert_eq!(got, status, "wrong status, body: {body}");
-    let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("error body is not JSON: {body:?}"));
+    let json: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|_| panic!("error body is not JSON: {body:?}"));
     assert_eq!(json["code"], code, "wrong code in {body}");
     assert!(json["message"].as_str().is_some_and(|m| !m.is_empty()), "no message in {body}");
 }
@@ -181,16 +183,54 @@ pub fn fixture(name: &str) -> Vec<u8> {
         let tmp = dir.join(format!("{name}.{}.tmp.mp4", std::process::id()));
         let args: Vec<&str> = match name {
             "small" => vec![
-                "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-f", "lavfi", "-i", "sine=frequency=440",
-                "-t", "2", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-movflags", "+faststart",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=320x240:rate=25",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440",
+                "-t",
+                "2",
+                "-c:v",
+                "libx264",
+                "-pix_fmt",
+                "yuv420p",
+                "-c:a",
+                "aac",
+                "-movflags",
+                "+faststart",
             ],
             "other" => vec![
-                "-f", "lavfi", "-i", "mandelbrot=size=320x240:rate=25", "-t", "2", "-c:v", "libx264", "-pix_fmt",
+                "-f",
+                "lavfi",
+                "-i",
+                "mandelbrot=size=320x240:rate=25",
+                "-t",
+                "2",
+                "-c:v",
+                "libx264",
+                "-pix_fmt",
                 "yuv420p",
             ],
             "large" => vec![
-                "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25,noise=alls=40:allf=t", "-t", "3", "-c:v",
-                "libx264", "-preset", "ultrafast", "-crf", "10", "-pix_fmt", "yuv420p", "-movflags", "+faststart",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=640x360:rate=25,noise=alls=40:allf=t",
+                "-t",
+                "3",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-crf",
+                "10",
+                "-pix_fmt",
+                "yuv420p",
+                "-movflags",
+                "+faststart",
             ],
             other => panic!("no fixture called {other}"),
         };

@@ -48,7 +48,12 @@ fn origin(ip: &str, routes: Vec<(&'static str, Reply)>) -> u16 {
 }
 
 async fn post_ingest(app: &crate::helpers::TestApp, url: &str) -> reqwest::Response {
-    app.client.post(app.url("/ingest")).json(&serde_json::json!({"url": url, "bucket": "fetched"})).send().await.unwrap()
+    app.client
+        .post(app.url("/ingest"))
+        .json(&serde_json::json!({"url": url, "bucket": "fetched"}))
+        .send()
+        .await
+        .unwrap()
 }
 
 #[actix_web::test]
@@ -59,10 +64,16 @@ async fn the_guard_refuses_loopback_by_address_and_by_name() {
 
     assert_error(post_ingest(&app, &format!("http://127.0.0.1:{port}/v.mp4")).await, 403, "forbidden-address").await;
     assert_error(post_ingest(&app, &format!("http://localhost:{port}/v.mp4")).await, 403, "forbidden-address").await;
-    assert_error(post_ingest(&app, &format!("http://[::ffff:127.0.0.1]:{port}/v.mp4")).await, 403, "forbidden-address").await;
+    assert_error(post_ingest(&app, &format!("http://[::ffff:127.0.0.1]:{port}/v.mp4")).await, 403, "forbidden-address")
+        .await;
     assert!(app.objects().is_empty());
     assert_error(
-        app.client.get(app.url("/resolve")).query(&[("url", format!("http://127.0.0.1:{port}/v.mp4"))]).send().await.unwrap(),
+        app.client
+            .get(app.url("/resolve"))
+            .query(&[("url", format!("http://127.0.0.1:{port}/v.mp4"))])
+            .send()
+            .await
+            .unwrap(),
         404,
         "unknown-url",
     )

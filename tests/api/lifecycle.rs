@@ -50,7 +50,14 @@ async fn a_truncated_body_leaves_a_resumable_session_and_no_object() {
     assert_eq!(std::fs::read(&spool).unwrap(), &video[..half]);
 
     // A resume from the wrong offset is refused and told the right one.
-    let wrong = app.client.post(app.url(&format!("/upload/{id}"))).header("upload-offset", "7").body(vec![0u8; 10]).send().await.unwrap();
+    let wrong = app
+        .client
+        .post(app.url(&format!("/upload/{id}")))
+        .header("upload-offset", "7")
+        .body(vec![0u8; 10])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(wrong.headers()["upload-offset"], half.to_string().as_str());
     assert_error(wrong, 409, "offset-mismatch").await;
 
@@ -140,7 +147,12 @@ async fn metrics_count_uploads_bytes_duplicates_and_latency() {
     assert_eq!(value("vidcache_duplicates_total"), 1.0);
     assert_eq!(value("vidcache_upload_received_bytes_total"), (2 * video.len() + 11) as f64);
     assert_eq!(value("vidcache_upload_finalize_seconds_count"), 3.0);
-    assert!(text.contains(r#"vidcache_http_request_duration_seconds_count{method="POST",route="/upload/{upload_id}",status="200"} 2"#), "{text}");
+    assert!(
+        text.contains(
+            r#"vidcache_http_request_duration_seconds_count{method="POST",route="/upload/{upload_id}",status="200"} 2"#
+        ),
+        "{text}"
+    );
 }
 
 #[actix_web::test]

@@ -15,7 +15,7 @@ struct Daemon {
 
 impl Daemon {
     async fn start(root: &std::path::Path, database_url: &str, port: u16) -> Self {
-        let child = Command::new(env!("CARGO_BIN_EXE_vidcache"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vidcache"))
             .arg("serve")
             .env("VIDCACHE__SERVER__BIND", format!("127.0.0.1:{port}"))
             .env("VIDCACHE__STORAGE__ROOT", root)
@@ -35,6 +35,8 @@ impl Daemon {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("the daemon did not come up on {address}");
     }
 
