@@ -28,8 +28,13 @@ run: release
 	$(CARGO_TARGET_DIR)/release/vidcache serve $(if $(CONFIG),--config $(CONFIG),)
 
 ## Every test: unit tests and the HTTP integration suite on SQLite and PostgreSQL.
+## (No doc tests: there are none, and their empty summary would close the output.)
+TEST_LOG ?= $(CARGO_TARGET_DIR)/make-test.log
 test: deps postgres clean-test-dbs
-	$(CARGO) test --workspace --no-fail-fast
+	@mkdir -p "$(dir $(TEST_LOG))"; set -o pipefail; status=0; \
+	$(CARGO) test --workspace --no-fail-fast --lib --bins --tests 2>&1 | tee "$(TEST_LOG)" || status=$$?; \
+	awk '/^test result:/ { p += $$4; f += $$6 } END { printf "total: %d passed, %d failed\n", p, f }' "$(TEST_LOG)"; \
+	exit $$status
 
 ## Benchmarks against references measured in the same run (see BENCHMARKS.md).
 bench: release

@@ -90,24 +90,23 @@ impl From<crate::storage::RepoError> for ApiError {
 impl From<crate::upload::UploadError> for ApiError {
     fn from(e: crate::upload::UploadError) -> Self {
         use crate::upload::UploadError as E;
-        let message = e.to_string();
-        match e {
-            E::UnknownSession => Self::not_found("unknown-upload", message),
-            E::Expired => Self::new(StatusCode::GONE, "upload-expired", message),
-            E::Busy => Self::new(StatusCode::CONFLICT, "upload-busy", message),
-            E::Failed(_) => Self::new(StatusCode::CONFLICT, "upload-failed", message),
-            E::OffsetMismatch { expected, .. } => Self::new(StatusCode::CONFLICT, "offset-mismatch", message)
-                .with_header("Upload-Offset", expected.to_string()),
-            E::TooLarge { .. } => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", message),
-            E::Truncated(_) => Self::bad_request("truncated-body", message),
-            E::Source(_) => Self::new(StatusCode::BAD_GATEWAY, "fetch-failed", message),
-            E::Empty => Self::bad_request("empty-body", message),
-            E::NotAVideo(_) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "not-a-video", message),
-            E::Repo(inner) => inner.into(),
+        let status = match e {
+            E::Repo(inner) => return inner.into(),
+            E::UnknownSession => StatusCode::NOT_FOUND,
+            E::Expired => StatusCode::GONE,
+            E::Busy | E::Failed(_) | E::OffsetMismatch { .. } => StatusCode::CONFLICT,
+            E::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            E::Truncated(_) => StatusCode::BAD_REQUEST,
+            E::NotAVideo(_) => StatusCode::UNPROCESSABLE_ENTITY,
             E::Io(_) | E::Internal(_) => {
-                tracing::error!(error = %message, "upload failed inside the daemon");
-                Self::internal("the upload could not be stored")
+                tracing::error!(error = %e, "upload failed inside the daemon");
+                return Self::internal("the upload could not be stored");
             }
+        };
+        let error = Self::new(status, e.code(), e.to_string());
+        match e {
+            E::OffsetMismatch { expected, .. } => error.with_header("Upload-Offset", expected.to_string()),
+            _ => error,
         }
     }
 }
@@ -115,15 +114,13 @@ impl From<crate::upload::UploadError> for ApiError {
 impl From<crate::ingest::IngestError> for ApiError {
     fn from(e: crate::ingest::IngestError) -> Self {
         use crate::ingest::IngestError as E;
-        let message = e.to_string();
-        match e {
-            E::Forbidden(_) => Self::new(StatusCode::FORBIDDEN, "forbidden-address", message),
-            E::Timeout => Self::new(StatusCode::GATEWAY_TIMEOUT, "fetch-timeout", message),
-            E::Status(_) | E::Fetch(_) | E::TooManyRedirects => {
-                Self::new(StatusCode::BAD_GATEWAY, "fetch-failed", message)
-            }
-            E::TooLarge(_) => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", message),
-            E::Upload(inner) => inner.into(),
-        }
+        let status = match e {
+            E::Upload(inner) => return inner.into(),
+            E::Forbidden(_) => StatusCode::FORBIDDEN,
+            E::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            E::Status(_) | E::Fetch(_) | E::TooManyRedirects => StatusCode::BAD_GATEWAY,
+            E::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        };
+        Self::new(status, e.code(), e.to_string())
     }
 }

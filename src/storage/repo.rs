@@ -16,12 +16,6 @@ use std::time::Duration;
 #[error("database: {0}")]
 pub struct RepoError(#[from] sea_orm::DbErr);
 
-impl RepoError {
-    pub fn code(&self) -> &'static str {
-        "database-unavailable"
-    }
-}
-
 /// Where an upload session stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionState {
@@ -236,13 +230,13 @@ impl Repository {
     }
 
     /// Receiving sessions untouched since `before`: abandoned.
-    pub async fn stale_sessions(&self, before: DateTime<Utc>) -> Result<Vec<UploadId>, RepoError> {
+    pub async fn stale_sessions(&self, before: DateTime<Utc>) -> Result<Vec<SessionRecord>, RepoError> {
         let rows = upload_session::Entity::find()
             .filter(upload_session::Column::State.eq(SessionState::Receiving.as_str()))
             .filter(upload_session::Column::UpdatedAt.lt(before))
             .all(&self.db)
             .await?;
-        Ok(rows.into_iter().filter_map(|r| UploadId::parse(&r.id).ok()).collect())
+        Ok(rows.into_iter().filter_map(session_from_row).collect())
     }
 
     /// Records durable progress and touches the session.

@@ -34,10 +34,6 @@ pub enum UploadError {
     TooLarge { limit: u64 },
     #[error("the body ended early ({0}); the upload can be resumed")]
     Truncated(String),
-    #[error("the source failed mid-transfer: {0}")]
-    Source(String),
-    #[error("the body was empty")]
-    Empty,
     #[error("{0}")]
     NotAVideo(String),
     #[error(transparent)]
@@ -59,8 +55,6 @@ impl UploadError {
             Self::OffsetMismatch { .. } => "offset-mismatch",
             Self::TooLarge { .. } => "too-large",
             Self::Truncated(_) => "truncated-body",
-            Self::Source(_) => "fetch-failed",
-            Self::Empty => "empty-body",
             Self::NotAVideo(_) => "not-a-video",
             Self::Repo(_) => "database-unavailable",
             Self::Io(_) => "storage",

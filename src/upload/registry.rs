@@ -39,14 +39,10 @@ impl Registry {
         let before = chrono::Utc::now() - chrono::Duration::from_std(self.ttl).unwrap_or(chrono::Duration::MAX);
         ctx.spawn(
             async move {
-                let stale = repo.stale_sessions(before).await;
-                let mut records = Vec::new();
-                for id in stale.unwrap_or_default() {
-                    if let Ok(Some(record)) = repo.find_session(&id).await {
-                        records.push(record);
-                    }
-                }
-                records
+                repo.stale_sessions(before).await.unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "could not look for abandoned uploads");
+                    Vec::new()
+                })
             }
             .into_actor(self)
             .map(|records, act, ctx| {

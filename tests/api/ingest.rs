@@ -9,6 +9,8 @@ use std::net::TcpListener;
 enum Reply {
     Body(Vec<u8>),
     Redirect(String),
+    /// Accepts the request and never answers.
+    Hang,
 }
 
 /// A minimal HTTP/1.1 origin on `ip`, one thread per connection, serving
@@ -39,6 +41,10 @@ fn origin(ip: &str, routes: Vec<(&'static str, Reply)>) -> u16 {
                     Some(Reply::Redirect(to)) => stream.write_all(
                         format!("HTTP/1.1 302 Found\r\nlocation: {to}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes(),
                     ),
+                    Some(Reply::Hang) => {
+                        std::thread::sleep(std::time::Duration::from_secs(30));
+                        Ok(())
+                    }
                     None => stream.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"),
                 };
             });
@@ -138,5 +144,18 @@ async fn ingest_refuses_oversized_sources_and_reports_upstream_errors() {
     assert_error(post_ingest(&app, &format!("http://127.0.0.1:{port}/v.mp4")).await, 413, "too-large").await;
     assert_error(post_ingest(&app, &format!("http://127.0.0.1:{port}/missing.mp4")).await, 502, "fetch-failed").await;
     assert_error(post_ingest(&app, "ftp://example.com/x.mp4").await, 400, "invalid-url").await;
+    assert!(app.objects().is_empty());
+}
+
+#[actix_web::test]
+async fn a_source_that_never_answers_times_out() {
+    let port = origin("127.0.0.1", vec![("/slow.mp4", Reply::Hang)]);
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.ingest.allow_private_networks = true;
+        s.ingest.timeout_secs = 1;
+    })
+    .await;
+
+    assert_error(post_ingest(&app, &format!("http://127.0.0.1:{port}/slow.mp4")).await, 504, "fetch-timeout").await;
     assert!(app.objects().is_empty());
 }
