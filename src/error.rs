@@ -98,6 +98,7 @@ impl From<crate::upload::UploadError> for ApiError {
             E::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             E::Truncated(_) => StatusCode::BAD_REQUEST,
             E::NotAVideo(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            E::CommitInterrupted(_) => StatusCode::SERVICE_UNAVAILABLE,
             E::Io(_) | E::Internal(_) => {
                 tracing::error!(error = %e, "upload failed inside the daemon");
                 return Self::internal("the upload could not be stored");

@@ -41,12 +41,16 @@ impl Application {
             .await
             .with_context(|| format!("connecting to the database {}", redact(&settings.database.url)))?;
         init_ffmpeg();
-        recover_sessions(&repo, &store).await?;
 
+        let local_store = store.clone();
         let store: Arc<dyn Store> = Arc::new(store);
         let metrics = Metrics::new();
         let prober = SyncArbiter::start(PROBE_THREADS, || Prober);
         let committer = Committer { repo: repo.clone(), store: store.clone(), prober, metrics: metrics.clone() };
+        // Crash recovery, before the first request: finish interrupted
+        // commits, then cut open spools back to their last checkpoint.
+        committer.recover_interrupted().await?;
+        recover_sessions(&repo, &local_store).await?;
         let registry = Registry::new(
             committer.clone(),
             settings.session_ttl(),

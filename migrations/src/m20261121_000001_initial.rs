@@ -68,6 +68,8 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(UploadSessions::Meta).text().not_null())
                     .col(ColumnDef::new(UploadSessions::State).string().not_null())
                     .col(ColumnDef::new(UploadSessions::DurableBytes).big_integer().not_null())
+                    .col(ColumnDef::new(UploadSessions::CommitHash).string_len(64))
+                    .col(ColumnDef::new(UploadSessions::CommitPath).text())
                     .col(ColumnDef::new(UploadSessions::Result).text())
                     .col(ColumnDef::new(UploadSessions::Error).text())
                     .col(ColumnDef::new(UploadSessions::CreatedAt).timestamp_with_time_zone().not_null())
@@ -132,6 +134,8 @@ enum UploadSessions {
     Meta,
     State,
     DurableBytes,
+    CommitHash,
+    CommitPath,
     Result,
     Error,
     CreatedAt,

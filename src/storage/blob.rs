@@ -23,6 +23,8 @@ pub trait Store: Send + Sync + 'static {
     fn discard_spool(&self, id: &UploadId) -> io::Result<()>;
     /// Opens an object for reading and tells its length.
     fn open_object(&self, key: &ObjectKey) -> io::Result<(File, u64)>;
+    /// Where an object is on the local disk (for the probe, which reads by path).
+    fn object_path(&self, key: &ObjectKey) -> PathBuf;
     /// Removes an object; a missing one is not an error.
     fn delete_object(&self, key: &ObjectKey) -> io::Result<()>;
     /// Whether the store can be written to right now (for `/readyz`).
@@ -44,11 +46,6 @@ impl LocalStore {
 
     pub fn root(&self) -> &Path {
         &self.root
-    }
-
-    fn object_path(&self, key: &ObjectKey) -> PathBuf {
-        // ObjectKey is made only of validated segments, so this stays under root.
-        self.root.join(key.as_str())
     }
 }
 
@@ -81,6 +78,11 @@ impl Store for LocalStore {
         let file = File::open(self.object_path(key))?;
         let len = file.metadata()?.len();
         Ok((file, len))
+    }
+
+    fn object_path(&self, key: &ObjectKey) -> PathBuf {
+        // ObjectKey is made only of validated segments, so this stays under root.
+        self.root.join(key.as_str())
     }
 
     fn delete_object(&self, key: &ObjectKey) -> io::Result<()> {

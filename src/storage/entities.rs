@@ -63,6 +63,8 @@ pub mod upload_session {
         pub meta: String,
         pub state: String,
         pub durable_bytes: i64,
+        pub commit_hash: Option<String>,
+        pub commit_path: Option<String>,
         pub result: Option<String>,
         pub error: Option<String>,
         pub created_at: DateTimeUtc,

@@ -2,7 +2,7 @@
 //! hands out plain records, and the same code runs on SQLite and PostgreSQL.
 
 use super::entities::{alias, upload_session, video};
-use crate::domain::{Bucket, ContentHash, Prefix, SourceUrl, UploadId};
+use crate::domain::{Bucket, ContentHash, ObjectKey, Prefix, SourceUrl, UploadId};
 use chrono::{DateTime, Utc};
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sea_query::OnConflict;
@@ -27,6 +27,10 @@ pub enum SessionState {
     Failed,
     /// Abandoned past its time to live; the spool is gone.
     Expired,
+    /// Between the rename of the spool into place and the video's record.
+    /// `commit` says where the object went, so that start-up recovery can
+    /// finish (or undo) a commit that a crash interrupted.
+    Committing,
 }
 
 impl SessionState {
@@ -36,6 +40,7 @@ impl SessionState {
             Self::Complete => "complete",
             Self::Failed => "failed",
             Self::Expired => "expired",
+            Self::Committing => "committing",
         }
     }
 
@@ -44,6 +49,7 @@ impl SessionState {
             "complete" => Self::Complete,
             "failed" => Self::Failed,
             "expired" => Self::Expired,
+            "committing" => Self::Committing,
             _ => Self::Receiving,
         }
     }
@@ -60,6 +66,8 @@ pub struct SessionRecord {
     pub state: SessionState,
     /// Bytes fsynced to the spool and recorded: what a resumed upload starts from.
     pub durable_bytes: u64,
+    /// Set while `Committing`: the hash and the object key being committed.
+    pub commit: Option<(ContentHash, ObjectKey)>,
     pub result: Option<serde_json::Value>,
     pub error: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -206,6 +214,8 @@ impl Repository {
             meta: Set(record.meta.to_string()),
             state: Set(record.state.as_str().to_owned()),
             durable_bytes: Set(record.durable_bytes as i64),
+            commit_hash: Set(None),
+            commit_path: Set(None),
             result: Set(None),
             error: Set(None),
             created_at: Set(record.created_at),
@@ -227,6 +237,41 @@ impl Repository {
             .all(&self.db)
             .await?;
         Ok(rows.into_iter().filter_map(session_from_row).collect())
+    }
+
+    /// Sessions a crash interrupted between rename and record.
+    pub async fn committing_sessions(&self) -> Result<Vec<SessionRecord>, RepoError> {
+        let rows = upload_session::Entity::find()
+            .filter(upload_session::Column::State.eq(SessionState::Committing.as_str()))
+            .all(&self.db)
+            .await?;
+        Ok(rows.into_iter().filter_map(session_from_row).collect())
+    }
+
+    /// Records, before the spool is renamed into place, where it is going.
+    pub async fn begin_commit(&self, id: &UploadId, hash: &ContentHash, key: &ObjectKey) -> Result<(), RepoError> {
+        upload_session::Entity::update_many()
+            .col_expr(upload_session::Column::State, SessionState::Committing.as_str().into())
+            .col_expr(upload_session::Column::CommitHash, hash.to_hex().into())
+            .col_expr(upload_session::Column::CommitPath, key.as_str().into())
+            .col_expr(upload_session::Column::UpdatedAt, Utc::now().into())
+            .filter(upload_session::Column::Id.eq(id.as_str()))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Puts a session back to receiving (a commit that did not happen).
+    pub async fn reopen_session(&self, id: &UploadId) -> Result<(), RepoError> {
+        upload_session::Entity::update_many()
+            .col_expr(upload_session::Column::State, SessionState::Receiving.as_str().into())
+            .col_expr(upload_session::Column::CommitHash, Option::<String>::None.into())
+            .col_expr(upload_session::Column::CommitPath, Option::<String>::None.into())
+            .col_expr(upload_session::Column::UpdatedAt, Utc::now().into())
+            .filter(upload_session::Column::Id.eq(id.as_str()))
+            .exec(&self.db)
+            .await?;
+        Ok(())
     }
 
     /// Receiving sessions untouched since `before`: abandoned.
@@ -281,6 +326,10 @@ fn session_from_row(row: upload_session::Model) -> Option<SessionRecord> {
         meta: serde_json::from_str(&row.meta).unwrap_or(serde_json::Value::Null),
         state: SessionState::parse(&row.state),
         durable_bytes: u64::try_from(row.durable_bytes).ok()?,
+        commit: match (row.commit_hash.as_deref(), row.commit_path.as_deref()) {
+            (Some(hash), Some(path)) => Some((ContentHash::parse(hash).ok()?, ObjectKey::from_stored(path).ok()?)),
+            _ => None,
+        },
         result: row.result.as_deref().and_then(|r| serde_json::from_str(r).ok()),
         error: row.error,
         created_at: row.created_at,

@@ -8,7 +8,7 @@
 use super::UploadError;
 use crate::domain::{ContentHash, ObjectKey, UploadId};
 use crate::media::{ProbeError, ProbeFile, Prober};
-use crate::storage::{NewVideo, Repository, SessionRecord, Store};
+use crate::storage::{NewVideo, Repository, SessionRecord, SessionState, Store};
 use crate::telemetry::Metrics;
 use actix::Addr;
 use serde::{Deserialize, Serialize};
@@ -79,12 +79,31 @@ impl Committer {
         };
 
         let key = ObjectKey::new(&session.bucket, &session.prefix, &hash, media.ext);
+        self.repo.begin_commit(id, &hash, &key).await?;
         let store = self.store.clone();
         let (commit_id, commit_key) = (id.clone(), key.clone());
-        tokio::task::spawn_blocking(move || store.commit(&commit_id, &commit_key))
+        let renamed = tokio::task::spawn_blocking(move || store.commit(&commit_id, &commit_key))
             .await
-            .map_err(|e| UploadError::Internal(e.to_string()))??;
+            .map_err(|e| UploadError::Internal(e.to_string()))
+            .and_then(|r| r.map_err(UploadError::Io));
+        if let Err(e) = renamed {
+            // The spool is where it was: the session can take a retry.
+            self.repo.reopen_session(id).await?;
+            return Err(e);
+        }
+        self.record(session, hash, size, media, key).await.map_err(|e| UploadError::CommitInterrupted(e.to_string()))
+    }
 
+    /// With the object in place: records it, or settles as a duplicate if
+    /// another upload of the same bytes was recorded first.
+    async fn record(
+        &self,
+        session: &SessionRecord,
+        hash: ContentHash,
+        size: u64,
+        media: crate::media::MediaInfo,
+        key: ObjectKey,
+    ) -> Result<IngestResult, UploadError> {
         let new = NewVideo {
             hash,
             size_bytes: size,
@@ -113,10 +132,87 @@ impl Committer {
             .await?
             .ok_or_else(|| UploadError::Internal("a video vanished while its duplicate committed".into()))?;
         if stored.file_path != key.as_str() {
-            let store = self.store.clone();
-            let _ = tokio::task::spawn_blocking(move || store.delete_object(&key)).await;
+            self.delete_object(key).await;
         }
         self.duplicate_of(&stored, session).await
+    }
+
+    /// At start-up, before any upload is served: finishes every commit that a
+    /// crash interrupted between `begin_commit` and the session's close.
+    pub async fn recover_interrupted(&self) -> Result<(), UploadError> {
+        for session in self.repo.committing_sessions().await? {
+            let id = session.id.clone();
+            let outcome = match session.commit.clone() {
+                Some((hash, key)) => self.finish_interrupted(&session, hash, key).await,
+                None => self.repo.reopen_session(&id).await.map(|()| None).map_err(UploadError::from),
+            };
+            match outcome {
+                Ok(Some(result)) => {
+                    tracing::info!(upload_id = %id, hash = %result.hash, "finished an interrupted commit");
+                    let json = serde_json::to_value(&result).ok();
+                    self.repo.close_session(&id, SessionState::Complete, json.as_ref(), None).await?;
+                }
+                Ok(None) => {}
+                Err(UploadError::NotAVideo(why)) => {
+                    self.repo.close_session(&id, SessionState::Failed, None, Some(&why)).await?;
+                }
+                Err(e) => tracing::error!(upload_id = %id, error = %e, "could not finish an interrupted commit"),
+            }
+        }
+        Ok(())
+    }
+
+    async fn finish_interrupted(
+        &self,
+        session: &SessionRecord,
+        hash: ContentHash,
+        key: ObjectKey,
+    ) -> Result<Option<IngestResult>, UploadError> {
+        let id = session.id.clone();
+        if let Some(stored) = self.repo.find_video(&hash).await? {
+            // Recorded already, by this upload (the crash came after the
+            // insert) or by another one.
+            self.discard(&id).await;
+            if stored.file_path == key.as_str() {
+                if let Some(url) = &session.url {
+                    self.repo.add_alias(url, &hash).await?;
+                }
+                return Ok(Some(IngestResult::of_stored(&stored, IngestStatus::New)));
+            }
+            self.delete_object(key).await;
+            return self.duplicate_of(&stored, session).await.map(Some);
+        }
+        let store = self.store.clone();
+        let (spool, object) = {
+            let (id, key) = (id.clone(), key.clone());
+            tokio::task::spawn_blocking(move || {
+                (
+                    store.spool_path(&id).exists(),
+                    store.open_object(&key).ok().map(|(_, len)| (len, store.object_path(&key))),
+                )
+            })
+            .await
+            .map_err(|e| UploadError::Internal(e.to_string()))?
+        };
+        match (spool, object) {
+            // The crash came before the rename: the upload is still whole in its spool.
+            (true, _) => {
+                self.repo.reopen_session(&id).await?;
+                Ok(None)
+            }
+            // Renamed but not recorded: probe what is there and record it.
+            (false, Some((size, path))) => match self.prober.send(ProbeFile(path)).await? {
+                Ok(media) => self.record(session, hash, size, media, key).await.map(Some),
+                Err(ProbeError::NotAVideo(why)) => {
+                    self.delete_object(key).await;
+                    Err(UploadError::NotAVideo(why))
+                }
+            },
+            (false, None) => {
+                self.repo.close_session(&id, SessionState::Expired, None, Some("lost during commit")).await?;
+                Ok(None)
+            }
+        }
     }
 
     async fn duplicate_of(
@@ -129,6 +225,13 @@ impl Committer {
         }
         self.metrics.duplicates.inc();
         Ok(IngestResult::of_stored(stored, IngestStatus::Duplicate))
+    }
+
+    async fn delete_object(&self, key: ObjectKey) {
+        let store = self.store.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.delete_object(&key)).await {
+            tracing::warn!(error = %e, "could not remove an orphan object");
+        }
     }
 
     /// Drops a spool that will not become an object.

@@ -43,6 +43,7 @@ impl Uploads {
             meta: new.meta,
             state: SessionState::Receiving,
             durable_bytes: 0,
+            commit: None,
             result: None,
             error: None,
             created_at: now,
@@ -103,7 +104,9 @@ impl Uploads {
                 .ok_or_else(|| UploadError::Internal("a complete upload lost its result".into())),
             SessionState::Failed => Err(UploadError::Failed(record.error.unwrap_or_default())),
             SessionState::Expired => Err(UploadError::Expired),
-            SessionState::Receiving => Err(UploadError::Internal("a receiving upload has no actor".into())),
+            SessionState::Receiving | SessionState::Committing => {
+                Err(UploadError::Internal("the upload is being committed; ask again shortly".into()))
+            }
         }
     }
 

@@ -36,6 +36,8 @@ pub enum UploadError {
     Truncated(String),
     #[error("{0}")]
     NotAVideo(String),
+    #[error("the video is stored but could not be recorded ({0}); it is recorded when the daemon restarts")]
+    CommitInterrupted(String),
     #[error(transparent)]
     Repo(#[from] RepoError),
     #[error("storage: {0}")]
@@ -56,6 +58,7 @@ impl UploadError {
             Self::TooLarge { .. } => "too-large",
             Self::Truncated(_) => "truncated-body",
             Self::NotAVideo(_) => "not-a-video",
+            Self::CommitInterrupted(_) => "commit-interrupted",
             Self::Repo(_) => "database-unavailable",
             Self::Io(_) => "storage",
             Self::Internal(_) => "internal",

@@ -84,6 +84,7 @@ impl Handler<TakeLease> for UploadSession {
             SessionState::Complete => return Err(UploadError::Failed("the upload is already complete".into())),
             SessionState::Failed => return Err(UploadError::Failed(self.record.error.clone().unwrap_or_default())),
             SessionState::Expired => return Err(UploadError::Expired),
+            SessionState::Committing => return Err(UploadError::Busy),
         }
         if self.leased {
             return Err(UploadError::Busy);
@@ -192,9 +193,16 @@ impl Handler<ReturnLease> for UploadSession {
                         ctx.stop();
                         Err(UploadError::NotAVideo(why))
                     }
+                    Err(UploadError::CommitInterrupted(why)) => {
+                        // The spool is now the object: the writer must never
+                        // touch it again. Start-up recovery records it.
+                        act.record.state = SessionState::Committing;
+                        ctx.stop();
+                        Err(UploadError::CommitInterrupted(why))
+                    }
                     Err(other) => {
-                        // Probably transient (database, disk): the spool is
-                        // intact, so keep the session open for a retry.
+                        // Failed before the rename (database, disk): the spool
+                        // is intact, so keep the session open for a retry.
                         act.writer = Some(writer);
                         Err(other)
                     }

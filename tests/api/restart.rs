@@ -133,3 +133,88 @@ async fn killed_mid_upload_resumes_after_restart(backend: Backend) {
     daemon.kill9();
 }
 both_backends!(killed_mid_upload_resumes_after_restart);
+
+async fn init_session(client: &reqwest::Client, address: &str, url: &str) -> String {
+    let init: serde_json::Value = client
+        .post(format!("{address}/upload/init"))
+        .json(&serde_json::json!({"url": url, "bucket": "b"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    init["upload_id"].as_str().unwrap().to_owned()
+}
+
+/// Crashes between "commit begun" and "session closed" are put on disk and in
+/// the database by hand (the daemon is down), exactly as the committer leaves
+/// them; the next start must settle each one.
+async fn interrupted_commits_are_finished_at_start_up(backend: Backend) {
+    use vidcache::domain::{Bucket, ContentHash, ObjectKey, Prefix, UploadId};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    std::fs::create_dir_all(&root).unwrap();
+    let database_url = fresh_database(backend, &root).await;
+    let client = reqwest::Client::new();
+    let (video, other) = (fixture("small"), fixture("other"));
+    let not_video = b"plain text, not a video".repeat(50);
+
+    let mut daemon = Daemon::start(&root, &database_url, free_port()).await;
+    let renamed = init_session(&client, &daemon.address, "https://x.test/renamed.mp4").await;
+    let before_rename = init_session(&client, &daemon.address, "https://x.test/before-rename.mp4").await;
+    let bad = init_session(&client, &daemon.address, "https://x.test/bad.mp4").await;
+    daemon.kill9();
+
+    let repo = vidcache::storage::Repository::connect(&database_url, 1).await.unwrap();
+    let key_for = |bytes: &[u8]| {
+        let hash = ContentHash::parse(&blake3_hex(bytes)).unwrap();
+        (hash, ObjectKey::new(&Bucket::parse("b").unwrap(), &Prefix::default(), &hash, "mp4"))
+    };
+    // 1. Renamed into place, never recorded.
+    let (hash, key) = key_for(&video);
+    repo.begin_commit(&UploadId::parse(&renamed).unwrap(), &hash, &key).await.unwrap();
+    std::fs::create_dir_all(root.join("b")).unwrap();
+    std::fs::write(root.join(key.as_str()), &video).unwrap();
+    // 2. Commit begun, spool not yet renamed.
+    let (other_hash, other_key) = key_for(&other);
+    let id = UploadId::parse(&before_rename).unwrap();
+    repo.record_progress(&id, other.len() as u64).await.unwrap();
+    repo.begin_commit(&id, &other_hash, &other_key).await.unwrap();
+    std::fs::write(root.join(".spool").join(format!("{before_rename}.part")), &other).unwrap();
+    // 3. Renamed into place, but the bytes are not a video.
+    let (bad_hash, bad_key) = key_for(&not_video);
+    repo.begin_commit(&UploadId::parse(&bad).unwrap(), &bad_hash, &bad_key).await.unwrap();
+    std::fs::write(root.join(bad_key.as_str()), &not_video).unwrap();
+    drop(repo);
+
+    let mut daemon = Daemon::start(&root, &database_url, free_port()).await;
+
+    let first = status(&client, &daemon.address, &renamed).await;
+    assert_eq!(first["state"], "complete", "{first}");
+    assert_eq!(first["result"]["hash"], hash.to_hex().as_str());
+    assert_eq!(first["result"]["status"], "new");
+    let meta: serde_json::Value =
+        client.get(format!("{}/meta/{hash}", daemon.address)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(meta["aliases"], serde_json::json!(["https://x.test/renamed.mp4"]));
+    assert_eq!(meta["width"], 320, "the recovered object was probed: {meta}");
+
+    let second = status(&client, &daemon.address, &before_rename).await;
+    assert_eq!(second["state"], "receiving", "{second}");
+    assert_eq!(second["received_bytes"], other.len() as u64);
+    let finished = client
+        .post(format!("{}/upload/{before_rename}", daemon.address))
+        .header("upload-offset", other.len().to_string())
+        .body(Vec::<u8>::new())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(finished.status(), 200);
+    assert_eq!(finished.json::<serde_json::Value>().await.unwrap()["hash"], other_hash.to_hex().as_str());
+
+    let third = status(&client, &daemon.address, &bad).await;
+    assert_eq!(third["state"], "failed", "{third}");
+    assert!(!root.join(bad_key.as_str()).exists(), "a recovered non-video is removed");
+    daemon.kill9();
+}
+both_backends!(interrupted_commits_are_finished_at_start_up);
