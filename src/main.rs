@@ -32,6 +32,8 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => Application::build(settings).await?.run_until_stopped().await?,
         Command::Migrate => {
+            // The default SQLite file lives in the storage root; make sure it exists.
+            std::fs::create_dir_all(&settings.storage.root)?;
             vidcache::storage::Repository::connect(&settings.database.url, 1).await?;
             tracing::info!("database schema is up to date");
         }

@@ -218,3 +218,23 @@ async fn interrupted_commits_are_finished_at_start_up(backend: Backend) {
     daemon.kill9();
 }
 both_backends!(interrupted_commits_are_finished_at_start_up);
+
+#[actix_web::test]
+async fn migrate_creates_the_schema_on_a_fresh_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("not-yet-there");
+
+    let output = Command::new(env!("CARGO_BIN_EXE_vidcache"))
+        .arg("migrate")
+        .env("VIDCACHE__STORAGE__ROOT", &root)
+        .env_remove("VIDCACHE__DATABASE__URL")
+        .env_remove("VIDCACHE_CONFIG")
+        .output()
+        .unwrap();
+
+    assert!(output.status.success(), "migrate failed: {}", String::from_utf8_lossy(&output.stderr));
+    let database_url = vidcache::config::Settings::sqlite_url_under(&root);
+    let repo = vidcache::storage::Repository::connect(&database_url, 1).await.unwrap();
+    let unknown = vidcache::domain::UploadId::generate();
+    assert!(repo.find_session(&unknown).await.unwrap().is_none(), "the sessions table exists and answers");
+}
