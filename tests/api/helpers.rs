@@ -153,6 +153,38 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// `POST /upload/init` on any daemon (in-process or spawned); returns the upload id.
+pub async fn init_upload(client: &reqwest::Client, address: &str, url: &str) -> String {
+    let init: serde_json::Value = client
+        .post(format!("{address}/upload/init"))
+        .json(&serde_json::json!({"url": url, "bucket": "b"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    init["upload_id"].as_str().expect("a pending upload").to_owned()
+}
+
+/// Sends the rest of an upload from `offset`, as a resuming client does.
+pub async fn resume_upload(
+    client: &reqwest::Client,
+    address: &str,
+    upload_id: &str,
+    offset: usize,
+    rest: &[u8],
+) -> reqwest::Response {
+    client
+        .post(format!("{address}/upload/{upload_id}"))
+        .header("upload-offset", offset.to_string())
+        .header("content-type", "application/octet-stream")
+        .body(rest.to_vec())
+        .send()
+        .await
+        .unwrap()
+}
+
 pub fn blake3_hex(bytes: &[u8]) -> String {
     blake3::hash(bytes).to_hex().to_string()
 }
@@ -181,62 +213,21 @@ pub fn fixture(name: &str) -> Vec<u8> {
     if !path.exists() {
         std::fs::create_dir_all(&dir).unwrap();
         let tmp = dir.join(format!("{name}.{}.tmp.mp4", std::process::id()));
-        let args: Vec<&str> = match name {
-            "small" => vec![
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc2=size=320x240:rate=25",
-                "-f",
-                "lavfi",
-                "-i",
-                "sine=frequency=440",
-                "-t",
-                "2",
-                "-c:v",
-                "libx264",
-                "-pix_fmt",
-                "yuv420p",
-                "-c:a",
-                "aac",
-                "-movflags",
-                "+faststart",
-            ],
-            "other" => vec![
-                "-f",
-                "lavfi",
-                "-i",
-                "mandelbrot=size=320x240:rate=25",
-                "-t",
-                "2",
-                "-c:v",
-                "libx264",
-                "-pix_fmt",
-                "yuv420p",
-            ],
-            "large" => vec![
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc2=size=640x360:rate=25,noise=alls=40:allf=t",
-                "-t",
-                "3",
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-crf",
-                "10",
-                "-pix_fmt",
-                "yuv420p",
-                "-movflags",
-                "+faststart",
-            ],
+        let args = match name {
+            "small" => {
+                "-f lavfi -i testsrc2=size=320x240:rate=25 -f lavfi -i sine=frequency=440 -t 2 \
+                        -c:v libx264 -pix_fmt yuv420p -c:a aac -movflags +faststart"
+            }
+            "other" => "-f lavfi -i mandelbrot=size=320x240:rate=25 -t 2 -c:v libx264 -pix_fmt yuv420p",
+            "large" => {
+                "-f lavfi -i testsrc2=size=640x360:rate=25,noise=alls=40:allf=t -t 3 \
+                        -c:v libx264 -preset ultrafast -crf 10 -pix_fmt yuv420p -movflags +faststart"
+            }
             other => panic!("no fixture called {other}"),
         };
         let status = Command::new("ffmpeg")
             .args(["-hide_banner", "-loglevel", "error", "-y"])
-            .args(&args)
+            .args(args.split_whitespace())
             .arg(&tmp)
             .status()
             .expect("ffmpeg must be installed (make test installs it)");

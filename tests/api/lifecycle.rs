@@ -1,7 +1,7 @@
 //! What happens around an upload: a body cut off mid-way and resumed,
 //! abandoned sessions expiring, metrics, and one daemon per storage root.
 
-use crate::helpers::{Backend, assert_error, blake3_hex, fixture, spawn_app, spawn_app_with};
+use crate::helpers::{Backend, assert_error, blake3_hex, fixture, resume_upload, spawn_app, spawn_app_with};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
@@ -61,15 +61,7 @@ async fn a_truncated_body_leaves_a_resumable_session_and_no_object() {
     assert_eq!(wrong.headers()["upload-offset"], half.to_string().as_str());
     assert_error(wrong, 409, "offset-mismatch").await;
 
-    let resumed = app
-        .client
-        .post(app.url(&format!("/upload/{id}")))
-        .header("upload-offset", half.to_string())
-        .header("content-type", "application/octet-stream")
-        .body(video[half..].to_vec())
-        .send()
-        .await
-        .unwrap();
+    let resumed = resume_upload(&app.client, &app.address, &id, half, &video[half..]).await;
     assert_eq!(resumed.status(), 200);
     let result: serde_json::Value = resumed.json().await.unwrap();
     assert_eq!(result["hash"], blake3_hex(&video).as_str());

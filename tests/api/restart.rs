@@ -4,7 +4,7 @@
 //! client finishes the upload from the reported offset.
 
 use crate::both_backends;
-use crate::helpers::{Backend, blake3_hex, fixture, fresh_database};
+use crate::helpers::{Backend, blake3_hex, fixture, fresh_database, init_upload, resume_upload};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -70,16 +70,7 @@ async fn killed_mid_upload_resumes_after_restart(backend: Backend) {
     let client = reqwest::Client::new();
     let mut daemon = Daemon::start(&root, &database_url, free_port()).await;
 
-    let init: serde_json::Value = client
-        .post(format!("{}/upload/init", daemon.address))
-        .json(&serde_json::json!({"url": "https://x.test/killed.mp4", "bucket": "b"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = init["upload_id"].as_str().unwrap().to_owned();
+    let id = init_upload(&client, &daemon.address, "https://x.test/killed.mp4").await;
 
     // Send 6 MiB, then stall forever, as a client on a bad link would.
     let sent = 6 << 20;
@@ -118,14 +109,7 @@ async fn killed_mid_upload_resumes_after_restart(backend: Backend) {
     assert!(objects.is_empty(), "nothing half-written is an object: {objects:?}");
 
     // The client resumes from the reported offset and gets the whole file's hash.
-    let resumed = client
-        .post(format!("{}/upload/{id}", daemon.address))
-        .header("upload-offset", recorded.to_string())
-        .header("content-type", "application/octet-stream")
-        .body(video[recorded..].to_vec())
-        .send()
-        .await
-        .unwrap();
+    let resumed = resume_upload(&client, &daemon.address, &id, recorded, &video[recorded..]).await;
     assert_eq!(resumed.status(), 200);
     let result: serde_json::Value = resumed.json().await.unwrap();
     assert_eq!(result["hash"], blake3_hex(&video).as_str());
@@ -133,19 +117,6 @@ async fn killed_mid_upload_resumes_after_restart(backend: Backend) {
     daemon.kill9();
 }
 both_backends!(killed_mid_upload_resumes_after_restart);
-
-async fn init_session(client: &reqwest::Client, address: &str, url: &str) -> String {
-    let init: serde_json::Value = client
-        .post(format!("{address}/upload/init"))
-        .json(&serde_json::json!({"url": url, "bucket": "b"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    init["upload_id"].as_str().unwrap().to_owned()
-}
 
 /// Crashes between "commit begun" and "session closed" are put on disk and in
 /// the database by hand (the daemon is down), exactly as the committer leaves
@@ -161,9 +132,9 @@ async fn interrupted_commits_are_finished_at_start_up(backend: Backend) {
     let not_video = b"plain text, not a video".repeat(50);
 
     let mut daemon = Daemon::start(&root, &database_url, free_port()).await;
-    let renamed = init_session(&client, &daemon.address, "https://x.test/renamed.mp4").await;
-    let before_rename = init_session(&client, &daemon.address, "https://x.test/before-rename.mp4").await;
-    let bad = init_session(&client, &daemon.address, "https://x.test/bad.mp4").await;
+    let renamed = init_upload(&client, &daemon.address, "https://x.test/renamed.mp4").await;
+    let before_rename = init_upload(&client, &daemon.address, "https://x.test/before-rename.mp4").await;
+    let bad = init_upload(&client, &daemon.address, "https://x.test/bad.mp4").await;
     daemon.kill9();
 
     let repo = vidcache::storage::Repository::connect(&database_url, 1).await.unwrap();
@@ -202,13 +173,7 @@ async fn interrupted_commits_are_finished_at_start_up(backend: Backend) {
     let second = status(&client, &daemon.address, &before_rename).await;
     assert_eq!(second["state"], "receiving", "{second}");
     assert_eq!(second["received_bytes"], other.len() as u64);
-    let finished = client
-        .post(format!("{}/upload/{before_rename}", daemon.address))
-        .header("upload-offset", other.len().to_string())
-        .body(Vec::<u8>::new())
-        .send()
-        .await
-        .unwrap();
+    let finished = resume_upload(&client, &daemon.address, &before_rename, other.len(), &[]).await;
     assert_eq!(finished.status(), 200);
     assert_eq!(finished.json::<serde_json::Value>().await.unwrap()["hash"], other_hash.to_hex().as_str());
 
