@@ -25,8 +25,7 @@ async fn upload_read_and_delete(backend: Backend) {
     assert_eq!(on_disk, video, "the stored object is the uploaded bytes");
 
     // meta
-    let meta: serde_json::Value =
-        app.client.get(app.url(&format!("/meta/{hash}"))).send().await.unwrap().json().await.unwrap();
+    let meta = app.get_json(&format!("/meta/{hash}")).await;
     assert_eq!(meta["hash"], hash.as_str());
     assert_eq!(meta["size_bytes"], video.len() as u64);
     assert_eq!(meta["width"], 320);
@@ -107,15 +106,7 @@ async fn same_bytes_under_a_second_url_is_a_duplicate(backend: Backend) {
     assert_eq!(second["hash"], first["hash"]);
     assert_eq!(second["file_path"], first["file_path"], "a duplicate points at the stored object");
     assert_eq!(app.objects().len(), 1, "one object on disk: {:?}", app.objects());
-    let meta: serde_json::Value = app
-        .client
-        .get(app.url(&format!("/meta/{}", first["hash"].as_str().unwrap())))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let meta = app.get_json(&format!("/meta/{}", first["hash"].as_str().unwrap())).await;
     assert_eq!(meta["aliases"], serde_json::json!(["https://a.example.com/1.mp4", "https://b.example.com/2.mp4"]));
     assert!(crate::helpers::files_under(&app.root.join(".spool")).is_empty(), "no spool left behind");
 
@@ -153,8 +144,7 @@ async fn twenty_concurrent_uploads_of_the_same_bytes_store_one_object(backend: B
     let hash = blake3_hex(&video);
     assert!(results.iter().all(|r| r["hash"] == hash.as_str()));
     assert_eq!(app.objects().len(), 1, "{:?}", app.objects());
-    let meta: serde_json::Value =
-        app.client.get(app.url(&format!("/meta/{hash}"))).send().await.unwrap().json().await.unwrap();
+    let meta = app.get_json(&format!("/meta/{hash}")).await;
     assert_eq!(meta["aliases"].as_array().unwrap().len(), 20);
 }
 both_backends!(twenty_concurrent_uploads_of_the_same_bytes_store_one_object);

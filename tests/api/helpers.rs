@@ -93,6 +93,11 @@ impl TestApp {
         format!("{}{}", self.address, path)
     }
 
+    /// `GET path`, decoded as JSON (whatever the status).
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        self.client.get(self.url(path)).send().await.unwrap().json().await.unwrap()
+    }
+
     /// `POST /upload/init`; returns the whole JSON answer.
     pub async fn init(&self, url: &str, bucket: &str, prefix: Option<&str>) -> serde_json::Value {
         let mut body = serde_json::json!({"url": url, "bucket": bucket});

@@ -19,12 +19,12 @@ async fn send_truncated(address: &str, path: &str, declared: usize, body: &[u8])
 }
 
 async fn upload_status(app: &crate::helpers::TestApp, id: &str) -> serde_json::Value {
-    app.client.get(app.url(&format!("/upload/{id}"))).send().await.unwrap().json().await.unwrap()
+    app.get_json(&format!("/upload/{id}")).await
 }
 
 /// Polls until the session reports `bytes` received (progress is recorded asynchronously).
 async fn wait_for_received(app: &crate::helpers::TestApp, id: &str, bytes: u64) -> serde_json::Value {
-    for _ in 0..100 {
+    for _ in 0..400 {
         let status = upload_status(app, id).await;
         if status["received_bytes"] == bytes {
             return status;
@@ -101,7 +101,7 @@ async fn abandoned_sessions_expire_and_free_their_disk() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     app.uploads.sweep_now();
 
-    for _ in 0..100 {
+    for _ in 0..400 {
         if upload_status(&app, &id).await["state"] == "expired" {
             break;
         }

@@ -29,7 +29,7 @@ impl Daemon {
             .expect("the vidcache binary runs");
         let address = format!("http://127.0.0.1:{port}");
         let client = reqwest::Client::new();
-        for _ in 0..200 {
+        for _ in 0..600 {
             if client.get(format!("{address}/healthz")).send().await.is_ok() {
                 return Self { child, address };
             }
@@ -84,7 +84,7 @@ async fn killed_mid_upload_resumes_after_restart(backend: Backend) {
     let upload = actix_web::rt::spawn(request);
 
     let mut progress = 0;
-    for _ in 0..200 {
+    for _ in 0..600 {
         progress = status(&client, &daemon.address, &id).await["received_bytes"].as_u64().unwrap();
         if progress >= 4 << 20 {
             break;
