@@ -127,7 +127,7 @@ impl Application {
 /// After a crash, every open session's spool is cut back to its last
 /// recorded checkpoint; a session whose spool vanished is expired.
 async fn recover_sessions(repo: &Repository, store: &LocalStore) -> anyhow::Result<()> {
-    for session in repo.receiving_sessions().await? {
+    for session in repo.sessions_in(SessionState::Receiving).await? {
         let path = store.spool_path(&session.id);
         let durable = session.durable_bytes;
         let on_disk = tokio::task::spawn_blocking(move || -> std::io::Result<Option<u64>> {

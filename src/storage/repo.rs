@@ -230,19 +230,11 @@ impl Repository {
         Ok(row.and_then(session_from_row))
     }
 
-    /// Sessions still taking bytes: what start-up recovery looks at.
-    pub async fn receiving_sessions(&self) -> Result<Vec<SessionRecord>, RepoError> {
+    /// Every session in `state`: start-up recovery looks at `Receiving`
+    /// (spools to cut back) and `Committing` (commits a crash interrupted).
+    pub async fn sessions_in(&self, state: SessionState) -> Result<Vec<SessionRecord>, RepoError> {
         let rows = upload_session::Entity::find()
-            .filter(upload_session::Column::State.eq(SessionState::Receiving.as_str()))
-            .all(&self.db)
-            .await?;
-        Ok(rows.into_iter().filter_map(session_from_row).collect())
-    }
-
-    /// Sessions a crash interrupted between rename and record.
-    pub async fn committing_sessions(&self) -> Result<Vec<SessionRecord>, RepoError> {
-        let rows = upload_session::Entity::find()
-            .filter(upload_session::Column::State.eq(SessionState::Committing.as_str()))
+            .filter(upload_session::Column::State.eq(state.as_str()))
             .all(&self.db)
             .await?;
         Ok(rows.into_iter().filter_map(session_from_row).collect())

@@ -140,7 +140,7 @@ impl Committer {
     /// At start-up, before any upload is served: finishes every commit that a
     /// crash interrupted between `begin_commit` and the session's close.
     pub async fn recover_interrupted(&self) -> Result<(), UploadError> {
-        for session in self.repo.committing_sessions().await? {
+        for session in self.repo.sessions_in(SessionState::Committing).await? {
             let id = session.id.clone();
             let outcome = match session.commit.clone() {
                 Some((hash, key)) => self.finish_interrupted(&session, hash, key).await,
