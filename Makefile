@@ -39,6 +39,8 @@ test: deps postgres clean-test-dbs
 ## Benchmarks against references measured in the same run (see BENCHMARKS.md).
 bench: release
 	python3 tests/bench/upload_bench.py --binary $(CARGO_TARGET_DIR)/release/vidcache $(BENCH_ARGS)
+	@command -v rustus >/dev/null || $(CARGO) install rustus --locked
+	python3 tests/bench/doors_bench.py --binary $(CARGO_TARGET_DIR)/release/vidcache $(DOORS_BENCH_ARGS)
 
 ## Drop databases left by earlier test runs.
 clean-test-dbs:

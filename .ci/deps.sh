@@ -17,3 +17,14 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "cargo is missing: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
+
+# The real upload clients the tests drive: tuspy (Python) and tus-js-client (Node).
+python3 -c "import tusclient" 2>/dev/null || python3 -m pip install -q --disable-pip-version-check tuspy==1.1.0
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+if [ ! -d tests/clients/node_modules/tus-js-client ]; then
+  (cd tests/clients && npm ci --no-audit --no-fund --silent)
+fi

@@ -15,6 +15,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub ingest: IngestSettings,
     pub upload: UploadSettings,
+    pub auth: AuthSettings,
     pub log: LogSettings,
 }
 
@@ -22,6 +23,10 @@ pub struct Settings {
 pub struct ServerSettings {
     /// Address to listen on. Port 0 picks a free port (tests use it).
     pub bind: String,
+    /// How clients reach this daemon (`https://videos.example.com`), used in
+    /// absolute URLs it hands out (presigned part URLs). Empty: taken from
+    /// each request's `Host` and scheme.
+    pub public_url: String,
     /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
 }
@@ -70,6 +75,53 @@ pub struct UploadSettings {
     /// Progress is made durable (fdatasync, then recorded) every this many
     /// bytes; a daemon killed mid-upload resumes from the last such point.
     pub checkpoint_bytes: u64,
+    /// Chunk size a chunked upload gets when its init names none.
+    pub default_chunk_bytes: u64,
+    /// Smallest and largest chunk size a chunked init may ask for.
+    pub min_chunk_bytes: u64,
+    pub max_chunk_bytes: u64,
+    /// Largest multipart part (S3: 5 GiB).
+    pub max_part_bytes: u64,
+    /// Smallest multipart part but the last (the contract: 5 MiB).
+    pub min_part_bytes: u64,
+    /// Open uploads one API key (multipart) or one client address (chunked,
+    /// tus) may have at once.
+    pub max_sessions_per_key: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthSettings {
+    /// API keys of the multipart door: `[[auth.api_keys]]` tables in TOML, or
+    /// `VIDCACHE__AUTH__API_KEYS` holding the same list as JSON.
+    #[serde(deserialize_with = "api_keys")]
+    pub api_keys: Vec<ApiKey>,
+    /// Secret for presigned part URLs. Empty: a random secret is made once and
+    /// kept in `{storage.root}/.presign-secret`, so URLs survive restarts.
+    pub presign_secret: String,
+    /// How long a presigned part URL is valid, in seconds.
+    pub presign_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct ApiKey {
+    pub id: String,
+    pub key: String,
+    pub project_id: String,
+}
+
+/// A list of keys, or a string with the list as JSON (the environment form).
+fn api_keys<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Vec<ApiKey>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        List(Vec<ApiKey>),
+        Json(String),
+    }
+    match Form::deserialize(de)? {
+        Form::List(keys) => Ok(keys),
+        Form::Json(raw) if raw.trim().is_empty() => Ok(Vec::new()),
+        Form::Json(raw) => serde_json::from_str(&raw).map_err(serde::de::Error::custom),
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -121,6 +173,16 @@ impl Settings {
             .set_default("upload.session_ttl_secs", 24 * 3600)?
             .set_default("upload.sweep_interval_secs", 60)?
             .set_default("upload.checkpoint_bytes", 64u64 << 20)?
+            .set_default("upload.default_chunk_bytes", 8u64 << 20)?
+            .set_default("upload.min_chunk_bytes", 64u64 << 10)?
+            .set_default("upload.max_chunk_bytes", 256u64 << 20)?
+            .set_default("upload.max_part_bytes", 5 * GIB)?
+            .set_default("upload.min_part_bytes", 5u64 << 20)?
+            .set_default("upload.max_sessions_per_key", 100)?
+            .set_default("server.public_url", "")?
+            .set_default("auth.api_keys", Vec::<String>::new())?
+            .set_default("auth.presign_secret", "")?
+            .set_default("auth.presign_ttl_secs", 3600)?
             .set_default("log.filter", "info")?
             .set_default("log.format", "text")
     }
@@ -128,6 +190,13 @@ impl Settings {
     fn resolved(mut self) -> Result<Self, config::ConfigError> {
         if self.database.url.is_empty() {
             self.database.url = Self::sqlite_url_under(&self.storage.root);
+        }
+        let u = &self.upload;
+        if u.min_chunk_bytes == 0 || u.min_chunk_bytes > u.max_chunk_bytes || u.default_chunk_bytes > u.max_chunk_bytes
+        {
+            return Err(config::ConfigError::Message(
+                "upload chunk sizes must satisfy 0 < min <= default <= max".into(),
+            ));
         }
         if self.upload.checkpoint_bytes == 0 {
             return Err(config::ConfigError::Message("upload.checkpoint_bytes must be positive".into()));
@@ -172,5 +241,22 @@ mod tests {
         assert_eq!(s.server.bind, "0.0.0.0:9000");
         assert!(s.ingest.allow_private_networks);
         assert_eq!(s.ingest.allow_networks, vec!["10.0.0.0/8".to_string()]);
+    }
+
+    #[test]
+    fn api_keys_come_from_toml_tables_or_a_json_string() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("vidcache.toml");
+        std::fs::write(&file, "[[auth.api_keys]]\nid = \"k1\"\nkey = \"s3cret\"\nproject_id = \"7\"\n").unwrap();
+        let s = Settings::load(Some(&file)).unwrap();
+        assert_eq!(s.auth.api_keys, vec![ApiKey { id: "k1".into(), key: "s3cret".into(), project_id: "7".into() }]);
+
+        let from_env: AuthSettings = serde_json::from_value(serde_json::json!({
+            "api_keys": "[{\"id\": \"k2\", \"key\": \"x\", \"project_id\": \"p\"}]",
+            "presign_secret": "",
+            "presign_ttl_secs": 60,
+        }))
+        .unwrap();
+        assert_eq!(from_env.api_keys[0].id, "k2");
     }
 }

@@ -15,21 +15,30 @@ pub struct ApiError {
     pub message: String,
     /// Extra response headers, such as `Upload-Offset` on an offset mismatch.
     pub headers: Vec<(&'static str, String)>,
+    /// Extra body fields, such as `missing` on a finalize with missing chunks.
+    pub extra: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Serialize)]
 struct ErrorBody<'a> {
     code: &'a str,
     message: &'a str,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    extra: Option<&'a serde_json::Map<String, serde_json::Value>>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), headers: Vec::new() }
+        Self { status, code, message: message.into(), headers: Vec::new(), extra: None }
     }
 
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
         self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn with_field(mut self, name: &str, value: serde_json::Value) -> Self {
+        self.extra.get_or_insert_with(Default::default).insert(name.to_owned(), value);
         self
     }
 
@@ -63,7 +72,7 @@ impl ResponseError for ApiError {
         for (name, value) in &self.headers {
             builder.insert_header((*name, value.as_str()));
         }
-        builder.json(ErrorBody { code: self.code, message: &self.message })
+        builder.json(ErrorBody { code: self.code, message: &self.message, extra: self.extra.as_ref() })
     }
 }
 
@@ -94,7 +103,15 @@ impl From<crate::upload::UploadError> for ApiError {
             E::Repo(inner) => return inner.into(),
             E::UnknownSession => StatusCode::NOT_FOUND,
             E::Expired => StatusCode::GONE,
-            E::Busy | E::Failed(_) | E::OffsetMismatch { .. } => StatusCode::CONFLICT,
+            E::Busy
+            | E::Failed(_)
+            | E::OffsetMismatch { .. }
+            | E::PieceConflict(_)
+            | E::PieceBusy(_)
+            | E::MissingPieces(_) => StatusCode::CONFLICT,
+            E::BadPiece(_) | E::BadParts(_) | E::WrongDoor => StatusCode::BAD_REQUEST,
+            E::ChecksumMismatch => StatusCode::UNPROCESSABLE_ENTITY,
+            E::TooManySessions { .. } => StatusCode::TOO_MANY_REQUESTS,
             E::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             E::Truncated(_) => StatusCode::BAD_REQUEST,
             E::NotAVideo(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -107,6 +124,7 @@ impl From<crate::upload::UploadError> for ApiError {
         let error = Self::new(status, e.code(), e.to_string());
         match e {
             E::OffsetMismatch { expected, .. } => error.with_header("Upload-Offset", expected.to_string()),
+            E::MissingPieces(missing) => error.with_field("missing", serde_json::json!(missing)),
             _ => error,
         }
     }

@@ -8,6 +8,8 @@
 //! - `storage`: the blob store and the sea-orm repository.
 //! - `routes`: HTTP handlers.
 
+pub mod auth;
+pub mod client;
 pub mod config;
 pub mod domain;
 pub mod error;

@@ -22,11 +22,44 @@ enum Command {
     Serve,
     /// Bring the database schema up to date and exit.
     Migrate,
+    /// Upload a file through the chunked API, in parallel, resuming where a
+    /// previous run of the same file stopped.
+    Upload {
+        file: PathBuf,
+        /// The vidcache server.
+        #[arg(long, default_value = "http://127.0.0.1:8020")]
+        server: String,
+        /// Chunks in flight at once.
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
+        /// Chunk size in bytes for a new upload.
+        #[arg(long, default_value_t = 8 << 20)]
+        chunk_size: u64,
+        /// Where upload ids are remembered for resuming.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// No progress bar (scripts, tests).
+        #[arg(long)]
+        quiet: bool,
+    },
 }
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Upload { file, server, parallel, chunk_size, state_dir, quiet } = cli.command {
+        let args = vidcache::client::UploadArgs {
+            file,
+            server,
+            parallel,
+            chunk_size,
+            state_dir: state_dir.unwrap_or_else(vidcache::client::default_state_dir),
+            progress: !quiet,
+        };
+        let summary = vidcache::client::upload(args).await?;
+        println!("{summary}");
+        return Ok(());
+    }
     let settings = Settings::load(cli.config.as_deref())?;
     init_tracing(&settings.log.filter, settings.log.format == "json");
     match cli.command {
@@ -37,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
             vidcache::storage::Repository::connect(&settings.database.url, 1).await?;
             tracing::info!("database schema is up to date");
         }
+        Command::Upload { .. } => unreachable!("handled above"),
     }
     Ok(())
 }

@@ -2,12 +2,13 @@
 //! listener (port 0 works, and `port()` tells which one was chosen), and runs
 //! the HTTP server until it is stopped.
 
+use crate::auth::Auth;
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::ingest::{Fetcher, NetworkGuard};
 use crate::media::{Prober, init_ffmpeg};
 use crate::routes::{self, AppState};
-use crate::storage::{LocalStore, Repository, RootLock, SessionState, Store};
+use crate::storage::{LocalStore, Repository, RootLock, SessionState, Store, UploadKind};
 use crate::telemetry::Metrics;
 use crate::upload::{Committer, Registry, Uploads};
 use actix::{Actor, SyncArbiter};
@@ -68,6 +69,8 @@ impl Application {
             store,
             metrics: metrics.clone(),
             upload_max_bytes: settings.upload.max_bytes,
+            auth: Auth::from_settings(&settings.auth, root).context("reading the presign secret")?,
+            settings: Arc::new(settings.clone()),
         });
 
         let listener =
@@ -125,9 +128,35 @@ impl Application {
 }
 
 /// After a crash, every open session's spool is cut back to its last
-/// recorded checkpoint; a session whose spool vanished is expired.
+/// recorded checkpoint; a session whose spool vanished is expired. Chunked
+/// and multipart uploads keep their bytes: only recorded pieces count, and
+/// a chunk's bytes are durable before it is recorded.
 async fn recover_sessions(repo: &Repository, store: &LocalStore) -> anyhow::Result<()> {
     for session in repo.sessions_in(SessionState::Receiving).await? {
+        match session.kind {
+            UploadKind::Stream | UploadKind::Tus => {}
+            UploadKind::Chunked => {
+                let spool = store.spool_path(&session.id);
+                if !spool.exists() && !repo.pieces_of(&session.id).await?.is_empty() {
+                    tracing::warn!(upload_id = %session.id, "a chunked upload's spool is gone; expiring it");
+                    repo.close_session(&session.id, SessionState::Expired, None, Some("spool lost")).await?;
+                }
+                continue;
+            }
+            UploadKind::Multipart => {
+                // Parts that were still arriving are incomplete: drop them.
+                let dir = store.piece_path(&session.id, 0, "x");
+                let dir = dir.parent().expect("pieces live in a directory").to_path_buf();
+                if let Ok(entries) = std::fs::read_dir(&dir) {
+                    for entry in entries.flatten() {
+                        if entry.file_name().to_string_lossy().contains("incoming-") {
+                            let _ = std::fs::remove_file(entry.path());
+                        }
+                    }
+                }
+                continue;
+            }
+        }
         let path = store.spool_path(&session.id);
         let durable = session.durable_bytes;
         let on_disk = tokio::task::spawn_blocking(move || -> std::io::Result<Option<u64>> {

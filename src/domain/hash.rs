@@ -23,6 +23,10 @@ impl ContentHash {
         Ok(Self(out))
     }
 
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }

@@ -118,13 +118,9 @@ impl Fetcher {
 
         let id = self
             .uploads
-            .create(NewUpload {
-                url: Some(request.url),
-                bucket: request.bucket,
-                prefix: request.prefix,
-                meta: request.meta,
-            })
-            .await?;
+            .create(NewUpload::stream(Some(request.url), request.bucket, request.prefix, request.meta))
+            .await?
+            .id;
         let body = response.bytes_stream().map_err(|e| describe(&e));
         match self.uploads.write_body(&id, Some(0), body, self.max_bytes).await {
             Ok(result) => Ok(result),

@@ -2,10 +2,15 @@
 //! map the outcome. No storage, actor or ffmpeg details live here.
 
 mod cache;
+mod chunked;
 mod ingest;
+mod multipart;
 mod ops;
+mod tus;
 mod upload;
 
+use crate::auth::Auth;
+use crate::config::Settings;
 use crate::domain::{Bucket, Prefix, SourceUrl};
 use crate::error::ApiError;
 use crate::ingest::Fetcher;
@@ -24,6 +29,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub metrics: Metrics,
     pub upload_max_bytes: u64,
+    pub auth: Auth,
+    pub settings: Arc<Settings>,
 }
 
 /// Largest JSON request body (init and ingest requests with client meta).
@@ -40,6 +47,54 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(upload::status)),
         )
         .service(web::resource("/ingest").route(web::post().to(ingest::ingest)))
+        // Section 2: chunked uploads. `/videos/upload/...` before `/videos/{video_id}`.
+        .service(web::resource("/videos/init").route(web::post().to(chunked::init)))
+        .service(
+            web::resource("/videos/upload_chunk/{upload_id}/{chunk_index}")
+                .route(web::post().to(chunked::upload_chunk)),
+        )
+        .service(
+            web::resource("/videos/upload/{upload_id}")
+                .route(web::get().to(chunked::status))
+                .route(web::delete().to(chunked::abort)),
+        )
+        .service(web::resource("/videos/finalize/{upload_id}").route(web::post().to(chunked::finalize)))
+        .service(web::resource("/videos").route(web::get().to(chunked::list)))
+        .service(web::resource("/videos/{video_id}").route(web::get().to(chunked::one)))
+        // Section 3: multipart with presigned parts.
+        .service(
+            web::scope("/api/v1/project/{project_id}/direct_upload/s3/multipart")
+                .service(web::resource("").route(web::post().to(multipart::create)))
+                .service(web::resource("/{upload_id}/complete").route(web::post().to(multipart::complete)))
+                .service(
+                    web::resource("/{upload_id}/{part_number}")
+                        .route(web::get().to(multipart::sign_part))
+                        .route(web::put().to(multipart::put_part)),
+                )
+                .service(
+                    web::resource("/{upload_id}")
+                        .route(web::get().to(multipart::list_parts))
+                        .route(web::delete().to(multipart::abort)),
+                ),
+        )
+        // Section 4: tus 1.0.
+        .service(
+            web::scope("/files")
+                .wrap(actix_web::middleware::DefaultHeaders::new().add(("Tus-Resumable", tus::TUS_VERSION)))
+                .service(
+                    web::resource(["", "/"])
+                        .route(web::post().to(tus::create))
+                        .route(web::method(actix_web::http::Method::OPTIONS).to(tus::options)),
+                )
+                .service(web::resource("/{upload_id}/result").route(web::get().to(tus::result)))
+                .service(
+                    web::resource("/{upload_id}")
+                        .route(web::head().to(tus::head))
+                        .route(web::patch().to(tus::patch))
+                        .route(web::delete().to(tus::terminate))
+                        .route(web::method(actix_web::http::Method::OPTIONS).to(tus::options)),
+                ),
+        )
         .service(web::resource("/resolve").route(web::get().to(cache::resolve)))
         .service(web::resource("/meta/{hash}").route(web::get().to(cache::meta)))
         .service(
@@ -51,6 +106,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/healthz").route(web::get().to(ops::healthz)))
         .service(web::resource("/readyz").route(web::get().to(ops::readyz)))
         .service(web::resource("/metrics").route(web::get().to(ops::prometheus)));
+}
+
+/// A header holding a whole number, if present; 400 if it is anything else.
+pub(crate) fn header_u64(req: &HttpRequest, name: &str) -> Result<Option<u64>, ApiError> {
+    match req.headers().get(name) {
+        None => Ok(None),
+        Some(value) => {
+            value.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()).map(Some).ok_or_else(|| {
+                ApiError::bad_request("invalid-header", format!("{name} must be a whole number of bytes"))
+            })
+        }
+    }
 }
 
 /// Answers paths nothing serves.

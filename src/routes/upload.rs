@@ -3,7 +3,7 @@
 //! tells a client how far it got, and a body sent with `Upload-Offset: N`
 //! resumes there.
 
-use super::{AppState, ParsedSource, SourceRequest};
+use super::{AppState, ParsedSource, SourceRequest, header_u64};
 use crate::domain::{ContentHash, UploadId};
 use crate::error::ApiError;
 use crate::upload::NewUpload;
@@ -25,7 +25,7 @@ pub async fn init(state: web::Data<AppState>, body: web::Json<SourceRequest>) ->
             "url": url.as_str(),
         })));
     }
-    let id = state.uploads.create(NewUpload { url: Some(url), bucket, prefix, meta }).await?;
+    let id = state.uploads.create(NewUpload::stream(Some(url), bucket, prefix, meta)).await?.id;
     Ok(HttpResponse::Ok().json(json!({"status": "pending", "upload_id": id.as_str()})))
 }
 
@@ -85,16 +85,5 @@ fn check_content_type(req: &HttpRequest) -> Result<(), ApiError> {
             "unsupported-media-type",
             format!("the upload body must be raw bytes (application/octet-stream), not {mime:?}"),
         ))
-    }
-}
-
-fn header_u64(req: &HttpRequest, name: &str) -> Result<Option<u64>, ApiError> {
-    match req.headers().get(name) {
-        None => Ok(None),
-        Some(value) => {
-            value.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()).map(Some).ok_or_else(|| {
-                ApiError::bad_request("invalid-header", format!("{name} must be a whole number of bytes"))
-            })
-        }
     }
 }

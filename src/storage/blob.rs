@@ -19,8 +19,14 @@ pub trait Store: Send + Sync + 'static {
     fn open_spool(&self, id: &UploadId) -> io::Result<File>;
     /// Makes the spool the object `key`: fsync, rename, fsync the directory.
     fn commit(&self, id: &UploadId, key: &ObjectKey) -> io::Result<()>;
-    /// Removes a spool file; a missing one is not an error.
+    /// Removes a spool file and any separate pieces; a missing one is not an error.
     fn discard_spool(&self, id: &UploadId) -> io::Result<()>;
+    /// Where a piece kept in a file of its own (a multipart part) lives. The
+    /// name carries the piece's hash, so a re-sent part never overwrites the
+    /// file a recorded piece points at.
+    fn piece_path(&self, id: &UploadId, number: u32, hash: &str) -> PathBuf;
+    /// Removes every separate piece of an upload.
+    fn discard_pieces(&self, id: &UploadId) -> io::Result<()>;
     /// Opens an object for reading and tells its length.
     fn open_object(&self, key: &ObjectKey) -> io::Result<(File, u64)>;
     /// Where an object is on the local disk (for the probe, which reads by path).
@@ -71,7 +77,19 @@ impl Store for LocalStore {
     }
 
     fn discard_spool(&self, id: &UploadId) -> io::Result<()> {
+        self.discard_pieces(id)?;
         ignore_missing(fs::remove_file(self.spool_path(id)))
+    }
+
+    fn piece_path(&self, id: &UploadId, number: u32, hash: &str) -> PathBuf {
+        self.spool.join(format!("{id}.pieces")).join(format!("{number:05}-{hash}"))
+    }
+
+    fn discard_pieces(&self, id: &UploadId) -> io::Result<()> {
+        match fs::remove_dir_all(self.spool.join(format!("{id}.pieces"))) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
     }
 
     fn open_object(&self, key: &ObjectKey) -> io::Result<(File, u64)> {

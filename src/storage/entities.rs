@@ -69,6 +69,61 @@ pub mod upload_session {
         pub error: Option<String>,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
+        pub kind: String,
+        pub total_size: Option<i64>,
+        pub chunk_size: Option<i64>,
+        pub owner: Option<String>,
+        pub entry_id: Option<i64>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// A received chunk (chunked door) or part (multipart door) of an upload.
+pub mod upload_piece {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "upload_pieces")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub upload_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub number: i32,
+        pub size_bytes: i64,
+        pub hash: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// A user-facing video with an integer id (`GET /videos`), made by a door's
+/// init and tied to a content hash when its upload completes.
+pub mod video_entry {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "video_entries")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub upload_id: Option<String>,
+        pub hash: Option<String>,
+        pub filename: String,
+        pub content_type: Option<String>,
+        pub project_id: Option<String>,
+        pub door: String,
+        pub status: String,
+        pub error: Option<String>,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -9,4 +9,4 @@ mod repo;
 
 pub use blob::{LocalStore, Store};
 pub use lock::RootLock;
-pub use repo::{NewVideo, RepoError, Repository, SessionRecord, SessionState};
+pub use repo::{Entry, NewEntry, NewVideo, Piece, RepoError, Repository, SessionRecord, SessionState, UploadKind};

@@ -1,14 +1,14 @@
 //! The repository: every query vidcache makes, behind one small struct. It
 //! hands out plain records, and the same code runs on SQLite and PostgreSQL.
 
-use super::entities::{alias, upload_session, video};
+use super::entities::{alias, upload_piece, upload_session, video, video_entry};
 use crate::domain::{Bucket, ContentHash, ObjectKey, Prefix, SourceUrl, UploadId};
 use chrono::{DateTime, Utc};
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, EntityTrait,
-    QueryFilter, QueryOrder, TransactionTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 use std::time::Duration;
 
@@ -27,6 +27,8 @@ pub enum SessionState {
     Failed,
     /// Abandoned past its time to live; the spool is gone.
     Expired,
+    /// Abandoned by its client (DELETE); the spool is gone.
+    Aborted,
     /// Between the rename of the spool into place and the video's record.
     /// `commit` says where the object went, so that start-up recovery can
     /// finish (or undo) a commit that a crash interrupted.
@@ -40,6 +42,7 @@ impl SessionState {
             Self::Complete => "complete",
             Self::Failed => "failed",
             Self::Expired => "expired",
+            Self::Aborted => "aborted",
             Self::Committing => "committing",
         }
     }
@@ -49,6 +52,7 @@ impl SessionState {
             "complete" => Self::Complete,
             "failed" => Self::Failed,
             "expired" => Self::Expired,
+            "aborted" => Self::Aborted,
             "committing" => Self::Committing,
             _ => Self::Receiving,
         }
@@ -72,6 +76,72 @@ pub struct SessionRecord {
     pub error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Which front door made it, and so how its bytes arrive.
+    pub kind: UploadKind,
+    /// The declared size (chunked, tus); `None` when the body's end decides.
+    pub total_size: Option<u64>,
+    /// Chunked uploads: every chunk but the last has this size.
+    pub chunk_size: Option<u64>,
+    /// Who opened it (an API key id, or the client address), for per-key limits.
+    pub owner: Option<String>,
+    /// The user-facing video entry (`video_id`) it fills, if any.
+    pub entry_id: Option<i64>,
+}
+
+/// The front door an upload came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadKind {
+    /// One streamed body, resumable by offset (`POST /upload/{id}`, ingest).
+    Stream,
+    /// Fixed-size chunks written at their offsets, in any order.
+    Chunked,
+    /// S3-style parts of free size, each in its own file until complete.
+    Multipart,
+    /// tus 1.0: bodies appended at the reported offset.
+    Tus,
+}
+
+impl UploadKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stream => "stream",
+            Self::Chunked => "chunked",
+            Self::Multipart => "multipart",
+            Self::Tus => "tus",
+        }
+    }
+
+    fn parse(raw: &str) -> Self {
+        match raw {
+            "chunked" => Self::Chunked,
+            "multipart" => Self::Multipart,
+            "tus" => Self::Tus,
+            _ => Self::Stream,
+        }
+    }
+}
+
+/// A stored chunk or part: its number, size and BLAKE3.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Piece {
+    pub number: u32,
+    pub size: u64,
+    pub hash: ContentHash,
+}
+
+/// A user-facing video entry, with the stored video once its upload completed.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub entry: video_entry::Model,
+    pub video: Option<video::Model>,
+}
+
+/// What a door's init records about the video it will fill.
+#[derive(Debug, Clone)]
+pub struct NewEntry {
+    pub filename: String,
+    pub content_type: Option<String>,
+    pub project_id: Option<String>,
 }
 
 /// A video about to be recorded.
@@ -198,6 +268,7 @@ impl Repository {
             return Ok(None);
         };
         alias::Entity::delete_many().filter(alias::Column::Hash.eq(hash.to_hex())).exec(&txn).await?;
+        video_entry::Entity::delete_many().filter(video_entry::Column::Hash.eq(hash.to_hex())).exec(&txn).await?;
         video::Entity::delete_by_id(hash.to_hex()).exec(&txn).await?;
         txn.commit().await?;
         Ok(Some(row))
@@ -205,7 +276,32 @@ impl Repository {
 
     // ---- upload sessions ----
 
-    pub async fn insert_session(&self, record: &SessionRecord) -> Result<(), RepoError> {
+    /// Records a new session; with `entry`, also the video entry it fills,
+    /// in the same transaction. Returns the session as stored (with its entry id).
+    pub async fn insert_session(
+        &self,
+        record: &SessionRecord,
+        entry: Option<&NewEntry>,
+    ) -> Result<SessionRecord, RepoError> {
+        let mut record = record.clone();
+        let txn = self.db.begin().await?;
+        if let Some(entry) = entry {
+            let row = video_entry::ActiveModel {
+                upload_id: Set(Some(record.id.as_str().to_owned())),
+                hash: Set(None),
+                filename: Set(entry.filename.clone()),
+                content_type: Set(entry.content_type.clone()),
+                project_id: Set(entry.project_id.clone()),
+                door: Set(record.kind.as_str().to_owned()),
+                status: Set("uploading".to_owned()),
+                error: Set(None),
+                created_at: Set(record.created_at),
+                updated_at: Set(record.created_at),
+                ..Default::default()
+            };
+            let inserted = video_entry::Entity::insert(row).exec(&txn).await?;
+            record.entry_id = Some(inserted.last_insert_id);
+        }
         let row = upload_session::ActiveModel {
             id: Set(record.id.as_str().to_owned()),
             url: Set(record.url.as_ref().map(|u| u.as_str().to_owned())),
@@ -220,9 +316,108 @@ impl Repository {
             error: Set(None),
             created_at: Set(record.created_at),
             updated_at: Set(record.updated_at),
+            kind: Set(record.kind.as_str().to_owned()),
+            total_size: Set(record.total_size.map(|v| v as i64)),
+            chunk_size: Set(record.chunk_size.map(|v| v as i64)),
+            owner: Set(record.owner.clone()),
+            entry_id: Set(record.entry_id),
         };
-        upload_session::Entity::insert(row).exec_without_returning(&self.db).await?;
+        upload_session::Entity::insert(row).exec_without_returning(&txn).await?;
+        txn.commit().await?;
+        Ok(record)
+    }
+
+    /// Receiving sessions opened by `owner`: the per-key concurrency limit.
+    pub async fn open_sessions_of(&self, owner: &str) -> Result<u64, RepoError> {
+        Ok(upload_session::Entity::find()
+            .filter(upload_session::Column::Owner.eq(owner))
+            .filter(upload_session::Column::State.eq(SessionState::Receiving.as_str()))
+            .count(&self.db)
+            .await?)
+    }
+
+    /// Every piece an upload has stored, by number.
+    pub async fn pieces_of(&self, id: &UploadId) -> Result<Vec<Piece>, RepoError> {
+        let rows = upload_piece::Entity::find()
+            .filter(upload_piece::Column::UploadId.eq(id.as_str()))
+            .order_by_asc(upload_piece::Column::Number)
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| {
+                Some(Piece {
+                    number: r.number as u32,
+                    size: r.size_bytes as u64,
+                    hash: ContentHash::parse(&r.hash).ok()?,
+                })
+            })
+            .collect())
+    }
+
+    /// Records a durable piece (replacing one with the same number) and
+    /// touches the session, which counts as activity for expiry.
+    pub async fn put_piece(&self, id: &UploadId, piece: &Piece) -> Result<(), RepoError> {
+        let now = Utc::now();
+        let txn = self.db.begin().await?;
+        let row = upload_piece::ActiveModel {
+            upload_id: Set(id.as_str().to_owned()),
+            number: Set(piece.number as i32),
+            size_bytes: Set(piece.size as i64),
+            hash: Set(piece.hash.to_hex()),
+            created_at: Set(now),
+        };
+        upload_piece::Entity::insert(row)
+            .on_conflict(
+                OnConflict::columns([upload_piece::Column::UploadId, upload_piece::Column::Number])
+                    .update_columns([upload_piece::Column::SizeBytes, upload_piece::Column::Hash])
+                    .to_owned(),
+            )
+            .exec_without_returning(&txn)
+            .await?;
+        upload_session::Entity::update_many()
+            .col_expr(upload_session::Column::UpdatedAt, now.into())
+            .filter(upload_session::Column::Id.eq(id.as_str()))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
         Ok(())
+    }
+
+    // ---- video entries ----
+
+    pub async fn find_entry(&self, id: i64) -> Result<Option<Entry>, RepoError> {
+        let Some(entry) = video_entry::Entity::find_by_id(id).one(&self.db).await? else {
+            return Ok(None);
+        };
+        let video = match &entry.hash {
+            Some(hash) => video::Entity::find_by_id(hash.clone()).one(&self.db).await?,
+            None => None,
+        };
+        Ok(Some(Entry { entry, video }))
+    }
+
+    /// Entries, newest first.
+    pub async fn list_entries(&self, limit: u64, offset: u64) -> Result<Vec<Entry>, RepoError> {
+        let entries = video_entry::Entity::find()
+            .order_by_desc(video_entry::Column::Id)
+            .limit(limit)
+            .offset(offset)
+            .all(&self.db)
+            .await?;
+        let hashes: Vec<String> = entries.iter().filter_map(|e| e.hash.clone()).collect();
+        let videos = if hashes.is_empty() {
+            Vec::new()
+        } else {
+            video::Entity::find().filter(video::Column::Hash.is_in(hashes)).all(&self.db).await?
+        };
+        Ok(entries
+            .into_iter()
+            .map(|entry| {
+                let video = entry.hash.as_ref().and_then(|h| videos.iter().find(|v| &v.hash == h).cloned());
+                Entry { entry, video }
+            })
+            .collect())
     }
 
     pub async fn find_session(&self, id: &UploadId) -> Result<Option<SessionRecord>, RepoError> {
@@ -295,14 +490,36 @@ impl Repository {
         result: Option<&serde_json::Value>,
         error: Option<&str>,
     ) -> Result<(), RepoError> {
+        let now = Utc::now();
+        let txn = self.db.begin().await?;
         upload_session::Entity::update_many()
             .col_expr(upload_session::Column::State, state.as_str().into())
             .col_expr(upload_session::Column::Result, result.map(|r| r.to_string()).into())
             .col_expr(upload_session::Column::Error, error.map(str::to_owned).into())
-            .col_expr(upload_session::Column::UpdatedAt, Utc::now().into())
+            .col_expr(upload_session::Column::UpdatedAt, now.into())
             .filter(upload_session::Column::Id.eq(id.as_str()))
-            .exec(&self.db)
+            .exec(&txn)
             .await?;
+        // The entry follows its upload in the same transaction, so a crash
+        // never leaves a finished upload with an entry still "uploading".
+        let hash = result.and_then(|r| r.get("hash")).and_then(|h| h.as_str()).map(str::to_owned);
+        let status = match state {
+            SessionState::Complete => "uploaded",
+            SessionState::Failed => "failed",
+            SessionState::Expired => "expired",
+            SessionState::Aborted => "aborted",
+            SessionState::Receiving | SessionState::Committing => "uploading",
+        };
+        video_entry::Entity::update_many()
+            .col_expr(video_entry::Column::Status, status.into())
+            .col_expr(video_entry::Column::Hash, hash.into())
+            .col_expr(video_entry::Column::Error, error.map(str::to_owned).into())
+            .col_expr(video_entry::Column::UpdatedAt, now.into())
+            .filter(video_entry::Column::UploadId.eq(id.as_str()))
+            .exec(&txn)
+            .await?;
+        upload_piece::Entity::delete_many().filter(upload_piece::Column::UploadId.eq(id.as_str())).exec(&txn).await?;
+        txn.commit().await?;
         Ok(())
     }
 }
@@ -326,5 +543,10 @@ fn session_from_row(row: upload_session::Model) -> Option<SessionRecord> {
         error: row.error,
         created_at: row.created_at,
         updated_at: row.updated_at,
+        kind: UploadKind::parse(&row.kind),
+        total_size: row.total_size.and_then(|v| u64::try_from(v).ok()),
+        chunk_size: row.chunk_size.and_then(|v| u64::try_from(v).ok()),
+        owner: row.owner,
+        entry_id: row.entry_id,
     })
 }

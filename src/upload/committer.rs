@@ -234,6 +234,15 @@ impl Committer {
         }
     }
 
+    /// Drops the separate pieces of a committed upload.
+    pub async fn discard_pieces(&self, id: &UploadId) {
+        let store = self.store.clone();
+        let id = id.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.discard_pieces(&id)).await {
+            tracing::warn!(error = %e, "could not remove the pieces of an upload");
+        }
+    }
+
     /// Drops a spool that will not become an object.
     pub async fn discard(&self, id: &UploadId) {
         let store = self.store.clone();

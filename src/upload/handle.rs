@@ -2,12 +2,14 @@
 //! routes, the URL fetcher, later chunked, multipart and tus) drives the engine.
 
 use super::committer::{Committer, IngestResult};
-use super::pump::{PumpEnd, PumpLimits, pump};
+use super::pieces::{BeginPiece, EndPiece, FinishPieces, PieceTarget, Tally};
+use super::pump::{Checked, Digest, DigestKind, PumpEnd, PumpLimits, pump};
+use super::ranged::ChunkSink;
 use super::registry::{FindSession, Found, Registry, SweepNow};
-use super::session::{Durable, Fail, Lease, ReturnLease, Snapshot, TakeLease, UploadSession};
+use super::session::{Abandon, Durable, Fail, Lease, ReturnLease, Snapshot, TakeLease, UploadSession};
 use super::{SpoolWriter, UploadError};
-use crate::domain::{Bucket, Prefix, SourceUrl, UploadId};
-use crate::storage::{SessionRecord, SessionState};
+use crate::domain::{Bucket, ContentHash, Prefix, SourceUrl, UploadId};
+use crate::storage::{NewEntry, Piece, SessionRecord, SessionState, UploadKind};
 use actix::Addr;
 use bytes::Bytes;
 use futures_util::Stream;
@@ -18,6 +20,53 @@ pub struct NewUpload {
     pub bucket: Bucket,
     pub prefix: Prefix,
     pub meta: serde_json::Value,
+    pub kind: UploadKind,
+    pub total_size: Option<u64>,
+    pub chunk_size: Option<u64>,
+    /// Who opens it, and how many open uploads they may have.
+    pub owner: Option<(String, u64)>,
+    /// The user-facing video entry to make with it.
+    pub entry: Option<NewEntry>,
+}
+
+impl NewUpload {
+    /// A streamed upload of the cache API.
+    pub fn stream(url: Option<SourceUrl>, bucket: Bucket, prefix: Prefix, meta: serde_json::Value) -> Self {
+        Self {
+            url,
+            bucket,
+            prefix,
+            meta,
+            kind: UploadKind::Stream,
+            total_size: None,
+            chunk_size: None,
+            owner: None,
+            entry: None,
+        }
+    }
+}
+
+/// How one chunk or part went.
+#[derive(Debug, Clone)]
+pub struct PieceOutcome {
+    pub tally: Tally,
+    /// The BLAKE3 of the piece (a part's ETag).
+    pub hash: ContentHash,
+}
+
+/// How one tus PATCH went: the new offset, and the result if it completed the upload.
+#[derive(Debug, Clone)]
+pub struct TusAppend {
+    pub offset: u64,
+    pub result: Option<IngestResult>,
+}
+
+/// When a lease's body ends, what then.
+enum Finish {
+    /// The body is the whole upload: finalize when it ends.
+    AtBodyEnd,
+    /// Finalize once this many bytes are written (tus `Upload-Length`).
+    AtLength(u64),
 }
 
 #[derive(Clone)]
@@ -32,11 +81,21 @@ impl Uploads {
         Self { registry, committer, checkpoint_bytes }
     }
 
-    /// Opens a session. Nothing touches the disk until the first byte.
-    pub async fn create(&self, new: NewUpload) -> Result<UploadId, UploadError> {
+    /// Opens a session (and its video entry). Nothing touches the disk until the first byte.
+    pub async fn create(&self, new: NewUpload) -> Result<SessionRecord, UploadError> {
+        self.create_with_id(UploadId::generate(), new).await
+    }
+
+    /// `create` with an id chosen by the caller (which needs it beforehand).
+    pub async fn create_with_id(&self, id: UploadId, new: NewUpload) -> Result<SessionRecord, UploadError> {
+        if let Some((owner, limit)) = &new.owner
+            && self.committer.repo.open_sessions_of(owner).await? >= *limit
+        {
+            return Err(UploadError::TooManySessions { limit: *limit });
+        }
         let now = chrono::Utc::now();
         let record = SessionRecord {
-            id: UploadId::generate(),
+            id,
             url: new.url,
             bucket: new.bucket,
             prefix: new.prefix,
@@ -48,10 +107,15 @@ impl Uploads {
             error: None,
             created_at: now,
             updated_at: now,
+            kind: new.kind,
+            total_size: new.total_size,
+            chunk_size: new.chunk_size,
+            owner: new.owner.map(|(owner, _)| owner),
+            entry_id: None,
         };
-        self.committer.repo.insert_session(&record).await?;
+        let record = self.committer.repo.insert_session(&record, new.entry.as_ref()).await?;
         self.committer.metrics.uploads_started.inc();
-        Ok(record.id)
+        Ok(record)
     }
 
     /// Where a session stands (for clients that resume).
@@ -62,9 +126,42 @@ impl Uploads {
         }
     }
 
+    /// The pieces an upload has stored (recorded only once durable).
+    pub async fn pieces(&self, id: &UploadId) -> Result<Vec<Piece>, UploadError> {
+        Ok(self.committer.repo.pieces_of(id).await?)
+    }
+
     /// Expires abandoned sessions now rather than at the next sweep.
     pub fn sweep_now(&self) {
         self.registry.do_send(SweepNow);
+    }
+
+    /// Abandons an upload on its client's request and frees its disk.
+    pub async fn abort(&self, id: &UploadId) -> Result<(), UploadError> {
+        match self.registry.send(FindSession(id.clone())).await?? {
+            Found::Live(addr) => match addr.send(Abandon { state: SessionState::Aborted }).await? {
+                true => Ok(()),
+                false => Err(UploadError::Busy),
+            },
+            Found::Closed(record) => match record.state {
+                SessionState::Aborted => Err(UploadError::UnknownSession),
+                SessionState::Complete => Err(UploadError::Failed("the upload is already complete".into())),
+                _ => Ok(()),
+            },
+        }
+    }
+
+    async fn live(&self, id: &UploadId) -> Result<Addr<UploadSession>, UploadError> {
+        match self.registry.send(FindSession(id.clone())).await?? {
+            Found::Live(addr) => Ok(addr),
+            Found::Closed(record) => match record.state {
+                SessionState::Complete => Err(UploadError::Failed("the upload is already complete".into())),
+                SessionState::Failed => Err(UploadError::Failed(record.error.unwrap_or_default())),
+                SessionState::Expired => Err(UploadError::Expired),
+                SessionState::Aborted => Err(UploadError::UnknownSession),
+                SessionState::Receiving | SessionState::Committing => Err(UploadError::Busy),
+            },
+        }
     }
 
     /// Writes a whole body (or the rest of one, from `offset`) into the
@@ -86,13 +183,187 @@ impl Uploads {
             Found::Closed(record) => return Self::closed_outcome(*record),
         };
         let lease = addr.send(TakeLease { offset }).await??;
-        // The lease is worked in a task of its own, so that a request future
-        // dropped by a vanished client cannot strand the writer: the task
-        // always hands it back.
         let this = self.clone();
-        actix_web::rt::spawn(async move { this.work_lease(addr, lease, body, max_bytes).await })
-            .await
-            .map_err(|e| UploadError::Internal(format!("upload task failed: {e}")))?
+        let (_, result) = actix_web::rt::spawn(async move {
+            this.work_lease(addr, lease, body, max_bytes, Finish::AtBodyEnd, None).await
+        })
+        .await
+        .map_err(|e| UploadError::Internal(format!("upload task failed: {e}")))??;
+        result.ok_or_else(|| UploadError::Internal("a finished body left no result".into()))
+    }
+
+    /// A tus PATCH: appends `body` at `offset` (which must be the durable
+    /// length), verifies the client's checksum if it sent one, and finalizes
+    /// when the upload reaches its declared length.
+    pub async fn append_tus<S, E>(
+        &self,
+        id: &UploadId,
+        offset: u64,
+        body: S,
+        checksum: Option<(DigestKind, Vec<u8>)>,
+    ) -> Result<TusAppend, UploadError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin + 'static,
+        E: std::fmt::Display + 'static,
+    {
+        let addr = self.live(id).await?;
+        let lease = addr.send(TakeLease { offset: Some(offset) }).await??;
+        let total = lease.record.total_size.ok_or(UploadError::WrongDoor)?;
+        let this = self.clone();
+        let (offset, result) = actix_web::rt::spawn(async move {
+            this.work_lease(addr, lease, body, total, Finish::AtLength(total), checksum).await
+        })
+        .await
+        .map_err(|e| UploadError::Internal(format!("upload task failed: {e}")))??;
+        Ok(TusAppend { offset, result })
+    }
+
+    /// Finalizes a chunked upload (every chunk must be there) or completes a
+    /// multipart one with the client's ordered parts. Idempotent.
+    pub async fn finish_pieces(
+        &self,
+        id: &UploadId,
+        parts: Option<Vec<(u32, String)>>,
+        min_part_bytes: u64,
+    ) -> Result<IngestResult, UploadError> {
+        let addr = match self.registry.send(FindSession(id.clone())).await?? {
+            Found::Live(addr) => addr,
+            Found::Closed(record) => return Self::closed_outcome(*record),
+        };
+        let started = std::time::Instant::now();
+        let metrics = self.committer.metrics.clone();
+        let outcome = addr.send(FinishPieces { parts, min_part_bytes }).await?;
+        metrics.upload_finalize_seconds.observe(started.elapsed().as_secs_f64());
+        match &outcome {
+            Ok(_) => metrics.uploads_completed.inc(),
+            Err(e) => metrics.uploads_failed.with_label_values(&[e.code()]).inc(),
+        }
+        outcome
+    }
+
+    /// Receives one chunk (at its fixed offset) or part (into a file of its
+    /// own). `checksum` is the BLAKE3 the client says the piece has.
+    pub async fn write_piece<S, E>(
+        &self,
+        id: &UploadId,
+        number: u32,
+        body: S,
+        checksum: Option<[u8; 32]>,
+        max_piece_bytes: u64,
+    ) -> Result<PieceOutcome, UploadError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin + 'static,
+        E: std::fmt::Display + 'static,
+    {
+        let addr = self.live(id).await?;
+        let grant = addr.send(BeginPiece { number }).await??;
+        let this = self.clone();
+        let id = id.clone();
+        // As with a lease, the piece is worked in a task of its own, so that
+        // it always reports back even if the client goes away.
+        actix_web::rt::spawn(async move {
+            let outcome = this.work_piece(&id, number, grant, body, checksum, max_piece_bytes).await;
+            let recorded = match &outcome {
+                Ok((piece, _)) => addr.send(EndPiece { number, piece: piece.clone() }).await,
+                Err(_) => addr.send(EndPiece { number, piece: None }).await,
+            };
+            let (_, hash) = outcome?;
+            Ok(PieceOutcome { tally: recorded??, hash })
+        })
+        .await
+        .map_err(|e| UploadError::Internal(format!("upload task failed: {e}")))?
+    }
+
+    /// Moves a piece's body to disk. Answers the piece to record (`None`
+    /// for an identical re-send) and its hash.
+    async fn work_piece<S, E>(
+        &self,
+        id: &UploadId,
+        number: u32,
+        grant: super::pieces::PieceGrant,
+        body: S,
+        checksum: Option<[u8; 32]>,
+        max_piece_bytes: u64,
+    ) -> Result<(Option<Piece>, ContentHash), UploadError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let metrics = self.committer.metrics.clone();
+        let on_received = |n| metrics.upload_received_bytes.inc_by(n);
+        let too_big = |limit| UploadError::BadPiece(format!("piece {number} is larger than {limit} bytes"));
+        let verify = |hash: &ContentHash| match checksum {
+            Some(sum) if sum != *hash.as_bytes() => Err(UploadError::ChecksumMismatch),
+            _ => Ok(()),
+        };
+        match grant.target {
+            PieceTarget::At { spool, offset, write } => {
+                let expected = grant.expected.unwrap_or(0);
+                let sink = ChunkSink::new(spool, offset, write);
+                let (sink, end) = pump(sink, body, PumpLimits::piece(expected), on_received, |_| {}).await;
+                match end? {
+                    PumpEnd::Complete { .. } => {}
+                    PumpEnd::TooLarge => return Err(too_big(expected)),
+                    PumpEnd::Interrupted(e) => return Err(e),
+                }
+                let sink = sink.ok_or_else(|| UploadError::Internal("the chunk writer was lost".into()))?;
+                if sink.received != expected {
+                    return Err(UploadError::BadPiece(format!(
+                        "chunk {number} has {} bytes; it must have {expected}",
+                        sink.received
+                    )));
+                }
+                let hash = ContentHash::from(sink.hasher.finalize());
+                verify(&hash)?;
+                match grant.stored {
+                    Some(stored) if stored.hash == hash => Ok((None, hash)),
+                    Some(_) => Err(UploadError::PieceConflict(number)),
+                    None => Ok((Some(Piece { number, size: expected, hash }), hash)),
+                }
+            }
+            PieceTarget::File { incoming } => {
+                let path = incoming.clone();
+                let writer = tokio::task::spawn_blocking(move || -> std::io::Result<SpoolWriter> {
+                    std::fs::create_dir_all(path.parent().expect("pieces live in a directory"))?;
+                    let file =
+                        std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path)?;
+                    SpoolWriter::create(file)
+                })
+                .await
+                .map_err(|e| UploadError::Internal(e.to_string()))??;
+                let (writer, end) = pump(writer, body, PumpLimits::piece(max_piece_bytes), on_received, |_| {}).await;
+                let kept = match (end, writer) {
+                    (Ok(PumpEnd::Complete { .. }), Some(writer)) => {
+                        let hash = ContentHash::from(writer.hash());
+                        verify(&hash).map(|()| (writer.written(), hash))
+                    }
+                    (Ok(PumpEnd::TooLarge), _) => Err(too_big(max_piece_bytes)),
+                    (Ok(PumpEnd::Interrupted(e)), _) | (Err(e), _) => Err(e),
+                    (Ok(PumpEnd::Complete { .. }), None) => {
+                        Err(UploadError::Internal("the part writer was lost".into()))
+                    }
+                };
+                let store = self.committer.store.clone();
+                let id = id.clone();
+                tokio::task::spawn_blocking(move || -> Result<(Option<Piece>, ContentHash), UploadError> {
+                    let (size, hash) = match kept {
+                        Ok(kept) => kept,
+                        Err(e) => {
+                            let _ = std::fs::remove_file(&incoming);
+                            return Err(e);
+                        }
+                    };
+                    // Named by its hash, so the record never points at a file
+                    // a later re-send of the same part number is overwriting.
+                    let target = store.piece_path(&id, number, &hash.to_hex());
+                    std::fs::rename(&incoming, &target)?;
+                    std::fs::File::open(target.parent().expect("pieces live in a directory"))?.sync_all()?;
+                    Ok((Some(Piece { number, size, hash }), hash))
+                })
+                .await
+                .map_err(|e| UploadError::Internal(e.to_string()))?
+            }
+        }
     }
 
     fn closed_outcome(record: SessionRecord) -> Result<IngestResult, UploadError> {
@@ -104,19 +375,24 @@ impl Uploads {
                 .ok_or_else(|| UploadError::Internal("a complete upload lost its result".into())),
             SessionState::Failed => Err(UploadError::Failed(record.error.unwrap_or_default())),
             SessionState::Expired => Err(UploadError::Expired),
+            SessionState::Aborted => Err(UploadError::UnknownSession),
             SessionState::Receiving | SessionState::Committing => {
                 Err(UploadError::Internal("the upload is being committed; ask again shortly".into()))
             }
         }
     }
 
+    /// Works a lease: writes the body, then finalizes or hands the writer
+    /// back. Answers the new durable length and, if finalized, the result.
     async fn work_lease<S, E>(
         self,
         addr: Addr<UploadSession>,
         lease: Lease,
         body: S,
         max_bytes: u64,
-    ) -> Result<IngestResult, UploadError>
+        finish: Finish,
+        checksum: Option<(DigestKind, Vec<u8>)>,
+    ) -> Result<(u64, Option<IngestResult>), UploadError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
@@ -150,21 +426,82 @@ impl Uploads {
         }
 
         let metrics = self.committer.metrics.clone();
+        let mark = writer.mark();
+        let checked = checksum.is_some();
+        let (digest, expected_sum) = match checksum {
+            Some((kind, sum)) => (Some(Digest::new(kind)), Some(sum)),
+            None => (None, None),
+        };
+        // Bytes under a checksum are recorded only once it is verified.
         let on_durable = {
             let addr = addr.clone();
-            move |durable| addr.do_send(Durable(durable))
+            move |durable| {
+                if !checked {
+                    addr.do_send(Durable(durable))
+                }
+            }
         };
-        let limits = PumpLimits { max_bytes, checkpoint_bytes: self.checkpoint_bytes };
-        let (writer, end) = pump(writer, body, limits, |n| metrics.upload_received_bytes.inc_by(n), on_durable).await;
+        let checkpoint = if checked { u64::MAX } else { self.checkpoint_bytes };
+        let sink = Checked { inner: writer, digest };
+        let (sink, end) = pump(
+            sink,
+            body,
+            PumpLimits::body(max_bytes, checkpoint),
+            |n| metrics.upload_received_bytes.inc_by(n),
+            on_durable,
+        )
+        .await;
+        let mut writer = sink.map(|Checked { inner, digest }| (inner, digest));
 
-        match end {
-            Ok(PumpEnd::Complete { body_ended }) => {
+        // A checksum that does not match undoes the whole body.
+        if let Some(sum) = &expected_sum {
+            let whole = matches!(end, Ok(PumpEnd::Complete { .. }));
+            let digest = writer.as_mut().and_then(|(_, d)| d.take()).map(Digest::finish);
+            if whole && digest.as_ref() == Some(sum) {
+                if let Some((w, _)) = &writer {
+                    addr.do_send(Durable(w.written()));
+                }
+            } else {
+                let Some((w, _)) = writer.take() else {
+                    addr.do_send(ReturnLease { writer: None, finish: false });
+                    return Err(UploadError::Internal("the spool writer was lost".into()));
+                };
+                let rolled = tokio::task::spawn_blocking(move || {
+                    let mut w = w;
+                    w.rollback(mark).map(|()| w)
+                })
+                .await
+                .map_err(|e| UploadError::Internal(e.to_string()))
+                .and_then(|r| r.map_err(UploadError::Io));
+                let w = match rolled {
+                    Ok(w) => w,
+                    Err(e) => {
+                        addr.do_send(ReturnLease { writer: None, finish: false });
+                        return Err(e);
+                    }
+                };
+                addr.do_send(Durable(w.written()));
+                addr.send(ReturnLease { writer: Some(w), finish: false }).await??;
+                return Err(match end {
+                    Ok(PumpEnd::Complete { .. }) => UploadError::ChecksumMismatch,
+                    Ok(PumpEnd::Interrupted(e)) | Err(e) => e,
+                    Ok(PumpEnd::TooLarge) => UploadError::TooLarge { limit: max_bytes },
+                });
+            }
+        }
+        let writer = writer.map(|(w, _)| w);
+        let written = writer.as_ref().map_or(durable, SpoolWriter::written);
+
+        match (end, finish) {
+            (Ok(PumpEnd::Complete { body_ended }), finish)
+                if matches!(finish, Finish::AtBodyEnd) || matches!(finish, Finish::AtLength(n) if n == written) =>
+            {
                 let outcome = addr.send(ReturnLease { writer, finish: true }).await?;
                 metrics.upload_finalize_seconds.observe(body_ended.elapsed().as_secs_f64());
                 match outcome {
                     Ok(Some(result)) => {
                         metrics.uploads_completed.inc();
-                        Ok(result)
+                        Ok((written, Some(result)))
                     }
                     Ok(None) => Err(UploadError::Internal("the spool writer was lost".into())),
                     Err(e) => {
@@ -173,13 +510,22 @@ impl Uploads {
                     }
                 }
             }
-            Ok(PumpEnd::TooLarge) => {
+            (Ok(PumpEnd::Complete { .. }), _) => {
+                addr.send(ReturnLease { writer, finish: false }).await??;
+                Ok((written, None))
+            }
+            (Ok(PumpEnd::TooLarge), Finish::AtBodyEnd) => {
                 let e = UploadError::TooLarge { limit: max_bytes };
                 addr.send(Fail { reason: e.to_string() }).await??;
                 metrics.uploads_failed.with_label_values(&[e.code()]).inc();
                 Err(e)
             }
-            Ok(PumpEnd::Interrupted(e)) | Err(e) => {
+            // A declared length was overrun: what came before it is kept.
+            (Ok(PumpEnd::TooLarge), Finish::AtLength(limit)) => {
+                addr.send(ReturnLease { writer, finish: false }).await??;
+                Err(UploadError::TooLarge { limit })
+            }
+            (Ok(PumpEnd::Interrupted(e)), _) | (Err(e), _) => {
                 addr.send(ReturnLease { writer, finish: false }).await??;
                 Err(e)
             }

@@ -6,13 +6,17 @@
 
 mod committer;
 mod handle;
+mod pieces;
 mod pump;
+mod ranged;
 mod registry;
 mod session;
 mod writer;
 
 pub use committer::{Committer, IngestResult, IngestStatus};
-pub use handle::{NewUpload, Uploads};
+pub use handle::{NewUpload, PieceOutcome, TusAppend, Uploads};
+pub use pieces::{MAX_PART_NUMBER, Tally, chunk_layout};
+pub use pump::DigestKind;
 pub use registry::Registry;
 pub use writer::SpoolWriter;
 
@@ -44,6 +48,22 @@ pub enum UploadError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Internal(String),
+    #[error("{0}")]
+    BadPiece(String),
+    #[error("chunk {0} is stored already with different bytes")]
+    PieceConflict(u32),
+    #[error("piece {0} is being uploaded by another request right now")]
+    PieceBusy(u32),
+    #[error("the body does not match the checksum the client sent")]
+    ChecksumMismatch,
+    #[error("the upload is missing {} chunk(s)", .0.len())]
+    MissingPieces(Vec<u32>),
+    #[error("{0}")]
+    BadParts(String),
+    #[error("this upload was not opened through this API")]
+    WrongDoor,
+    #[error("too many open uploads for this client (limit {limit}); finish or abort one first")]
+    TooManySessions { limit: u64 },
 }
 
 impl UploadError {
@@ -62,6 +82,14 @@ impl UploadError {
             Self::Repo(_) => "database-unavailable",
             Self::Io(_) => "storage",
             Self::Internal(_) => "internal",
+            Self::BadPiece(_) => "bad-chunk",
+            Self::PieceConflict(_) => "chunk-conflict",
+            Self::PieceBusy(_) => "chunk-in-progress",
+            Self::ChecksumMismatch => "checksum-mismatch",
+            Self::MissingPieces(_) => "missing-chunks",
+            Self::BadParts(_) => "invalid-parts",
+            Self::WrongDoor => "wrong-upload-api",
+            Self::TooManySessions { .. } => "too-many-uploads",
         }
     }
 }

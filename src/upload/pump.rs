@@ -1,20 +1,129 @@
-//! Moving a body into a spool: the async side reads the body and gathers it
-//! into blocks of up to 1 MiB; a blocking thread writes and hashes them. A
-//! bounded channel between the two keeps memory flat whatever the file size
-//! and lets network reads overlap disk writes.
+//! Moving a body into a sink: the async side reads the body and gathers it
+//! into blocks; a blocking thread writes and hashes them. A bounded channel
+//! between the two keeps memory flat whatever the file size and lets network
+//! reads overlap disk writes.
+//!
+//! Sinks: the `SpoolWriter` of a streamed or tus upload, a chunk written at
+//! its offset in a `RangedSpool`, a multipart part in a file of its own, and
+//! any of those behind `Checked`, which also digests the body for a
+//! client-supplied checksum.
 
 use super::{UploadError, writer::SpoolWriter};
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
+use std::io;
 
-const BLOCK: usize = 1 << 20;
-const BLOCKS_IN_FLIGHT: usize = 4;
+/// Where a pump puts the bytes, on a blocking thread.
+pub trait BlockSink: Send + 'static {
+    fn put(&mut self, block: &[u8]) -> io::Result<()>;
+    /// Bytes accepted so far, in the sink's own coordinates (the limit applies to it).
+    fn position(&self) -> u64;
+    /// Bytes put since the last `sync`.
+    fn unsynced(&self) -> u64;
+    /// Makes what was put durable; returns the durable position.
+    fn sync(&mut self) -> io::Result<u64>;
+}
+
+impl BlockSink for SpoolWriter {
+    fn put(&mut self, block: &[u8]) -> io::Result<()> {
+        self.append(block)
+    }
+    fn position(&self) -> u64 {
+        self.written()
+    }
+    fn unsynced(&self) -> u64 {
+        SpoolWriter::unsynced(self)
+    }
+    fn sync(&mut self) -> io::Result<u64> {
+        SpoolWriter::sync(self)
+    }
+}
+
+/// A checksum algorithm a client can name (tus `Upload-Checksum`, `X-Chunk-Checksum`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DigestKind {
+    Sha1,
+    Blake3,
+}
+
+/// A running digest of one body.
+pub enum Digest {
+    Sha1(sha1::Sha1),
+    Blake3(Box<blake3::Hasher>),
+}
+
+impl Digest {
+    pub fn new(kind: DigestKind) -> Self {
+        use sha1::Digest as _;
+        match kind {
+            DigestKind::Sha1 => Self::Sha1(sha1::Sha1::new()),
+            DigestKind::Blake3 => Self::Blake3(Box::new(blake3::Hasher::new())),
+        }
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        use sha1::Digest as _;
+        match self {
+            Self::Sha1(d) => d.update(bytes),
+            Self::Blake3(d) => {
+                d.update(bytes);
+            }
+        }
+    }
+
+    pub fn finish(self) -> Vec<u8> {
+        use sha1::Digest as _;
+        match self {
+            Self::Sha1(d) => d.finalize().to_vec(),
+            Self::Blake3(d) => d.finalize().as_bytes().to_vec(),
+        }
+    }
+}
+
+/// A sink that also digests what passes through it.
+pub struct Checked<W> {
+    pub inner: W,
+    pub digest: Option<Digest>,
+}
+
+impl<W: BlockSink> BlockSink for Checked<W> {
+    fn put(&mut self, block: &[u8]) -> io::Result<()> {
+        if let Some(d) = &mut self.digest {
+            d.update(block);
+        }
+        self.inner.put(block)
+    }
+    fn position(&self) -> u64 {
+        self.inner.position()
+    }
+    fn unsynced(&self) -> u64 {
+        self.inner.unsynced()
+    }
+    fn sync(&mut self) -> io::Result<u64> {
+        self.inner.sync()
+    }
+}
 
 pub struct PumpLimits {
-    /// No byte past this offset is accepted.
+    /// No byte past this position is accepted.
     pub max_bytes: u64,
-    /// fdatasync and report progress every this many bytes.
+    /// fdatasync and report progress every this many bytes (`u64::MAX`: only at the end).
     pub checkpoint_bytes: u64,
+    /// Blocks handed to the writer thread are gathered up to this size.
+    pub block_bytes: usize,
+}
+
+impl PumpLimits {
+    /// A whole upload's body: large blocks, periodic checkpoints.
+    pub fn body(max_bytes: u64, checkpoint_bytes: u64) -> Self {
+        Self { max_bytes, checkpoint_bytes, block_bytes: 1 << 20 }
+    }
+
+    /// One piece (chunk or part): durable only when it is whole, and small
+    /// blocks, since many pieces are in flight at once.
+    pub fn piece(max_bytes: u64) -> Self {
+        Self { max_bytes, checkpoint_bytes: u64::MAX, block_bytes: 256 << 10 }
+    }
 }
 
 /// How a body ended.
@@ -25,36 +134,39 @@ pub enum PumpEnd {
     /// The body broke off (client gone, upstream error). What arrived is
     /// written and durable, so the upload can resume from there.
     Interrupted(UploadError),
-    /// The body went past the size limit; the upload must be failed.
+    /// The body went past the limit; nothing past it was written.
     TooLarge,
 }
 
-/// Writes `body` at the end of `writer`. `on_durable` is called from the
-/// writer thread with each new durable length, after its fdatasync.
-pub async fn pump<S, E>(
-    writer: SpoolWriter,
+const BLOCKS_IN_FLIGHT: usize = 4;
+
+/// Writes `body` into `sink`. `on_durable` is called from the writer thread
+/// with each new durable position, after its fdatasync.
+pub async fn pump<W, S, E>(
+    sink: W,
     mut body: S,
     limits: PumpLimits,
     on_received: impl Fn(u64),
     on_durable: impl Fn(u64) + Send + 'static,
-) -> (Option<SpoolWriter>, Result<PumpEnd, UploadError>)
+) -> (Option<W>, Result<PumpEnd, UploadError>)
 where
+    W: BlockSink,
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(BLOCKS_IN_FLIGHT);
     let checkpoint = limits.checkpoint_bytes;
-    let mut offset = writer.written();
+    let mut offset = sink.position();
     let worker = tokio::task::spawn_blocking(move || {
-        let mut writer = writer;
+        let mut sink = sink;
         let mut result = Ok(());
         while let Some(block) = rx.blocking_recv() {
-            if let Err(e) = writer.append(&block) {
+            if let Err(e) = sink.put(&block) {
                 result = Err(e);
                 break;
             }
-            if writer.unsynced() >= checkpoint {
-                match writer.sync() {
+            if sink.unsynced() >= checkpoint {
+                match sink.sync() {
                     Ok(durable) => on_durable(durable),
                     Err(e) => {
                         result = Err(e);
@@ -66,12 +178,12 @@ where
         // Whatever happened to the body, what was written becomes durable and
         // recorded, so that a resumed upload starts from the truth.
         if result.is_ok() {
-            match writer.sync() {
+            match sink.sync() {
                 Ok(durable) => on_durable(durable),
                 Err(e) => result = Err(e),
             }
         }
-        (writer, result)
+        (sink, result)
     });
 
     let mut block = BytesMut::new();
@@ -86,7 +198,7 @@ where
                 }
                 on_received(bytes.len() as u64);
                 block.extend_from_slice(&bytes);
-                if block.len() >= BLOCK && tx.send(block.split().freeze()).await.is_err() {
+                if block.len() >= limits.block_bytes && tx.send(block.split().freeze()).await.is_err() {
                     break; // the writer failed; its error is reported below
                 }
             }
@@ -103,8 +215,8 @@ where
     }
     drop(tx);
     match worker.await {
-        Ok((writer, Ok(()))) => (Some(writer), Ok(end)),
-        Ok((writer, Err(e))) => (Some(writer), Err(UploadError::Io(e))),
+        Ok((sink, Ok(()))) => (Some(sink), Ok(end)),
+        Ok((sink, Err(e))) => (Some(sink), Err(UploadError::Io(e))),
         Err(join) => (None, Err(UploadError::Internal(format!("spool writer thread failed: {join}")))),
     }
 }

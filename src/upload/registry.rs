@@ -4,7 +4,7 @@
 
 use super::UploadError;
 use super::committer::Committer;
-use super::session::{Expire, UploadSession};
+use super::session::{Abandon, UploadSession};
 use crate::domain::UploadId;
 use crate::storage::{SessionRecord, SessionState};
 use actix::prelude::*;
@@ -51,7 +51,7 @@ impl Registry {
                     // Expiry goes through the session actor, so it cannot race a writer.
                     let addr = act.live(record, ctx);
                     actix::spawn(async move {
-                        if let Ok(true) = addr.send(Expire).await {
+                        if let Ok(true) = addr.send(Abandon { state: SessionState::Expired }).await {
                             tracing::info!(upload_id = %id, "expired an abandoned upload");
                         }
                     });

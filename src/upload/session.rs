@@ -3,10 +3,14 @@
 //! writer reports it, and finalizes exactly once.
 
 use super::committer::{Committer, IngestResult};
+use super::ranged::RangedSpool;
 use super::registry::{Registry, SessionStopped};
 use super::{UploadError, writer::SpoolWriter};
-use crate::storage::{SessionRecord, SessionState};
+use crate::domain::ContentHash;
+use crate::storage::{Piece, SessionRecord, SessionState};
 use actix::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A session with no lease for this long stops to free its file handle; the
@@ -14,18 +18,40 @@ use std::time::{Duration, Instant};
 const IDLE_STOP_AFTER: Duration = Duration::from_secs(600);
 
 pub struct UploadSession {
-    record: SessionRecord,
+    pub(super) record: SessionRecord,
     /// `None` while leased out, or before first use after a revival.
-    writer: Option<SpoolWriter>,
-    leased: bool,
-    committer: Committer,
+    pub(super) writer: Option<SpoolWriter>,
+    /// A body is being written, or the upload is being committed.
+    pub(super) leased: bool,
+    pub(super) committer: Committer,
     registry: Addr<Registry>,
-    last_activity: Instant,
+    pub(super) last_activity: Instant,
+    /// Chunked and multipart uploads: the pieces recorded so far (loaded
+    /// from the database on first use), and those being received right now.
+    pub(super) pieces: Option<BTreeMap<u32, Piece>>,
+    pub(super) in_flight: BTreeSet<u32>,
+    /// Chunked uploads: the spool that chunks are written into at their offsets.
+    pub(super) ranged: Option<Arc<RangedSpool>>,
 }
 
 impl UploadSession {
     pub fn new(record: SessionRecord, committer: Committer, registry: Addr<Registry>) -> Self {
-        Self { record, writer: None, leased: false, committer, registry, last_activity: Instant::now() }
+        Self {
+            record,
+            writer: None,
+            leased: false,
+            committer,
+            registry,
+            last_activity: Instant::now(),
+            pieces: None,
+            in_flight: BTreeSet::new(),
+            ranged: None,
+        }
+    }
+
+    /// Nobody is writing and nothing is being committed.
+    pub(super) fn idle(&self) -> bool {
+        !self.leased && self.in_flight.is_empty()
     }
 }
 
@@ -34,7 +60,7 @@ impl Actor for UploadSession {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(IDLE_STOP_AFTER / 4, |act, ctx| {
-            if !act.leased && act.last_activity.elapsed() >= IDLE_STOP_AFTER {
+            if act.idle() && act.last_activity.elapsed() >= IDLE_STOP_AFTER {
                 ctx.stop();
             }
         });
@@ -84,6 +110,7 @@ impl Handler<TakeLease> for UploadSession {
             SessionState::Complete => return Err(UploadError::Failed("the upload is already complete".into())),
             SessionState::Failed => return Err(UploadError::Failed(self.record.error.clone().unwrap_or_default())),
             SessionState::Expired => return Err(UploadError::Expired),
+            SessionState::Aborted => return Err(UploadError::UnknownSession),
             SessionState::Committing => return Err(UploadError::Busy),
         }
         if self.leased {
@@ -143,17 +170,32 @@ impl Handler<ReturnLease> for UploadSession {
 
     fn handle(&mut self, msg: ReturnLease, _: &mut Context<Self>) -> Self::Result {
         self.last_activity = Instant::now();
-        let writer = match msg.writer {
-            Some(writer) if msg.finish => writer,
+        match msg.writer {
+            Some(writer) if msg.finish => {
+                let (size, hash) = (writer.written(), writer.hash().into());
+                // Still leased while finalizing, so no other body can slip in.
+                Box::pin(self.finish(hash, size, Some(writer)).map(|r, _, _| r.map(Some)))
+            }
             other => {
                 self.writer = other;
                 self.leased = false;
-                return Box::pin(fut::ready(Ok(None)));
+                Box::pin(fut::ready(Ok(None)))
             }
-        };
-        // Still leased while finalizing, so no other body can slip in.
-        let size = writer.written();
-        let hash = writer.hash().into();
+        }
+    }
+}
+
+impl UploadSession {
+    /// Commits the spool, whose bytes hash to `hash`, and closes the session.
+    /// The caller has set `leased`, so nothing else writes meanwhile.
+    /// `writer` is kept for a retry if the commit fails before its rename.
+    pub(super) fn finish(
+        &mut self,
+        hash: ContentHash,
+        size: u64,
+        writer: Option<SpoolWriter>,
+    ) -> ResponseActFuture<Self, Result<IngestResult, UploadError>> {
+        self.leased = true;
         let committer = self.committer.clone();
         let record = self.record.clone();
         Box::pin(
@@ -169,6 +211,9 @@ impl Handler<ReturnLease> for UploadSession {
                     }
                     Err(_) => Ok(()),
                 };
+                if outcome.is_ok() {
+                    committer.discard_pieces(&record.id).await;
+                }
                 (outcome, closed, writer)
             }
             .into_actor(self)
@@ -184,7 +229,7 @@ impl Handler<ReturnLease> for UploadSession {
                         act.record.state = SessionState::Complete;
                         act.record.result = serde_json::to_value(&result).ok();
                         ctx.stop();
-                        Ok(Some(result))
+                        Ok(result)
                     }
                     Err(UploadError::NotAVideo(why)) => {
                         closed?;
@@ -203,7 +248,7 @@ impl Handler<ReturnLease> for UploadSession {
                     Err(other) => {
                         // Failed before the rename (database, disk): the spool
                         // is intact, so keep the session open for a retry.
-                        act.writer = Some(writer);
+                        act.writer = writer;
                         Err(other)
                     }
                 }
@@ -244,30 +289,39 @@ impl Handler<Fail> for UploadSession {
     }
 }
 
-/// Expires the session if nobody is writing to it. Answers whether it did.
+/// Ends the session without an object: expiry (only if nobody is writing to
+/// it) or a client's abort. Frees the spool. Answers whether it did.
 #[derive(Message)]
 #[rtype(result = "bool")]
-pub struct Expire;
+pub struct Abandon {
+    pub state: SessionState,
+}
 
-impl Handler<Expire> for UploadSession {
+impl Handler<Abandon> for UploadSession {
     type Result = ResponseActFuture<Self, bool>;
 
-    fn handle(&mut self, _: Expire, _: &mut Context<Self>) -> Self::Result {
-        if self.leased || self.record.state != SessionState::Receiving {
+    fn handle(&mut self, msg: Abandon, _: &mut Context<Self>) -> Self::Result {
+        let busy = match msg.state {
+            // An abort also stops pieces in flight: their writes land in an unlinked file.
+            SessionState::Aborted => self.leased,
+            _ => !self.idle(),
+        };
+        if busy || self.record.state != SessionState::Receiving {
             return Box::pin(fut::ready(false));
         }
         self.writer = None;
+        self.ranged = None;
         self.leased = true;
         let committer = self.committer.clone();
         let id = self.record.id.clone();
         Box::pin(
             async move {
                 committer.discard(&id).await;
-                committer.repo.close_session(&id, SessionState::Expired, None, Some("expired")).await
+                committer.repo.close_session(&id, msg.state, None, Some(msg.state.as_str())).await
             }
             .into_actor(self)
-            .map(|closed, act, ctx| {
-                act.record.state = SessionState::Expired;
+            .map(move |closed, act, ctx| {
+                act.record.state = msg.state;
                 ctx.stop();
                 closed.is_ok()
             }),

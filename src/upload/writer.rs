@@ -17,6 +17,12 @@ pub struct SpoolWriter {
     kicked: u64,
 }
 
+/// See `SpoolWriter::mark`.
+pub struct Mark {
+    hasher: blake3::Hasher,
+    written: u64,
+}
+
 const REHASH_BLOCK: usize = 1 << 20;
 /// Start writeback after this many new bytes.
 const WRITEBACK_EVERY: u64 = 8 << 20;
@@ -56,6 +62,23 @@ impl SpoolWriter {
         self.written = 0;
         self.synced = 0;
         self.kicked = 0;
+        Ok(())
+    }
+
+    /// A point to come back to if what follows turns out to be bad (a tus
+    /// body whose checksum does not match).
+    pub fn mark(&self) -> Mark {
+        Mark { hasher: self.hasher.clone(), written: self.written }
+    }
+
+    /// Forgets everything written after `mark`, on disk and in the hash.
+    pub fn rollback(&mut self, mark: Mark) -> io::Result<()> {
+        self.file.set_len(mark.written)?;
+        self.file.sync_data()?;
+        self.hasher = mark.hasher;
+        self.written = mark.written;
+        self.synced = mark.written;
+        self.kicked = mark.written;
         Ok(())
     }
 

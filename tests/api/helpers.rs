@@ -20,7 +20,7 @@ pub struct TestApp {
     pub address: String,
     pub root: PathBuf,
     pub client: reqwest::Client,
-    pub uploads: vidcache::upload::Uploads,
+    pub uploads: Option<vidcache::upload::Uploads>,
     pub database_url: String,
     _dir: TempDir,
 }
@@ -79,7 +79,7 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
     let address = format!("http://127.0.0.1:{}", app.port());
     let uploads = app.uploads();
     actix_web::rt::spawn(app.run_until_stopped());
-    TestApp { address, root, client: reqwest::Client::new(), uploads, database_url, _dir: dir }
+    TestApp { address, root, client: reqwest::Client::new(), uploads: Some(uploads), database_url, _dir: dir }
 }
 
 fn root_parent(root: &Path) -> PathBuf {
@@ -89,6 +89,19 @@ fn root_parent(root: &Path) -> PathBuf {
 }
 
 impl TestApp {
+    /// A view of a daemon running elsewhere (a spawned binary), for helpers
+    /// that only need its address.
+    pub fn external(address: &str, root: &Path) -> Self {
+        Self {
+            address: address.to_owned(),
+            root: root.to_path_buf(),
+            client: reqwest::Client::new(),
+            uploads: None,
+            database_url: String::new(),
+            _dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }

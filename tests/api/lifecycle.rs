@@ -99,7 +99,7 @@ async fn abandoned_sessions_expire_and_free_their_disk() {
     assert!(spool.exists());
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    app.uploads.sweep_now();
+    app.uploads.as_ref().expect("an in-process app").sweep_now();
 
     for _ in 0..400 {
         if upload_status(&app, &id).await["state"] == "expired" {

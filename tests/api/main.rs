@@ -3,7 +3,11 @@
 
 mod bad_input;
 mod cache;
+mod chunked;
 mod helpers;
 mod ingest;
 mod lifecycle;
+mod multipart;
 mod restart;
+mod restart_doors;
+mod tus;

@@ -8,13 +8,13 @@ use crate::helpers::{Backend, blake3_hex, fixture, fresh_database, init_upload, 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-struct Daemon {
+pub struct Daemon {
     child: Child,
-    address: String,
+    pub address: String,
 }
 
 impl Daemon {
-    async fn start(root: &std::path::Path, database_url: &str, port: u16) -> Self {
+    pub async fn start(root: &std::path::Path, database_url: &str, port: u16) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_vidcache"))
             .arg("serve")
             .env("VIDCACHE__SERVER__BIND", format!("127.0.0.1:{port}"))
@@ -22,6 +22,7 @@ impl Daemon {
             .env("VIDCACHE__DATABASE__URL", database_url)
             .env("VIDCACHE__UPLOAD__CHECKPOINT_BYTES", (1u64 << 20).to_string())
             .env("VIDCACHE__LOG__FILTER", "warn")
+            .env("VIDCACHE__AUTH__API_KEYS", r#"[{"id": "key1", "key": "secret-1", "project_id": "p1"}]"#)
             .env_remove("VIDCACHE_CONFIG")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -40,7 +41,7 @@ impl Daemon {
         panic!("the daemon did not come up on {address}");
     }
 
-    fn kill9(&mut self) {
+    pub fn kill9(&mut self) {
         self.child.kill().expect("SIGKILL");
         self.child.wait().unwrap();
     }
@@ -53,7 +54,7 @@ impl Drop for Daemon {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -209,5 +210,5 @@ async fn migrate_creates_the_schema_on_a_fresh_root() {
     .unwrap()
     .try_get::<i64>("", "n")
     .unwrap();
-    assert_eq!(applied, 1, "the migration was applied");
+    assert_eq!(applied, 2, "both migrations were applied");
 }

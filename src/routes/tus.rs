@@ -1,0 +1,278 @@
+//! Section 4, tus 1.0 at `/files/`: core, creation, creation-with-upload,
+//! termination, checksum (sha1, blake3) and expiration. A tus upload is a
+//! session whose bodies are appended at the durable offset; when the offset
+//! reaches `Upload-Length` it enters the same commit as every other door.
+//! `GET /files/{id}/result` answers the ingest result.
+
+use super::chunked::{DEFAULT_BUCKET, check_filename, check_size, client_owner};
+use super::{AppState, header_u64};
+use crate::domain::{Bucket, Prefix, UploadId};
+use crate::error::ApiError;
+use crate::storage::{NewEntry, SessionRecord, SessionState, UploadKind};
+use crate::upload::{DigestKind, NewUpload, UploadError};
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, web};
+use base64::Engine;
+use serde_json::json;
+use std::time::SystemTime;
+
+pub const TUS_VERSION: &str = "1.0.0";
+const EXTENSIONS: &str = "creation,creation-with-upload,termination,checksum,expiration";
+const OFFSET_OCTET_STREAM: &str = "application/offset+octet-stream";
+
+/// `OPTIONS /files/`: what this server speaks.
+pub async fn options(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::NoContent()
+        .insert_header(("Tus-Version", TUS_VERSION))
+        .insert_header(("Tus-Extension", EXTENSIONS))
+        .insert_header(("Tus-Max-Size", state.settings.upload.max_bytes.to_string()))
+        .insert_header(("Tus-Checksum-Algorithm", "sha1,blake3"))
+        .finish()
+}
+
+/// Every request but OPTIONS names the protocol version it speaks.
+fn check_version(req: &HttpRequest) -> Result<(), ApiError> {
+    match req.headers().get("tus-resumable").and_then(|v| v.to_str().ok()) {
+        Some(TUS_VERSION) => Ok(()),
+        _ => Err(ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "unsupported-tus-version",
+            "this server speaks tus 1.0.0 (send Tus-Resumable: 1.0.0)",
+        )
+        .with_header("Tus-Version", TUS_VERSION)),
+    }
+}
+
+/// `Upload-Metadata`: comma-separated `key base64(value)` pairs; a key alone has no value.
+fn parse_metadata(raw: &str) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+    let bad = |why: String| ApiError::bad_request("invalid-metadata", why);
+    let mut out = serde_json::Map::new();
+    for pair in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, value) = match pair.split_once(' ') {
+            Some((key, value)) => (key, value.trim()),
+            None => (pair, ""),
+        };
+        if key.is_empty() || key.len() > 128 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(bad(format!("metadata key {key:?} is not a plain ASCII word")));
+        }
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(value)
+            .ok()
+            .and_then(|v| String::from_utf8(v).ok())
+            .ok_or_else(|| bad(format!("the value of metadata key {key:?} is not base64 of UTF-8 text")))?;
+        out.insert(key.to_owned(), json!(decoded));
+    }
+    Ok(out)
+}
+
+/// `Upload-Checksum: <algorithm> <base64 digest>`.
+fn parse_checksum(req: &HttpRequest) -> Result<Option<(DigestKind, Vec<u8>)>, ApiError> {
+    let Some(value) = req.headers().get("upload-checksum") else { return Ok(None) };
+    let bad = || ApiError::bad_request("invalid-checksum", "Upload-Checksum must be '<algorithm> <base64 digest>'");
+    let (algorithm, sum) = value.to_str().map_err(|_| bad())?.trim().split_once(' ').ok_or_else(bad)?;
+    let kind = match algorithm.to_ascii_lowercase().as_str() {
+        "sha1" => DigestKind::Sha1,
+        "blake3" => DigestKind::Blake3,
+        other => {
+            return Err(ApiError::bad_request(
+                "unsupported-checksum",
+                format!("checksum algorithm {other:?} is not supported (sha1, blake3)"),
+            ));
+        }
+    };
+    let sum = base64::engine::general_purpose::STANDARD.decode(sum.trim()).map_err(|_| bad())?;
+    Ok(Some((kind, sum)))
+}
+
+fn expires_at(state: &AppState, record: &SessionRecord) -> String {
+    let at = record.updated_at + chrono::Duration::seconds(state.settings.upload.session_ttl_secs as i64);
+    httpdate::fmt_http_date(SystemTime::from(at))
+}
+
+fn offset_of(record: &SessionRecord) -> u64 {
+    match record.state {
+        SessionState::Complete => record.total_size.unwrap_or(record.durable_bytes),
+        _ => record.durable_bytes,
+    }
+}
+
+/// tus answers 460 for a checksum mismatch; everything else maps as usual.
+fn tus_error(e: UploadError) -> ApiError {
+    match e {
+        UploadError::ChecksumMismatch => {
+            ApiError::new(StatusCode::from_u16(460).expect("460 is a valid status"), e.code(), e.to_string())
+        }
+        other => other.into(),
+    }
+}
+
+fn check_body_type(req: &HttpRequest) -> Result<(), ApiError> {
+    let mime = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if mime.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case(OFFSET_OCTET_STREAM) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            format!("tus bodies are sent as {OFFSET_OCTET_STREAM}"),
+        ))
+    }
+}
+
+async fn tus_record(state: &AppState, raw: &str) -> Result<SessionRecord, ApiError> {
+    let id = UploadId::parse(raw).map_err(|_| ApiError::not_found("unknown-upload", "no upload with that id"))?;
+    let record = state.uploads.status(&id).await?;
+    if record.kind != UploadKind::Tus {
+        return Err(ApiError::not_found("unknown-upload", "no tus upload with that id"));
+    }
+    match record.state {
+        SessionState::Expired => Err(UploadError::Expired.into()),
+        SessionState::Aborted => Err(UploadError::UnknownSession.into()),
+        _ => Ok(record),
+    }
+}
+
+/// `POST /files/`: creation, and creation-with-upload when a body comes along.
+#[tracing::instrument(skip_all)]
+pub async fn create(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    check_version(&req)?;
+    if req.headers().contains_key("upload-defer-length") {
+        return Err(ApiError::bad_request("unsupported-extension", "creation-defer-length is not supported"));
+    }
+    let length = header_u64(&req, "upload-length")?
+        .ok_or_else(|| ApiError::bad_request("missing-upload-length", "Upload-Length is required"))?;
+    check_size(length, state.settings.upload.max_bytes)?;
+    let raw_metadata = req.headers().get("upload-metadata").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    if raw_metadata.len() > 16 * 1024 {
+        return Err(ApiError::bad_request("invalid-metadata", "Upload-Metadata is limited to 16 KiB"));
+    }
+    let metadata = parse_metadata(&raw_metadata)?;
+    let filename = match metadata.get("filename").and_then(|v| v.as_str()) {
+        Some(name) => check_filename(name)?,
+        None => "upload".to_owned(),
+    };
+    let filetype = metadata.get("filetype").and_then(|v| v.as_str()).map(str::to_owned);
+    let with_body = req.headers().contains_key(header::CONTENT_TYPE);
+    if with_body {
+        check_body_type(&req)?;
+    }
+    let checksum = parse_checksum(&req)?;
+    let record = state
+        .uploads
+        .create(NewUpload {
+            url: None,
+            bucket: Bucket::parse(DEFAULT_BUCKET)?,
+            prefix: Prefix::parse("")?,
+            meta: json!({"tus_metadata": raw_metadata, "metadata": metadata}),
+            kind: UploadKind::Tus,
+            total_size: Some(length),
+            chunk_size: None,
+            owner: Some((client_owner(&req), state.settings.upload.max_sessions_per_key)),
+            entry: Some(NewEntry { filename, content_type: filetype, project_id: None }),
+        })
+        .await?;
+    let mut response = HttpResponse::Created();
+    response
+        .insert_header((header::LOCATION, format!("/files/{}", record.id)))
+        .insert_header(("Upload-Expires", expires_at(&state, &record)));
+    if with_body {
+        let appended = state.uploads.append_tus(&record.id, 0, payload, checksum).await.map_err(tus_error)?;
+        response.insert_header(("Upload-Offset", appended.offset.to_string()));
+    }
+    Ok(response.finish())
+}
+
+/// `HEAD /files/{id}`: the offset to resume from.
+pub async fn head(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    check_version(&req)?;
+    let record = tus_record(&state, &path).await?;
+    let raw_metadata = record.meta.get("tus_metadata").and_then(|v| v.as_str()).unwrap_or("").to_owned();
+    let mut response = HttpResponse::Ok();
+    response
+        .insert_header(("Upload-Offset", offset_of(&record).to_string()))
+        .insert_header(("Upload-Length", record.total_size.unwrap_or(0).to_string()))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header(("Upload-Expires", expires_at(&state, &record)));
+    if !raw_metadata.is_empty() {
+        response.insert_header(("Upload-Metadata", raw_metadata));
+    }
+    Ok(response.finish())
+}
+
+/// `PATCH /files/{id}`: appends a body at `Upload-Offset`.
+#[tracing::instrument(skip_all, fields(upload_id = %path.as_str()))]
+pub async fn patch(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    check_version(&req)?;
+    check_body_type(&req)?;
+    let offset = header_u64(&req, "upload-offset")?
+        .ok_or_else(|| ApiError::bad_request("missing-upload-offset", "Upload-Offset is required"))?;
+    let checksum = parse_checksum(&req)?;
+    let record = tus_record(&state, &path).await?;
+    if record.state == SessionState::Complete {
+        return Err(ApiError::new(StatusCode::CONFLICT, "upload-complete", "the upload is already complete")
+            .with_header("Upload-Offset", offset_of(&record).to_string()));
+    }
+    let appended = state.uploads.append_tus(&record.id, offset, payload, checksum).await.map_err(tus_error)?;
+    let record = state.uploads.status(&record.id).await.unwrap_or(record);
+    Ok(HttpResponse::NoContent()
+        .insert_header(("Upload-Offset", appended.offset.to_string()))
+        .insert_header(("Upload-Expires", expires_at(&state, &record)))
+        .finish())
+}
+
+/// `DELETE /files/{id}`: termination.
+pub async fn terminate(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    check_version(&req)?;
+    let record = tus_record(&state, &path).await?;
+    state.uploads.abort(&record.id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `GET /files/{id}/result`: the ingest result of a finished upload.
+pub async fn result(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let record = tus_record(&state, &path).await?;
+    match (record.state, record.result) {
+        (SessionState::Complete, Some(mut result)) => {
+            result["video_id"] = json!(record.entry_id);
+            Ok(HttpResponse::Ok().json(result))
+        }
+        (SessionState::Failed, _) => Err(UploadError::Failed(record.error.unwrap_or_default()).into()),
+        _ => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "upload-incomplete",
+            format!("the upload has {} of {} bytes", record.durable_bytes, record.total_size.unwrap_or(0)),
+        )
+        .with_field("received_bytes", json!(record.durable_bytes))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_pairs_decode_and_bad_ones_are_refused() {
+        let m = parse_metadata("filename bXkgdmlkZW8ubXA0,filetype dmlkZW8vbXA0,is_confidential").unwrap();
+        assert_eq!(m["filename"], "my video.mp4");
+        assert_eq!(m["filetype"], "video/mp4");
+        assert_eq!(m["is_confidential"], "");
+        assert!(parse_metadata("filename !!!notbase64").is_err());
+    }
+}

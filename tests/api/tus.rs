@@ -1,0 +1,243 @@
+//! Section 4: tus 1.0 at `/files/`, spoken by hand here (every header and
+//! status) and by the real clients tuspy and tus-js-client.
+
+use crate::both_backends;
+use crate::helpers::{Backend, TestApp, assert_error, blake3_hex, files_under, fixture, spawn_app, spawn_app_with};
+use base64::Engine;
+use serde_json::Value;
+use std::time::Duration;
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+pub async fn tus_create(app_address: &str, client: &reqwest::Client, length: usize) -> String {
+    let response = client
+        .post(format!("{app_address}/files/"))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", length.to_string())
+        .header("upload-metadata", format!("filename {},filetype {}", b64(b"clip.mp4"), b64(b"video/mp4")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "{:?}", response.text().await);
+    assert_eq!(response.headers()["tus-resumable"], "1.0.0");
+    assert!(response.headers().contains_key("upload-expires"));
+    response.headers()["location"].to_str().unwrap().to_owned()
+}
+
+async fn patch(
+    app: &TestApp,
+    location: &str,
+    offset: usize,
+    bytes: &[u8],
+    checksum: Option<String>,
+) -> reqwest::Response {
+    let mut request = app
+        .client
+        .patch(app.url(location))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-offset", offset.to_string())
+        .header("content-type", "application/offset+octet-stream")
+        .body(bytes.to_vec());
+    if let Some(sum) = checksum {
+        request = request.header("upload-checksum", sum);
+    }
+    request.send().await.unwrap()
+}
+
+pub async fn tus_offset(client: &reqwest::Client, url: &str) -> (u16, Option<u64>) {
+    let response = client.head(url).header("tus-resumable", "1.0.0").send().await.unwrap();
+    let offset = response.headers().get("upload-offset").map(|v| v.to_str().unwrap().parse().unwrap());
+    (response.status().as_u16(), offset)
+}
+
+async fn the_tus_protocol_by_hand(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let video = fixture("small");
+    let options = app.client.request(reqwest::Method::OPTIONS, app.url("/files/")).send().await.unwrap();
+    assert_eq!(options.status(), 204);
+    assert_eq!(options.headers()["tus-version"], "1.0.0");
+    let extensions = options.headers()["tus-extension"].to_str().unwrap().to_owned();
+    for ext in ["creation", "creation-with-upload", "termination", "checksum", "expiration"] {
+        assert!(extensions.split(',').any(|e| e == ext), "{ext} missing from {extensions}");
+    }
+
+    // Without Tus-Resumable: 412.
+    let response = app.client.post(app.url("/files/")).header("upload-length", "10").send().await.unwrap();
+    assert_error(response, 412, "unsupported-tus-version").await;
+
+    let location = tus_create(&app.address, &app.client, video.len()).await;
+    assert!(location.starts_with("/files/"));
+    let (status, offset) = tus_offset(&app.client, &app.url(&location)).await;
+    assert_eq!((status, offset), (200, Some(0)));
+
+    let third = video.len() / 3;
+    let response = patch(&app, &location, 0, &video[..third], None).await;
+    assert_eq!(response.status(), 204);
+    assert_eq!(response.headers()["upload-offset"], third.to_string().as_str());
+    // A wrong offset: 409.
+    assert_error(patch(&app, &location, 5, &video[5..third], None).await, 409, "offset-mismatch").await;
+    // A wrong checksum: 460, and the offset does not move.
+    let bad = format!("sha1 {}", b64(&[0u8; 20]));
+    let response = patch(&app, &location, third, &video[third..2 * third], Some(bad)).await;
+    assert_eq!(response.status(), 460);
+    assert_eq!(tus_offset(&app.client, &app.url(&location)).await.1, Some(third as u64));
+    // The right sha1 and blake3 checksums pass.
+    let sha1 = {
+        use sha1::Digest;
+        sha1::Sha1::digest(&video[third..2 * third]).to_vec()
+    };
+    let response = patch(&app, &location, third, &video[third..2 * third], Some(format!("sha1 {}", b64(&sha1)))).await;
+    assert_eq!(response.status(), 204);
+    let rest = &video[2 * third..];
+    let blake = blake3::hash(rest);
+    let response = patch(&app, &location, 2 * third, rest, Some(format!("blake3 {}", b64(blake.as_bytes())))).await;
+    assert_eq!(response.status(), 204, "{:?}", response.text().await);
+    assert_eq!(response.headers()["upload-offset"], video.len().to_string().as_str());
+
+    let result: Value = app.get_json(&format!("{location}/result")).await;
+    assert_eq!(result["status"], "new");
+    assert_eq!(result["hash"], blake3_hex(&video));
+    let entry = app.get_json(&format!("/videos/{}", result["video_id"])).await;
+    assert_eq!(entry["filename"], "clip.mp4");
+    assert_eq!(entry["content_type"], "video/mp4");
+    let (status, offset) = tus_offset(&app.client, &app.url(&location)).await;
+    assert_eq!((status, offset), (200, Some(video.len() as u64)));
+
+    // creation-with-upload, then termination.
+    let response = app
+        .client
+        .post(app.url("/files/"))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", video.len().to_string())
+        .header("content-type", "application/offset+octet-stream")
+        .body(video[..1000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    assert_eq!(response.headers()["upload-offset"], "1000");
+    let second = response.headers()["location"].to_str().unwrap().to_owned();
+    let response = app.client.delete(app.url(&second)).header("tus-resumable", "1.0.0").send().await.unwrap();
+    assert_eq!(response.status(), 204);
+    assert_eq!(tus_offset(&app.client, &app.url(&second)).await.0, 404);
+    // Bad input.
+    let response = app
+        .client
+        .patch(app.url(&location))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-offset", "0")
+        .header("content-type", "text/plain")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, 415, "unsupported-media-type").await;
+    let response = app
+        .client
+        .post(app.url("/files/"))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", "ten")
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, 400, "invalid-header").await;
+    let response = app
+        .client
+        .post(app.url("/files/"))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", "10")
+        .header("upload-metadata", "filename ***")
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, 400, "invalid-metadata").await;
+}
+both_backends!(the_tus_protocol_by_hand);
+
+async fn an_expired_tus_upload_answers_410_and_frees_its_disk(backend: Backend) {
+    let app = spawn_app_with(backend, |s| s.upload.session_ttl_secs = 1).await;
+    let location = tus_create(&app.address, &app.client, 5000).await;
+    assert_eq!(patch(&app, &location, 0, &[1u8; 1000], None).await.status(), 204);
+    assert!(!files_under(&app.root.join(".spool")).is_empty());
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    app.uploads.as_ref().expect("an in-process app").sweep_now();
+    for _ in 0..100 {
+        if tus_offset(&app.client, &app.url(&location)).await.0 == 410 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(tus_offset(&app.client, &app.url(&location)).await.0, 410);
+    assert_error(patch(&app, &location, 1000, &[1u8; 10], None).await, 410, "upload-expired").await;
+    assert!(files_under(&app.root.join(".spool")).is_empty());
+}
+both_backends!(an_expired_tus_upload_answers_410_and_frees_its_disk);
+
+/// The real clients, run as separate processes from `tests/clients/`, off
+/// the test's thread (which also runs the app's actors).
+async fn run_client(program: &str, args: &[&str]) -> Value {
+    let program = program.to_owned();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    actix_web::rt::task::spawn_blocking(move || run_client_blocking(&program, &args)).await.unwrap()
+}
+
+fn run_client_blocking(program: &str, args: &[String]) -> Value {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
+    let output = std::process::Command::new(program)
+        .args(args)
+        .current_dir(&dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} must be installed (make test installs it): {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|_| panic!("no JSON summary in {stdout}"))
+}
+
+fn fixture_path(name: &str) -> String {
+    fixture(name);
+    std::env::temp_dir()
+        .join(format!("vidcache-fixtures-{}", env!("CARGO_PKG_VERSION")))
+        .join(format!("{name}.mp4"))
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn python() -> String {
+    std::env::var("VIDCACHE_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+#[actix_web::test]
+async fn tuspy_uploads_resumes_and_gets_the_result() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let path = fixture_path("large");
+    let video = fixture("large");
+    let summary = run_client(&python(), &["tuspy_client.py", &format!("{}/files/", app.address), &path]).await;
+    // The client stopped after its first chunks and a second client resumed.
+    assert!(summary["interrupted_at"].as_u64().unwrap() > 0);
+    assert!(summary["resumed_from"].as_u64().unwrap() >= summary["interrupted_at"].as_u64().unwrap());
+    assert!(summary["resumed_from"].as_u64().unwrap() < video.len() as u64);
+    let location = summary["url"].as_str().unwrap();
+    let result: Value = app.client.get(format!("{location}/result")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(result["hash"], blake3_hex(&video));
+    assert_eq!(result["status"], "new");
+}
+
+#[actix_web::test]
+async fn tus_js_client_uploads_resumes_and_gets_the_result() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let path = fixture_path("large");
+    let video = fixture("large");
+    let summary = run_client("node", &["tus_js_client.mjs", &format!("{}/files/", app.address), &path]).await;
+    assert!(summary["interrupted_at"].as_u64().unwrap() > 0);
+    assert!(summary["resumed_from"].as_u64().unwrap() >= summary["interrupted_at"].as_u64().unwrap());
+    assert!(summary["resumed_from"].as_u64().unwrap() < video.len() as u64);
+    let location = summary["url"].as_str().unwrap();
+    let result: Value = app.client.get(format!("{location}/result")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(result["hash"], blake3_hex(&video));
+}
