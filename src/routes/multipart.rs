@@ -81,6 +81,18 @@ async fn project_session(
     Ok(record)
 }
 
+/// An API key of `project_id`, then its multipart session `upload_id`.
+async fn authorized(
+    state: &AppState,
+    req: &HttpRequest,
+    project_id: &str,
+    upload_id: &str,
+    key: Option<&str>,
+) -> Result<SessionRecord, ApiError> {
+    state.auth.authenticate(req, project_id)?;
+    project_session(state, project_id, upload_id, key).await
+}
+
 #[tracing::instrument(skip_all, fields(project = %path.as_str()))]
 pub async fn create(
     state: web::Data<AppState>,
@@ -141,9 +153,8 @@ pub async fn sign_part(
     query: web::Query<KeyQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (project_id, upload_id, part) = path.into_inner();
-    state.auth.authenticate(&req, &project_id)?;
     check_part_number(part)?;
-    let record = project_session(&state, &project_id, &upload_id, query.key.as_deref()).await?;
+    let record = authorized(&state, &req, &project_id, &upload_id, query.key.as_deref()).await?;
     let (expires, signature) = state.auth.presign("PUT", record.id.as_str(), part);
     let origin = if state.settings.server.public_url.is_empty() {
         let info = req.connection_info();
@@ -193,8 +204,7 @@ pub async fn list_parts(
     query: web::Query<KeyQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (project_id, upload_id) = path.into_inner();
-    state.auth.authenticate(&req, &project_id)?;
-    let record = project_session(&state, &project_id, &upload_id, query.key.as_deref()).await?;
+    let record = authorized(&state, &req, &project_id, &upload_id, query.key.as_deref()).await?;
     let parts = state.uploads.pieces(&record.id).await?;
     Ok(HttpResponse::Ok().json(
         parts
@@ -213,8 +223,7 @@ pub async fn complete(
     body: web::Json<CompleteRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let (project_id, upload_id) = path.into_inner();
-    state.auth.authenticate(&req, &project_id)?;
-    let record = project_session(&state, &project_id, &upload_id, query.key.as_deref()).await?;
+    let record = authorized(&state, &req, &project_id, &upload_id, query.key.as_deref()).await?;
     let parts = body.into_inner().parts.into_iter().map(|p| (p.part_number, p.etag)).collect();
     let min = state.settings.upload.min_part_bytes;
     let result = state.uploads.finish_pieces(&record.id, Some(parts), min).await?;
@@ -232,8 +241,7 @@ pub async fn abort(
     query: web::Query<KeyQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (project_id, upload_id) = path.into_inner();
-    state.auth.authenticate(&req, &project_id)?;
-    let record = project_session(&state, &project_id, &upload_id, query.key.as_deref()).await?;
+    let record = authorized(&state, &req, &project_id, &upload_id, query.key.as_deref()).await?;
     match state.uploads.abort(&record.id).await {
         Ok(()) | Err(UploadError::UnknownSession) => Ok(HttpResponse::NoContent().finish()),
         Err(e) => Err(e.into()),
