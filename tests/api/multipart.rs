@@ -213,6 +213,7 @@ async fn expired_urls_abort_and_the_session_limit(backend: Backend) {
         with_keys(s);
         s.auth.presign_ttl_secs = 1;
         s.upload.max_sessions_per_key = 2;
+        s.upload.max_bytes = 4000;
     })
     .await;
     let (upload, _) = Multipart::create(&app.client, &app.address, 100).await;
@@ -232,6 +233,9 @@ async fn expired_urls_abort_and_the_session_limit(backend: Backend) {
     assert_error(third, 429, "too-many-uploads").await;
 
     upload.put(1, &[7u8; 1000]).await;
+    // Parts may not take the upload past upload.max_bytes.
+    let url = upload.sign(2).await;
+    assert_error(app.client.put(url).body(vec![8u8; 3500]).send().await.unwrap(), 400, "bad-chunk").await;
     let response = app
         .client
         .delete(format!("{}/{}", upload.base, upload.id))

@@ -104,7 +104,7 @@ def main():
         data = os.path.join(scratch, "rustus")
         os.makedirs(data)
         proc = subprocess.Popen([rustus, "--host", "127.0.0.1", "--port", str(port), "--data-dir", data,
-                                 "--url", "/files"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                 "--url", "/files", "--max-body-size", str(2 * CHUNK)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             for _ in range(200):
                 try:
