@@ -226,10 +226,11 @@ pub async fn patch(
             .with_header("Upload-Offset", offset_of(&record).to_string()));
     }
     let appended = state.uploads.append_tus(&record.id, offset, payload, checksum).await.map_err(tus_error)?;
-    let record = state.uploads.status(&record.id).await.unwrap_or(record);
+    // The PATCH just touched the upload: it expires a time to live from now.
+    let expires = std::time::SystemTime::now() + std::time::Duration::from_secs(state.settings.upload.session_ttl_secs);
     Ok(HttpResponse::NoContent()
         .insert_header(("Upload-Offset", appended.offset.to_string()))
-        .insert_header(("Upload-Expires", expires_at(&state, &record)))
+        .insert_header(("Upload-Expires", httpdate::fmt_http_date(expires)))
         .finish())
 }
 

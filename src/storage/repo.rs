@@ -170,7 +170,17 @@ impl Repository {
             .min_connections(1)
             .connect_timeout(Duration::from_secs(10))
             .acquire_timeout(Duration::from_secs(30))
-            .sqlx_logging(false);
+            .sqlx_logging(false)
+            // SQLite under many parallel uploads: WAL lets readers and the
+            // writer proceed together and makes each commit one append, and
+            // writers queue for up to 60 s instead of failing with
+            // "database is locked". FULL keeps a commit durable on power loss.
+            .map_sqlx_sqlite_opts(|opts| {
+                use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+                opts.journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full)
+                    .busy_timeout(Duration::from_secs(60))
+            });
         let db = Database::connect(options).await?;
         Migrator::up(&db, None).await?;
         Ok(Self { db })

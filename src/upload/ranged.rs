@@ -51,6 +51,11 @@ impl RangedSpool {
         self.file.read_exact_at(buf, offset)
     }
 
+    /// Starts writeback of a range just written (see `SpoolWriter::append`).
+    pub fn start_writeback(&self, offset: u64, len: u64) {
+        super::writer::start_writeback(&self.file, offset, len);
+    }
+
     pub fn sync(&self) -> io::Result<()> {
         self.file.sync_data()
     }
@@ -87,11 +92,12 @@ pub struct ChunkSink {
     pub write: bool,
     pub received: u64,
     pub hasher: blake3::Hasher,
+    kicked: u64,
 }
 
 impl ChunkSink {
     pub fn new(spool: Arc<RangedSpool>, offset: u64, write: bool) -> Self {
-        Self { spool, offset, write, received: 0, hasher: blake3::Hasher::new() }
+        Self { spool, offset, write, received: 0, hasher: blake3::Hasher::new(), kicked: 0 }
     }
 }
 
@@ -102,6 +108,10 @@ impl BlockSink for ChunkSink {
         }
         self.hasher.update(block);
         self.received += block.len() as u64;
+        if self.write && self.received - self.kicked >= super::writer::WRITEBACK_EVERY {
+            self.spool.start_writeback(self.offset + self.kicked, self.received - self.kicked);
+            self.kicked = self.received;
+        }
         Ok(())
     }
     fn position(&self) -> u64 {

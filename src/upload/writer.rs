@@ -17,6 +17,23 @@ pub struct SpoolWriter {
     kicked: u64,
 }
 
+/// Asks the kernel to start writing `len` bytes at `offset` of `file`
+/// without waiting for them.
+pub(super) fn start_writeback(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor is owned by `file`, which outlives the call;
+    // sync_file_range only reads its arguments. It is advice: an error
+    // changes nothing about correctness, so it is ignored.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+}
+
 /// See `SpoolWriter::mark`.
 pub struct Mark {
     hasher: blake3::Hasher,
@@ -24,8 +41,9 @@ pub struct Mark {
 }
 
 const REHASH_BLOCK: usize = 1 << 20;
-/// Start writeback after this many new bytes.
-const WRITEBACK_EVERY: u64 = 8 << 20;
+/// Start writeback after this many new bytes. Small enough that a tus PATCH
+/// or a chunk of a few MiB is mostly on its way to disk when its body ends.
+pub(super) const WRITEBACK_EVERY: u64 = 1 << 20;
 
 impl SpoolWriter {
     /// A fresh, empty spool.
@@ -98,14 +116,7 @@ impl SpoolWriter {
     /// checkpoint or after the last byte has little left to do: this is what
     /// keeps finalize latency independent of the upload's size.
     fn start_writeback(&mut self) {
-        use std::os::fd::AsRawFd;
-        let (offset, len) = (self.kicked as libc::off64_t, (self.written - self.kicked) as libc::off64_t);
-        // SAFETY: the descriptor is owned by `self.file` and open for the call's
-        // duration; sync_file_range only reads its arguments. It is advice: an
-        // error changes nothing about correctness, so it is ignored.
-        unsafe {
-            libc::sync_file_range(self.file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
-        }
+        start_writeback(&self.file, self.kicked, self.written - self.kicked);
         self.kicked = self.written;
     }
 
