@@ -192,8 +192,7 @@ pub async fn put_part(
     let record = project_session(&state, &project_id, &upload_id, query.key.as_deref()).await?;
     // A part may not take the upload past `upload.max_bytes` (the other
     // parts stored so far count; a re-sent part replaces its old self).
-    let stored: u64 =
-        state.uploads.pieces(&record.id).await?.iter().filter(|p| p.number != part).map(|p| p.size).sum();
+    let stored: u64 = state.uploads.pieces(&record.id).await?.iter().filter(|p| p.number != part).map(|p| p.size).sum();
     let max = state.settings.upload.max_part_bytes.min(state.settings.upload.max_bytes.saturating_sub(stored));
     let outcome = state.uploads.write_piece(&record.id, part, payload, None, max).await?;
     let etag = format!("\"{}\"", outcome.hash.to_hex());

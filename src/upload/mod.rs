@@ -4,6 +4,7 @@
 //! finished spool into a stored object (or a duplicate) without reading it
 //! again. HTTP code talks to all of it through the cloneable `Uploads` handle.
 
+mod assembler;
 mod committer;
 mod handle;
 mod pieces;

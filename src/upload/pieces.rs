@@ -9,14 +9,13 @@
 //! it is kept in a file of its own and the parts are joined at complete.
 
 use super::UploadError;
+use super::assembler::Assembler;
 use super::committer::IngestResult;
 use super::ranged::RangedSpool;
 use super::session::UploadSession;
-use super::writer::SpoolWriter;
 use crate::domain::ContentHash;
 use crate::storage::{Piece, SessionState, UploadKind};
 use actix::prelude::*;
-use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -123,6 +122,18 @@ impl UploadSession {
         Ok(spool)
     }
 
+    fn assembler(&mut self) -> Arc<Assembler> {
+        self.assembler
+            .get_or_insert_with(|| Arc::new(Assembler::new(self.committer.store.clone(), self.record.id.clone())))
+            .clone()
+    }
+
+    /// Multipart: the parts 1, 2, 3, ... stored so far without a gap.
+    fn leading_parts(&self) -> Vec<Piece> {
+        let pieces = self.pieces.as_ref();
+        (1..=MAX_PART_NUMBER).map_while(|n| pieces.and_then(|p| p.get(&n)).cloned()).collect()
+    }
+
     fn grant(&mut self, number: u32) -> Result<PieceGrant, UploadError> {
         self.check_receiving()?;
         if self.in_flight.contains(&number) {
@@ -214,6 +225,15 @@ impl Handler<EndPiece> for UploadSession {
                 let path = act.committer.store.piece_path(&act.record.id, old.number, &old.hash.to_hex());
                 actix_web::rt::task::spawn_blocking(move || std::fs::remove_file(path));
             }
+            if act.record.kind == UploadKind::Multipart {
+                // Join the leading parts now, while they are in the page cache.
+                let (assembler, leading) = (act.assembler(), act.leading_parts());
+                actix_web::rt::task::spawn_blocking(move || {
+                    if let Err(e) = assembler.join(&leading) {
+                        tracing::warn!(error = %e, "could not join the parts of an upload ahead of complete");
+                    }
+                });
+            }
             if let Some(spool) = act.ranged.clone() {
                 // Hash the newly contiguous bytes while they are still in the
                 // page cache, off the actor and off the request.
@@ -288,25 +308,14 @@ impl UploadSession {
             UploadKind::Multipart => {
                 let parts = msg.parts.unwrap_or_default();
                 let chosen = check_parts(&parts, &pieces, msg.min_part_bytes)?;
-                let store = self.committer.store.clone();
-                let id = self.record.id.clone();
+                // Taken: a retry after a failed commit starts a fresh one.
+                let assembler = self.assembler();
+                self.assembler = None;
                 Box::new(move || {
-                    // Joined by streaming each part through the hasher into
-                    // the spool: a block at a time, nothing held in memory.
-                    let mut writer = SpoolWriter::create(store.open_spool(&id)?)?;
-                    let mut buf = vec![0u8; 1 << 20];
-                    for piece in &chosen {
-                        let mut file = std::fs::File::open(store.piece_path(&id, piece.number, &piece.hash.to_hex()))?;
-                        loop {
-                            let n = file.read(&mut buf)?;
-                            if n == 0 {
-                                break;
-                            }
-                            writer.append(&buf[..n])?;
-                        }
-                    }
-                    let size = writer.sync()?;
-                    Ok((writer.hash().into(), size))
+                    // Mostly joined already, in the background; this adds
+                    // what is left, through the hasher, a block at a time.
+                    let (hash, size) = assembler.finish(&chosen)?;
+                    Ok((hash.into(), size))
                 })
             }
             UploadKind::Stream | UploadKind::Tus => return Err(UploadError::WrongDoor),

@@ -2,6 +2,7 @@
 //! out to one body at a time (a lease), records durable progress as the
 //! writer reports it, and finalizes exactly once.
 
+use super::assembler::Assembler;
 use super::committer::{Committer, IngestResult};
 use super::ranged::RangedSpool;
 use super::registry::{Registry, SessionStopped};
@@ -32,6 +33,8 @@ pub struct UploadSession {
     pub(super) in_flight: BTreeSet<u32>,
     /// Chunked uploads: the spool that chunks are written into at their offsets.
     pub(super) ranged: Option<Arc<RangedSpool>>,
+    /// Multipart uploads: joins parts into the spool as they arrive in order.
+    pub(super) assembler: Option<Arc<Assembler>>,
 }
 
 impl UploadSession {
@@ -46,6 +49,7 @@ impl UploadSession {
             pieces: None,
             in_flight: BTreeSet::new(),
             ranged: None,
+            assembler: None,
         }
     }
 
@@ -311,6 +315,9 @@ impl Handler<Abandon> for UploadSession {
         }
         self.writer = None;
         self.ranged = None;
+        if let Some(assembler) = self.assembler.take() {
+            assembler.close();
+        }
         self.leased = true;
         let committer = self.committer.clone();
         let id = self.record.id.clone();

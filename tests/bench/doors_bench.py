@@ -6,14 +6,17 @@ In one run, against references measured in the same run:
      real video: throughput as a ratio to `dd bs=8M conv=fdatasync` writing
      the same bytes to the same disk (goal >= 0.8);
   2. ten such uploads at once: the daemon's peak RSS (VmHWM, goal <= 150 MB);
-  3. tuspy uploading 1 GiB with 8 MiB chunks to vidcache's `/files/` and to
+  3. multipart: the 2 GiB file in 256 MiB parts through presigned URLs, and
+     how long `complete` takes after the last part (parts are joined into the
+     spool in the background as they arrive);
+  4. tuspy uploading 1 GiB with 8 MiB chunks to vidcache's `/files/` and to
      rustus (`cargo install rustus`), same client, same chunk size:
      vidcache throughput / rustus throughput (goal >= 1.5; vidcache also
      hashes and probes).
 
     python3 tests/bench/doors_bench.py --binary target/release/vidcache [--size-mib 2048] [--tus-mib 1024]
 """
-import argparse, json, os, shutil, subprocess, sys, tempfile, time, urllib.request
+import argparse, base64, json, os, shutil, subprocess, sys, tempfile, time, urllib.parse, urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from upload_bench import Daemon, free_port, make_source, sh  # noqa: E402
@@ -34,6 +37,29 @@ def tuspy_upload(endpoint, src):
     t = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code, endpoint, src, str(CHUNK)], check=True, capture_output=True, text=True)
     return time.perf_counter() - t, out.stdout.strip()
+
+def multipart_upload(base, src, part=256 << 20):
+    auth = {"authorization": "Basic " + base64.b64encode(b"bench:bench-secret").decode()}
+    root = base + "/api/v1/project/bench/direct_upload/s3/multipart"
+    def call(method, url, body=None, headers=None):
+        return urllib.request.urlopen(urllib.request.Request(url, data=body, method=method, headers=headers or {}))
+    size = os.path.getsize(src)
+    created = json.load(call("POST", root, json.dumps({"filename": "bench.mkv", "metadata": {"size": size}}).encode(),
+                             {"content-type": "application/json", **auth}))
+    uid, key = created["uploadId"], urllib.parse.quote(created["key"])
+    parts, t0 = [], time.perf_counter()
+    with open(src, "rb") as f:
+        while data := f.read(part):
+            n = len(parts) + 1
+            url = json.load(call("GET", f"{root}/{uid}/{n}?key={key}", headers=auth))["url"]
+            parts.append({"PartNumber": n, "ETag": call("PUT", url, data).headers["ETag"]})
+    t1 = time.perf_counter()
+    result = json.load(call("POST", f"{root}/{uid}/complete?key={key}", json.dumps({"parts": parts}).encode(),
+                            {"content-type": "application/json", **auth}))
+    t2 = time.perf_counter()
+    assert result["status"] == "new", result
+    return {"parts": len(parts), "part_MiB": part >> 20, "parts_s": round(t1 - t0, 2), "complete_s": round(t2 - t1, 2),
+            "total_MBps": round(size / (t2 - t0) / 1e6)}
 
 def rustus_binary():
     for candidate in [shutil.which("rustus"), os.path.expanduser("~/.cargo/bin/rustus")]:
@@ -87,7 +113,14 @@ def main():
                           "peak_rss_MB": round(daemon.peak_rss_mb()), "statuses": statuses}
     daemon.stop(); shutil.rmtree(scratch)
 
-    # 3. tuspy against vidcache and rustus.
+    # 3. Multipart with presigned parts; complete's latency after the last part.
+    scratch = tempfile.mkdtemp(dir=args.workdir)
+    os.environ["VIDCACHE__AUTH__API_KEYS"] = '[{"id": "bench", "key": "bench-secret", "project_id": "bench"}]'
+    daemon = Daemon(args.binary, os.path.join(scratch, "root"))
+    report["multipart"] = multipart_upload(daemon.base, src)
+    daemon.stop(); shutil.rmtree(scratch)
+
+    # 4. tuspy against vidcache and rustus.
     tus_src = os.path.join(args.workdir, f"source-{args.tus_mib}.mkv")
     make_source(tus_src, args.tus_mib)
     tus_size = os.path.getsize(tus_src)
