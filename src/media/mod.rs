@@ -2,5 +2,6 @@
 //! burns CPU, so it runs on the `Prober` SyncArbiter, never on an event loop.
 
 mod probe;
+pub mod streaming;
 
-pub use probe::{MediaInfo, ProbeError, ProbeFile, Prober, init_ffmpeg, probe_file};
+pub use probe::{MediaInfo, ProbeError, ProbeFile, Prober, init_ffmpeg, probe_file, probe_stream};

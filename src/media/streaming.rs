@@ -1,0 +1,256 @@
+//! `StreamingBuffer`: lets a decoder read an upload while its bytes are still
+//! arriving. The bytes live in the upload's spool file, not in memory; the
+//! buffer only shares how far the contiguous prefix of received bytes
+//! reaches, and whether the upload has ended.
+//!
+//! One writer (the upload session, which calls `advance` after writing, also
+//! when an out-of-order chunk fills a gap) and one reader (a decoder on its
+//! own thread, through `Read + Seek`). A read blocks until the bytes it wants
+//! are there or the writer has closed; it is woken by a condition variable,
+//! never by polling. End of file is reported only after the writer closes.
+//! The writer never waits for the reader: a slow decoder falls behind, it
+//! does not hold the upload back.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+struct Shared {
+    file: File,
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+struct State {
+    /// Bytes `[0, available)` are in the file.
+    available: u64,
+    /// The declared size, if the upload has one (chunked, tus, multipart with a size).
+    total: Option<u64>,
+    ended: Option<End>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum End {
+    /// Every byte is there: reads past `available` are end of file.
+    Complete,
+    /// The upload failed or was abandoned: reads past `available` fail.
+    Abandoned,
+}
+
+/// Creates the two ends over `file` (a handle to the spool that can read).
+pub fn streaming_buffer(file: File, total: Option<u64>) -> (BufferWriter, BufferReader) {
+    let shared =
+        Arc::new(Shared { file, state: Mutex::new(State { available: 0, total, ended: None }), wake: Condvar::new() });
+    (BufferWriter { shared: shared.clone(), closed: false }, BufferReader { shared, pos: 0 })
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn end(&self, end: End) {
+        let mut state = self.lock();
+        if state.ended.is_none() {
+            state.ended = Some(end);
+            if end == End::Complete {
+                state.total = Some(state.available);
+            }
+        }
+        drop(state);
+        self.wake.notify_all();
+    }
+}
+
+/// The upload's end. Dropping it without `complete` abandons the buffer, so
+/// a reader can never wait for a writer that is gone.
+pub struct BufferWriter {
+    shared: Arc<Shared>,
+    closed: bool,
+}
+
+impl BufferWriter {
+    /// The contiguous prefix now reaches `available` (the bytes are written).
+    pub fn advance(&self, available: u64) {
+        let mut state = self.shared.lock();
+        if available > state.available {
+            state.available = available;
+            drop(state);
+            self.shared.wake.notify_all();
+        }
+    }
+
+    /// Every byte is written.
+    pub fn complete(mut self) {
+        self.closed = true;
+        self.shared.end(End::Complete);
+    }
+
+    /// The upload will not finish (failed, expired, aborted).
+    pub fn abandon(mut self) {
+        self.closed = true;
+        self.shared.end(End::Abandoned);
+    }
+}
+
+impl Drop for BufferWriter {
+    fn drop(&mut self) {
+        if !self.closed {
+            self.shared.end(End::Abandoned);
+        }
+    }
+}
+
+/// The decoder's end: a blocking `Read + Seek` over the bytes so far.
+pub struct BufferReader {
+    shared: Arc<Shared>,
+    pos: u64,
+}
+
+impl BufferReader {
+    /// Waits until byte `pos` is there, or the upload ended; answers how many
+    /// bytes can be read at `pos` (0 at the end of a complete upload).
+    fn wait_for(&self, pos: u64) -> io::Result<u64> {
+        let mut state = self.shared.lock();
+        loop {
+            if pos < state.available {
+                return Ok(state.available - pos);
+            }
+            match state.ended {
+                Some(End::Complete) => return Ok(0),
+                Some(End::Abandoned) => return Err(io::Error::other("the upload was abandoned")),
+                None => {}
+            }
+            // Past the declared size there is nothing to wait for.
+            if state.total.is_some_and(|total| pos >= total) {
+                return Ok(0);
+            }
+            state = self.shared.wake.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+    }
+
+    /// The declared size, or (without one) the size once the upload ended.
+    fn wait_for_size(&self) -> io::Result<u64> {
+        let mut state = self.shared.lock();
+        loop {
+            if let Some(total) = state.total {
+                return Ok(total);
+            }
+            if state.ended == Some(End::Abandoned) {
+                return Err(io::Error::other("the upload was abandoned"));
+            }
+            state = self.shared.wake.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+    }
+}
+
+impl Read for BufferReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let ready = self.wait_for(self.pos)?;
+        let want = (buf.len() as u64).min(ready) as usize;
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.shared.file.read_at(&mut buf[..want], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for BufferReader {
+    /// Seeking itself never waits for bytes, except `SeekFrom::End` on an
+    /// upload of unknown size, which waits for the upload to end. Reading at
+    /// the new position waits as `read` does.
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let target = match to {
+            SeekFrom::Start(n) => Some(n),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+            SeekFrom::End(d) => self.wait_for_size()?.checked_add_signed(d),
+        };
+        self.pos = target.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
+        Ok(self.pos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::time::Duration;
+
+    fn spool() -> (tempfile::NamedTempFile, File) {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let reader = File::open(file.path()).unwrap();
+        (file, reader)
+    }
+
+    #[test]
+    fn reads_wait_for_bytes_and_end_only_after_the_writer_completes() {
+        let (mut file, handle) = spool();
+        let (writer, mut reader) = streaming_buffer(handle, None);
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let feeder = {
+            let data = data.clone();
+            std::thread::spawn(move || {
+                for (i, piece) in data.chunks(10_000).enumerate() {
+                    file.write_all(piece).unwrap();
+                    file.flush().unwrap();
+                    writer.advance(((i + 1) * 10_000).min(data.len()) as u64);
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                writer.complete();
+                file
+            })
+        };
+        let mut got = Vec::new();
+        reader.read_to_end(&mut got).unwrap();
+        assert_eq!(got, data, "the reader saw every byte, in order, and EOF only at the end");
+        feeder.join().unwrap();
+    }
+
+    #[test]
+    fn seek_to_the_end_of_an_unsized_upload_waits_for_it_to_complete() {
+        let (mut file, handle) = spool();
+        let (writer, mut reader) = streaming_buffer(handle, None);
+        file.write_all(b"0123456789").unwrap();
+        writer.advance(10);
+        let seeker = std::thread::spawn(move || reader.seek(SeekFrom::End(-2)).unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!seeker.is_finished(), "the end is not known yet");
+        file.write_all(b"ab").unwrap();
+        writer.advance(12);
+        writer.complete();
+        assert_eq!(seeker.join().unwrap(), 10);
+    }
+
+    #[test]
+    fn a_declared_size_answers_seek_to_end_at_once_and_reads_there_wait() {
+        let (file, handle) = spool();
+        file.as_file().set_len(100).unwrap();
+        let (writer, mut reader) = streaming_buffer(handle, Some(100));
+        assert_eq!(reader.seek(SeekFrom::End(-10)).unwrap(), 90);
+        let reading = std::thread::spawn(move || {
+            let mut buf = [0u8; 10];
+            reader.read_exact(&mut buf).map(|()| buf)
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!reading.is_finished(), "byte 90 has not arrived");
+        file.as_file().write_all_at(&[7u8; 100], 0).unwrap();
+        writer.advance(100);
+        assert_eq!(reading.join().unwrap().unwrap(), [7u8; 10]);
+    }
+
+    #[test]
+    fn a_dropped_writer_fails_a_waiting_reader_instead_of_hanging_it() {
+        let (_file, handle) = spool();
+        let (writer, mut reader) = streaming_buffer(handle, None);
+        let reading = std::thread::spawn(move || reader.read(&mut [0u8; 4]));
+        std::thread::sleep(Duration::from_millis(20));
+        drop(writer);
+        assert!(reading.join().unwrap().is_err());
+    }
+}
