@@ -87,6 +87,9 @@ pub struct UploadSettings {
     /// Open uploads one API key (multipart) or one client address (chunked,
     /// tus) may have at once.
     pub max_sessions_per_key: u64,
+    /// Uploads probed while their bytes arrive, at most, at once (one thread
+    /// each); others are probed from the file at finalize. 0 turns it off.
+    pub early_probes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -179,6 +182,7 @@ impl Settings {
             .set_default("upload.max_part_bytes", 5 * GIB)?
             .set_default("upload.min_part_bytes", 5u64 << 20)?
             .set_default("upload.max_sessions_per_key", 100)?
+            .set_default("upload.early_probes", 4)?
             .set_default("server.public_url", "")?
             .set_default("auth.api_keys", Vec::<String>::new())?
             .set_default("auth.presign_secret", "")?

@@ -10,7 +10,7 @@ use crate::media::{Prober, init_ffmpeg};
 use crate::routes::{self, AppState};
 use crate::storage::{LocalStore, Repository, RootLock, SessionState, Store, UploadKind};
 use crate::telemetry::Metrics;
-use crate::upload::{Committer, Registry, Uploads};
+use crate::upload::{Committer, ProbeSlots, Registry, Uploads};
 use actix::{Actor, SyncArbiter};
 use actix_web::body::EitherBody;
 use actix_web::dev::{Server, Service, ServiceResponse};
@@ -47,7 +47,13 @@ impl Application {
         let store: Arc<dyn Store> = Arc::new(store);
         let metrics = Metrics::new();
         let prober = SyncArbiter::start(PROBE_THREADS, || Prober);
-        let committer = Committer { repo: repo.clone(), store: store.clone(), prober, metrics: metrics.clone() };
+        let committer = Committer {
+            repo: repo.clone(),
+            store: store.clone(),
+            prober,
+            metrics: metrics.clone(),
+            early_probes: ProbeSlots::new(settings.upload.early_probes),
+        };
         // Crash recovery, before the first request: finish interrupted
         // commits, then cut open spools back to their last checkpoint.
         committer.recover_interrupted().await?;

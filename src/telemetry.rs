@@ -14,6 +14,9 @@ pub struct Metrics {
     pub duplicates: IntCounter,
     pub upload_finalize_seconds: Histogram,
     pub http_request_duration_seconds: HistogramVec,
+    /// Where a committed upload's media info came from: `stream` (probed
+    /// while the bytes arrived) or `file` (probed at finalize).
+    pub probes: IntCounterVec,
 }
 
 impl Metrics {
@@ -33,6 +36,12 @@ impl Metrics {
             IntCounterVec::new(Opts::new("uploads_failed_total", "Uploads that ended in failure."), &["reason"])
                 .expect("static metric definitions are valid");
         registry.register(Box::new(uploads_failed.clone())).expect("each metric is registered once");
+        let probes = IntCounterVec::new(
+            Opts::new("probes_total", "Media probes of committed uploads, by source: stream (early) or file."),
+            &["source"],
+        )
+        .expect("static metric definitions are valid");
+        registry.register(Box::new(probes.clone())).expect("each metric is registered once");
         let upload_finalize_seconds = Histogram::with_opts(
             HistogramOpts::new("upload_finalize_seconds", "From the last body byte to the ingest result.")
                 .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
@@ -47,6 +56,7 @@ impl Metrics {
         .expect("static metric definitions are valid");
         registry.register(Box::new(http_request_duration_seconds.clone())).expect("each metric is registered once");
         Self {
+            probes,
             registry,
             uploads_started,
             uploads_completed,

@@ -42,7 +42,7 @@ enum End {
 pub fn streaming_buffer(file: File, total: Option<u64>) -> (BufferWriter, BufferReader) {
     let shared =
         Arc::new(Shared { file, state: Mutex::new(State { available: 0, total, ended: None }), wake: Condvar::new() });
-    (BufferWriter { shared: shared.clone(), closed: false }, BufferReader { shared, pos: 0 })
+    (BufferWriter { shared: shared.clone() }, BufferReader { shared, pos: 0 })
 }
 
 impl Shared {
@@ -64,10 +64,10 @@ impl Shared {
 }
 
 /// The upload's end. Dropping it without `complete` abandons the buffer, so
-/// a reader can never wait for a writer that is gone.
+/// a reader can never wait for a writer that is gone. Once ended, the end is
+/// final: later calls change nothing.
 pub struct BufferWriter {
     shared: Arc<Shared>,
-    closed: bool,
 }
 
 impl BufferWriter {
@@ -82,23 +82,20 @@ impl BufferWriter {
     }
 
     /// Every byte is written.
-    pub fn complete(mut self) {
-        self.closed = true;
+    pub fn complete(&self) {
         self.shared.end(End::Complete);
     }
 
-    /// The upload will not finish (failed, expired, aborted).
-    pub fn abandon(mut self) {
-        self.closed = true;
+    /// The upload will not finish (failed, expired, aborted), or its bytes
+    /// are about to change under the reader (a body restarted from 0).
+    pub fn abandon(&self) {
         self.shared.end(End::Abandoned);
     }
 }
 
 impl Drop for BufferWriter {
     fn drop(&mut self) {
-        if !self.closed {
-            self.shared.end(End::Abandoned);
-        }
+        self.shared.end(End::Abandoned);
     }
 }
 

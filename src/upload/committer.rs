@@ -7,7 +7,7 @@
 
 use super::UploadError;
 use crate::domain::{ContentHash, ObjectKey, UploadId};
-use crate::media::{ProbeError, ProbeFile, Prober};
+use crate::media::{MediaInfo, ProbeError, ProbeFile, Prober};
 use crate::storage::{NewVideo, Repository, SessionRecord, SessionState, Store};
 use crate::telemetry::Metrics;
 use actix::Addr;
@@ -53,6 +53,8 @@ pub struct Committer {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) prober: Addr<Prober>,
     pub(crate) metrics: Metrics,
+    /// Limits the probes run while uploads arrive.
+    pub(crate) early_probes: super::early_probe::ProbeSlots,
 }
 
 impl Committer {
@@ -63,6 +65,7 @@ impl Committer {
         session: &SessionRecord,
         hash: ContentHash,
         size: u64,
+        early: Option<Result<MediaInfo, ProbeError>>,
     ) -> Result<IngestResult, UploadError> {
         let id = &session.id;
         if let Some(stored) = self.repo.find_video(&hash).await? {
@@ -70,11 +73,22 @@ impl Committer {
             return self.duplicate_of(&stored, session).await;
         }
 
-        let media = match self.prober.send(ProbeFile(self.store.spool_path(id))).await? {
-            Ok(media) => media,
-            Err(ProbeError::NotAVideo(why)) => {
-                self.discard(id).await;
-                return Err(UploadError::NotAVideo(why));
+        // The probe that ran while the bytes arrived saw exactly these bytes;
+        // without its answer (no slot, failed, too slow), probe the file.
+        let media = match early {
+            Some(Ok(media)) => {
+                self.metrics.probes.with_label_values(&["stream"]).inc();
+                media
+            }
+            _ => {
+                self.metrics.probes.with_label_values(&["file"]).inc();
+                match self.prober.send(ProbeFile(self.store.spool_path(id))).await? {
+                    Ok(media) => media,
+                    Err(ProbeError::NotAVideo(why)) => {
+                        self.discard(id).await;
+                        return Err(UploadError::NotAVideo(why));
+                    }
+                }
             }
         };
 

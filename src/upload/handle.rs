@@ -397,7 +397,7 @@ impl Uploads {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let Lease { record, writer, reset } = lease;
+        let Lease { record, writer, reset, feed } = lease;
         let store = self.committer.store.clone();
         let (id, durable) = (record.id.clone(), record.durable_bytes);
         let prepared = tokio::task::spawn_blocking(move || -> std::io::Result<SpoolWriter> {
@@ -442,7 +442,7 @@ impl Uploads {
             }
         };
         let checkpoint = if checked { u64::MAX } else { self.checkpoint_bytes };
-        let sink = Checked { inner: writer, digest };
+        let sink = Checked { inner: writer, digest, feed: feed.clone() };
         let (sink, end) = pump(
             sink,
             body,
@@ -451,7 +451,7 @@ impl Uploads {
             on_durable,
         )
         .await;
-        let mut writer = sink.map(|Checked { inner, digest }| (inner, digest));
+        let mut writer = sink.map(|Checked { inner, digest, .. }| (inner, digest));
 
         // A checksum that does not match undoes the whole body.
         if let Some(sum) = &expected_sum {
@@ -460,6 +460,9 @@ impl Uploads {
             if whole && digest.as_ref() == Some(sum) {
                 if let Some((w, _)) = &writer {
                     addr.do_send(Durable(w.written()));
+                    if let Some(feed) = &feed {
+                        feed.advance(w.written());
+                    }
                 }
             } else {
                 let Some((w, _)) = writer.take() else {

@@ -6,6 +6,7 @@
 
 mod assembler;
 mod committer;
+mod early_probe;
 mod handle;
 mod pieces;
 mod pump;
@@ -15,6 +16,7 @@ mod session;
 mod writer;
 
 pub use committer::{Committer, IngestResult, IngestStatus};
+pub use early_probe::ProbeSlots;
 pub use handle::{NewUpload, PieceOutcome, TusAppend, Uploads};
 pub use pieces::{MAX_PART_NUMBER, Tally, chunk_layout};
 pub use pump::DigestKind;

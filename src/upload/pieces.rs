@@ -118,6 +118,13 @@ impl UploadSession {
         }
         // An open and a set_len: cheap enough to do on the actor.
         let spool = Arc::new(RangedSpool::open(self.committer.store.open_spool(&self.record.id)?, size)?);
+        // A fresh upload is probed while its chunks arrive; a revived one
+        // (its hash restarts from 0 and catches up) is probed from its file.
+        if self.pieces.as_ref().is_none_or(|p| p.is_empty())
+            && let Some(feed) = self.start_probe()
+        {
+            spool.feed_probe(feed);
+        }
         self.ranged = Some(spool.clone());
         Ok(spool)
     }

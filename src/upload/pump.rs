@@ -80,10 +80,13 @@ impl Digest {
     }
 }
 
-/// A sink that also digests what passes through it.
+/// A sink that also digests what passes through it, and feeds the early
+/// probe as bytes land (only when there is no digest to check first: the
+/// probe must never read bytes that a failed checksum will take back).
 pub struct Checked<W> {
     pub inner: W,
     pub digest: Option<Digest>,
+    pub feed: Option<std::sync::Arc<crate::media::streaming::BufferWriter>>,
 }
 
 impl<W: BlockSink> BlockSink for Checked<W> {
@@ -91,7 +94,13 @@ impl<W: BlockSink> BlockSink for Checked<W> {
         if let Some(d) = &mut self.digest {
             d.update(block);
         }
-        self.inner.put(block)
+        self.inner.put(block)?;
+        if self.digest.is_none()
+            && let Some(feed) = &self.feed
+        {
+            feed.advance(self.inner.position());
+        }
+        Ok(())
     }
     fn position(&self) -> u64 {
         self.inner.position()

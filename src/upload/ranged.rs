@@ -7,6 +7,7 @@
 //! them); this type only writes, syncs and hashes. Blocking; used on blocking threads.
 
 use super::pump::BlockSink;
+use crate::media::streaming::BufferWriter;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -16,6 +17,8 @@ pub struct RangedSpool {
     file: File,
     size: u64,
     prefix: Mutex<Prefix>,
+    /// The early probe reads the contiguous prefix as the hash covers it.
+    feed: Mutex<Option<Arc<BufferWriter>>>,
 }
 
 /// Invariant: `hasher` has seen exactly the bytes `[0, hashed)` of the file,
@@ -36,7 +39,17 @@ impl RangedSpool {
         if file.metadata()?.len() != size {
             file.set_len(size)?;
         }
-        Ok(Self { file, size, prefix: Mutex::new(Prefix { hasher: blake3::Hasher::new(), hashed: 0 }) })
+        Ok(Self {
+            file,
+            size,
+            prefix: Mutex::new(Prefix { hasher: blake3::Hasher::new(), hashed: 0 }),
+            feed: Mutex::new(None),
+        })
+    }
+
+    /// Lets the early probe read each byte once the hash has covered it.
+    pub fn feed_probe(&self, feed: Arc<BufferWriter>) {
+        *self.feed.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(feed);
     }
 
     pub fn size(&self) -> u64 {
@@ -72,6 +85,9 @@ impl RangedSpool {
             self.file.read_exact_at(&mut buf[..want], prefix.hashed)?;
             prefix.hasher.update(&buf[..want]);
             prefix.hashed += want as u64;
+        }
+        if let Some(feed) = &*self.feed.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) {
+            feed.advance(prefix.hashed);
         }
         Ok(prefix.hashed)
     }

@@ -4,10 +4,12 @@
 
 use super::assembler::Assembler;
 use super::committer::{Committer, IngestResult};
+use super::early_probe::EarlyProbe;
 use super::ranged::RangedSpool;
 use super::registry::{Registry, SessionStopped};
 use super::{UploadError, writer::SpoolWriter};
 use crate::domain::ContentHash;
+use crate::media::streaming::BufferWriter;
 use crate::storage::{Piece, SessionRecord, SessionState};
 use actix::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -35,6 +37,8 @@ pub struct UploadSession {
     pub(super) ranged: Option<Arc<RangedSpool>>,
     /// Multipart uploads: joins parts into the spool as they arrive in order.
     pub(super) assembler: Option<Arc<Assembler>>,
+    /// The probe running while the bytes arrive, if this upload got one.
+    pub(super) probe: Option<EarlyProbe>,
 }
 
 impl UploadSession {
@@ -50,6 +54,28 @@ impl UploadSession {
             in_flight: BTreeSet::new(),
             ranged: None,
             assembler: None,
+            probe: None,
+        }
+    }
+
+    /// Starts the early probe of a fresh upload (nothing written yet), if a
+    /// slot is free, and returns what feeds it.
+    pub(super) fn start_probe(&mut self) -> Option<Arc<BufferWriter>> {
+        if self.probe.is_none() {
+            let store = self.committer.store.clone();
+            // The spool must exist for the probe to open it.
+            store.open_spool(&self.record.id).ok()?;
+            self.probe =
+                EarlyProbe::start(&*store, &self.record.id, self.record.total_size, &self.committer.early_probes);
+        }
+        self.probe.as_ref().map(|p| p.feed.clone())
+    }
+
+    /// Stops the early probe: the bytes it read are about to change, or the
+    /// upload ends without an object.
+    pub(super) fn stop_probe(&mut self) {
+        if let Some(probe) = self.probe.take() {
+            probe.abandon();
         }
     }
 
@@ -103,6 +129,8 @@ pub struct Lease {
     pub writer: Option<SpoolWriter>,
     /// The holder must truncate to 0 before writing.
     pub reset: bool,
+    /// Feeds the early probe, for a body that starts a fresh upload.
+    pub feed: Option<Arc<BufferWriter>>,
 }
 
 impl Handler<TakeLease> for UploadSession {
@@ -130,8 +158,17 @@ impl Handler<TakeLease> for UploadSession {
         self.last_activity = Instant::now();
         if reset {
             self.record.durable_bytes = 0;
+            // The probe has read bytes that are about to be overwritten.
+            self.stop_probe();
         }
-        Ok(Lease { record: self.record.clone(), writer: self.writer.take(), reset })
+        // Only an upload read from its first byte can be probed early; a
+        // session revived mid-way is probed from its file at finalize.
+        let feed = if self.record.durable_bytes == 0 {
+            self.start_probe()
+        } else {
+            self.probe.as_ref().map(|p| p.feed.clone())
+        };
+        Ok(Lease { record: self.record.clone(), writer: self.writer.take(), reset, feed })
     }
 }
 
@@ -202,9 +239,14 @@ impl UploadSession {
         self.leased = true;
         let committer = self.committer.clone();
         let record = self.record.clone();
+        let probe = self.probe.take();
         Box::pin(
             async move {
-                let outcome = committer.commit(&record, hash, size).await;
+                let early = match probe {
+                    Some(probe) => probe.finish().await,
+                    None => None,
+                };
+                let outcome = committer.commit(&record, hash, size, early).await;
                 let closed = match &outcome {
                     Ok(result) => {
                         let json = serde_json::to_value(result).ok();
@@ -273,6 +315,7 @@ impl Handler<Fail> for UploadSession {
 
     fn handle(&mut self, msg: Fail, _: &mut Context<Self>) -> Self::Result {
         self.writer = None;
+        self.stop_probe();
         let committer = self.committer.clone();
         let id = self.record.id.clone();
         let reason = msg.reason.clone();
@@ -315,6 +358,7 @@ impl Handler<Abandon> for UploadSession {
         }
         self.writer = None;
         self.ranged = None;
+        self.stop_probe();
         if let Some(assembler) = self.assembler.take() {
             assembler.close();
         }

@@ -4,6 +4,7 @@
 mod bad_input;
 mod cache;
 mod chunked;
+mod early_probe;
 mod helpers;
 mod ingest;
 mod lifecycle;

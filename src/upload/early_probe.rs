@@ -1,0 +1,85 @@
+//! `EarlyProbe`: the probe of an upload, run while its bytes arrive. A thread
+//! of its own reads the spool through a `StreamingBuffer`; the session feeds
+//! the buffer as the contiguous prefix grows. At finalize the answer is
+//! usually there already, so the commit does not probe the file again.
+//!
+//! Bounded: at most `slots` probes run at once. An upload that finds no free
+//! slot simply has none, and is probed from its file at finalize, as before.
+//! The writer never waits for the probe.
+
+use crate::domain::UploadId;
+use crate::media::streaming::{BufferWriter, streaming_buffer};
+use crate::media::{MediaInfo, ProbeError, probe_stream};
+use crate::storage::Store;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// Probes running now, against a limit.
+#[derive(Clone)]
+pub struct ProbeSlots {
+    running: Arc<AtomicUsize>,
+    limit: usize,
+}
+
+impl ProbeSlots {
+    pub fn new(limit: usize) -> Self {
+        Self { running: Arc::new(AtomicUsize::new(0)), limit }
+    }
+
+    fn try_take(&self) -> Option<SlotGuard> {
+        self.running
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.limit).then_some(n + 1))
+            .ok()
+            .map(|_| SlotGuard(self.running.clone()))
+    }
+
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::Acquire)
+    }
+}
+
+struct SlotGuard(Arc<AtomicUsize>);
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+pub struct EarlyProbe {
+    /// Feeds the probe's buffer; the session and its writers advance it.
+    pub feed: Arc<BufferWriter>,
+    answer: tokio::sync::oneshot::Receiver<Result<MediaInfo, ProbeError>>,
+}
+
+/// How long finalize waits for a probe that has all the bytes.
+const FINISH_WAIT: Duration = Duration::from_secs(30);
+
+impl EarlyProbe {
+    /// Starts a probe over the spool of `id` (which must exist), if a slot is free.
+    pub fn start(store: &dyn Store, id: &UploadId, total: Option<u64>, slots: &ProbeSlots) -> Option<Self> {
+        let slot = slots.try_take()?;
+        let file = std::fs::File::open(store.spool_path(id)).ok()?;
+        let (writer, reader) = streaming_buffer(file, total);
+        let (tx, answer) = tokio::sync::oneshot::channel();
+        let spawned = std::thread::Builder::new().name("vidcache-probe".into()).spawn(move || {
+            let _slot = slot;
+            let _ = tx.send(probe_stream(reader));
+        });
+        spawned.ok()?;
+        Some(Self { feed: Arc::new(writer), answer })
+    }
+
+    /// Tells the probe every byte is there and waits for its answer.
+    /// `None` if it failed to answer in time.
+    pub async fn finish(self) -> Option<Result<MediaInfo, ProbeError>> {
+        self.feed.complete();
+        tokio::time::timeout(FINISH_WAIT, self.answer).await.ok()?.ok()
+    }
+
+    /// Stops the probe: the upload ended, or its bytes will change.
+    pub fn abandon(self) {
+        self.feed.abandon();
+    }
+}
