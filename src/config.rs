@@ -29,6 +29,9 @@ pub struct ServerSettings {
     pub public_url: String,
     /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
+    /// Origins whose pages may call the API from a browser (tus-js-client,
+    /// Uppy, the multipart door). `["*"]` allows any; `[]` sends no CORS headers.
+    pub cors_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -149,7 +152,8 @@ impl Settings {
             .separator("__")
             .try_parsing(true)
             .list_separator(",")
-            .with_list_parse_key("ingest.allow_networks");
+            .with_list_parse_key("ingest.allow_networks")
+            .with_list_parse_key("server.cors_origins");
         builder.add_source(env).build()?.try_deserialize::<Self>()?.resolved()
     }
 
@@ -184,6 +188,7 @@ impl Settings {
             .set_default("upload.max_sessions_per_key", 100)?
             .set_default("upload.early_probes", 4)?
             .set_default("server.public_url", "")?
+            .set_default("server.cors_origins", vec!["*".to_string()])?
             .set_default("auth.api_keys", Vec::<String>::new())?
             .set_default("auth.presign_secret", "")?
             .set_default("auth.presign_ttl_secs", 3600)?

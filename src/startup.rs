@@ -83,6 +83,7 @@ impl Application {
             TcpListener::bind(&settings.server.bind).with_context(|| format!("binding {}", settings.server.bind))?;
         let port = listener.local_addr()?.port();
         let app_state = state.clone();
+        let cors_origins = settings.server.cors_origins.clone();
         let mut server = HttpServer::new(move || {
             let metrics = metrics.clone();
             App::new()
@@ -105,6 +106,7 @@ impl Application {
                         Ok(response)
                     }
                 })
+                .wrap(cors(&cors_origins))
         })
         .shutdown_timeout(10)
         .listen(listener)?;
@@ -131,6 +133,45 @@ impl Application {
         drop(_lock);
         result
     }
+}
+
+/// CORS for pages on other origins: tus-js-client, Uppy and the multipart
+/// door read `Location`, `Upload-Offset` and `ETag`, so those are exposed.
+fn cors(origins: &[String]) -> actix_cors::Cors {
+    // An origin that is not allowed gets no CORS headers (so its browser
+    // refuses the answer), not an error: same-origin pages send `Origin` too.
+    let base = actix_cors::Cors::default().block_on_origin_mismatch(false);
+    if origins.is_empty() {
+        return base;
+    }
+    let mut cors = base
+        .allow_any_method()
+        .allow_any_header()
+        .expose_headers([
+            "location",
+            "upload-offset",
+            "upload-length",
+            "upload-expires",
+            "upload-metadata",
+            "tus-resumable",
+            "tus-version",
+            "tus-extension",
+            "tus-max-size",
+            "tus-checksum-algorithm",
+            "etag",
+            "content-range",
+            "accept-ranges",
+            "content-length",
+        ])
+        .max_age(3600);
+    if origins.iter().any(|o| o == "*") {
+        cors = cors.allow_any_origin();
+    } else {
+        for origin in origins {
+            cors = cors.allowed_origin(origin);
+        }
+    }
+    cors
 }
 
 /// After a crash, every open session's spool is cut back to its last

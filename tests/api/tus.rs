@@ -241,3 +241,41 @@ async fn tus_js_client_uploads_resumes_and_gets_the_result() {
     let result: Value = app.client.get(format!("{location}/result")).send().await.unwrap().json().await.unwrap();
     assert_eq!(result["hash"], blake3_hex(&video));
 }
+
+/// Browsers on another origin (Uppy, tus-js-client in a page) need CORS:
+/// a preflight, and the tus and ETag headers exposed on the answers.
+#[actix_web::test]
+async fn pages_on_other_origins_get_cors_preflights_and_exposed_headers() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let preflight = app
+        .client
+        .request(reqwest::Method::OPTIONS, app.url("/files/"))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "PATCH")
+        .header("access-control-request-headers", "tus-resumable,upload-offset,content-type")
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    assert_eq!(preflight.headers()["access-control-allow-origin"], "https://app.example");
+    let allowed = preflight.headers()["access-control-allow-headers"].to_str().unwrap().to_ascii_lowercase();
+    assert!(allowed.contains("upload-offset"), "{allowed}");
+
+    let created = app
+        .client
+        .post(app.url("/files/"))
+        .header("origin", "https://app.example")
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", "100")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let exposed = created.headers()["access-control-expose-headers"].to_str().unwrap().to_ascii_lowercase();
+    for header in ["location", "upload-offset", "tus-resumable", "etag"] {
+        assert!(exposed.contains(header), "{header} is not exposed: {exposed}");
+    }
+    // Without an Origin (curl, servers) nothing changes.
+    let plain = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert!(!plain.headers().contains_key("access-control-allow-origin"));
+}
