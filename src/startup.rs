@@ -6,6 +6,7 @@ use crate::auth::Auth;
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::ingest::{Fetcher, NetworkGuard};
+use crate::media::frames::FrameGrabber;
 use crate::media::{Prober, init_ffmpeg};
 use crate::routes::{self, AppState};
 use crate::storage::{LocalStore, Repository, RootLock, SessionState, Store, UploadKind};
@@ -24,6 +25,8 @@ use std::time::{Duration, Instant};
 
 /// Threads that probe finished uploads with ffmpeg.
 const PROBE_THREADS: usize = 2;
+/// Threads decoding frames for the frames API.
+const FRAME_THREADS: usize = 2;
 
 pub struct Application {
     port: u16,
@@ -77,6 +80,7 @@ impl Application {
             upload_max_bytes: settings.upload.max_bytes,
             auth: Auth::from_settings(&settings.auth, root).context("reading the presign secret")?,
             settings: Arc::new(settings.clone()),
+            frames: SyncArbiter::start(FRAME_THREADS, || FrameGrabber),
         });
 
         let listener =

@@ -1,6 +1,7 @@
 //! Looking inside media files with ffmpeg-next. Every call here blocks and
 //! burns CPU, so it runs on the `Prober` SyncArbiter, never on an event loop.
 
+pub mod frames;
 mod probe;
 pub mod streaming;
 

@@ -3,6 +3,7 @@
 
 mod cache;
 mod chunked;
+mod frames;
 mod ingest;
 mod multipart;
 mod ops;
@@ -31,6 +32,7 @@ pub struct AppState {
     pub upload_max_bytes: u64,
     pub auth: Auth,
     pub settings: Arc<Settings>,
+    pub frames: actix::Addr<crate::media::frames::FrameGrabber>,
 }
 
 /// Largest JSON request body (init and ingest requests with client meta).
@@ -95,6 +97,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .route(web::method(actix_web::http::Method::OPTIONS).to(tus::options)),
                 ),
         )
+        .service(web::resource("/video/{hash}/frame").route(web::get().to(frames::one)))
+        .service(web::resource("/video/{hash}/frames").route(web::post().to(frames::batch)))
         .service(web::resource("/resolve").route(web::get().to(cache::resolve)))
         .service(web::resource("/meta/{hash}").route(web::get().to(cache::meta)))
         .service(

@@ -5,6 +5,7 @@ mod bad_input;
 mod cache;
 mod chunked;
 mod early_probe;
+mod frames;
 mod helpers;
 mod ingest;
 mod lifecycle;

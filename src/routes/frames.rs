@@ -1,0 +1,143 @@
+//! Section 5, frames: `GET /video/{hash}/frame` (one image) and
+//! `POST /video/{hash}/frames` (many, in one pass over the file), answered as
+//! `multipart/mixed` or, with `?as=json`, as JSON data URIs.
+
+use super::AppState;
+use crate::domain::{ContentHash, ObjectKey};
+use crate::error::ApiError;
+use crate::media::frames::{FrameError, GrabFrames, ImageFormat};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use base64::Engine;
+use serde_json::json;
+
+/// At most this many frames in one batch call.
+const MAX_BATCH: usize = 300;
+
+#[derive(serde::Deserialize)]
+pub struct FrameQuery {
+    pts_ns: i64,
+    format: Option<String>,
+    width: Option<u32>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    pts_ns: Vec<i64>,
+    format: Option<String>,
+    width: Option<u32>,
+}
+
+#[derive(serde::Deserialize)]
+pub struct BatchQuery {
+    #[serde(rename = "as")]
+    answer_as: Option<String>,
+}
+
+fn image_format(raw: Option<&str>) -> Result<ImageFormat, ApiError> {
+    match raw.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("png") => Ok(ImageFormat::Png),
+        Some("jpeg" | "jpg") => Ok(ImageFormat::Jpeg),
+        Some(other) => Err(ApiError::bad_request("invalid-format", format!("format {other:?} is not png or jpeg"))),
+    }
+}
+
+fn check_width(width: Option<u32>) -> Result<(), ApiError> {
+    match width {
+        Some(w) if !(16..=4096).contains(&w) => {
+            Err(ApiError::bad_request("invalid-width", "width must be between 16 and 4096 pixels"))
+        }
+        _ => Ok(()),
+    }
+}
+
+async fn grab(
+    state: &AppState,
+    hash: &str,
+    pts_ns: Vec<i64>,
+    format: ImageFormat,
+    width: Option<u32>,
+) -> Result<Vec<Vec<u8>>, ApiError> {
+    let hash = ContentHash::parse(hash)?;
+    let video = state
+        .repo
+        .find_video(&hash)
+        .await?
+        .ok_or_else(|| ApiError::not_found("unknown-video", "no video with that hash"))?;
+    let key = ObjectKey::from_stored(&video.file_path).map_err(|e| ApiError::internal(e.to_string()))?;
+    let path = state.store.object_path(&key);
+    let grabbed = state
+        .frames
+        .send(GrabFrames { path, pts_ns, format, width })
+        .await
+        .map_err(|e| ApiError::internal(format!("frame decoder unavailable: {e}")))?;
+    grabbed.map_err(|e| match e {
+        FrameError::BeyondEnd { .. } => {
+            ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "frame-out-of-range", e.to_string())
+        }
+        FrameError::Undecodable(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "undecodable", e.to_string()),
+    })
+}
+
+pub async fn one(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<FrameQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let format = image_format(query.format.as_deref())?;
+    check_width(query.width)?;
+    let mut images = grab(&state, &path, vec![query.pts_ns], format, query.width).await?;
+    Ok(HttpResponse::Ok()
+        .content_type(format.content_type())
+        .insert_header(("Cache-Control", "public, max-age=31536000, immutable"))
+        .body(images.pop().unwrap_or_default()))
+}
+
+pub async fn batch(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<BatchQuery>,
+    body: web::Json<BatchRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    if body.pts_ns.is_empty() || body.pts_ns.len() > MAX_BATCH {
+        return Err(ApiError::bad_request("invalid-batch", format!("pts_ns must list 1 to {MAX_BATCH} times")));
+    }
+    let as_json = match query.answer_as.as_deref() {
+        None | Some("multipart") => false,
+        Some("json") => true,
+        Some(other) => return Err(ApiError::bad_request("invalid-query", format!("as={other} is not json"))),
+    };
+    let format = image_format(body.format.as_deref())?;
+    check_width(body.width)?;
+    let images = grab(&state, &path, body.pts_ns.clone(), format, body.width).await?;
+    if as_json {
+        let frames: Vec<_> = body
+            .pts_ns
+            .iter()
+            .zip(&images)
+            .map(|(pts, bytes)| {
+                let data = base64::engine::general_purpose::STANDARD.encode(bytes);
+                json!({"pts_ns": pts, "data": format!("data:{};base64,{data}", format.content_type())})
+            })
+            .collect();
+        return Ok(HttpResponse::Ok().json(json!({ "frames": frames })));
+    }
+    let boundary = format!("vidcache-{}", crate::domain::UploadId::generate());
+    let mut out = Vec::with_capacity(images.iter().map(Vec::len).sum::<usize>() + 256 * images.len());
+    for (pts, bytes) in body.pts_ns.iter().zip(&images) {
+        out.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Type: {}\r\nContent-Length: {}\r\nX-Pts-Ns: {pts}\r\n\r\n",
+                format.content_type(),
+                bytes.len()
+            )
+            .as_bytes(),
+        );
+        out.extend_from_slice(bytes);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    Ok(HttpResponse::Ok().content_type(format!("multipart/mixed; boundary={boundary}")).body(out))
+}

@@ -1,0 +1,95 @@
+//! Section 5, frames: one frame at a time, many in one call (in request
+//! order, equal to the single answers), PNG and JPEG, a width, and 416 for a
+//! time beyond the end.
+
+use crate::both_backends;
+use crate::helpers::{Backend, assert_error, fixture, spawn_app};
+use base64::Engine;
+use serde_json::{Value, json};
+
+fn decode(bytes: &[u8]) -> image::RgbImage {
+    image::load_from_memory(bytes).expect("a decodable image").to_rgb8()
+}
+
+fn difference(a: &image::RgbImage, b: &image::RgbImage) -> f64 {
+    let total: u64 = a.as_raw().iter().zip(b.as_raw()).map(|(x, y)| u64::from(x.abs_diff(*y))).sum();
+    total as f64 / a.as_raw().len() as f64
+}
+
+async fn frames_one_by_one_and_in_a_batch(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let video = fixture("small");
+    let result = app.upload("https://x.test/frames.mp4", "b", None, video).await;
+    let hash = result["hash"].as_str().unwrap().to_owned();
+
+    let single = |pts: i64, extra: &str| {
+        let url = app.url(&format!("/video/{hash}/frame?pts_ns={pts}{extra}"));
+        let client = app.client.clone();
+        async move { client.get(url).send().await.unwrap() }
+    };
+    let first = single(0, "").await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["content-type"], "image/png");
+    let first = first.bytes().await.unwrap();
+    assert!(first.starts_with(b"\x89PNG"), "a PNG");
+    assert_eq!(decode(&first).dimensions(), (320, 240));
+    let later = single(1_500_000_000, "&format=jpeg&width=160").await;
+    assert_eq!(later.headers()["content-type"], "image/jpeg");
+    let later = later.bytes().await.unwrap();
+    assert!(later.starts_with(&[0xff, 0xd8]), "a JPEG");
+    assert_eq!(decode(&later).dimensions(), (160, 120));
+
+    // A batch out of order answers in request order, each equal to its single answer.
+    let times = [1_800_000_000i64, 0, 1_000_000_000, 400_000_000];
+    let response = app
+        .client
+        .post(app.url(&format!("/video/{hash}/frames?as=json")))
+        .json(&json!({"pts_ns": times}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    let frames = body["frames"].as_array().unwrap();
+    assert_eq!(frames.len(), times.len());
+    let mut images = Vec::new();
+    for (frame, pts) in frames.iter().zip(times) {
+        assert_eq!(frame["pts_ns"], pts);
+        let data = frame["data"].as_str().unwrap().strip_prefix("data:image/png;base64,").unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD.decode(data).unwrap();
+        let alone = single(pts, "").await.bytes().await.unwrap();
+        assert_eq!(decode(&bytes), decode(&alone), "batch and single frame at {pts} differ");
+        images.push(decode(&bytes));
+    }
+    // The test pattern moves: frames at different times differ.
+    assert!(difference(&images[0], &images[1]) > 1.0);
+    assert!(difference(&images[1], &decode(&first)) < 0.5, "the frame at 0 is the first frame");
+
+    // multipart/mixed, the default.
+    let response = app
+        .client
+        .post(app.url(&format!("/video/{hash}/frames")))
+        .json(&json!({"pts_ns": [0, 1_000_000_000], "format": "jpeg"}))
+        .send()
+        .await
+        .unwrap();
+    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(content_type.starts_with("multipart/mixed; boundary="), "{content_type}");
+    let text = response.bytes().await.unwrap();
+    assert_eq!(text.windows(b"Content-Type: image/jpeg".len()).filter(|w| w == b"Content-Type: image/jpeg").count(), 2);
+
+    // Bad input.
+    assert_error(single(60_000_000_000, "").await, 416, "frame-out-of-range").await;
+    assert_error(single(-1, "").await, 416, "frame-out-of-range").await;
+    assert_error(single(0, "&format=gif").await, 400, "invalid-format").await;
+    assert_error(single(0, "&width=1").await, 400, "invalid-width").await;
+    let unknown = blake3::hash(b"nothing").to_hex().to_string();
+    let response = app.client.get(app.url(&format!("/video/{unknown}/frame?pts_ns=0"))).send().await.unwrap();
+    assert_error(response, 404, "unknown-video").await;
+    let response = app.client.get(app.url(&format!("/video/{hash}/frame"))).send().await.unwrap();
+    assert_error(response, 400, "invalid-query").await;
+    let response =
+        app.client.post(app.url(&format!("/video/{hash}/frames"))).json(&json!({"pts_ns": []})).send().await.unwrap();
+    assert_error(response, 400, "invalid-batch").await;
+}
+both_backends!(frames_one_by_one_and_in_a_batch);
