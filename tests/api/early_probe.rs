@@ -24,17 +24,7 @@ async fn upload_through_three_doors(app: &TestApp) -> Vec<Value> {
     results
         .push(app.client.post(app.url(&format!("/videos/finalize/{id}"))).send().await.unwrap().json().await.unwrap());
     let location = crate::tus::tus_create(&app.address, &app.client, other.len()).await;
-    let response = app
-        .client
-        .patch(app.url(&location))
-        .header("tus-resumable", "1.0.0")
-        .header("upload-offset", "0")
-        .header("content-type", "application/offset+octet-stream")
-        .body(other.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 204);
+    assert_eq!(crate::tus::patch(app, &location, 0, &other, None).await.status(), 204);
     results.push(app.get_json(&format!("{location}/result")).await);
     for (result, bytes) in results.iter().zip([&small, &large, &other]) {
         assert_eq!(result["status"], "new", "{result}");

@@ -46,15 +46,16 @@ impl<'a> Multipart<'a> {
         (this, created)
     }
 
-    pub async fn sign(&self, part: usize) -> String {
-        let response = self
-            .client
-            .get(format!("{}/{}/{part}", self.base, self.id))
+    /// A request on this upload (`{base}/{uploadId}{rest}?key=K`) with the project's API key.
+    fn authed(&self, method: reqwest::Method, rest: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}/{}{rest}", self.base, self.id))
             .query(&[("key", &self.key)])
             .basic_auth("key1", Some("secret-1"))
-            .send()
-            .await
-            .unwrap();
+    }
+
+    pub async fn sign(&self, part: usize) -> String {
+        let response = self.authed(reqwest::Method::GET, &format!("/{part}")).send().await.unwrap();
         assert_eq!(response.status(), 200);
         let body: Value = response.json().await.unwrap();
         body["url"].as_str().unwrap().to_owned()
@@ -71,27 +72,13 @@ impl<'a> Multipart<'a> {
     }
 
     pub async fn list(&self) -> Value {
-        let response = self
-            .client
-            .get(format!("{}/{}", self.base, self.id))
-            .query(&[("key", &self.key)])
-            .basic_auth("key1", Some("secret-1"))
-            .send()
-            .await
-            .unwrap();
+        let response = self.authed(reqwest::Method::GET, "").send().await.unwrap();
         assert_eq!(response.status(), 200);
         response.json().await.unwrap()
     }
 
     pub async fn complete(&self, parts: Value) -> reqwest::Response {
-        self.client
-            .post(format!("{}/{}/complete", self.base, self.id))
-            .query(&[("key", &self.key)])
-            .basic_auth("key1", Some("secret-1"))
-            .json(&json!({ "parts": parts }))
-            .send()
-            .await
-            .unwrap()
+        self.authed(reqwest::Method::POST, "/complete").json(&json!({ "parts": parts })).send().await.unwrap()
     }
 }
 

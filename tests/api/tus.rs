@@ -26,7 +26,7 @@ pub async fn tus_create(app_address: &str, client: &reqwest::Client, length: usi
     response.headers()["location"].to_str().unwrap().to_owned()
 }
 
-async fn patch(
+pub async fn patch(
     app: &TestApp,
     location: &str,
     offset: usize,
