@@ -2,6 +2,7 @@
 //! app with its own port, storage root and database.
 
 mod bad_input;
+mod bad_input_doors;
 mod cache;
 mod chunked;
 mod early_probe;
