@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod dedup;
 pub mod domain;
 pub mod error;
 pub mod ingest;
