@@ -48,7 +48,7 @@ pub async fn meta(state: web::Data<AppState>, path: web::Path<String>) -> Result
         "content_type": video.content_type,
         // Transcoding arrives with the queue; until then nothing is queued.
         "transcode": {"status": video.transcode_status, "hls_url": null, "dash_url": null},
-        "thumbnail_url": null,
+        "thumbnail_url": format!("/media/{}/thumbnail.jpg", video.hash),
     })))
 }
 
@@ -116,6 +116,10 @@ pub async fn delete(state: web::Data<AppState>, path: web::Path<String>) -> Resu
         if let Ok(Err(e)) = web::block(move || store.delete_object(&key)).await {
             tracing::warn!(error = %e, "could not remove a deleted video's object");
         }
+    }
+    let store = state.store.clone();
+    if let Ok(Err(e)) = web::block(move || store.delete_derived(&hash)).await {
+        tracing::warn!(error = %e, "could not remove a deleted video's derived media");
     }
     Ok(HttpResponse::NoContent().finish())
 }

@@ -276,7 +276,7 @@ pub fn entry_json(entry: &Entry) -> serde_json::Value {
         "height": video.and_then(|v| v.height),
         "hls_url": serde_json::Value::Null,
         "dash_url": serde_json::Value::Null,
-        "thumbnail_url": serde_json::Value::Null,
+        "thumbnail_url": video.map(|v| format!("/media/{}/thumbnail.jpg", v.hash)),
         "created_at": entry.entry.created_at.to_rfc3339(),
     })
 }

@@ -98,6 +98,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 ),
         )
         .service(web::resource("/video/{hash}/frame").route(web::get().to(frames::one)))
+        .service(web::resource("/media/{hash}/thumbnail.jpg").route(web::get().to(frames::thumbnail)))
         .service(web::resource("/video/{hash}/frames").route(web::post().to(frames::batch)))
         .service(web::resource("/resolve").route(web::get().to(cache::resolve)))
         .service(web::resource("/meta/{hash}").route(web::get().to(cache::meta)))

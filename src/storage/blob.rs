@@ -4,7 +4,7 @@
 //!
 //! All methods block; callers run them on blocking threads.
 
-use crate::domain::{ObjectKey, UploadId};
+use crate::domain::{ContentHash, ObjectKey, UploadId};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -35,6 +35,10 @@ pub trait Store: Send + Sync + 'static {
     fn delete_object(&self, key: &ObjectKey) -> io::Result<()>;
     /// Whether the store can be written to right now (for `/readyz`).
     fn check_writable(&self) -> io::Result<()>;
+    /// Where media derived from a video (thumbnail, later renditions) live.
+    fn derived_dir(&self, hash: &ContentHash) -> PathBuf;
+    /// Removes everything derived from a video; a missing one is not an error.
+    fn delete_derived(&self, hash: &ContentHash) -> io::Result<()>;
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +111,17 @@ impl Store for LocalStore {
         ignore_missing(fs::remove_file(self.object_path(key)))
     }
 
+    fn derived_dir(&self, hash: &ContentHash) -> PathBuf {
+        self.root.join(".media").join(hash.to_hex())
+    }
+
+    fn delete_derived(&self, hash: &ContentHash) -> io::Result<()> {
+        match fs::remove_dir_all(self.derived_dir(hash)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+
     fn check_writable(&self) -> io::Result<()> {
         let probe = self.spool.join(".ready");
         fs::write(&probe, b"ok")?;
@@ -124,7 +139,7 @@ fn ignore_missing(result: io::Result<()>) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Bucket, ContentHash, Prefix};
+    use crate::domain::{Bucket, Prefix};
     use std::io::Write;
 
     #[test]

@@ -93,3 +93,26 @@ async fn frames_one_by_one_and_in_a_batch(backend: Backend) {
     assert_error(response, 400, "invalid-batch").await;
 }
 both_backends!(frames_one_by_one_and_in_a_batch);
+
+async fn a_thumbnail_is_made_once_and_goes_with_the_video(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let result = app.upload("https://x.test/thumb.mp4", "b", None, fixture("large")).await;
+    let hash = result["hash"].as_str().unwrap().to_owned();
+    let meta = app.get_json(&format!("/meta/{hash}")).await;
+    let url = meta["thumbnail_url"].as_str().expect("meta names the thumbnail").to_owned();
+    assert_eq!(url, format!("/media/{hash}/thumbnail.jpg"));
+    let first = app.client.get(app.url(&url)).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["content-type"], "image/jpeg");
+    let first = first.bytes().await.unwrap();
+    assert_eq!(decode(&first).dimensions(), (320, 180));
+    let kept = app.root.join(".media").join(&hash).join("thumbnail.jpg");
+    assert_eq!(std::fs::read(&kept).unwrap(), first.as_ref(), "kept for the next request");
+    let second = app.client.get(app.url(&url)).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(second, first);
+
+    assert_eq!(app.client.delete(app.url(&format!("/video/{hash}"))).send().await.unwrap().status(), 204);
+    assert!(!kept.exists(), "derived media go with the video");
+    assert_error(app.client.get(app.url(&url)).send().await.unwrap(), 404, "unknown-video").await;
+}
+both_backends!(a_thumbnail_is_made_once_and_goes_with_the_video);
