@@ -161,6 +161,13 @@ pub async fn upload_chunk(
     })))
 }
 
+/// The ingest result of a door's upload, with the `video_id` of its entry.
+pub fn result_with_video_id(result: &crate::upload::IngestResult, entry_id: Option<i64>) -> serde_json::Value {
+    let mut body = serde_json::to_value(result).unwrap_or_else(|_| json!({}));
+    body["video_id"] = json!(entry_id);
+    body
+}
+
 /// The status a chunked client resumes from.
 async fn chunked_status(state: &AppState, record: &SessionRecord) -> Result<serde_json::Value, ApiError> {
     let (Some(size), Some(chunk_size)) = (record.total_size, record.chunk_size) else {
@@ -212,9 +219,7 @@ pub async fn status(state: web::Data<AppState>, path: web::Path<String>) -> Resu
 pub async fn finalize(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let record = chunked_record(&state, &path).await?;
     let result = state.uploads.finish_pieces(&record.id, None, 0).await?;
-    let mut body = serde_json::to_value(&result).map_err(|e| ApiError::internal(e.to_string()))?;
-    body["video_id"] = json!(record.entry_id);
-    Ok(HttpResponse::Ok().json(body))
+    Ok(HttpResponse::Ok().json(result_with_video_id(&result, record.entry_id)))
 }
 
 #[tracing::instrument(skip_all, fields(upload_id = %path.as_str()))]

@@ -5,7 +5,7 @@
 //! their own and joined at complete.
 
 use super::AppState;
-use super::chunked::{DEFAULT_BUCKET, check_filename, check_meta, check_size};
+use super::chunked::{DEFAULT_BUCKET, check_filename, check_meta, check_size, result_with_video_id};
 use crate::domain::{Bucket, Prefix, UploadId};
 use crate::error::ApiError;
 use crate::storage::{NewEntry, SessionRecord, UploadKind};
@@ -55,6 +55,11 @@ fn check_part_number(part: u32) -> Result<(), ApiError> {
     } else {
         Err(ApiError::bad_request("invalid-part-number", format!("part numbers run from 1 to {MAX_PART_NUMBER}")))
     }
+}
+
+/// A part's ETag: its BLAKE3, quoted.
+fn etag(hash: &crate::domain::ContentHash) -> String {
+    format!("\"{}\"", hash.to_hex())
 }
 
 /// The multipart session `raw` of `project_id`, checked against the `key`
@@ -195,7 +200,7 @@ pub async fn put_part(
     let stored: u64 = state.uploads.pieces(&record.id).await?.iter().filter(|p| p.number != part).map(|p| p.size).sum();
     let max = state.settings.upload.max_part_bytes.min(state.settings.upload.max_bytes.saturating_sub(stored));
     let outcome = state.uploads.write_piece(&record.id, part, payload, None, max).await?;
-    let etag = format!("\"{}\"", outcome.hash.to_hex());
+    let etag = etag(&outcome.hash);
     Ok(HttpResponse::Ok().insert_header((header::ETAG, etag.clone())).json(json!({"PartNumber": part, "ETag": etag})))
 }
 
@@ -212,7 +217,7 @@ pub async fn list_parts(
     Ok(HttpResponse::Ok().json(
         parts
             .iter()
-            .map(|p| json!({"PartNumber": p.number, "ETag": format!("\"{}\"", p.hash.to_hex()), "Size": p.size}))
+            .map(|p| json!({"PartNumber": p.number, "ETag": etag(&p.hash), "Size": p.size}))
             .collect::<Vec<_>>(),
     ))
 }
@@ -230,9 +235,8 @@ pub async fn complete(
     let parts = body.into_inner().parts.into_iter().map(|p| (p.part_number, p.etag)).collect();
     let min = state.settings.upload.min_part_bytes;
     let result = state.uploads.finish_pieces(&record.id, Some(parts), min).await?;
-    let mut body = serde_json::to_value(&result).map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut body = result_with_video_id(&result, record.entry_id);
     body["video"] = json!({"id": record.entry_id});
-    body["video_id"] = json!(record.entry_id);
     Ok(HttpResponse::Ok().json(body))
 }
 
