@@ -196,15 +196,8 @@ async fn recover_sessions(repo: &Repository, store: &LocalStore) -> anyhow::Resu
             }
             UploadKind::Multipart => {
                 // Parts that were still arriving are incomplete: drop them.
-                let dir = store.piece_path(&session.id, 0, "x");
-                let dir = dir.parent().expect("pieces live in a directory").to_path_buf();
-                if let Ok(entries) = std::fs::read_dir(&dir) {
-                    for entry in entries.flatten() {
-                        if entry.file_name().to_string_lossy().contains("incoming-") {
-                            let _ = std::fs::remove_file(entry.path());
-                        }
-                    }
-                }
+                let (store, id) = (store.clone(), session.id.clone());
+                tokio::task::spawn_blocking(move || store.discard_incomplete_pieces(&id)).await??;
                 continue;
             }
         }

@@ -42,14 +42,6 @@ impl FrameIndex {
         Self::default()
     }
 
-    pub fn len(&self) -> usize {
-        self.slots.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
-    }
-
     pub fn insert(&mut self, frames: &VideoFrames) {
         if self.slots.contains_key(&frames.video) {
             return;

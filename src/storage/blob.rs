@@ -27,6 +27,8 @@ pub trait Store: Send + Sync + 'static {
     fn piece_path(&self, id: &UploadId, number: u32, hash: &str) -> PathBuf;
     /// Removes every separate piece of an upload.
     fn discard_pieces(&self, id: &UploadId) -> io::Result<()>;
+    /// Removes pieces that were still arriving (a crash cut them off).
+    fn discard_incomplete_pieces(&self, id: &UploadId) -> io::Result<()>;
     /// Opens an object for reading and tells its length.
     fn open_object(&self, key: &ObjectKey) -> io::Result<(File, u64)>;
     /// Where an object is on the local disk (for the probe, which reads by path).
@@ -57,6 +59,10 @@ impl LocalStore {
     pub fn root(&self) -> &Path {
         &self.root
     }
+
+    fn pieces_dir(&self, id: &UploadId) -> PathBuf {
+        self.spool.join(format!("{id}.pieces"))
+    }
 }
 
 impl Store for LocalStore {
@@ -86,14 +92,29 @@ impl Store for LocalStore {
     }
 
     fn piece_path(&self, id: &UploadId, number: u32, hash: &str) -> PathBuf {
-        self.spool.join(format!("{id}.pieces")).join(format!("{number:05}-{hash}"))
+        self.pieces_dir(id).join(format!("{number:05}-{hash}"))
     }
 
     fn discard_pieces(&self, id: &UploadId) -> io::Result<()> {
-        match fs::remove_dir_all(self.spool.join(format!("{id}.pieces"))) {
+        match fs::remove_dir_all(self.pieces_dir(id)) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             other => other,
         }
+    }
+
+    fn discard_incomplete_pieces(&self, id: &UploadId) -> io::Result<()> {
+        let entries = match fs::read_dir(self.pieces_dir(id)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            other => other?,
+        };
+        for entry in entries {
+            let entry = entry?;
+            // A piece is written under an `incoming-*` name and renamed to its hash once whole.
+            if entry.file_name().to_string_lossy().contains("incoming-") {
+                ignore_missing(fs::remove_file(entry.path()))?;
+            }
+        }
+        Ok(())
     }
 
     fn open_object(&self, key: &ObjectKey) -> io::Result<(File, u64)> {

@@ -33,10 +33,6 @@ impl ProbeSlots {
             .ok()
             .map(|_| SlotGuard(self.running.clone()))
     }
-
-    pub fn running(&self) -> usize {
-        self.running.load(Ordering::Acquire)
-    }
 }
 
 struct SlotGuard(Arc<AtomicUsize>);

@@ -154,13 +154,9 @@ impl Uploads {
     async fn live(&self, id: &UploadId) -> Result<Addr<UploadSession>, UploadError> {
         match self.registry.send(FindSession(id.clone())).await?? {
             Found::Live(addr) => Ok(addr),
-            Found::Closed(record) => match record.state {
-                SessionState::Complete => Err(UploadError::Failed("the upload is already complete".into())),
-                SessionState::Failed => Err(UploadError::Failed(record.error.unwrap_or_default())),
-                SessionState::Expired => Err(UploadError::Expired),
-                SessionState::Aborted => Err(UploadError::UnknownSession),
-                SessionState::Receiving | SessionState::Committing => Err(UploadError::Busy),
-            },
+            // Closed sessions are not receiving; one that reads as such is
+            // between the registry's look-up and its actor: busy.
+            Found::Closed(record) => Err(super::check_receiving(&record).err().unwrap_or(UploadError::Busy)),
         }
     }
 
@@ -373,12 +369,10 @@ impl Uploads {
                 .result
                 .and_then(|r| serde_json::from_value(r).ok())
                 .ok_or_else(|| UploadError::Internal("a complete upload lost its result".into())),
-            SessionState::Failed => Err(UploadError::Failed(record.error.unwrap_or_default())),
-            SessionState::Expired => Err(UploadError::Expired),
-            SessionState::Aborted => Err(UploadError::UnknownSession),
             SessionState::Receiving | SessionState::Committing => {
                 Err(UploadError::Internal("the upload is being committed; ask again shortly".into()))
             }
+            _ => Err(super::check_receiving(&record).err().unwrap_or(UploadError::Busy)),
         }
     }
 

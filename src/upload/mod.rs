@@ -97,6 +97,20 @@ impl UploadError {
     }
 }
 
+/// Why a session takes no more bytes: `Ok` while it is receiving, else the
+/// error every door answers for its state.
+pub(crate) fn check_receiving(record: &crate::storage::SessionRecord) -> Result<(), UploadError> {
+    use crate::storage::SessionState as S;
+    match record.state {
+        S::Receiving => Ok(()),
+        S::Complete => Err(UploadError::Failed("the upload is already complete".into())),
+        S::Failed => Err(UploadError::Failed(record.error.clone().unwrap_or_default())),
+        S::Expired => Err(UploadError::Expired),
+        S::Aborted => Err(UploadError::UnknownSession),
+        S::Committing => Err(UploadError::Busy),
+    }
+}
+
 impl From<actix::MailboxError> for UploadError {
     fn from(e: actix::MailboxError) -> Self {
         Self::Internal(format!("upload actor unavailable: {e}"))

@@ -14,7 +14,7 @@ use super::committer::IngestResult;
 use super::ranged::RangedSpool;
 use super::session::UploadSession;
 use crate::domain::ContentHash;
-use crate::storage::{Piece, SessionState, UploadKind};
+use crate::storage::{Piece, UploadKind};
 use actix::prelude::*;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -93,15 +93,8 @@ impl UploadSession {
     }
 
     fn check_receiving(&self) -> Result<(), UploadError> {
-        match self.record.state {
-            SessionState::Receiving if self.leased => Err(UploadError::Busy),
-            SessionState::Receiving => Ok(()),
-            SessionState::Complete => Err(UploadError::Failed("the upload is already complete".into())),
-            SessionState::Failed => Err(UploadError::Failed(self.record.error.clone().unwrap_or_default())),
-            SessionState::Expired => Err(UploadError::Expired),
-            SessionState::Aborted => Err(UploadError::UnknownSession),
-            SessionState::Committing => Err(UploadError::Busy),
-        }
+        super::check_receiving(&self.record)?;
+        if self.leased { Err(UploadError::Busy) } else { Ok(()) }
     }
 
     /// Chunked: the declared size and chunk size.

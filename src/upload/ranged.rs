@@ -52,16 +52,8 @@ impl RangedSpool {
         *self.feed.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(feed);
     }
 
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
     pub fn write_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
         self.file.write_all_at(bytes, offset)
-    }
-
-    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.file.read_exact_at(buf, offset)
     }
 
     /// Starts writeback of a range just written (see `SpoolWriter::append`).

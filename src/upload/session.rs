@@ -137,14 +137,7 @@ impl Handler<TakeLease> for UploadSession {
     type Result = Result<Lease, UploadError>;
 
     fn handle(&mut self, msg: TakeLease, _: &mut Context<Self>) -> Self::Result {
-        match self.record.state {
-            SessionState::Receiving => {}
-            SessionState::Complete => return Err(UploadError::Failed("the upload is already complete".into())),
-            SessionState::Failed => return Err(UploadError::Failed(self.record.error.clone().unwrap_or_default())),
-            SessionState::Expired => return Err(UploadError::Expired),
-            SessionState::Aborted => return Err(UploadError::UnknownSession),
-            SessionState::Committing => return Err(UploadError::Busy),
-        }
+        super::check_receiving(&self.record)?;
         if self.leased {
             return Err(UploadError::Busy);
         }
