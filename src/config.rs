@@ -16,7 +16,45 @@ pub struct Settings {
     pub ingest: IngestSettings,
     pub upload: UploadSettings,
     pub auth: AuthSettings,
+    pub analysis: crate::media::AnalysisSettings,
+    pub dedup: DedupSettings,
     pub log: LogSettings,
+}
+
+/// Near-duplicate detection (`[dedup]`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct DedupSettings {
+    /// `merge`: a near-duplicate becomes an alias of the stored video and its
+    /// bytes are not kept. `keep`: it is stored as new, with
+    /// `near_duplicate_of` in the answer and meta. `off`: no perceptual check.
+    pub near_duplicate: NearDuplicatePolicy,
+    /// Two sampled frames match within this Hamming distance (of 64 bits).
+    pub max_frame_distance: u32,
+    /// Share of the shorter video's samples that must match, in time order.
+    pub min_matched_share: f64,
+    /// Samples that must match at least (fewer when a video has fewer).
+    pub min_matched_frames: usize,
+    /// The shorter video must last at least this share of the longer one.
+    pub min_duration_ratio: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NearDuplicatePolicy {
+    Merge,
+    Keep,
+    Off,
+}
+
+impl DedupSettings {
+    pub fn rule(&self) -> crate::dedup::MatchRule {
+        crate::dedup::MatchRule {
+            max_frame_distance: self.max_frame_distance,
+            min_matched_share: self.min_matched_share,
+            min_matched_frames: self.min_matched_frames,
+            min_duration_ratio: self.min_duration_ratio,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -192,6 +230,15 @@ impl Settings {
             .set_default("auth.api_keys", Vec::<String>::new())?
             .set_default("auth.presign_secret", "")?
             .set_default("auth.presign_ttl_secs", 3600)?
+            .set_default("analysis.sample_interval_ms", 1000)?
+            .set_default("analysis.full_decode_bytes", 32u64 << 20)?
+            .set_default("analysis.max_samples", 7200)?
+            .set_default("analysis.reject_corrupt", true)?
+            .set_default("dedup.near_duplicate", "merge")?
+            .set_default("dedup.max_frame_distance", 10)?
+            .set_default("dedup.min_matched_share", 0.6)?
+            .set_default("dedup.min_matched_frames", 3)?
+            .set_default("dedup.min_duration_ratio", 0.6)?
             .set_default("log.filter", "info")?
             .set_default("log.format", "text")
     }
@@ -206,6 +253,15 @@ impl Settings {
             return Err(config::ConfigError::Message(
                 "upload chunk sizes must satisfy 0 < min <= default <= max".into(),
             ));
+        }
+        let d = &self.dedup;
+        if d.max_frame_distance > 32 || !(0.0..=1.0).contains(&d.min_matched_share) || !(0.0..=1.0).contains(&d.min_duration_ratio) {
+            return Err(config::ConfigError::Message(
+                "dedup: max_frame_distance must be at most 32, and the shares between 0 and 1".into(),
+            ));
+        }
+        if self.analysis.sample_interval_ms == 0 || self.analysis.max_samples == 0 {
+            return Err(config::ConfigError::Message("analysis: sample_interval_ms and max_samples must be positive".into()));
         }
         if self.upload.checkpoint_bytes == 0 {
             return Err(config::ConfigError::Message("upload.checkpoint_bytes must be positive".into()));

@@ -114,7 +114,7 @@ impl From<crate::upload::UploadError> for ApiError {
             E::TooManySessions { .. } => StatusCode::TOO_MANY_REQUESTS,
             E::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             E::Truncated(_) => StatusCode::BAD_REQUEST,
-            E::NotAVideo(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            E::NotAVideo(_) | E::CorruptVideo(_) => StatusCode::UNPROCESSABLE_ENTITY,
             E::CommitInterrupted(_) => StatusCode::SERVICE_UNAVAILABLE,
             E::Io(_) | E::Internal(_) => {
                 tracing::error!(error = %e, "upload failed inside the daemon");

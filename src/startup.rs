@@ -7,6 +7,7 @@ use crate::config::Settings;
 use crate::error::ApiError;
 use crate::ingest::{Fetcher, NetworkGuard};
 use crate::media::frames::FrameGrabber;
+use crate::dedup::NearDuplicates;
 use crate::media::{Prober, init_ffmpeg};
 use crate::routes::{self, AppState};
 use crate::storage::{LocalStore, Repository, RootLock, SessionState, Store, UploadKind};
@@ -49,13 +50,18 @@ impl Application {
         let local_store = store.clone();
         let store: Arc<dyn Store> = Arc::new(store);
         let metrics = Metrics::new();
-        let prober = SyncArbiter::start(PROBE_THREADS, || Prober);
+        let analysis = settings.analysis.clone();
+        let prober = SyncArbiter::start(PROBE_THREADS, move || Prober { settings: analysis.clone() });
+        let near = Arc::new(NearDuplicates::new(&settings.dedup));
+        let signatures = near.rebuild(&repo).await.context("reading perceptual signatures")?;
+        tracing::info!(videos = signatures, frames = near.frames(), "near-duplicate index built");
         let committer = Committer {
             repo: repo.clone(),
             store: store.clone(),
             prober,
             metrics: metrics.clone(),
-            early_probes: ProbeSlots::new(settings.upload.early_probes),
+            early_probes: ProbeSlots::new(settings.upload.early_probes, settings.analysis.clone()),
+            near: near.clone(),
         };
         // Crash recovery, before the first request: finish interrupted
         // commits, then cut open spools back to their last checkpoint.
@@ -81,6 +87,7 @@ impl Application {
             auth: Auth::from_settings(&settings.auth, root).context("reading the presign secret")?,
             settings: Arc::new(settings.clone()),
             frames: SyncArbiter::start(FRAME_THREADS, || FrameGrabber),
+            near,
         });
 
         let listener =

@@ -12,6 +12,8 @@ pub struct Metrics {
     pub uploads_failed: IntCounterVec,
     pub upload_received_bytes: IntCounter,
     pub duplicates: IntCounter,
+    /// Uploads found to near-duplicate a stored video (merged or kept).
+    pub near_duplicates: IntCounter,
     pub upload_finalize_seconds: Histogram,
     pub http_request_duration_seconds: HistogramVec,
     /// Where a committed upload's media info came from: `stream` (probed
@@ -31,7 +33,8 @@ impl Metrics {
         let uploads_completed = counter("uploads_completed_total", "Uploads finalized as new or duplicate.");
         let upload_received_bytes =
             counter("upload_received_bytes_total", "Body bytes received by uploads and ingests.");
-        let duplicates = counter("duplicates_total", "Uploads whose bytes were already stored.");
+        let duplicates = counter("duplicates_total", "Uploads whose bytes (or, perceptually, video) were already stored.");
+        let near_duplicates = counter("near_duplicates_total", "Uploads that near-duplicate a stored video.");
         let uploads_failed =
             IntCounterVec::new(Opts::new("uploads_failed_total", "Uploads that ended in failure."), &["reason"])
                 .expect("static metric definitions are valid");
@@ -63,6 +66,7 @@ impl Metrics {
             uploads_failed,
             upload_received_bytes,
             duplicates,
+            near_duplicates,
             upload_finalize_seconds,
             http_request_duration_seconds,
         }

@@ -1,12 +1,79 @@
-//! Near-duplicate detection (issue 4 groundwork): 64-bit perceptual hashes of
-//! sampled frames, an in-memory BK-tree over every stored frame hash, and the
-//! video-level rule that turns frame matches into "this video is a
-//! near-duplicate of that one, at this distance". Not wired into the commit
-//! yet; the sampler that feeds it runs on the early-probe thread next.
+//! Near-duplicate detection: 64-bit perceptual hashes of sampled frames (the
+//! analysis makes them), an in-memory multi-index over every stored frame
+//! hash, and the video-level rule that turns frame matches into "this video
+//! is a near-duplicate of that one, at this distance".
+//!
+//! `NearDuplicates` is the index the commit asks and feeds. It lives in
+//! memory only: start-up rebuilds it from the signatures in the database.
 
 mod index;
 
-pub use index::{FrameIndex, NearMatch, VideoFrames};
+pub use index::{FrameIndex, MatchRule, NearMatch, VideoFrames};
+
+use crate::config::{DedupSettings, NearDuplicatePolicy};
+use crate::domain::ContentHash;
+use crate::storage::{RepoError, Repository, Signature};
+use std::sync::RwLock;
+
+pub struct NearDuplicates {
+    index: RwLock<FrameIndex>,
+    pub policy: NearDuplicatePolicy,
+    rule: MatchRule,
+}
+
+impl NearDuplicates {
+    pub fn new(settings: &DedupSettings) -> Self {
+        Self { index: RwLock::new(FrameIndex::new()), policy: settings.near_duplicate, rule: settings.rule() }
+    }
+
+    /// Reads every stored signature into the index.
+    pub async fn rebuild(&self, repo: &Repository) -> Result<usize, RepoError> {
+        let mut fresh = FrameIndex::new();
+        let (mut after, mut videos) = (None::<String>, 0);
+        loop {
+            let page = repo.signatures_page(after.as_deref(), 1000).await?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.to_hex());
+            for (hash, signature) in &page {
+                fresh.insert(&frames_of(*hash, signature));
+                videos += 1;
+            }
+        }
+        *self.index.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(videos)
+    }
+
+    /// The stored video that `signature` near-duplicates, if any (and if the
+    /// policy looks at all).
+    pub fn find(&self, signature: &Signature) -> Option<NearMatch> {
+        if self.policy == NearDuplicatePolicy::Off {
+            return None;
+        }
+        let hashes: Vec<FrameHash> = signature.samples.iter().map(|(_, h, _)| *h).collect();
+        self.index.read().unwrap_or_else(|p| p.into_inner()).best_match(&hashes, signature.duration_ms, &self.rule)
+    }
+
+    pub fn add(&self, hash: ContentHash, signature: &Signature) {
+        self.index.write().unwrap_or_else(|p| p.into_inner()).insert(&frames_of(hash, signature));
+    }
+
+    pub fn remove(&self, hash: &ContentHash) {
+        self.index.write().unwrap_or_else(|p| p.into_inner()).remove(hash);
+    }
+
+    /// Frames in the index (dead ones of deleted videos included).
+    pub fn frames(&self) -> usize {
+        self.index.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+fn frames_of(video: ContentHash, signature: &Signature) -> VideoFrames {
+    VideoFrames {
+        video,
+        hashes: signature.samples.iter().map(|(_, h, _)| *h).collect(),
+        duration_ms: signature.duration_ms,
+    }
+}
 
 /// A 64-bit perceptual hash of one frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -17,9 +84,17 @@ impl FrameHash {
         (self.0 ^ other.0).count_ones()
     }
 
+    pub fn to_hex(self) -> String {
+        format!("{:016x}", self.0)
+    }
+
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        (hex.len() == 16).then(|| u64::from_str_radix(hex, 16).ok()).flatten().map(Self)
+    }
+
     /// A DCT mean hash of 8x8 (image_hasher `Mean` with `preproc_dct`): the
     /// low frequencies of the frame, which survive re-encoding and scaling.
-    pub fn of_image(image: &image::RgbImage) -> Self {
+    pub fn of_image<I: image_hasher::Image>(image: &I) -> Self {
         let hasher = image_hasher::HasherConfig::new()
             .hash_size(8, 8)
             .hash_alg(image_hasher::HashAlg::Mean)

@@ -1,8 +1,10 @@
 //! Looking inside media files with ffmpeg-next. Every call here blocks and
 //! burns CPU, so it runs on the `Prober` SyncArbiter, never on an event loop.
 
+pub mod analysis;
 pub mod frames;
 mod probe;
 pub mod streaming;
 
-pub use probe::{MediaInfo, ProbeError, ProbeFile, Prober, init_ffmpeg, probe_file, probe_stream};
+pub use analysis::{Analysis, AnalysisSettings, Sample};
+pub use probe::{AnalyzeFile, MediaInfo, ProbeError, Prober, init_ffmpeg, probe_file, probe_stream};

@@ -27,6 +27,10 @@ pub struct MediaInfo {
 pub enum ProbeError {
     #[error("not a video: {0}")]
     NotAVideo(String),
+    /// Headers and a first frame are fine, but the rest does not decode
+    /// cleanly: truncated, or damaged on the way.
+    #[error("the video is damaged: {0}")]
+    Corrupt(String),
 }
 
 /// Containers vidcache stores, with the type and extension it serves them as.
@@ -89,6 +93,17 @@ pub fn probe_stream(reader: super::streaming::BufferReader) -> Result<MediaInfo,
 }
 
 fn probe_input(mut ictx: ffmpeg_next::format::context::Input) -> Result<MediaInfo, ProbeError> {
+    let (info, video_index) = describe(&ictx)?;
+    let parameters = ictx.stream(video_index).expect("described").parameters();
+    if !decodes_a_frame(&mut ictx, video_index, parameters) {
+        return Err(ProbeError::NotAVideo("no video frame could be decoded".into()));
+    }
+    Ok(info)
+}
+
+/// What the headers of an opened input say, and which stream is the video.
+/// Decodes nothing: the caller checks that frames decode.
+pub(crate) fn describe(ictx: &ffmpeg_next::format::context::Input) -> Result<(MediaInfo, usize), ProbeError> {
     let format = ictx.format().name().to_owned();
     let video = ictx
         .streams()
@@ -118,12 +133,7 @@ fn probe_input(mut ictx: ffmpeg_next::format::context::Input) -> Result<MediaInf
         .streams()
         .find(|s| s.parameters().medium() == ffmpeg_next::media::Type::Audio)
         .map(|s| s.parameters().id().name().to_owned());
-    let (video_index, parameters) = (video.index(), video.parameters());
-    if !decodes_a_frame(&mut ictx, video_index, parameters) {
-        return Err(ProbeError::NotAVideo("no video frame could be decoded".into()));
-    }
-
-    Ok(MediaInfo {
+    let info = MediaInfo {
         duration_s: duration_s.map(round_ms),
         width,
         height,
@@ -133,7 +143,8 @@ fn probe_input(mut ictx: ffmpeg_next::format::context::Input) -> Result<MediaInf
         container: format,
         content_type,
         ext,
-    })
+    };
+    Ok((info, video.index()))
 }
 
 /// Headers can lie (a truncated file, a hostile one): a video is only a
@@ -183,7 +194,7 @@ fn decodes_a_frame(
     }
 }
 
-fn rational(r: ffmpeg_next::Rational) -> Option<f64> {
+pub(crate) fn rational(r: ffmpeg_next::Rational) -> Option<f64> {
     (r.numerator() > 0 && r.denominator() > 0).then(|| f64::from(r.numerator()) / f64::from(r.denominator()))
 }
 
@@ -191,24 +202,28 @@ fn round_ms(seconds: f64) -> f64 {
     (seconds * 1000.0).round() / 1000.0
 }
 
-/// The probe as an actor on a `SyncArbiter`: a bounded number of threads,
-/// so a burst of finalizes queues instead of spawning unbounded decoders.
-pub struct Prober;
+/// The analysis of finished files as an actor on a `SyncArbiter`: a bounded
+/// number of threads, so a burst of finalizes queues instead of spawning
+/// unbounded decoders.
+pub struct Prober {
+    pub settings: super::analysis::AnalysisSettings,
+}
 
 impl Actor for Prober {
     type Context = SyncContext<Self>;
 }
 
+/// Analyse a finished file (`analysis::analyze_file`).
 #[derive(Message)]
-#[rtype(result = "Result<MediaInfo, ProbeError>")]
-pub struct ProbeFile(pub PathBuf);
+#[rtype(result = "Result<super::analysis::Analysis, ProbeError>")]
+pub struct AnalyzeFile(pub PathBuf);
 
-impl Handler<ProbeFile> for Prober {
-    type Result = Result<MediaInfo, ProbeError>;
+impl Handler<AnalyzeFile> for Prober {
+    type Result = Result<super::analysis::Analysis, ProbeError>;
 
-    fn handle(&mut self, msg: ProbeFile, _: &mut SyncContext<Self>) -> Self::Result {
+    fn handle(&mut self, msg: AnalyzeFile, _: &mut SyncContext<Self>) -> Self::Result {
         // A panic inside libav bindings must cost one upload, not the thread pool.
-        std::panic::catch_unwind(|| probe_file(&msg.0))
+        std::panic::catch_unwind(|| super::analysis::analyze_file(&msg.0, &self.settings))
             .unwrap_or_else(|_| Err(ProbeError::NotAVideo("the probe could not read this file".into())))
     }
 }

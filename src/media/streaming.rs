@@ -14,12 +14,16 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::SystemTime;
 
 struct Shared {
     file: File,
     state: Mutex<State>,
     wake: Condvar,
+    /// Where the reader is, for `Gauge`: how far behind the writer it runs.
+    read_pos: AtomicU64,
 }
 
 struct State {
@@ -28,6 +32,10 @@ struct State {
     /// The declared size, if the upload has one (chunked, tus, multipart with a size).
     total: Option<u64>,
     ended: Option<End>,
+    /// When the first bytes arrived.
+    first_byte_at: Option<SystemTime>,
+    /// When the writer said every byte is there.
+    completed_at: Option<SystemTime>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -40,8 +48,8 @@ enum End {
 
 /// Creates the two ends over `file` (a handle to the spool that can read).
 pub fn streaming_buffer(file: File, total: Option<u64>) -> (BufferWriter, BufferReader) {
-    let shared =
-        Arc::new(Shared { file, state: Mutex::new(State { available: 0, total, ended: None }), wake: Condvar::new() });
+    let state = State { available: 0, total, ended: None, first_byte_at: None, completed_at: None };
+    let shared = Arc::new(Shared { file, state: Mutex::new(state), wake: Condvar::new(), read_pos: AtomicU64::new(0) });
     (BufferWriter { shared: shared.clone() }, BufferReader { shared, pos: 0 })
 }
 
@@ -56,6 +64,7 @@ impl Shared {
             state.ended = Some(end);
             if end == End::Complete {
                 state.total = Some(state.available);
+                state.completed_at = Some(SystemTime::now());
             }
         }
         drop(state);
@@ -75,6 +84,9 @@ impl BufferWriter {
     pub fn advance(&self, available: u64) {
         let mut state = self.shared.lock();
         if available > state.available {
+            if state.available == 0 {
+                state.first_byte_at = Some(SystemTime::now());
+            }
             state.available = available;
             drop(state);
             self.shared.wake.notify_all();
@@ -154,6 +166,7 @@ impl Read for BufferReader {
         }
         let n = self.shared.file.read_at(&mut buf[..want], self.pos)?;
         self.pos += n as u64;
+        self.shared.read_pos.store(self.pos, Ordering::Relaxed);
         Ok(n)
     }
 }
@@ -169,7 +182,38 @@ impl Seek for BufferReader {
             SeekFrom::End(d) => self.wait_for_size()?.checked_add_signed(d),
         };
         self.pos = target.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
+        self.shared.read_pos.store(self.pos, Ordering::Relaxed);
         Ok(self.pos)
+    }
+}
+
+impl BufferReader {
+    /// A view of how the reader keeps up, for the decoder that owns it
+    /// (the reader itself moves into FFmpeg's I/O context).
+    pub fn gauge(&self) -> Gauge {
+        Gauge { shared: self.shared.clone() }
+    }
+}
+
+/// How far a reader is behind its writer, and when bytes came.
+#[derive(Clone)]
+pub struct Gauge {
+    shared: Arc<Shared>,
+}
+
+impl Gauge {
+    /// Bytes received that the reader has not reached yet.
+    pub fn backlog(&self) -> u64 {
+        let available = self.shared.lock().available;
+        available.saturating_sub(self.shared.read_pos.load(Ordering::Relaxed))
+    }
+
+    pub fn first_byte_at(&self) -> Option<SystemTime> {
+        self.shared.lock().first_byte_at
+    }
+
+    pub fn completed_at(&self) -> Option<SystemTime> {
+        self.shared.lock().completed_at
     }
 }
 

@@ -29,7 +29,25 @@ pub async fn meta(state: web::Data<AppState>, path: web::Path<String>) -> Result
     let video = state.repo.find_video(&hash).await?.ok_or_else(unknown_video)?;
     let aliases = state.repo.aliases_of(&hash).await?;
     let client_meta: serde_json::Value = serde_json::from_str(&video.meta).unwrap_or_else(|_| json!({}));
+    let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+    };
+    let analysis = state.repo.find_signature(&hash).await?.map(|s| {
+        json!({
+            "samples": s.samples.len(),
+            "keyframes": s.keyframes_ms.len(),
+            "frames_decoded": s.frames_decoded,
+            "packets_skipped": s.packets_skipped,
+            "first_byte_at": time(s.first_byte_at),
+            "first_hash_at": time(s.first_hash_at),
+            "bytes_complete_at": time(s.bytes_complete_at),
+            "analysed_at": time(Some(s.analysed_at)),
+        })
+    });
     Ok(HttpResponse::Ok().json(json!({
+        "near_duplicate_of": video.near_duplicate_of,
+        "phash_distance": video.phash_distance,
+        "analysis": analysis,
         "hash": video.hash,
         "size_bytes": video.size_bytes,
         "duration_s": video.duration_s,
@@ -110,6 +128,7 @@ pub async fn read(
 pub async fn delete(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let hash = ContentHash::parse(&path)?;
     let video = state.repo.delete_video(&hash).await?.ok_or_else(unknown_video)?;
+    state.near.remove(&hash);
     // The record is gone first, so no reader is sent to a file being removed.
     if let Ok(key) = ObjectKey::from_stored(&video.file_path) {
         let store = state.store.clone();

@@ -33,6 +33,8 @@ pub struct AppState {
     pub auth: Auth,
     pub settings: Arc<Settings>,
     pub frames: actix::Addr<crate::media::frames::FrameGrabber>,
+    /// The near-duplicate index, which forgets deleted videos.
+    pub near: Arc<crate::dedup::NearDuplicates>,
 }
 
 /// Largest JSON request body (init and ingest requests with client meta).

@@ -23,6 +23,35 @@ pub mod video {
         pub meta: String,
         pub transcode_status: String,
         pub first_seen: DateTimeUtc,
+        pub near_duplicate_of: Option<String>,
+        pub phash_distance: Option<i32>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod signature {
+    use sea_orm::entity::prelude::*;
+
+    /// `samples` is JSON `[[pts_ms, "16 hex digits", keyframe], ...]` in time
+    /// order; `keyframes_ms` is a JSON array of milliseconds.
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "video_signatures")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub hash: String,
+        pub duration_ms: i64,
+        pub samples: String,
+        pub keyframes_ms: String,
+        pub frames_decoded: i64,
+        pub packets_skipped: i64,
+        pub first_byte_at: Option<DateTimeUtc>,
+        pub first_hash_at: Option<DateTimeUtc>,
+        pub bytes_complete_at: Option<DateTimeUtc>,
+        pub analysed_at: DateTimeUtc,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -9,4 +9,6 @@ mod repo;
 
 pub use blob::{LocalStore, Store};
 pub use lock::RootLock;
-pub use repo::{Entry, NewEntry, NewVideo, Piece, RepoError, Repository, SessionRecord, SessionState, UploadKind};
+pub use repo::{
+    Entry, NewEntry, NewVideo, Piece, RepoError, Repository, SessionRecord, SessionState, Signature, UploadKind,
+};

@@ -1,7 +1,7 @@
 //! The repository: every query vidcache makes, behind one small struct. It
 //! hands out plain records, and the same code runs on SQLite and PostgreSQL.
 
-use super::entities::{alias, upload_piece, upload_session, video, video_entry};
+use super::entities::{alias, signature, upload_piece, upload_session, video, video_entry};
 use crate::domain::{Bucket, ContentHash, ObjectKey, Prefix, SourceUrl, UploadId};
 use chrono::{DateTime, Utc};
 use migration::{Migrator, MigratorTrait};
@@ -154,6 +154,66 @@ pub struct NewVideo {
     pub prefix: Prefix,
     pub file_path: String,
     pub meta: serde_json::Value,
+    /// What the analysis found, recorded with the video (absent when a
+    /// commit interrupted by a crash is finished at start-up without one).
+    pub signature: Option<Signature>,
+    /// Kept although it near-duplicates this video, at this distance.
+    pub near_duplicate_of: Option<(ContentHash, u32)>,
+}
+
+/// The perceptual signature of a video and how its analysis went.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Signature {
+    pub duration_ms: u64,
+    /// (presentation time in ms, frame hash, sampled as a keyframe), in time order.
+    pub samples: Vec<(u64, crate::dedup::FrameHash, bool)>,
+    pub keyframes_ms: Vec<u64>,
+    pub frames_decoded: u64,
+    pub packets_skipped: u64,
+    pub first_byte_at: Option<DateTime<Utc>>,
+    pub first_hash_at: Option<DateTime<Utc>>,
+    pub bytes_complete_at: Option<DateTime<Utc>>,
+    pub analysed_at: DateTime<Utc>,
+}
+
+impl Signature {
+    fn from_row(row: signature::Model) -> Option<(ContentHash, Self)> {
+        let hash = ContentHash::parse(&row.hash).ok()?;
+        let raw: Vec<(u64, String, bool)> = serde_json::from_str(&row.samples).ok()?;
+        let samples = raw
+            .into_iter()
+            .map(|(ms, hex, key)| crate::dedup::FrameHash::from_hex(&hex).map(|h| (ms, h, key)))
+            .collect::<Option<Vec<_>>>()?;
+        let signature = Self {
+            duration_ms: row.duration_ms.max(0) as u64,
+            samples,
+            keyframes_ms: serde_json::from_str(&row.keyframes_ms).ok()?,
+            frames_decoded: row.frames_decoded.max(0) as u64,
+            packets_skipped: row.packets_skipped.max(0) as u64,
+            first_byte_at: row.first_byte_at,
+            first_hash_at: row.first_hash_at,
+            bytes_complete_at: row.bytes_complete_at,
+            analysed_at: row.analysed_at,
+        };
+        Some((hash, signature))
+    }
+
+    fn to_row(&self, hash: &ContentHash) -> signature::ActiveModel {
+        let samples: Vec<(u64, String, bool)> =
+            self.samples.iter().map(|(ms, h, key)| (*ms, h.to_hex(), *key)).collect();
+        signature::ActiveModel {
+            hash: Set(hash.to_hex()),
+            duration_ms: Set(self.duration_ms as i64),
+            samples: Set(serde_json::to_string(&samples).unwrap_or_else(|_| "[]".into())),
+            keyframes_ms: Set(serde_json::to_string(&self.keyframes_ms).unwrap_or_else(|_| "[]".into())),
+            frames_decoded: Set(self.frames_decoded as i64),
+            packets_skipped: Set(self.packets_skipped as i64),
+            first_byte_at: Set(self.first_byte_at),
+            first_hash_at: Set(self.first_hash_at),
+            bytes_complete_at: Set(self.bytes_complete_at),
+            analysed_at: Set(self.analysed_at),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -234,6 +294,8 @@ impl Repository {
             meta: Set(new.meta.to_string()),
             transcode_status: Set("none".to_owned()),
             first_seen: Set(now),
+            near_duplicate_of: Set(new.near_duplicate_of.map(|(h, _)| h.to_hex())),
+            phash_distance: Set(new.near_duplicate_of.map(|(_, d)| d as i32)),
         };
         let inserted = video::Entity::insert(row)
             .on_conflict(OnConflict::column(video::Column::Hash).do_nothing().to_owned())
@@ -246,8 +308,29 @@ impl Repository {
         if let Some(url) = url {
             Self::insert_alias_in(&txn, url, &new.hash, now).await?;
         }
+        if let Some(sig) = &new.signature {
+            signature::Entity::insert(sig.to_row(&new.hash))
+                .on_conflict(OnConflict::column(signature::Column::Hash).do_nothing().to_owned())
+                .exec_without_returning(&txn)
+                .await?;
+        }
         txn.commit().await?;
         Ok(true)
+    }
+
+    /// The signature of a stored video, if its analysis recorded one.
+    pub async fn find_signature(&self, hash: &ContentHash) -> Result<Option<Signature>, RepoError> {
+        let row = signature::Entity::find_by_id(hash.to_hex()).one(&self.db).await?;
+        Ok(row.and_then(Signature::from_row).map(|(_, s)| s))
+    }
+
+    /// Every stored signature, a page at a time (to rebuild the index).
+    pub async fn signatures_page(&self, after: Option<&str>, limit: u64) -> Result<Vec<(ContentHash, Signature)>, RepoError> {
+        let mut query = signature::Entity::find().order_by_asc(signature::Column::Hash).limit(limit);
+        if let Some(after) = after {
+            query = query.filter(signature::Column::Hash.gt(after));
+        }
+        Ok(query.all(&self.db).await?.into_iter().filter_map(Signature::from_row).collect())
     }
 
     /// Adds `url` as an alias of `hash`; a URL already known keeps its first owner.
@@ -279,6 +362,7 @@ impl Repository {
         };
         alias::Entity::delete_many().filter(alias::Column::Hash.eq(hash.to_hex())).exec(&txn).await?;
         video_entry::Entity::delete_many().filter(video_entry::Column::Hash.eq(hash.to_hex())).exec(&txn).await?;
+        signature::Entity::delete_by_id(hash.to_hex()).exec(&txn).await?;
         video::Entity::delete_by_id(hash.to_hex()).exec(&txn).await?;
         txn.commit().await?;
         Ok(Some(row))

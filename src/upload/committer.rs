@@ -7,8 +7,10 @@
 
 use super::UploadError;
 use crate::domain::{ContentHash, ObjectKey, UploadId};
-use crate::media::{MediaInfo, ProbeError, ProbeFile, Prober};
-use crate::storage::{NewVideo, Repository, SessionRecord, SessionState, Store};
+use crate::config::NearDuplicatePolicy;
+use crate::dedup::NearDuplicates;
+use crate::media::{Analysis, AnalyzeFile, MediaInfo, ProbeError, Prober};
+use crate::storage::{NewVideo, Repository, SessionRecord, SessionState, Signature, Store};
 use crate::telemetry::Metrics;
 use actix::Addr;
 use serde::{Deserialize, Serialize};
@@ -32,19 +34,33 @@ pub struct IngestResult {
     pub duration_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub phash_distance: Option<u32>,
+    /// With `dedup.near_duplicate = "keep"`: the stored video this new one
+    /// near-duplicates (`phash_distance` says how near).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub near_duplicate_of: Option<String>,
 }
 
 impl IngestResult {
-    pub fn of_stored(row: &crate::storage::entities::video::Model, status: IngestStatus) -> Self {
+    /// The answer about a stored video; a duplicate of it at `distance`
+    /// (0: the same bytes).
+    pub fn of_stored(row: &crate::storage::entities::video::Model, status: IngestStatus, distance: u32) -> Self {
         Self {
             hash: row.hash.clone(),
             status,
             file_path: row.file_path.clone(),
             size_bytes: row.size_bytes as u64,
             duration_s: row.duration_s,
-            phash_distance: (status == IngestStatus::Duplicate).then_some(0),
+            phash_distance: (status == IngestStatus::Duplicate).then_some(distance),
+            near_duplicate_of: None,
         }
     }
+}
+
+/// What the analysis of a committed upload found.
+struct Found {
+    media: MediaInfo,
+    signature: Option<Signature>,
+    near_duplicate_of: Option<(ContentHash, u32)>,
 }
 
 #[derive(Clone)]
@@ -55,6 +71,33 @@ pub struct Committer {
     pub(crate) metrics: Metrics,
     /// Limits the probes run while uploads arrive.
     pub(crate) early_probes: super::early_probe::ProbeSlots,
+    pub(crate) near: Arc<NearDuplicates>,
+}
+
+fn utc(t: Option<std::time::SystemTime>) -> Option<chrono::DateTime<chrono::Utc>> {
+    t.map(chrono::DateTime::<chrono::Utc>::from)
+}
+
+/// What of an analysis is kept with the video.
+fn signature_of(analysis: &Analysis) -> Signature {
+    Signature {
+        duration_ms: analysis.media.duration_s.map(|d| (d * 1000.0) as u64).unwrap_or(0),
+        samples: analysis.samples.iter().map(|s| (s.pts_ms, s.hash, s.keyframe)).collect(),
+        keyframes_ms: analysis.keyframes_ms.clone(),
+        frames_decoded: analysis.frames_decoded,
+        packets_skipped: analysis.packets_skipped,
+        first_byte_at: utc(analysis.first_byte_at),
+        first_hash_at: utc(analysis.first_hash_at),
+        bytes_complete_at: utc(analysis.bytes_complete_at),
+        analysed_at: utc(Some(analysis.finished_at)).unwrap_or_else(chrono::Utc::now),
+    }
+}
+
+fn refused(e: ProbeError) -> UploadError {
+    match e {
+        ProbeError::NotAVideo(why) => UploadError::NotAVideo(why),
+        ProbeError::Corrupt(why) => UploadError::CorruptVideo(why),
+    }
 }
 
 impl Committer {
@@ -65,34 +108,53 @@ impl Committer {
         session: &SessionRecord,
         hash: ContentHash,
         size: u64,
-        early: Option<Result<MediaInfo, ProbeError>>,
+        early: Option<Result<Analysis, ProbeError>>,
     ) -> Result<IngestResult, UploadError> {
         let id = &session.id;
         if let Some(stored) = self.repo.find_video(&hash).await? {
             self.discard(id).await;
-            return self.duplicate_of(&stored, session).await;
+            return self.duplicate_of(&stored, session, 0).await;
         }
 
-        // The probe that ran while the bytes arrived saw exactly these bytes;
-        // without its answer (no slot, failed, too slow), probe the file.
-        let media = match early {
-            Some(Ok(media)) => {
+        // The analysis that ran while the bytes arrived saw exactly these
+        // bytes; without its answer (no slot, failed, too slow), analyse the file.
+        let analysis = match early {
+            Some(Ok(analysis)) => {
                 self.metrics.probes.with_label_values(&["stream"]).inc();
-                media
+                analysis
             }
             _ => {
                 self.metrics.probes.with_label_values(&["file"]).inc();
-                match self.prober.send(ProbeFile(self.store.spool_path(id))).await? {
-                    Ok(media) => media,
-                    Err(ProbeError::NotAVideo(why)) => {
+                match self.prober.send(AnalyzeFile(self.store.spool_path(id))).await? {
+                    Ok(analysis) => analysis,
+                    Err(e) => {
                         self.discard(id).await;
-                        return Err(UploadError::NotAVideo(why));
+                        return Err(refused(e));
                     }
                 }
             }
         };
+        let signature = signature_of(&analysis);
+        let near = {
+            let (index, signature) = (self.near.clone(), signature.clone());
+            tokio::task::spawn_blocking(move || index.find(&signature))
+                .await
+                .map_err(|e| UploadError::Internal(e.to_string()))?
+        };
+        let mut near_duplicate_of = None;
+        if let Some(found) = near {
+            tracing::info!(near = %found.video, distance = found.distance, share = found.share, "near-duplicate");
+            self.metrics.near_duplicates.inc();
+            if self.near.policy == NearDuplicatePolicy::Merge
+                && let Some(stored) = self.repo.find_video(&found.video).await?
+            {
+                self.discard(id).await;
+                return self.duplicate_of(&stored, session, found.distance).await;
+            }
+            near_duplicate_of = Some((found.video, found.distance));
+        }
 
-        let key = ObjectKey::new(&session.bucket, &session.prefix, &hash, media.ext);
+        let key = ObjectKey::new(&session.bucket, &session.prefix, &hash, analysis.media.ext);
         self.repo.begin_commit(id, &hash, &key).await?;
         let store = self.store.clone();
         let (commit_id, commit_key) = (id.clone(), key.clone());
@@ -105,7 +167,8 @@ impl Committer {
             self.repo.reopen_session(id).await?;
             return Err(e);
         }
-        self.record(session, hash, size, media, key).await.map_err(|e| UploadError::CommitInterrupted(e.to_string()))
+        let found = Found { media: analysis.media, signature: Some(signature), near_duplicate_of };
+        self.record(session, hash, size, found, key).await.map_err(|e| UploadError::CommitInterrupted(e.to_string()))
     }
 
     /// With the object in place: records it, or settles as a duplicate if
@@ -115,26 +178,32 @@ impl Committer {
         session: &SessionRecord,
         hash: ContentHash,
         size: u64,
-        media: crate::media::MediaInfo,
+        found: Found,
         key: ObjectKey,
     ) -> Result<IngestResult, UploadError> {
         let new = NewVideo {
             hash,
             size_bytes: size,
-            media,
+            media: found.media,
             bucket: session.bucket.clone(),
             prefix: session.prefix.clone(),
             file_path: key.as_str().to_owned(),
             meta: session.meta.clone(),
+            signature: found.signature,
+            near_duplicate_of: found.near_duplicate_of,
         };
         if self.repo.insert_video(&new, session.url.as_ref()).await? {
+            if let Some(signature) = &new.signature {
+                self.near.add(hash, signature);
+            }
             return Ok(IngestResult {
                 hash: hash.to_hex(),
                 status: IngestStatus::New,
                 file_path: new.file_path,
                 size_bytes: size,
                 duration_s: new.media.duration_s,
-                phash_distance: None,
+                phash_distance: new.near_duplicate_of.map(|(_, d)| d),
+                near_duplicate_of: new.near_duplicate_of.map(|(h, _)| h.to_hex()),
             });
         }
 
@@ -148,7 +217,7 @@ impl Committer {
         if stored.file_path != key.as_str() {
             self.delete_object(key).await;
         }
-        self.duplicate_of(&stored, session).await
+        self.duplicate_of(&stored, session, 0).await
     }
 
     /// At start-up, before any upload is served: finishes every commit that a
@@ -167,8 +236,8 @@ impl Committer {
                     self.repo.close_session(&id, SessionState::Complete, json.as_ref(), None).await?;
                 }
                 Ok(None) => {}
-                Err(UploadError::NotAVideo(why)) => {
-                    self.repo.close_session(&id, SessionState::Failed, None, Some(&why)).await?;
+                Err(e @ (UploadError::NotAVideo(_) | UploadError::CorruptVideo(_))) => {
+                    self.repo.close_session(&id, SessionState::Failed, None, Some(&e.to_string())).await?;
                 }
                 Err(e) => tracing::error!(upload_id = %id, error = %e, "could not finish an interrupted commit"),
             }
@@ -191,10 +260,10 @@ impl Committer {
                 if let Some(url) = &session.url {
                     self.repo.add_alias(url, &hash).await?;
                 }
-                return Ok(Some(IngestResult::of_stored(&stored, IngestStatus::New)));
+                return Ok(Some(IngestResult::of_stored(&stored, IngestStatus::New, 0)));
             }
             self.delete_object(key).await;
-            return self.duplicate_of(&stored, session).await.map(Some);
+            return self.duplicate_of(&stored, session, 0).await.map(Some);
         }
         let store = self.store.clone();
         let (spool, object) = {
@@ -214,12 +283,16 @@ impl Committer {
                 self.repo.reopen_session(&id).await?;
                 Ok(None)
             }
-            // Renamed but not recorded: probe what is there and record it.
-            (false, Some((size, path))) => match self.prober.send(ProbeFile(path)).await? {
-                Ok(media) => self.record(session, hash, size, media, key).await.map(Some),
-                Err(ProbeError::NotAVideo(why)) => {
+            // Renamed but not recorded: analyse what is there and record it.
+            (false, Some((size, path))) => match self.prober.send(AnalyzeFile(path)).await? {
+                Ok(analysis) => {
+                    let signature = Some(signature_of(&analysis));
+                    let found = Found { media: analysis.media, signature, near_duplicate_of: None };
+                    self.record(session, hash, size, found, key).await.map(Some)
+                }
+                Err(e) => {
                     self.delete_object(key).await;
-                    Err(UploadError::NotAVideo(why))
+                    Err(refused(e))
                 }
             },
             (false, None) => {
@@ -229,16 +302,19 @@ impl Committer {
         }
     }
 
+    /// Settles an upload as a duplicate of `stored`, `distance` away (0:
+    /// the same bytes); its URL becomes one more alias.
     async fn duplicate_of(
         &self,
         stored: &crate::storage::entities::video::Model,
         session: &SessionRecord,
+        distance: u32,
     ) -> Result<IngestResult, UploadError> {
         if let (Some(url), Ok(hash)) = (&session.url, ContentHash::parse(&stored.hash)) {
             self.repo.add_alias(url, &hash).await?;
         }
         self.metrics.duplicates.inc();
-        Ok(IngestResult::of_stored(stored, IngestStatus::Duplicate))
+        Ok(IngestResult::of_stored(stored, IngestStatus::Duplicate, distance))
     }
 
     async fn delete_object(&self, key: ObjectKey) {

@@ -1,15 +1,17 @@
-//! `EarlyProbe`: the probe of an upload, run while its bytes arrive. A thread
-//! of its own reads the spool through a `StreamingBuffer`; the session feeds
+//! `EarlyProbe`: the analysis of an upload (probe, sampled frame hashes,
+//! keyframes, a full decode check), run while its bytes arrive. A thread of
+//! its own reads the spool through a `StreamingBuffer`; the session feeds
 //! the buffer as the contiguous prefix grows. At finalize the answer is
-//! usually there already, so the commit does not probe the file again.
+//! usually there already, so the commit does not read the file again.
 //!
 //! Bounded: at most `slots` probes run at once. An upload that finds no free
 //! slot simply has none, and is probed from its file at finalize, as before.
 //! The writer never waits for the probe.
 
 use crate::domain::UploadId;
+use crate::media::analysis::analyze_stream;
 use crate::media::streaming::{BufferWriter, streaming_buffer};
-use crate::media::{MediaInfo, ProbeError, probe_stream};
+use crate::media::{Analysis, AnalysisSettings, ProbeError};
 use crate::storage::Store;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,11 +22,12 @@ use std::time::Duration;
 pub struct ProbeSlots {
     running: Arc<AtomicUsize>,
     limit: usize,
+    settings: Arc<AnalysisSettings>,
 }
 
 impl ProbeSlots {
-    pub fn new(limit: usize) -> Self {
-        Self { running: Arc::new(AtomicUsize::new(0)), limit }
+    pub fn new(limit: usize, settings: AnalysisSettings) -> Self {
+        Self { running: Arc::new(AtomicUsize::new(0)), limit, settings: Arc::new(settings) }
     }
 
     fn try_take(&self) -> Option<SlotGuard> {
@@ -46,7 +49,7 @@ impl Drop for SlotGuard {
 pub struct EarlyProbe {
     /// Feeds the probe's buffer; the session and its writers advance it.
     pub feed: Arc<BufferWriter>,
-    answer: tokio::sync::oneshot::Receiver<Result<MediaInfo, ProbeError>>,
+    answer: tokio::sync::oneshot::Receiver<Result<Analysis, ProbeError>>,
 }
 
 /// How long finalize waits for a probe that has all the bytes.
@@ -59,9 +62,13 @@ impl EarlyProbe {
         let file = std::fs::File::open(store.spool_path(id)).ok()?;
         let (writer, reader) = streaming_buffer(file, total);
         let (tx, answer) = tokio::sync::oneshot::channel();
+        let settings = slots.settings.clone();
         let spawned = std::thread::Builder::new().name("vidcache-probe".into()).spawn(move || {
             let _slot = slot;
-            let _ = tx.send(probe_stream(reader));
+            // A panic inside libav bindings must cost one analysis, not the daemon.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| analyze_stream(reader, &settings)))
+                .unwrap_or_else(|_| Err(ProbeError::NotAVideo("the probe could not read this stream".into())));
+            let _ = tx.send(result);
         });
         spawned.ok()?;
         Some(Self { feed: Arc::new(writer), answer })
@@ -69,7 +76,7 @@ impl EarlyProbe {
 
     /// Tells the probe every byte is there and waits for its answer.
     /// `None` if it failed to answer in time.
-    pub async fn finish(self) -> Option<Result<MediaInfo, ProbeError>> {
+    pub async fn finish(self) -> Option<Result<Analysis, ProbeError>> {
         self.feed.complete();
         tokio::time::timeout(FINISH_WAIT, self.answer).await.ok()?.ok()
     }

@@ -43,6 +43,9 @@ pub enum UploadError {
     Truncated(String),
     #[error("{0}")]
     NotAVideo(String),
+    /// A video whose stream is damaged: truncated, or with frames that do not decode.
+    #[error("the video is damaged: {0}")]
+    CorruptVideo(String),
     #[error("the video is stored but could not be recorded ({0}); it is recorded when the daemon restarts")]
     CommitInterrupted(String),
     #[error(transparent)]
@@ -81,6 +84,7 @@ impl UploadError {
             Self::TooLarge { .. } => "too-large",
             Self::Truncated(_) => "truncated-body",
             Self::NotAVideo(_) => "not-a-video",
+            Self::CorruptVideo(_) => "corrupt-video",
             Self::CommitInterrupted(_) => "commit-interrupted",
             Self::Repo(_) => "database-unavailable",
             Self::Io(_) => "storage",

@@ -1,0 +1,397 @@
+//! The analysis of an upload: the probe, then one decoding pass over the
+//! video stream that samples frames for the perceptual hash, records the
+//! keyframe index and checks that the whole stream decodes.
+//!
+//! It runs on the early-probe thread over a `StreamingBuffer` while the bytes
+//! arrive, or (no slot, or too slow) over the finished file on the `Prober`
+//! threads. Either way the writer never waits for it: when the reader falls
+//! more than `full_decode_bytes` behind the bytes received, the pass skips
+//! ahead, sending only keyframes to the decoder until it has caught up.
+//!
+//! Sampling: one frame per `sample_interval_ms` of presentation time, plus
+//! every keyframe that is not within a quarter interval of a sample (encoders
+//! put keyframes at scene cuts, so this is the cheap scene-change detector).
+//! Each sample is scaled to 32x32 grey by swscale (area filter) and hashed.
+
+use super::probe::{describe, init_ffmpeg, rational};
+use super::streaming::BufferReader;
+use super::{MediaInfo, ProbeError};
+use crate::dedup::FrameHash;
+use ffmpeg_next::format::context::Input;
+use ffmpeg_next::software::scaling;
+use std::path::Path;
+use std::time::SystemTime;
+
+/// How the pass samples and how strict it is (`[analysis]` in the config).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct AnalysisSettings {
+    /// One sample per this many milliseconds of video.
+    pub sample_interval_ms: u64,
+    /// Decode every frame while the reader is at most this far behind the
+    /// bytes received (and for finished files up to this size); beyond it,
+    /// decode keyframes only.
+    pub full_decode_bytes: u64,
+    /// Stop sampling (and decoding) after this many samples.
+    pub max_samples: usize,
+    /// Refuse a video whose fully decoded stream has errors or ends early.
+    pub reject_corrupt: bool,
+}
+
+impl Default for AnalysisSettings {
+    fn default() -> Self {
+        Self { sample_interval_ms: 1000, full_decode_bytes: 32 << 20, max_samples: 7200, reject_corrupt: true }
+    }
+}
+
+/// One sampled frame.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    /// Presentation time from the start of the stream, in milliseconds.
+    pub pts_ms: u64,
+    pub hash: FrameHash,
+    /// Sampled because it is a keyframe (a scene change), not by the clock.
+    pub keyframe: bool,
+}
+
+/// What the analysis found.
+#[derive(Debug, Clone)]
+pub struct Analysis {
+    pub media: MediaInfo,
+    pub samples: Vec<Sample>,
+    /// Presentation times of the keyframes, in milliseconds.
+    pub keyframes_ms: Vec<u64>,
+    pub frames_decoded: u64,
+    /// Packets passed over without decoding while the pass was behind.
+    pub packets_skipped: u64,
+    /// When the first bytes arrived (stream analysis only).
+    pub first_byte_at: Option<SystemTime>,
+    /// When the first sample was hashed.
+    pub first_hash_at: Option<SystemTime>,
+    /// When the last byte arrived (stream analysis only).
+    pub bytes_complete_at: Option<SystemTime>,
+    pub finished_at: SystemTime,
+}
+
+/// Analyses bytes that may still be arriving. Blocks until the upload ends.
+pub fn analyze_stream(reader: BufferReader, settings: &AnalysisSettings) -> Result<Analysis, ProbeError> {
+    init_ffmpeg();
+    let gauge = reader.gauge();
+    let io = ffmpeg_next::format::context::StreamIo::from_read_seek(reader)
+        .map_err(|e| ProbeError::NotAVideo(format!("could not read the stream ({e})")))?;
+    let ictx = ffmpeg_next::format::input_from_stream(io, None, None)
+        .map_err(|e| ProbeError::NotAVideo(format!("no known container ({e})")))?;
+    let limit = settings.full_decode_bytes;
+    let behind_gauge = gauge.clone();
+    let mut analysis = run(ictx, settings, &move || behind_gauge.backlog() > limit)?;
+    analysis.first_byte_at = gauge.first_byte_at();
+    analysis.bytes_complete_at = gauge.completed_at();
+    Ok(analysis)
+}
+
+/// Analyses a finished file: in full up to `full_decode_bytes`, keyframes
+/// only beyond.
+pub fn analyze_file(path: &Path, settings: &AnalysisSettings) -> Result<Analysis, ProbeError> {
+    init_ffmpeg();
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(u64::MAX);
+    let ictx =
+        ffmpeg_next::format::input(path).map_err(|e| ProbeError::NotAVideo(format!("no known container ({e})")))?;
+    let skim = size > settings.full_decode_bytes;
+    run(ictx, settings, &move || skim)
+}
+
+/// Consecutive demuxer errors after which the input is given up on.
+const MAX_READ_ERRORS_IN_A_ROW: usize = 32;
+
+fn run(mut ictx: Input, settings: &AnalysisSettings, behind: &dyn Fn() -> bool) -> Result<Analysis, ProbeError> {
+    let (media, index) = describe(&ictx)?;
+    let stream = ictx.stream(index).expect("described");
+    let time_base = rational(stream.time_base()).unwrap_or(1.0 / 90_000.0);
+    let start = if stream.start_time() == ffmpeg_next::ffi::AV_NOPTS_VALUE { 0 } else { stream.start_time() };
+    let indexed_frames = u64::try_from(stream.frames()).unwrap_or(0);
+    let mut ctx = ffmpeg_next::codec::context::Context::from_parameters(stream.parameters())
+        .map_err(|e| ProbeError::NotAVideo(format!("no decoder for the video stream ({e})")))?;
+    if settings.reject_corrupt {
+        // Report bitstream damage as errors instead of hiding it: what
+        // `ffmpeg -err_detect explode -xerror` refuses, the pass refuses.
+        // SAFETY: the context is allocated and not opened yet.
+        unsafe {
+            (*ctx.as_mut_ptr()).err_recognition |= ffmpeg_next::ffi::AV_EF_EXPLODE | ffmpeg_next::ffi::AV_EF_CRCCHECK;
+        }
+    }
+    let decoder = ctx.decoder().video().map_err(|e| ProbeError::NotAVideo(format!("the video decoder failed ({e})")))?;
+
+    let mut pass = Pass {
+        decoder,
+        settings,
+        time_base,
+        start,
+        hasher: Hasher::default(),
+        samples: Vec::new(),
+        next_due_ms: 0,
+        last_sample_ms: None,
+        frames_decoded: 0,
+        decode_errors: 0,
+        first_hash_at: None,
+        last_error: None,
+    };
+    let (mut keyframes_ms, mut packets, mut skipped) = (Vec::new(), 0u64, 0u64);
+    let (mut read_errors, mut errors_in_a_row, mut skimming, mut last_end_ms) = (0u64, 0usize, false, 0u64);
+    loop {
+        if pass.samples.len() >= settings.max_samples {
+            break;
+        }
+        let mut packet = ffmpeg_next::Packet::empty();
+        match packet.read(&mut ictx) {
+            Ok(()) => errors_in_a_row = 0,
+            Err(ffmpeg_next::Error::Eof) => break,
+            Err(e) => {
+                read_errors += 1;
+                errors_in_a_row += 1;
+                pass.last_error = Some(format!("the container is damaged ({e})"));
+                if errors_in_a_row >= MAX_READ_ERRORS_IN_A_ROW {
+                    break;
+                }
+                continue;
+            }
+        }
+        if packet.stream() != index {
+            continue;
+        }
+        packets += 1;
+        let pts_ms = packet.pts().or(packet.dts()).map(|t| pass.ms(t)).unwrap_or(0);
+        last_end_ms = last_end_ms.max(pts_ms + pass.ms_len(packet.duration()));
+        if packet.is_key() {
+            keyframes_ms.push(pts_ms);
+        }
+        if !packet.is_key() && (skimming || behind()) {
+            // Behind: pass over everything up to the next keyframe.
+            skimming = true;
+            skipped += 1;
+            continue;
+        }
+        skimming = false;
+        if let Err(e) = pass.decoder.send_packet(&packet) {
+            pass.decode_error(e);
+        }
+        pass.drain()?;
+    }
+    let _ = pass.decoder.send_eof();
+    pass.drain()?;
+
+    if pass.frames_decoded == 0 {
+        return Err(ProbeError::NotAVideo("no video frame could be decoded".into()));
+    }
+    let finished = pass.samples.len() < settings.max_samples;
+    if settings.reject_corrupt && skipped == 0 && finished {
+        if read_errors > 0 || pass.decode_errors > 0 {
+            return Err(ProbeError::Corrupt(pass.last_error.unwrap_or_else(|| "the stream does not decode".into())));
+        }
+        if indexed_frames > 0 && packets < indexed_frames {
+            return Err(ProbeError::Corrupt(format!(
+                "the file is truncated: {packets} of {indexed_frames} video frames are there"
+            )));
+        }
+        if let Some(duration) = media.duration_s {
+            let declared_ms = (duration * 1000.0) as u64;
+            if indexed_frames == 0 && last_end_ms + 1000.max(declared_ms / 20) < declared_ms {
+                return Err(ProbeError::Corrupt(format!(
+                    "the file is truncated: the video ends at {last_end_ms} ms of {declared_ms} ms"
+                )));
+            }
+        }
+    }
+    keyframes_ms.sort_unstable();
+    keyframes_ms.dedup();
+    Ok(Analysis {
+        media,
+        samples: pass.samples,
+        keyframes_ms,
+        frames_decoded: pass.frames_decoded,
+        packets_skipped: skipped,
+        first_byte_at: None,
+        first_hash_at: pass.first_hash_at,
+        bytes_complete_at: None,
+        finished_at: SystemTime::now(),
+    })
+}
+
+struct Pass<'a> {
+    decoder: ffmpeg_next::decoder::Video,
+    settings: &'a AnalysisSettings,
+    time_base: f64,
+    start: i64,
+    hasher: Hasher,
+    samples: Vec<Sample>,
+    next_due_ms: u64,
+    last_sample_ms: Option<u64>,
+    frames_decoded: u64,
+    decode_errors: u64,
+    first_hash_at: Option<SystemTime>,
+    last_error: Option<String>,
+}
+
+impl Pass<'_> {
+    fn ms(&self, ts: i64) -> u64 {
+        let ms = (ts.saturating_sub(self.start)) as f64 * self.time_base * 1000.0;
+        if ms.is_finite() && ms > 0.0 { ms as u64 } else { 0 }
+    }
+
+    fn ms_len(&self, duration: i64) -> u64 {
+        let ms = duration as f64 * self.time_base * 1000.0;
+        if ms.is_finite() && ms > 0.0 { ms as u64 } else { 0 }
+    }
+
+    fn decode_error(&mut self, e: ffmpeg_next::Error) {
+        self.decode_errors += 1;
+        self.last_error = Some(format!("a frame does not decode ({e})"));
+    }
+
+    /// Takes every frame the decoder has ready, sampling the ones due.
+    fn drain(&mut self) -> Result<(), ProbeError> {
+        let mut frame = ffmpeg_next::frame::Video::empty();
+        loop {
+            match self.decoder.receive_frame(&mut frame) {
+                Ok(()) => {}
+                Err(ffmpeg_next::Error::Eof) => return Ok(()),
+                Err(ffmpeg_next::Error::Other { errno }) if errno == libc::EAGAIN => return Ok(()),
+                Err(e) => {
+                    self.decode_error(e);
+                    return Ok(());
+                }
+            }
+            self.frames_decoded += 1;
+            let pts_ms = frame.timestamp().or(frame.pts()).map(|t| self.ms(t)).unwrap_or(0);
+            let interval = self.settings.sample_interval_ms.max(1);
+            let by_clock = pts_ms >= self.next_due_ms;
+            let scene = frame.is_key() && self.last_sample_ms.is_none_or(|last| pts_ms >= last + interval / 4);
+            if !(by_clock || scene) || self.samples.len() >= self.settings.max_samples {
+                continue;
+            }
+            let Some(hash) = self.hasher.hash(&frame) else { continue };
+            self.first_hash_at.get_or_insert_with(SystemTime::now);
+            self.samples.push(Sample { pts_ms, hash, keyframe: !by_clock });
+            self.last_sample_ms = Some(pts_ms);
+            if by_clock {
+                self.next_due_ms = (pts_ms / interval + 1) * interval;
+            }
+        }
+    }
+}
+
+/// Scales a frame to 32x32 grey and hashes it; keeps its scaler while the
+/// frame format stays the same.
+#[derive(Default)]
+struct Hasher {
+    scaler: Option<(scaling::Context, (ffmpeg_next::format::Pixel, u32, u32))>,
+}
+
+const SIDE: u32 = 32;
+
+impl Hasher {
+    fn hash(&mut self, frame: &ffmpeg_next::frame::Video) -> Option<FrameHash> {
+        let key = (frame.format(), frame.width(), frame.height());
+        if key.1 == 0 || key.2 == 0 || key.0 == ffmpeg_next::format::Pixel::None {
+            return None;
+        }
+        if self.scaler.as_ref().is_none_or(|(_, k)| *k != key) {
+            let ctx = scaling::Context::get(
+                key.0,
+                key.1,
+                key.2,
+                ffmpeg_next::format::Pixel::GRAY8,
+                SIDE,
+                SIDE,
+                scaling::Flags::AREA,
+            )
+            .ok()?;
+            self.scaler = Some((ctx, key));
+        }
+        let (scaler, _) = self.scaler.as_mut()?;
+        let mut grey = ffmpeg_next::frame::Video::empty();
+        scaler.run(frame, &mut grey).ok()?;
+        let (stride, data) = (grey.stride(0), grey.data(0));
+        let mut packed = Vec::with_capacity((SIDE * SIDE) as usize);
+        for row in 0..SIDE as usize {
+            packed.extend_from_slice(&data[row * stride..row * stride + SIDE as usize]);
+        }
+        let image = image::GrayImage::from_raw(SIDE, SIDE, packed)?;
+        Some(FrameHash::of_image(&image))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::streaming::streaming_buffer;
+    use std::io::Write;
+
+    fn make(dir: &Path, name: &str, source: &str, extra: &[&str]) -> std::path::PathBuf {
+        let path = dir.join(name);
+        let status = std::process::Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", source])
+            .args(["-t", "6", "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p"])
+            .args(extra)
+            .arg(&path)
+            .status()
+            .expect("ffmpeg is installed");
+        assert!(status.success());
+        path
+    }
+
+    #[test]
+    fn a_file_is_sampled_once_a_second_plus_its_keyframes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = make(dir.path(), "a.mp4", "testsrc2=size=320x240:rate=25", &["-g", "50"]);
+        let analysis = analyze_file(&path, &AnalysisSettings::default()).unwrap();
+        let clock: Vec<u64> = analysis.samples.iter().filter(|s| !s.keyframe).map(|s| s.pts_ms).collect();
+        assert_eq!(clock, vec![0, 1000, 2000, 3000, 4000, 5000]);
+        assert_eq!(analysis.keyframes_ms, vec![0, 2000, 4000]);
+        assert_eq!(analysis.frames_decoded, 150);
+        assert_eq!(analysis.packets_skipped, 0);
+        assert!(analysis.first_hash_at.is_some());
+    }
+
+    #[test]
+    fn a_stream_gives_the_same_samples_as_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = make(dir.path(), "b.mkv", "mandelbrot=size=320x240:rate=25", &[]);
+        let bytes = std::fs::read(&path).unwrap();
+        let from_file = analyze_file(&path, &AnalysisSettings::default()).unwrap();
+        let mut spool = tempfile::NamedTempFile::new().unwrap();
+        let (writer, reader) = streaming_buffer(std::fs::File::open(spool.path()).unwrap(), None);
+        let thread = std::thread::spawn(move || analyze_stream(reader, &AnalysisSettings::default()));
+        for (i, piece) in bytes.chunks(7_919).enumerate() {
+            spool.write_all(piece).unwrap();
+            writer.advance(((i + 1) * 7_919).min(bytes.len()) as u64);
+        }
+        writer.complete();
+        let from_stream = thread.join().unwrap().unwrap();
+        assert_eq!(from_stream.samples, from_file.samples);
+        assert!(from_stream.first_byte_at.unwrap() <= from_stream.first_hash_at.unwrap());
+        assert!(from_stream.bytes_complete_at.is_some());
+    }
+
+    #[test]
+    fn a_truncated_file_is_damaged_and_the_whole_file_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = make(dir.path(), "c.mp4", "testsrc2=size=320x240:rate=25", &["-movflags", "+faststart"]);
+        let bytes = std::fs::read(&path).unwrap();
+        let cut = dir.path().join("cut.mp4");
+        std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+        assert!(matches!(analyze_file(&cut, &AnalysisSettings::default()), Err(ProbeError::Corrupt(_))));
+        let lenient = AnalysisSettings { reject_corrupt: false, ..AnalysisSettings::default() };
+        assert!(analyze_file(&cut, &lenient).is_ok());
+        assert!(analyze_file(&path, &AnalysisSettings::default()).is_ok());
+    }
+
+    #[test]
+    fn behind_the_writer_only_keyframes_are_decoded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = make(dir.path(), "d.mp4", "testsrc2=size=320x240:rate=25", &["-g", "25"]);
+        let skim = AnalysisSettings { full_decode_bytes: 0, ..AnalysisSettings::default() };
+        let analysis = analyze_file(&path, &skim).unwrap();
+        assert_eq!(analysis.frames_decoded, 6, "one keyframe a second");
+        assert_eq!(analysis.packets_skipped, 144);
+        assert_eq!(analysis.samples.len(), 6);
+    }
+}
