@@ -235,7 +235,7 @@ impl Settings {
             .set_default("analysis.max_samples", 7200)?
             .set_default("analysis.reject_corrupt", true)?
             .set_default("dedup.near_duplicate", "merge")?
-            .set_default("dedup.max_frame_distance", 10)?
+            .set_default("dedup.max_frame_distance", 13)?
             .set_default("dedup.min_matched_share", 0.6)?
             .set_default("dedup.min_matched_frames", 3)?
             .set_default("dedup.min_duration_ratio", 0.6)?

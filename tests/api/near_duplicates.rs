@@ -1,0 +1,114 @@
+//! Perceptual near-duplicates end to end: the generated corpus through the
+//! real upload path, with precision and recall; merge and keep; the index
+//! rebuilt at start-up; a deleted video forgotten.
+
+use crate::corpus::corpus;
+use crate::helpers::{Backend, TestApp, blake3_hex, spawn_app_with};
+use serde_json::Value;
+use vidcache::config::NearDuplicatePolicy;
+
+async fn upload_file(app: &TestApp, url: &str, path: &std::path::Path) -> Value {
+    app.upload(url, "corpus", None, std::fs::read(path).unwrap()).await
+}
+
+#[actix_web::test]
+async fn the_corpus_is_found_with_precision_and_recall_of_one() {
+    let app = spawn_app_with(Backend::Sqlite, |s| s.dedup.near_duplicate = NearDuplicatePolicy::Keep).await;
+    let corpus = corpus();
+    // hash -> family of every stored video
+    let mut family_of = std::collections::HashMap::new();
+    let (mut tp, mut fp, mut fn_) = (0u32, 0u32, 0u32);
+    let mut report = Vec::new();
+    for (family, variant, path) in &corpus {
+        let result = upload_file(&app, &format!("https://corpus.test/{family}/{variant}"), path).await;
+        assert_eq!(result["status"], "new", "keep stores every video: {result}");
+        family_of.insert(result["hash"].as_str().unwrap().to_owned(), family.clone());
+        let found = result["near_duplicate_of"].as_str().map(|h| family_of[h].clone());
+        let distance = result["phash_distance"].as_u64();
+        report.push(format!("{family}/{variant}: {found:?} at {distance:?}"));
+        match (variant.as_str(), found) {
+            ("source", None) => {}
+            ("source", Some(_)) => fp += 1,
+            (_, Some(f)) if &f == family => {
+                tp += 1;
+                assert!(distance.is_some_and(|d| d <= 13), "{family}/{variant}: {result}");
+            }
+            (_, Some(_)) => {
+                fp += 1;
+                fn_ += 1;
+            }
+            (_, None) => fn_ += 1,
+        }
+    }
+    let precision = f64::from(tp) / f64::from((tp + fp).max(1));
+    let recall = f64::from(tp) / f64::from((tp + fn_).max(1));
+    println!("corpus: {} videos, precision {precision:.3}, recall {recall:.3}\n{}", corpus.len(), report.join("\n"));
+    assert_eq!(tp as usize, corpus.len() - crate::corpus::SOURCES.len(), "{}", report.join("\n"));
+    assert_eq!((precision, recall), (1.0, 1.0), "{}", report.join("\n"));
+}
+
+#[actix_web::test]
+async fn a_near_duplicate_is_merged_into_the_stored_video_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let corpus = corpus();
+    let path = |family: &str, variant: &str| {
+        corpus.iter().find(|(f, v, _)| f == family && v == variant).map(|(_, _, p)| p.clone()).unwrap()
+    };
+    let db = vidcache::config::Settings::sqlite_url_under(dir.path());
+    let source_hash = {
+        let app = spawn_app_with(Backend::Sqlite, |s| {
+            s.storage.root = root.clone();
+            s.database.url = db.clone();
+        })
+        .await;
+        let source = upload_file(&app, "https://m.test/source", &path("life", "source")).await;
+        assert_eq!(source["status"], "new");
+        let copy = upload_file(&app, "https://m.test/240p", &path("life", "240p")).await;
+        assert_eq!(copy["status"], "duplicate", "{copy}");
+        assert_eq!(copy["hash"], source["hash"]);
+        let d = copy["phash_distance"].as_u64().expect("a distance");
+        assert!((1..=13).contains(&d), "a perceptual, not an exact, match: {copy}");
+        let resolved = app.get_json("/resolve?url=https://m.test/240p").await;
+        assert_eq!(resolved["hash"], source["hash"]);
+        let meta = app.get_json(&format!("/meta/{}", source["hash"].as_str().unwrap())).await;
+        assert_eq!(meta["aliases"].as_array().unwrap().len(), 2, "{meta}");
+        assert!(meta["analysis"]["samples"].as_u64().unwrap() >= 10, "{meta}");
+        assert_eq!(crate::helpers::files_under(&root.join("corpus")).len(), 1, "the copy's bytes are not kept");
+        source["hash"].as_str().unwrap().to_owned()
+    };
+    // A second daemon on the same database (its own storage root, since the
+    // first still holds this one) rebuilds the index at start-up.
+    let app = spawn_app_with(Backend::Sqlite, |s| s.database.url = db.clone()).await;
+    let copy = upload_file(&app, "https://m.test/crop", &path("life", "crop5")).await;
+    assert_eq!(copy["status"], "duplicate", "{copy}");
+    assert_eq!(copy["hash"], source_hash.as_str());
+    // Another source is new; the exact bytes again are a duplicate at 0.
+    let other = upload_file(&app, "https://m.test/other", &path("gradients", "source")).await;
+    assert_eq!(other["status"], "new", "{other}");
+    assert!(other.get("phash_distance").is_none());
+    let again = upload_file(&app, "https://m.test/again", &path("life", "source")).await;
+    assert_eq!((again["status"].as_str(), again["phash_distance"].as_u64()), (Some("duplicate"), Some(0)));
+    // Deleted, the source is forgotten: its copy is new now.
+    let deleted = app.client.delete(app.url(&format!("/video/{source_hash}"))).send().await.unwrap();
+    assert_eq!(deleted.status(), 204);
+    let copy_bytes = std::fs::read(path("life", "watermark")).unwrap();
+    let after = app.upload("https://m.test/wm", "corpus", None, copy_bytes.clone()).await;
+    assert_eq!(after["status"], "new", "{after}");
+    assert_eq!(after["hash"], blake3_hex(&copy_bytes));
+}
+
+#[actix_web::test]
+async fn keep_records_the_near_duplicate_in_meta() {
+    let app = spawn_app_with(Backend::Postgres, |s| s.dedup.near_duplicate = NearDuplicatePolicy::Keep).await;
+    let corpus = corpus();
+    let path = |variant: &str| corpus.iter().find(|(f, v, _)| f == "mandelbrot" && v == variant).unwrap().2.clone();
+    let source = upload_file(&app, "https://k.test/s", &path("source")).await;
+    let copy = upload_file(&app, "https://k.test/c", &path("15fps")).await;
+    assert_eq!(copy["status"], "new");
+    assert_eq!(copy["near_duplicate_of"], source["hash"]);
+    let meta = app.get_json(&format!("/meta/{}", copy["hash"].as_str().unwrap())).await;
+    assert_eq!(meta["near_duplicate_of"], source["hash"]);
+    assert_eq!(meta["phash_distance"], copy["phash_distance"]);
+    assert_eq!(app.objects().len(), 2);
+}
