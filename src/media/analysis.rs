@@ -76,7 +76,18 @@ pub struct Analysis {
 pub fn analyze_stream(reader: BufferReader, settings: &AnalysisSettings) -> Result<Analysis, ProbeError> {
     init_ffmpeg();
     let gauge = reader.gauge();
-    let io = ffmpeg_next::format::context::StreamIo::from_read_seek(reader)
+    // Seekable only with a declared size. Without one, FFmpeg's size query
+    // would wait for the last byte, and the MP4 demuxer, unable to tell that
+    // `mdat` ends the file, skips over it to look for more atoms: the whole
+    // upload. As a pipe, a faststart MP4, MKV or WebM is read at once; an MP4
+    // with its index at the end fails here and is analysed from its file
+    // after the upload.
+    let io = if reader.declared_size().is_some() {
+        ffmpeg_next::format::context::StreamIo::from_read_seek(reader)
+    } else {
+        ffmpeg_next::format::context::StreamIo::from_read(reader)
+    };
+    let io = io
         .map_err(|e| ProbeError::NotAVideo(format!("could not read the stream ({e})")))?;
     let ictx = ffmpeg_next::format::input_from_stream(io, None, None)
         .map_err(|e| ProbeError::NotAVideo(format!("no known container ({e})")))?;
@@ -260,6 +271,14 @@ impl Pass<'_> {
                 }
             }
             self.frames_decoded += 1;
+            // What `ffmpeg -xerror` stops on: a frame the decoder flags as
+            // damaged (concealed errors) rather than failing outright.
+            // SAFETY: the frame was just filled by the decoder.
+            let flagged = unsafe { (*frame.as_ptr()).decode_error_flags != 0 };
+            if frame.is_corrupt() || flagged {
+                self.decode_errors += 1;
+                self.last_error = Some("a frame decodes with errors".into());
+            }
             let pts_ms = frame.timestamp().or(frame.pts()).map(|t| self.ms(t)).unwrap_or(0);
             let interval = self.settings.sample_interval_ms.max(1);
             let by_clock = pts_ms >= self.next_due_ms;

@@ -188,6 +188,11 @@ impl Seek for BufferReader {
 }
 
 impl BufferReader {
+    /// The upload's declared size, if it has one.
+    pub fn declared_size(&self) -> Option<u64> {
+        self.shared.lock().total
+    }
+
     /// A view of how the reader keeps up, for the decoder that owns it
     /// (the reader itself moves into FFmpeg's I/O context).
     pub fn gauge(&self) -> Gauge {
@@ -251,6 +256,67 @@ mod tests {
         reader.read_to_end(&mut got).unwrap();
         assert_eq!(got, data, "the reader saw every byte, in order, and EOF only at the end");
         feeder.join().unwrap();
+    }
+
+    #[test]
+    fn seek_set_cur_and_end_move_where_they_say() {
+        let (file, handle) = spool();
+        file.as_file().write_all_at(b"0123456789", 0).unwrap();
+        let (writer, mut reader) = streaming_buffer(handle, Some(10));
+        writer.advance(10);
+        let mut two = [0u8; 2];
+        assert_eq!(reader.seek(SeekFrom::Start(3)).unwrap(), 3);
+        reader.read_exact(&mut two).unwrap();
+        assert_eq!(&two, b"34");
+        assert_eq!(reader.seek(SeekFrom::Current(2)).unwrap(), 7);
+        reader.read_exact(&mut two).unwrap();
+        assert_eq!(&two, b"78");
+        assert_eq!(reader.seek(SeekFrom::Current(-9)).unwrap(), 0);
+        assert_eq!(reader.seek(SeekFrom::End(-1)).unwrap(), 9);
+        reader.read_exact(&mut two[..1]).unwrap();
+        assert_eq!(two[0], b'9');
+        assert!(reader.seek(SeekFrom::Current(-20)).is_err(), "before the start");
+        writer.complete();
+        assert_eq!(reader.read(&mut two).unwrap(), 0, "end of file after the writer completed");
+    }
+
+    /// Out-of-order pieces fill gaps; the writer advances over the contiguous
+    /// prefix only. Many sizes and piece lengths; the reader sees every byte.
+    #[test]
+    fn a_concurrent_writer_and_reader_agree_on_every_byte_across_sizes() {
+        for (n, size) in [0usize, 1, 4095, 4096, 65_537, 1 << 20, 3_000_001].into_iter().enumerate() {
+            let (file, handle) = spool();
+            let (writer, mut reader) = streaming_buffer(handle, if n % 2 == 0 { Some(size as u64) } else { None });
+            let data: Vec<u8> = (0..size).map(|i| (i.wrapping_mul(31) ^ (i >> 8)) as u8).collect();
+            let feeder = {
+                let data = data.clone();
+                let file = file.reopen().unwrap();
+                std::thread::spawn(move || {
+                    let piece = 1 + (7_919 * (n + 1)) % 100_003;
+                    let pieces: Vec<(usize, &[u8])> =
+                        data.chunks(piece).enumerate().map(|(i, c)| (i * piece, c)).collect();
+                    // Pairs swapped: piece 1 lands before piece 0, and so on.
+                    let mut written = vec![false; pieces.len()];
+                    let mut prefix = 0;
+                    for pair in (0..pieces.len()).collect::<Vec<_>>().chunks(2) {
+                        for &i in pair.iter().rev() {
+                            file.write_all_at(pieces[i].1, pieces[i].0 as u64).unwrap();
+                            written[i] = true;
+                            while prefix < pieces.len() && written[prefix] {
+                                prefix += 1;
+                            }
+                            let reach = pieces.get(prefix).map_or(data.len(), |p| p.0);
+                            writer.advance(reach as u64);
+                        }
+                    }
+                    writer.complete();
+                })
+            };
+            let mut got = Vec::new();
+            reader.read_to_end(&mut got).unwrap();
+            feeder.join().unwrap();
+            assert!(got == data, "size {size}: the reader's bytes differ from the writer's");
+        }
     }
 
     #[test]

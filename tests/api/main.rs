@@ -1,6 +1,7 @@
 //! The integration suite: one binary, every test through HTTP against a real
 //! app with its own port, storage root and database.
 
+mod analysis;
 mod bad_input;
 mod bad_input_doors;
 mod cache;
