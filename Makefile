@@ -41,6 +41,8 @@ bench: release
 	python3 tests/bench/upload_bench.py --binary $(CARGO_TARGET_DIR)/release/vidcache $(BENCH_ARGS)
 	@command -v rustus >/dev/null || $(CARGO) install rustus --locked
 	python3 tests/bench/doors_bench.py --binary $(CARGO_TARGET_DIR)/release/vidcache $(DOORS_BENCH_ARGS)
+	@python3 -c "import videohash, vpdq, mediaref" 2>/dev/null || pip install videohash==3.0.1 vpdq==0.2.5 "mediaref[video]==2.1.0"
+	python3 tests/bench/analysis_bench.py --binary $(CARGO_TARGET_DIR)/release/vidcache $(ANALYSIS_BENCH_ARGS)
 
 ## Drop databases left by earlier test runs.
 clean-test-dbs:

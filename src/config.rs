@@ -230,6 +230,7 @@ impl Settings {
             .set_default("auth.api_keys", Vec::<String>::new())?
             .set_default("auth.presign_secret", "")?
             .set_default("auth.presign_ttl_secs", 3600)?
+            .set_default("analysis.enabled", true)?
             .set_default("analysis.sample_interval_ms", 1000)?
             .set_default("analysis.full_decode_bytes", 32u64 << 20)?
             .set_default("analysis.max_samples", 7200)?

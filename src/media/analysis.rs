@@ -6,7 +6,10 @@
 //! arrive, or (no slot, or too slow) over the finished file on the `Prober`
 //! threads. Either way the writer never waits for it: when the reader falls
 //! more than `full_decode_bytes` behind the bytes received, the pass skips
-//! ahead, sending only keyframes to the decoder until it has caught up.
+//! ahead, sending only keyframes to the decoder until it has caught up; and
+//! if the upload is complete while it is still that far behind, it stops
+//! there, so finalize never waits for a pass over gigabytes that arrived
+//! faster than they decode. The signature then covers the part sampled.
 //!
 //! Sampling: one frame per `sample_interval_ms` of presentation time, plus
 //! every keyframe that is not within a quarter interval of a sample (encoders
@@ -25,6 +28,9 @@ use std::time::SystemTime;
 /// How the pass samples and how strict it is (`[analysis]` in the config).
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct AnalysisSettings {
+    /// `false`: probe only (headers and a first frame), no frame hashes, so
+    /// no near-duplicates; for ingest machines that must spend no CPU on it.
+    pub enabled: bool,
     /// One sample per this many milliseconds of video.
     pub sample_interval_ms: u64,
     /// Decode every frame while the reader is at most this far behind the
@@ -39,7 +45,13 @@ pub struct AnalysisSettings {
 
 impl Default for AnalysisSettings {
     fn default() -> Self {
-        Self { sample_interval_ms: 1000, full_decode_bytes: 32 << 20, max_samples: 7200, reject_corrupt: true }
+        Self {
+            enabled: true,
+            sample_interval_ms: 1000,
+            full_decode_bytes: 32 << 20,
+            max_samples: 7200,
+            reject_corrupt: true,
+        }
     }
 }
 
@@ -63,6 +75,9 @@ pub struct Analysis {
     pub frames_decoded: u64,
     /// Packets passed over without decoding while the pass was behind.
     pub packets_skipped: u64,
+    /// The pass stopped before the end (sample limit, or too far behind a
+    /// finished upload): the samples cover the start of the video only.
+    pub partial: bool,
     /// When the first bytes arrived (stream analysis only).
     pub first_byte_at: Option<SystemTime>,
     /// When the first sample was hashed.
@@ -70,6 +85,24 @@ pub struct Analysis {
     /// When the last byte arrived (stream analysis only).
     pub bytes_complete_at: Option<SystemTime>,
     pub finished_at: SystemTime,
+}
+
+impl Analysis {
+    /// What a probe alone knows: no samples.
+    pub fn probed(media: MediaInfo) -> Self {
+        Self {
+            media,
+            samples: Vec::new(),
+            keyframes_ms: Vec::new(),
+            frames_decoded: 0,
+            packets_skipped: 0,
+            partial: true,
+            first_byte_at: None,
+            first_hash_at: None,
+            bytes_complete_at: None,
+            finished_at: SystemTime::now(),
+        }
+    }
 }
 
 /// Analyses bytes that may still be arriving. Blocks until the upload ends.
@@ -92,8 +125,12 @@ pub fn analyze_stream(reader: BufferReader, settings: &AnalysisSettings) -> Resu
     let ictx = ffmpeg_next::format::input_from_stream(io, None, None)
         .map_err(|e| ProbeError::NotAVideo(format!("no known container ({e})")))?;
     let limit = settings.full_decode_bytes;
-    let behind_gauge = gauge.clone();
-    let mut analysis = run(ictx, settings, &move || behind_gauge.backlog() > limit)?;
+    let pace_gauge = gauge.clone();
+    let mut analysis = run(ictx, settings, &move || match pace_gauge.backlog() > limit {
+        false => Pace::Full,
+        true if pace_gauge.completed_at().is_some() => Pace::Stop,
+        true => Pace::Skim,
+    })?;
     analysis.first_byte_at = gauge.first_byte_at();
     analysis.bytes_complete_at = gauge.completed_at();
     Ok(analysis)
@@ -103,17 +140,31 @@ pub fn analyze_stream(reader: BufferReader, settings: &AnalysisSettings) -> Resu
 /// only beyond.
 pub fn analyze_file(path: &Path, settings: &AnalysisSettings) -> Result<Analysis, ProbeError> {
     init_ffmpeg();
+    if !settings.enabled {
+        return super::probe::probe_file(path).map(Analysis::probed);
+    }
     let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(u64::MAX);
     let ictx =
         ffmpeg_next::format::input(path).map_err(|e| ProbeError::NotAVideo(format!("no known container ({e})")))?;
-    let skim = size > settings.full_decode_bytes;
-    run(ictx, settings, &move || skim)
+    let pace = if size > settings.full_decode_bytes { Pace::Skim } else { Pace::Full };
+    run(ictx, settings, &move || pace)
+}
+
+/// How the pass keeps up with the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pace {
+    /// Decode every packet.
+    Full,
+    /// Behind: decode keyframes only.
+    Skim,
+    /// Behind, and every byte is there: stop with what is sampled.
+    Stop,
 }
 
 /// Consecutive demuxer errors after which the input is given up on.
 const MAX_READ_ERRORS_IN_A_ROW: usize = 32;
 
-fn run(mut ictx: Input, settings: &AnalysisSettings, behind: &dyn Fn() -> bool) -> Result<Analysis, ProbeError> {
+fn run(mut ictx: Input, settings: &AnalysisSettings, pace: &dyn Fn() -> Pace) -> Result<Analysis, ProbeError> {
     let (media, index) = describe(&ictx)?;
     let stream = ictx.stream(index).expect("described");
     let time_base = rational(stream.time_base()).unwrap_or(1.0 / 90_000.0);
@@ -147,8 +198,10 @@ fn run(mut ictx: Input, settings: &AnalysisSettings, behind: &dyn Fn() -> bool) 
     };
     let (mut keyframes_ms, mut packets, mut skipped) = (Vec::new(), 0u64, 0u64);
     let (mut read_errors, mut errors_in_a_row, mut skimming, mut last_end_ms) = (0u64, 0usize, false, 0u64);
+    let mut stopped = false;
     loop {
         if pass.samples.len() >= settings.max_samples {
+            stopped = true;
             break;
         }
         let mut packet = ffmpeg_next::Packet::empty();
@@ -174,7 +227,12 @@ fn run(mut ictx: Input, settings: &AnalysisSettings, behind: &dyn Fn() -> bool) 
         if packet.is_key() {
             keyframes_ms.push(pts_ms);
         }
-        if !packet.is_key() && (skimming || behind()) {
+        let now = pace();
+        if now == Pace::Stop && pass.frames_decoded > 0 {
+            stopped = true;
+            break;
+        }
+        if !packet.is_key() && (skimming || now != Pace::Full) {
             // Behind: pass over everything up to the next keyframe.
             skimming = true;
             skipped += 1;
@@ -192,8 +250,7 @@ fn run(mut ictx: Input, settings: &AnalysisSettings, behind: &dyn Fn() -> bool) 
     if pass.frames_decoded == 0 {
         return Err(ProbeError::NotAVideo("no video frame could be decoded".into()));
     }
-    let finished = pass.samples.len() < settings.max_samples;
-    if settings.reject_corrupt && skipped == 0 && finished {
+    if settings.reject_corrupt && skipped == 0 && !stopped {
         if read_errors > 0 || pass.decode_errors > 0 {
             return Err(ProbeError::Corrupt(pass.last_error.unwrap_or_else(|| "the stream does not decode".into())));
         }
@@ -219,6 +276,7 @@ fn run(mut ictx: Input, settings: &AnalysisSettings, behind: &dyn Fn() -> bool) 
         keyframes_ms,
         frames_decoded: pass.frames_decoded,
         packets_skipped: skipped,
+        partial: stopped,
         first_byte_at: None,
         first_hash_at: pass.first_hash_at,
         bytes_complete_at: None,
@@ -401,6 +459,23 @@ mod tests {
         let lenient = AnalysisSettings { reject_corrupt: false, ..AnalysisSettings::default() };
         assert!(analyze_file(&cut, &lenient).is_ok());
         assert!(analyze_file(&path, &AnalysisSettings::default()).is_ok());
+    }
+
+    #[test]
+    fn far_behind_a_finished_upload_the_pass_stops_with_what_it_has() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = make(dir.path(), "e.mkv", "testsrc2=size=320x240:rate=25", &["-g", "25"]);
+        let bytes = std::fs::read(&path).unwrap();
+        let mut spool = tempfile::NamedTempFile::new().unwrap();
+        spool.write_all(&bytes).unwrap();
+        let (writer, reader) = streaming_buffer(std::fs::File::open(spool.path()).unwrap(), None);
+        writer.advance(bytes.len() as u64);
+        writer.complete();
+        let tight = AnalysisSettings { full_decode_bytes: 1000, ..AnalysisSettings::default() };
+        let analysis = analyze_stream(reader, &tight).unwrap();
+        assert!(analysis.partial);
+        assert!(analysis.frames_decoded >= 1 && analysis.frames_decoded < 150, "{}", analysis.frames_decoded);
+        assert!(!analysis.samples.is_empty());
     }
 
     #[test]

@@ -134,12 +134,19 @@ impl Committer {
                 }
             }
         };
-        let signature = signature_of(&analysis);
-        let near = {
-            let (index, signature) = (self.near.clone(), signature.clone());
-            tokio::task::spawn_blocking(move || index.find(&signature))
-                .await
-                .map_err(|e| UploadError::Internal(e.to_string()))?
+        if analysis.partial {
+            tracing::info!(samples = analysis.samples.len(), "the analysis covers the start of the video only");
+        }
+        // No samples (analysis disabled): nothing to compare or keep.
+        let signature = (!analysis.samples.is_empty()).then(|| signature_of(&analysis));
+        let near = match signature.clone() {
+            Some(signature) => {
+                let index = self.near.clone();
+                tokio::task::spawn_blocking(move || index.find(&signature))
+                    .await
+                    .map_err(|e| UploadError::Internal(e.to_string()))?
+            }
+            None => None,
         };
         let mut near_duplicate_of = None;
         if let Some(found) = near {
@@ -167,7 +174,7 @@ impl Committer {
             self.repo.reopen_session(id).await?;
             return Err(e);
         }
-        let found = Found { media: analysis.media, signature: Some(signature), near_duplicate_of };
+        let found = Found { media: analysis.media, signature, near_duplicate_of };
         self.record(session, hash, size, found, key).await.map_err(|e| UploadError::CommitInterrupted(e.to_string()))
     }
 
@@ -286,7 +293,7 @@ impl Committer {
             // Renamed but not recorded: analyse what is there and record it.
             (false, Some((size, path))) => match self.prober.send(AnalyzeFile(path)).await? {
                 Ok(analysis) => {
-                    let signature = Some(signature_of(&analysis));
+                    let signature = (!analysis.samples.is_empty()).then(|| signature_of(&analysis));
                     let found = Found { media: analysis.media, signature, near_duplicate_of: None };
                     self.record(session, hash, size, found, key).await.map(Some)
                 }

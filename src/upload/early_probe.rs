@@ -27,6 +27,7 @@ pub struct ProbeSlots {
 
 impl ProbeSlots {
     pub fn new(limit: usize, settings: AnalysisSettings) -> Self {
+        let limit = if settings.enabled { limit } else { 0 };
         Self { running: Arc::new(AtomicUsize::new(0)), limit, settings: Arc::new(settings) }
     }
 

@@ -226,7 +226,12 @@ static FIXTURE_LOCK: Mutex<()> = Mutex::new(());
 /// `large`: 3 s of a noisy 640x360 cellular automaton at high quality, about
 /// 16 MB (visually unlike the others, so no near-duplicate of them).
 pub fn fixture(name: &str) -> Vec<u8> {
-    let dir = std::env::temp_dir().join(format!("vidcache-fixtures-{}-2", env!("CARGO_PKG_VERSION")));
+    std::fs::read(fixture_path(name)).unwrap()
+}
+
+/// Where the fixture `name` is (made first if need be).
+pub fn fixture_path(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vidcache-fixtures-{}-3", env!("CARGO_PKG_VERSION")));
     let path = dir.join(format!("{name}.mp4"));
     let _guard = FIXTURE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     if !path.exists() {
@@ -239,7 +244,7 @@ pub fn fixture(name: &str) -> Vec<u8> {
             }
             "other" => "-f lavfi -i mandelbrot=size=320x240:rate=25 -t 2 -c:v libx264 -pix_fmt yuv420p",
             "large" => {
-                "-f lavfi -i cellauto=size=640x360:rate=25:rule=30,noise=alls=60:allf=t -t 3 \
+                "-f lavfi -i cellauto=size=640x360:rate=25:rule=30:seed=1,noise=alls=60:allf=t:all_seed=1 -t 3 \
                         -c:v libx264 -preset ultrafast -crf 10 -pix_fmt yuv420p -movflags +faststart"
             }
             other => panic!("no fixture called {other}"),
@@ -253,7 +258,7 @@ pub fn fixture(name: &str) -> Vec<u8> {
         assert!(status.success(), "ffmpeg failed to make fixture {name}");
         std::fs::rename(&tmp, &path).unwrap();
     }
-    std::fs::read(&path).unwrap()
+    path
 }
 
 /// Generates a test per backend from one async body taking a `Backend`.

@@ -200,12 +200,7 @@ fn run_client_blocking(program: &str, args: &[String]) -> Value {
 }
 
 fn fixture_path(name: &str) -> String {
-    fixture(name);
-    std::env::temp_dir()
-        .join(format!("vidcache-fixtures-{}", env!("CARGO_PKG_VERSION")))
-        .join(format!("{name}.mp4"))
-        .to_string_lossy()
-        .into_owned()
+    crate::helpers::fixture_path(name).to_string_lossy().into_owned()
 }
 
 fn python() -> String {

@@ -1,0 +1,318 @@
+#!/usr/bin/env python3
+"""Analysis benchmarks for vidcache (issue: StreamingBuffer, perceptual
+near-duplicates, frames API). Every figure is measured beside its reference
+in the same run:
+
+  1. first perceptual hash during a 10 MB/s throttled upload of a 100 MB
+     faststart MP4: the daemon's recorded `first_hash_at` minus the moment
+     the client sent the first byte (goal <= 1 s);
+  2. the cost of the analysis on the upload path: the same 100 MB uploaded
+     at full speed with the analysis on and off (`analysis.enabled`),
+     alternating, end to end (last byte -> ingest result included), plus the
+     daemon's CPU seconds (goal: <= 10% slower);
+  3. 10 frames from a 5-minute 720p video (GOP 250): vidcache's batch
+     endpoint over HTTP against MediaRef's `batch_decode` on the same file
+     and timestamps (goal: >= 2x faster);
+  4. near-duplicate lookup with 1,000,000 signatures in the index
+     (`cargo run --release --example index_bench`): p99 and bytes per
+     signature (goal p99 <= 5 ms);
+  5. precision and recall on the corpus of `tests/corpus.json`: vidcache,
+     videohash 3.0.1 and vpdq 0.2.5.
+
+    python3 tests/bench/analysis_bench.py --binary ~/.cache/vidcache/target/release/vidcache
+"""
+import argparse, http.client, json, os, shutil, statistics, subprocess, sys, time, urllib.request
+from datetime import datetime
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from upload_bench import Daemon, sh  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def ffmpeg(args, out):
+    if not os.path.exists(out):
+        sh(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", *args.split(), out + ".tmp.mp4"])
+        os.rename(out + ".tmp.mp4", out)
+    return out
+
+
+def post_json(base, path, body):
+    req = urllib.request.Request(base + path, data=json.dumps(body).encode(), headers={"content-type": "application/json"})
+    return json.load(urllib.request.urlopen(req))
+
+
+def get_json(base, path):
+    return json.load(urllib.request.urlopen(base + path))
+
+
+def stream_upload(daemon, path, url, rate=None, piece=256 << 10):
+    """Streams `path` with chunked encoding, at `rate` bytes/s if given.
+    Answers (result, time of the first byte sent, seconds in all)."""
+    upload_id = post_json(daemon.base, "/upload/init", {"url": url, "bucket": "bench"})["upload_id"]
+    first = {}
+
+    def body():
+        with open(path, "rb") as f:
+            start = time.time()
+            sent = 0
+            while True:
+                data = f.read(piece)
+                if not data:
+                    return
+                if rate:
+                    wait = start + sent / rate - time.time()
+                    if wait > 0:
+                        time.sleep(wait)
+                first.setdefault("t", time.time())
+                sent += len(data)
+                yield data
+
+    conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=600)
+    t = time.perf_counter()
+    conn.request("POST", f"/upload/{upload_id}", body=body(), headers={"content-type": "application/octet-stream"},
+                 encode_chunked=True)
+    response = conn.getresponse()
+    result = json.loads(response.read())
+    elapsed = time.perf_counter() - t
+    assert response.status == 200, result
+    return result, first["t"], elapsed
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def iso(ts):
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+
+def first_hash(binary, work, size_mb):
+    src = ffmpeg(f"-f lavfi -i testsrc2=size=1280x720:rate=25,noise=alls=12:allf=t:all_seed=1 -t 60 -c:v libx264 "
+                 f"-preset ultrafast -b:v {size_mb * 8 * 1000 // 60}k -pix_fmt yuv420p -movflags +faststart",
+                 os.path.join(work, f"fast-{size_mb}mb.mp4"))
+    daemon = Daemon(binary, os.path.join(work, "store-first"))
+    try:
+        result, t0, elapsed = stream_upload(daemon, src, "https://bench.test/throttled", rate=10_000_000)
+        meta = get_json(daemon.base, f"/meta/{result['hash']}")
+        a = meta["analysis"]
+        return {
+            "size_mb": round(os.path.getsize(src) / 1e6, 1),
+            "upload_s": round(elapsed, 2),
+            "first_hash_after_first_byte_s": round(iso(a["first_hash_at"]) - t0, 3),
+            "last_byte_after_first_byte_s": round(iso(a["bytes_complete_at"]) - t0, 3),
+            "samples": a["samples"],
+            "packets_skipped": a["packets_skipped"],
+        }
+    finally:
+        daemon.stop()
+
+
+def overhead(binary, work, rounds):
+    src = os.path.join(work, "fast-100mb.mp4")
+    runs = {"on": [], "off": []}
+    cpu = {"on": [], "off": []}
+    for r in range(rounds):
+        for mode in ("on", "off"):
+            root = os.path.join(work, f"store-overhead-{mode}")
+            shutil.rmtree(root, ignore_errors=True)
+            os.environ["VIDCACHE__ANALYSIS__ENABLED"] = "true" if mode == "on" else "false"
+            daemon = Daemon(binary, root)
+            os.environ.pop("VIDCACHE__ANALYSIS__ENABLED")
+            try:
+                before = cpu_seconds(daemon.proc.pid)
+                result, _, elapsed = stream_upload(daemon, src, f"https://bench.test/{mode}/{r}")
+                assert result["status"] == "new", result
+                runs[mode].append(os.path.getsize(src) / elapsed / 1e6)
+                cpu[mode].append(cpu_seconds(daemon.proc.pid) - before)
+            finally:
+                daemon.stop()
+    on, off = statistics.median(runs["on"]), statistics.median(runs["off"])
+    return {"MB/s with analysis": [round(x) for x in runs["on"]], "MB/s without": [round(x) for x in runs["off"]],
+            "CPU s with": [round(x, 2) for x in cpu["on"]], "CPU s without": [round(x, 2) for x in cpu["off"]],
+            "slowdown": round(1 - on / off, 3)}
+
+
+def frames(binary, work):
+    src = ffmpeg("-f lavfi -i testsrc2=size=1280x720:rate=25 -t 300 -c:v libx264 -preset ultrafast -g 250 "
+                 "-pix_fmt yuv420p -movflags +faststart", os.path.join(work, "five-minutes-720p.mp4"))
+    times_ns = [int(t * 1e9) for t in (7.3, 33.1, 61.0, 98.6, 131.2, 170.4, 199.9, 233.3, 262.7, 291.5)]
+    daemon = Daemon(binary, os.path.join(work, "store-frames"))
+    try:
+        result, _, _ = stream_upload(daemon, src, "https://bench.test/frames")
+        h = result["hash"]
+        vid, ref = [], []
+        for _ in range(3):
+            t = time.perf_counter()
+            req = urllib.request.Request(f"{daemon.base}/video/{h}/frames", method="POST",
+                                         data=json.dumps({"pts_ns": times_ns, "format": "jpeg"}).encode(),
+                                         headers={"content-type": "application/json"})
+            body = urllib.request.urlopen(req).read()
+            vid.append(time.perf_counter() - t)
+            assert len(body) > 10_000
+            t = time.perf_counter()
+            out = subprocess.run([sys.executable, "-c", MEDIAREF, src, json.dumps(times_ns)], check=True,
+                                 capture_output=True, text=True)
+            ref.append(float(out.stdout.strip().splitlines()[-1]))
+        v, m = statistics.median(vid), statistics.median(ref)
+        return {"vidcache batch s": [round(x, 3) for x in vid], "mediaref batch_decode s": [round(x, 3) for x in ref],
+                "speedup": round(m / v, 1)}
+    finally:
+        daemon.stop()
+
+
+# MediaRef in its own process (imports excluded from the timing).
+MEDIAREF = """
+import json, sys, time
+from mediaref import MediaRef, batch_decode
+src, times = sys.argv[1], json.loads(sys.argv[2])
+t = time.perf_counter()
+frames = batch_decode([MediaRef(uri=src, pts_ns=n) for n in times])
+assert len(frames) == len(times)
+print(time.perf_counter() - t)
+"""
+
+
+def index_bench():
+    out = subprocess.run(["cargo", "run", "-q", "--release", "--example", "index_bench"], cwd=ROOT, check=True,
+                         capture_output=True, text=True)
+    return out.stdout.strip().splitlines()
+
+
+def corpus(work):
+    with open(os.path.join(ROOT, "tests", "corpus.json")) as f:
+        definition = json.load(f)
+    d = os.path.join(work, "corpus")
+    os.makedirs(d, exist_ok=True)
+    videos = []
+    for s in definition["sources"]:
+        src = ffmpeg(f"-f lavfi -i {s['lavfi']} {definition['source_args']}", os.path.join(d, f"{s['name']}.mp4"))
+        videos.append((s["name"], "source", src))
+    for s in definition["sources"]:
+        src = os.path.join(d, f"{s['name']}.mp4")
+        for t in definition["transforms"]:
+            out = os.path.join(d, f"{s['name']}-{t['name']}.mp4")
+            if not os.path.exists(out):
+                sh(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-i", src, *t["args"].split(), out + ".tmp.mp4"])
+                os.rename(out + ".tmp.mp4", out)
+            videos.append((s["name"], t["name"], out))
+    return videos
+
+
+def score(decisions):
+    """decisions: (family, variant, matched family or None) in upload order."""
+    tp = fp = fn = 0
+    for family, variant, found in decisions:
+        if variant == "source":
+            fp += found is not None
+        elif found == family:
+            tp += 1
+        else:
+            fn += 1
+            fp += found is not None
+    return {"precision": round(tp / max(tp + fp, 1), 3), "recall": round(tp / max(tp + fn, 1), 3),
+            "missed": [f"{f}/{v}" for f, v, m in decisions if v != "source" and m != f],
+            "false": [f"{f}/{v}->{m}" for f, v, m in decisions if m is not None and m != f]}
+
+
+def dedup_vidcache(binary, work, videos):
+    os.environ["VIDCACHE__DEDUP__NEAR_DUPLICATE"] = "keep"
+    root = os.path.join(work, "store-corpus")
+    shutil.rmtree(root, ignore_errors=True)
+    daemon = Daemon(binary, root)
+    os.environ.pop("VIDCACHE__DEDUP__NEAR_DUPLICATE")
+    try:
+        family_of, decisions = {}, []
+        t = time.perf_counter()
+        for family, variant, path in videos:
+            result, _, _ = stream_upload(daemon, path, f"https://corpus.test/{family}/{variant}")
+            family_of[result["hash"]] = family
+            near = result.get("near_duplicate_of")
+            decisions.append((family, variant, family_of.get(near) if near else None))
+        return score(decisions), time.perf_counter() - t
+    finally:
+        daemon.stop()
+
+
+def dedup_videohash(videos):
+    import PIL.Image
+    if not hasattr(PIL.Image, "ANTIALIAS"):
+        PIL.Image.ANTIALIAS = PIL.Image.LANCZOS  # videohash 3.0.1 predates Pillow 10
+    from videohash import VideoHash
+    seen, decisions = [], []
+    t = time.perf_counter()
+    for family, variant, path in videos:
+        h = VideoHash(path=path)
+        best = min(((h - other, fam) for other, fam in seen), default=(99, None))
+        decisions.append((family, variant, best[1] if best[0] <= 15 else None))  # videohash's is_similar: <= 15 bits
+        seen.append((h, family))
+    return score(decisions), time.perf_counter() - t
+
+
+def dedup_vpdq(videos):
+    import vpdq
+    seen, decisions = [], []
+    t = time.perf_counter()
+
+    def match(q, c, distance=31, quality=50):
+        # vpdq's reference rule: the share of each side's good frames within
+        # `distance` of some frame of the other; both >= 80% is a match.
+        q = [f for f in q if f.quality >= quality]
+        c = [f for f in c if f.quality >= quality]
+        if not q or not c:
+            return 0.0, 0.0
+        qm = sum(any(a.hamming_distance(b) <= distance for b in c) for a in q) / len(q)
+        cm = sum(any(a.hamming_distance(b) <= distance for b in q) for a in c) / len(c)
+        return qm, cm
+
+    for family, variant, path in videos:
+        features = vpdq.computeHash(path)
+        found = None
+        for other, fam in seen:
+            qm, cm = match(features, other)
+            if qm >= 0.8 and cm >= 0.8:
+                found = fam
+                break
+        decisions.append((family, variant, found))
+        seen.append((features, family))
+    return score(decisions), time.perf_counter() - t
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--binary", required=True)
+    ap.add_argument("--dir", default="bench-out/analysis")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--only", default="first,overhead,frames,index,dedup")
+    args = ap.parse_args()
+    os.makedirs(args.dir, exist_ok=True)
+    binary = os.path.abspath(args.binary)
+    only = args.only.split(",")
+    report = {}
+    if "first" in only or "overhead" in only:
+        report["first perceptual hash, 10 MB/s upload"] = first_hash(binary, args.dir, 100)
+        print(json.dumps(report, indent=2), flush=True)
+    if "overhead" in only:
+        report["analysis on the upload path"] = overhead(binary, args.dir, args.rounds)
+        print(json.dumps(report, indent=2), flush=True)
+    if "frames" in only:
+        report["10 frames from 5 min of 720p"] = frames(binary, args.dir)
+        print(json.dumps(report, indent=2), flush=True)
+    if "index" in only:
+        report["index, 1,000,000 signatures"] = index_bench()
+        print(json.dumps(report, indent=2), flush=True)
+    if "dedup" in only:
+        videos = corpus(args.dir)
+        for name, run in (("vidcache", lambda: dedup_vidcache(binary, args.dir, videos)),
+                          ("videohash 3.0.1", lambda: dedup_videohash(videos)),
+                          ("vpdq 0.2.5", lambda: dedup_vpdq(videos))):
+            result, seconds = run()
+            report[f"corpus ({len(videos)} videos): {name}"] = {**result, "seconds": round(seconds, 1)}
+            print(json.dumps(report, indent=2), flush=True)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
