@@ -78,6 +78,9 @@ pub struct Analysis {
     /// The pass stopped before the end (sample limit, or too far behind a
     /// finished upload): the samples cover the start of the video only.
     pub partial: bool,
+    /// A 320-pixel-wide JPEG of the frame a tenth into the video (at most
+    /// 1 s in), the video's thumbnail.
+    pub thumbnail: Option<Vec<u8>>,
     /// When the first bytes arrived (stream analysis only).
     pub first_byte_at: Option<SystemTime>,
     /// When the first sample was hashed.
@@ -97,6 +100,7 @@ impl Analysis {
             frames_decoded: 0,
             packets_skipped: 0,
             partial: true,
+            thumbnail: None,
             first_byte_at: None,
             first_hash_at: None,
             bytes_complete_at: None,
@@ -195,6 +199,8 @@ fn run(mut ictx: Input, settings: &AnalysisSettings, pace: &dyn Fn() -> Pace) ->
         decode_errors: 0,
         first_hash_at: None,
         last_error: None,
+        thumbnail_at_ms: media.duration_s.map_or(0, |d| ((d * 100.0) as u64).min(1000)),
+        thumbnail: None,
     };
     let (mut keyframes_ms, mut packets, mut skipped) = (Vec::new(), 0u64, 0u64);
     let (mut read_errors, mut errors_in_a_row, mut skimming, mut last_end_ms) = (0u64, 0usize, false, 0u64);
@@ -277,6 +283,7 @@ fn run(mut ictx: Input, settings: &AnalysisSettings, pace: &dyn Fn() -> Pace) ->
         frames_decoded: pass.frames_decoded,
         packets_skipped: skipped,
         partial: stopped,
+        thumbnail: pass.thumbnail.and_then(|t| t.1),
         first_byte_at: None,
         first_hash_at: pass.first_hash_at,
         bytes_complete_at: None,
@@ -297,6 +304,9 @@ struct Pass<'a> {
     decode_errors: u64,
     first_hash_at: Option<SystemTime>,
     last_error: Option<String>,
+    thumbnail_at_ms: u64,
+    /// Set once the thumbnail's frame went by (with its JPEG if it encoded).
+    thumbnail: Option<(u64, Option<Vec<u8>>)>,
 }
 
 impl Pass<'_> {
@@ -338,6 +348,10 @@ impl Pass<'_> {
                 self.last_error = Some("a frame decodes with errors".into());
             }
             let pts_ms = frame.timestamp().or(frame.pts()).map(|t| self.ms(t)).unwrap_or(0);
+            if self.thumbnail.is_none() && pts_ms >= self.thumbnail_at_ms {
+                let mut encoder = super::frames::Encoder::new(super::frames::ImageFormat::Jpeg, Some(THUMBNAIL_WIDTH));
+                self.thumbnail = Some((pts_ms, encoder.encode(&frame).ok()));
+            }
             let interval = self.settings.sample_interval_ms.max(1);
             let by_clock = pts_ms >= self.next_due_ms;
             let scene = frame.is_key() && self.last_sample_ms.is_none_or(|last| pts_ms >= last + interval / 4);
@@ -363,6 +377,9 @@ struct Hasher {
 }
 
 const SIDE: u32 = 32;
+
+/// Width of the thumbnail, in pixels.
+pub const THUMBNAIL_WIDTH: u32 = 320;
 
 impl Hasher {
     fn hash(&mut self, frame: &ffmpeg_next::frame::Video) -> Option<FrameHash> {

@@ -79,7 +79,7 @@ pub fn grab_frames(req: &GrabFrames) -> Result<Vec<Vec<u8>>, FrameError> {
     let mut order: Vec<usize> = (0..req.pts_ns.len()).collect();
     order.sort_by_key(|&i| req.pts_ns[i]);
     let mut out = vec![Vec::new(); req.pts_ns.len()];
-    let mut encoder = Encoder { scaler: None, format: req.format, width: req.width };
+    let mut encoder = Encoder::new(req.format, req.width);
     for i in order {
         let frame = cursor.frame_at(req.pts_ns[i])?;
         out[i] = encoder.encode(&frame)?;
@@ -191,14 +191,19 @@ impl Cursor {
     }
 }
 
-struct Encoder {
+/// Frames to PNG or JPEG bytes, scaled to a width (aspect kept).
+pub(crate) struct Encoder {
     scaler: Option<(scaling::Context, (Pixel, u32, u32))>,
     format: ImageFormat,
     width: Option<u32>,
 }
 
 impl Encoder {
-    fn encode(&mut self, frame: &Video) -> Result<Vec<u8>, FrameError> {
+    pub(crate) fn new(format: ImageFormat, width: Option<u32>) -> Self {
+        Self { scaler: None, format, width }
+    }
+
+    pub(crate) fn encode(&mut self, frame: &Video) -> Result<Vec<u8>, FrameError> {
         let (fw, fh) = (frame.width(), frame.height());
         let w = self.width.unwrap_or(fw).max(2);
         let h = ((u64::from(w) * u64::from(fh) / u64::from(fw.max(1))) as u32).max(2);

@@ -142,12 +142,10 @@ pub async fn batch(
     Ok(HttpResponse::Ok().content_type(format!("multipart/mixed; boundary={boundary}")).body(out))
 }
 
-/// Width of the thumbnail, in pixels.
-const THUMBNAIL_WIDTH: u32 = 320;
-
 /// `GET /media/{hash}/thumbnail.jpg`: a frame from early in the video (a
-/// tenth in, at most 1 s), made on first request and kept with the video's
-/// derived media (published by rename, so a half-written one is never served).
+/// tenth in, at most 1 s). The analysis of an upload makes it; for a video
+/// without one it is made on first request. Kept with the video's derived
+/// media (published by rename, so a half-written one is never served).
 pub async fn thumbnail(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let hash = ContentHash::parse(&path)?;
     let video = state
@@ -165,19 +163,12 @@ pub async fn thumbnail(state: web::Data<AppState>, path: web::Path<String>) -> R
         None => {
             let at_s = video.duration_s.map_or(0.0, |d| (d / 10.0).min(1.0));
             let pts_ns = (at_s * 1e9) as i64;
-            let bytes = grab(&state, &video.hash, vec![pts_ns], ImageFormat::Jpeg, Some(THUMBNAIL_WIDTH))
+            let bytes = grab(&state, &video.hash, vec![pts_ns], ImageFormat::Jpeg, Some(crate::media::analysis::THUMBNAIL_WIDTH))
                 .await?
                 .pop()
                 .unwrap_or_default();
-            let (file, keep) = (file.clone(), bytes.clone());
-            let written = web::block(move || -> std::io::Result<()> {
-                let dir = file.parent().expect("derived files live in a directory");
-                std::fs::create_dir_all(dir)?;
-                let tmp = dir.join(format!(".thumbnail.{}.tmp", crate::domain::UploadId::generate()));
-                std::fs::write(&tmp, &keep)?;
-                std::fs::rename(&tmp, &file)
-            })
-            .await;
+            let (store, keep) = (state.store.clone(), bytes.clone());
+            let written = web::block(move || store.put_derived(&hash, "thumbnail.jpg", &keep)).await;
             if let Ok(Err(e)) = written {
                 tracing::warn!(error = %e, "could not keep a thumbnail");
             }

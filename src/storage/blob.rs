@@ -39,6 +39,14 @@ pub trait Store: Send + Sync + 'static {
     fn check_writable(&self) -> io::Result<()>;
     /// Where media derived from a video (thumbnail, later renditions) live.
     fn derived_dir(&self, hash: &ContentHash) -> PathBuf;
+    /// Publishes a derived file by rename: readers see all of it or none.
+    fn put_derived(&self, hash: &ContentHash, name: &str, bytes: &[u8]) -> io::Result<()> {
+        let dir = self.derived_dir(hash);
+        fs::create_dir_all(&dir)?;
+        let tmp = dir.join(format!(".{name}.{}.tmp", UploadId::generate()));
+        fs::write(&tmp, bytes)?;
+        fs::rename(&tmp, dir.join(name))
+    }
     /// Removes everything derived from a video; a missing one is not an error.
     fn delete_derived(&self, hash: &ContentHash) -> io::Result<()>;
 }

@@ -174,8 +174,17 @@ impl Committer {
             self.repo.reopen_session(id).await?;
             return Err(e);
         }
+        let thumbnail = analysis.thumbnail;
         let found = Found { media: analysis.media, signature, near_duplicate_of };
-        self.record(session, hash, size, found, key).await.map_err(|e| UploadError::CommitInterrupted(e.to_string()))
+        let result =
+            self.record(session, hash, size, found, key).await.map_err(|e| UploadError::CommitInterrupted(e.to_string()))?;
+        if let (IngestStatus::New, Some(jpeg)) = (result.status, thumbnail) {
+            let store = self.store.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.put_derived(&hash, "thumbnail.jpg", &jpeg)).await {
+                tracing::warn!(error = %e, "could not keep the thumbnail");
+            }
+        }
+        Ok(result)
     }
 
     /// With the object in place: records it, or settles as a duplicate if

@@ -101,15 +101,21 @@ async fn a_thumbnail_is_made_once_and_goes_with_the_video(backend: Backend) {
     let meta = app.get_json(&format!("/meta/{hash}")).await;
     let url = meta["thumbnail_url"].as_str().expect("meta names the thumbnail").to_owned();
     assert_eq!(url, format!("/media/{hash}/thumbnail.jpg"));
+    let kept = app.root.join(".media").join(&hash).join("thumbnail.jpg");
+    assert!(kept.exists(), "the analysis made the thumbnail while the upload arrived");
     let first = app.client.get(app.url(&url)).send().await.unwrap();
     assert_eq!(first.status(), 200);
     assert_eq!(first.headers()["content-type"], "image/jpeg");
     let first = first.bytes().await.unwrap();
     assert_eq!(decode(&first).dimensions(), (320, 180));
-    let kept = app.root.join(".media").join(&hash).join("thumbnail.jpg");
     assert_eq!(std::fs::read(&kept).unwrap(), first.as_ref(), "kept for the next request");
     let second = app.client.get(app.url(&url)).send().await.unwrap().bytes().await.unwrap();
     assert_eq!(second, first);
+    // Without one (an older video, the analysis off), the first request makes it.
+    std::fs::remove_file(&kept).unwrap();
+    let made = app.client.get(app.url(&url)).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(decode(&made).dimensions(), (320, 180));
+    assert!(kept.exists());
 
     assert_eq!(app.client.delete(app.url(&format!("/video/{hash}"))).send().await.unwrap().status(), 204);
     assert!(!kept.exists(), "derived media go with the video");
