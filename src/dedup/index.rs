@@ -1,10 +1,18 @@
 //! `FrameIndex`: every stored video's frame hashes, searchable by Hamming
 //! distance without looking at every frame. Multi-index hashing: the 64 bits
-//! are cut into four 16-bit blocks, each with a table from block value to
-//! frames. Two hashes within distance `r` agree to within `r / 4` bits on at
-//! least one block (pigeonhole), so a query looks up, in each table, every
-//! value within `r / 4` bits of its own block (137 values per table for
-//! r = 10) and checks the few frames found there in full.
+//! are cut into four 16-bit blocks, each with a table of 65,536 buckets from
+//! block value to the frames (hash inline, so a bucket is one contiguous
+//! scan). Two hashes within distance `r` agree to within `r / 4` bits on at
+//! least one block (pigeonhole), so a query scans, in each table, the
+//! buckets within `r / 4` bits of its own block.
+//!
+//! A video query does not need every near frame, only every near video: it
+//! scans, for each of its frames, the buckets within one bit of each block
+//! (17 a table) and counts the stored frames there within the rule's
+//! distance as hits for their video. A frame within 7 bits is always found
+//! that way (pigeonhole); one 13 bits away about half the time, so a copy
+//! with a few such frames is still found. The videos hit most are then
+//! compared frame by frame with the full rule.
 
 use super::FrameHash;
 use crate::domain::ContentHash;
@@ -42,28 +50,45 @@ pub struct MatchRule {
     pub min_duration_ratio: f64,
 }
 
+/// Bits per block in which a video query's buckets may differ.
+const CANDIDATE_BLOCK_BITS: u32 = 1;
+/// Candidate videos compared in full per query, the most often hit first.
+const MAX_CANDIDATES: usize = 64;
+
 struct Video {
     hash: ContentHash,
+    /// Its frames are `entries[first..first + frames]`, in time order.
+    first: u32,
     frames: u32,
     duration_ms: u64,
 }
 
 const BLOCKS: usize = 4;
 
-/// One stored frame: its hash, its video's slot and its position there.
+/// One stored frame: its hash and its video's slot.
 #[derive(Clone, Copy)]
 struct Entry {
     hash: u64,
     slot: u32,
-    pos: u32,
 }
 
-#[derive(Default)]
 pub struct FrameIndex {
     entries: Vec<Entry>,
-    tables: [HashMap<u16, Vec<u32>>; BLOCKS],
+    /// Per block: 65,536 buckets of (frame hash, entry id).
+    tables: Vec<Vec<Vec<(u64, u32)>>>,
     videos: Vec<Option<Video>>,
     slots: HashMap<ContentHash, u32>,
+}
+
+impl Default for FrameIndex {
+    fn default() -> Self {
+        Self {
+            entries: Vec::new(),
+            tables: (0..BLOCKS).map(|_| vec![Vec::new(); 1 << 16]).collect(),
+            videos: Vec::new(),
+            slots: HashMap::new(),
+        }
+    }
 }
 
 fn block(hash: u64, i: usize) -> u16 {
@@ -109,15 +134,16 @@ impl FrameIndex {
         let slot = self.videos.len() as u32;
         self.videos.push(Some(Video {
             hash: frames.video,
+            first: self.entries.len() as u32,
             frames: frames.hashes.len() as u32,
             duration_ms: frames.duration_ms,
         }));
         self.slots.insert(frames.video, slot);
-        for (pos, hash) in frames.hashes.iter().enumerate() {
+        for hash in &frames.hashes {
             let id = self.entries.len() as u32;
-            self.entries.push(Entry { hash: hash.0, slot, pos: pos as u32 });
+            self.entries.push(Entry { hash: hash.0, slot });
             for (i, table) in self.tables.iter_mut().enumerate() {
-                table.entry(block(hash.0, i)).or_default().push(id);
+                table[usize::from(block(hash.0, i))].push((hash.0, id));
             }
         }
     }
@@ -130,34 +156,38 @@ impl FrameIndex {
         }
     }
 
-    /// Every live (video, frame position, distance) within `max` of `hash`.
-    pub fn within(&self, hash: FrameHash, max: u32) -> Vec<(ContentHash, u32, u32)> {
-        let mut out = Vec::new();
-        let k = max / BLOCKS as u32;
+    /// Calls `hit(entry id, distance)` once for every stored frame within
+    /// `max` of `hash` that agrees with it to within `k` bits on some block,
+    /// live or not. With `k = max / 4`, that is every frame within `max`.
+    fn scan(&self, hash: u64, max: u32, k: u32, mut hit: impl FnMut(u32, u32)) {
         let mut values = Vec::new();
         for (i, table) in self.tables.iter().enumerate() {
-            neighbours(block(hash.0, i), k, &mut values);
-            for value in &values {
-                let Some(ids) = table.get(value) else { continue };
-                for &id in ids {
-                    let entry = self.entries[id as usize];
-                    // Found through an earlier block already?
-                    let earlier = (0..i).any(|j| {
-                        u32::from((block(entry.hash, j) ^ block(hash.0, j)).count_ones() as u16) <= k
-                    });
-                    if earlier {
-                        continue;
-                    }
-                    let d = (entry.hash ^ hash.0).count_ones();
+            neighbours(block(hash, i), k, &mut values);
+            for &value in &values {
+                for &(stored, id) in &table[usize::from(value)] {
+                    let d = (stored ^ hash).count_ones();
                     if d > max {
                         continue;
                     }
-                    if let Some(video) = &self.videos[entry.slot as usize] {
-                        out.push((video.hash, entry.pos, d));
+                    // Found through an earlier block already?
+                    let earlier = (0..i).any(|j| (block(stored, j) ^ block(hash, j)).count_ones() <= k);
+                    if !earlier {
+                        hit(id, d);
                     }
                 }
             }
         }
+    }
+
+    /// Every live (video, frame position, distance) within `max` of `hash`.
+    pub fn within(&self, hash: FrameHash, max: u32) -> Vec<(ContentHash, u32, u32)> {
+        let mut out = Vec::new();
+        self.scan(hash.0, max, max / BLOCKS as u32, |id, d| {
+            let entry = self.entries[id as usize];
+            if let Some(video) = &self.videos[entry.slot as usize] {
+                out.push((video.hash, id - video.first, d));
+            }
+        });
         out
     }
 
@@ -170,26 +200,39 @@ impl FrameIndex {
         if frames.is_empty() {
             return None;
         }
-        // Per candidate video: for each new frame, its best (position, distance).
-        let mut per_video: HashMap<ContentHash, Vec<Option<(u32, u32)>>> = HashMap::new();
-        for (i, &hash) in frames.iter().enumerate() {
-            for (video, pos, d) in self.within(hash, rule.max_frame_distance) {
-                let slots = per_video.entry(video).or_insert_with(|| vec![None; frames.len()]);
-                if slots[i].is_none_or(|(_, best)| d < best) {
-                    slots[i] = Some((pos, d));
-                }
-            }
+        // Candidates: stored videos with frames near ours.
+        let (max, k) = (rule.max_frame_distance, CANDIDATE_BLOCK_BITS.min(rule.max_frame_distance / BLOCKS as u32));
+        let mut hits: HashMap<u32, u32> = HashMap::new();
+        for hash in frames {
+            self.scan(hash.0, max, k, |id, _| {
+                *hits.entry(self.entries[id as usize].slot).or_default() += 1;
+            });
         }
+        let mut candidates: Vec<(u32, u32)> = hits.into_iter().collect();
+        candidates.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        candidates.truncate(MAX_CANDIDATES);
+
         let mut best: Option<NearMatch> = None;
-        for (video, matches) in per_video {
-            let Some(stored) = self.slots.get(&video).and_then(|&s| self.videos[s as usize].as_ref()) else {
-                continue;
-            };
+        for (slot, _) in candidates {
+            let Some(stored) = &self.videos[slot as usize] else { continue };
             let (short, long) = (duration_ms.min(stored.duration_ms), duration_ms.max(stored.duration_ms));
             if short > 0 && (short as f64) < rule.min_duration_ratio * long as f64 {
                 continue;
             }
-            let shorter = frames.len().min(stored.frames as usize).max(1);
+            let theirs = &self.entries[stored.first as usize..(stored.first + stored.frames) as usize];
+            // For each of our frames, its nearest frame of theirs within the rule.
+            let matches: Vec<Option<(u32, u32)>> = frames
+                .iter()
+                .map(|ours| {
+                    theirs
+                        .iter()
+                        .enumerate()
+                        .map(|(pos, e)| (pos as u32, (e.hash ^ ours.0).count_ones()))
+                        .filter(|&(_, d)| d <= rule.max_frame_distance)
+                        .min_by_key(|&(pos, d)| (d, pos))
+                })
+                .collect();
+            let shorter = frames.len().min(theirs.len()).max(1);
             let chain = longest_ordered_chain(&matches);
             let share = chain.len() as f64 / shorter as f64;
             if share < rule.min_matched_share || chain.len() < rule.min_matched_frames.min(shorter) {
@@ -200,7 +243,7 @@ impl FrameIndex {
             let distance = distances[distances.len() / 2];
             let better = best.as_ref().is_none_or(|b| share > b.share || (share == b.share && distance < b.distance));
             if better {
-                best = Some(NearMatch { video, distance, share: share.min(1.0) });
+                best = Some(NearMatch { video: stored.hash, distance, share: share.min(1.0) });
             }
         }
         best
