@@ -6,10 +6,12 @@
 //! arrive, or (no slot, or too slow) over the finished file on the `Prober`
 //! threads. Either way the writer never waits for it: when the reader falls
 //! more than `full_decode_bytes` behind the bytes received, the pass skips
-//! ahead, sending only keyframes to the decoder until it has caught up; and
-//! if the upload is complete while it is still that far behind, it stops
-//! there, so finalize never waits for a pass over gigabytes that arrived
-//! faster than they decode. The signature then covers the part sampled.
+//! ahead, sending only keyframes to the decoder until it has caught up. Once
+//! the upload is complete (finalize is waiting), it decodes in full only the
+//! last eighth of that, skims a longer tail, and stops at once if still
+//! further behind: finalize never waits for a pass over gigabytes that
+//! arrived faster than they decode. The signature then covers the part
+//! sampled.
 //!
 //! Sampling: one frame per `sample_interval_ms` of presentation time, plus
 //! every keyframe that is not within a quarter interval of a sample (encoders
@@ -130,10 +132,17 @@ pub fn analyze_stream(reader: BufferReader, settings: &AnalysisSettings) -> Resu
         .map_err(|e| ProbeError::NotAVideo(format!("no known container ({e})")))?;
     let limit = settings.full_decode_bytes;
     let pace_gauge = gauge.clone();
-    let mut analysis = run(ictx, settings, &move || match pace_gauge.backlog() > limit {
-        false => Pace::Full,
-        true if pace_gauge.completed_at().is_some() => Pace::Stop,
-        true => Pace::Skim,
+    let mut analysis = run(ictx, settings, &move || {
+        let backlog = pace_gauge.backlog();
+        match pace_gauge.completed_at() {
+            None if backlog > limit => Pace::Skim,
+            None => Pace::Full,
+            // Every byte is there: finalize is waiting. Decode in full only
+            // a tail that decodes quickly, skim a longer one, stop if far behind.
+            Some(_) if backlog > limit => Pace::Stop,
+            Some(_) if backlog > limit / 8 => Pace::Skim,
+            Some(_) => Pace::Full,
+        }
     })?;
     analysis.first_byte_at = gauge.first_byte_at();
     analysis.bytes_complete_at = gauge.completed_at();
@@ -201,6 +210,7 @@ fn run(mut ictx: Input, settings: &AnalysisSettings, pace: &dyn Fn() -> Pace) ->
         last_error: None,
         thumbnail_at_ms: media.duration_s.map_or(0, |d| ((d * 100.0) as u64).min(1000)),
         thumbnail: None,
+        thumbnail_fallback: None,
     };
     let (mut keyframes_ms, mut packets, mut skipped) = (Vec::new(), 0u64, 0u64);
     let (mut read_errors, mut errors_in_a_row, mut skimming, mut last_end_ms) = (0u64, 0usize, false, 0u64);
@@ -283,7 +293,10 @@ fn run(mut ictx: Input, settings: &AnalysisSettings, pace: &dyn Fn() -> Pace) ->
         frames_decoded: pass.frames_decoded,
         packets_skipped: skipped,
         partial: stopped,
-        thumbnail: pass.thumbnail.and_then(|t| t.1),
+        thumbnail: match pass.thumbnail {
+            Some((_, jpeg)) => jpeg,
+            None => pass.thumbnail_fallback.as_ref().and_then(thumbnail_of),
+        },
         first_byte_at: None,
         first_hash_at: pass.first_hash_at,
         bytes_complete_at: None,
@@ -307,6 +320,11 @@ struct Pass<'a> {
     thumbnail_at_ms: u64,
     /// Set once the thumbnail's frame went by (with its JPEG if it encoded).
     thumbnail: Option<(u64, Option<Vec<u8>>)>,
+    thumbnail_fallback: Option<ffmpeg_next::frame::Video>,
+}
+
+fn thumbnail_of(frame: &ffmpeg_next::frame::Video) -> Option<Vec<u8>> {
+    super::frames::Encoder::new(super::frames::ImageFormat::Jpeg, Some(THUMBNAIL_WIDTH)).encode(frame).ok()
 }
 
 impl Pass<'_> {
@@ -348,9 +366,14 @@ impl Pass<'_> {
                 self.last_error = Some("a frame decodes with errors".into());
             }
             let pts_ms = frame.timestamp().or(frame.pts()).map(|t| self.ms(t)).unwrap_or(0);
-            if self.thumbnail.is_none() && pts_ms >= self.thumbnail_at_ms {
-                let mut encoder = super::frames::Encoder::new(super::frames::ImageFormat::Jpeg, Some(THUMBNAIL_WIDTH));
-                self.thumbnail = Some((pts_ms, encoder.encode(&frame).ok()));
+            if self.thumbnail.is_none() {
+                if pts_ms >= self.thumbnail_at_ms {
+                    self.thumbnail = Some((pts_ms, thumbnail_of(&frame)));
+                } else {
+                    // Skimming may pass the thumbnail's time without a frame
+                    // there: the last frame before it will do.
+                    self.thumbnail_fallback = Some(frame.clone());
+                }
             }
             let interval = self.settings.sample_interval_ms.max(1);
             let by_clock = pts_ms >= self.next_due_ms;

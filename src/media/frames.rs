@@ -2,7 +2,11 @@
 //! in one pass. Requests are sorted by time; the decoder seeks (to the
 //! keyframe before a time) only when the next time is behind it or far
 //! ahead, and otherwise decodes forward, so a batch costs about one pass
-//! over the blocks it touches. Runs on the `FrameGrabber` threads.
+//! over the blocks it touches. Frames before a target that no other frame
+//! references (B-frames, mostly) are not decoded at all. A batch over a long
+//! video is split by time between up to `MAX_WORKERS` decoders on threads of
+//! their own, each with its own file handle. Runs on the `FrameGrabber`
+//! threads.
 
 use super::probe::init_ffmpeg;
 use actix::{Actor, Handler, Message, SyncContext};
@@ -68,6 +72,9 @@ fn undecodable(e: impl std::fmt::Display) -> FrameError {
     FrameError::Undecodable(e.to_string())
 }
 
+/// Decoders one batch may use at once.
+const MAX_WORKERS: usize = 2;
+
 pub fn grab_frames(req: &GrabFrames) -> Result<Vec<Vec<u8>>, FrameError> {
     init_ffmpeg();
     let ictx = ffmpeg_next::format::input(&req.path).map_err(undecodable)?;
@@ -75,17 +82,55 @@ pub fn grab_frames(req: &GrabFrames) -> Result<Vec<Vec<u8>>, FrameError> {
     if let Some(&pts_ns) = req.pts_ns.iter().find(|&&t| t < 0 || t >= duration_ns) {
         return Err(FrameError::BeyondEnd { pts_ns, duration_ns });
     }
-    let mut cursor = Cursor::open(ictx)?;
     let mut order: Vec<usize> = (0..req.pts_ns.len()).collect();
     order.sort_by_key(|&i| req.pts_ns[i]);
+    // Split by time where the targets are far apart: each group is decoded
+    // forward by its own decoder, the groups in parallel.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = MAX_WORKERS.min(cores).min(order.len()).max(1);
+    let spread = req.pts_ns.iter().max().unwrap_or(&0) - req.pts_ns.iter().min().unwrap_or(&0);
+    let workers = if spread > FORWARD_NS * workers as i64 { workers } else { 1 };
+    let groups: Vec<&[usize]> = order.chunks(order.len().div_ceil(workers).max(1)).collect();
+    let mut first = Some(ictx);
+    let results: Vec<Result<Vec<(usize, Vec<u8>)>, FrameError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = groups
+            .iter()
+            .map(|group| {
+                let ictx = first.take();
+                scope.spawn(move || -> Result<Vec<(usize, Vec<u8>)>, FrameError> {
+                    let ictx = match ictx {
+                        Some(ictx) => ictx,
+                        None => ffmpeg_next::format::input(&req.path).map_err(undecodable)?,
+                    };
+                    let mut cursor = Cursor::open(ictx)?;
+                    let mut encoder = Encoder::new(req.format, req.width);
+                    group
+                        .iter()
+                        .map(|&i| {
+                            let frame = cursor.frame_at(req.pts_ns[i])?;
+                            Ok((i, encoder.encode(&frame)?))
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(FrameError::Undecodable("the decoder failed".into()))))
+            .collect()
+    });
     let mut out = vec![Vec::new(); req.pts_ns.len()];
-    let mut encoder = Encoder::new(req.format, req.width);
-    for i in order {
-        let frame = cursor.frame_at(req.pts_ns[i])?;
-        out[i] = encoder.encode(&frame)?;
+    for group in results {
+        for (i, bytes) in group? {
+            out[i] = bytes;
+        }
     }
     Ok(out)
 }
+
+/// Frames shown this long before a target are never the answer: those no
+/// other frame references need not be decoded.
+const SKIP_BEFORE_NS: i64 = 1_000_000_000;
 
 /// A decoder over one video stream that remembers where it is.
 struct Cursor {
@@ -98,6 +143,9 @@ struct Cursor {
     /// The frame answered last (shown at the last target).
     shown: Option<(i64, Video)>,
     eof: bool,
+    /// The time being decoded towards.
+    target: i64,
+    skipping: bool,
 }
 
 impl Cursor {
@@ -111,7 +159,7 @@ impl Cursor {
         let decoder = ffmpeg_next::codec::context::Context::from_parameters(stream.parameters())
             .and_then(|c| c.decoder().video())
             .map_err(undecodable)?;
-        Ok(Self { ictx, decoder, index, time_base, pending: None, shown: None, eof: false })
+        Ok(Self { ictx, decoder, index, time_base, pending: None, shown: None, eof: false, target: 0, skipping: false })
     }
 
     fn pts_ns(&self, frame: &Video) -> i64 {
@@ -138,6 +186,16 @@ impl Cursor {
                 Ok(()) => {
                     errors = 0;
                     if packet.stream() == self.index {
+                        let at = packet.pts().or(packet.dts()).map(|ts| (ts as f64 * self.time_base * 1e9) as i64);
+                        let skip = at.is_some_and(|at| at < self.target - SKIP_BEFORE_NS);
+                        if skip != self.skipping {
+                            self.skipping = skip;
+                            self.decoder.skip_frame(if skip {
+                                ffmpeg_next::Discard::NonReference
+                            } else {
+                                ffmpeg_next::Discard::Default
+                            });
+                        }
                         let _ = self.decoder.send_packet(&packet);
                     }
                 }
@@ -167,6 +225,7 @@ impl Cursor {
 
     /// The frame shown at `target`: the last one whose time is not after it.
     fn frame_at(&mut self, target: i64) -> Result<Video, FrameError> {
+        self.target = target;
         let here = self.shown.as_ref().map(|(t, _)| *t).or(self.pending.as_ref().map(|(t, _)| *t));
         let forward = here.is_some_and(|t| t <= target && target - t <= FORWARD_NS)
             || self.pending.as_ref().is_some_and(|(t, _)| *t > target && self.shown.is_some());

@@ -136,8 +136,10 @@ def overhead(binary, work, rounds):
 
 
 def frames(binary, work):
-    src = ffmpeg("-f lavfi -i testsrc2=size=1280x720:rate=25 -t 300 -c:v libx264 -preset ultrafast -g 250 "
-                 "-pix_fmt yuv420p -movflags +faststart", os.path.join(work, "five-minutes-720p.mp4"))
+    # A camera-like encode: noise, B-frames (x264 veryfast), a keyframe every 10 s.
+    src = ffmpeg("-f lavfi -i testsrc2=size=1280x720:rate=25,noise=alls=8:allf=t:all_seed=2 -t 300 -c:v libx264 "
+                 "-preset veryfast -g 250 -pix_fmt yuv420p -movflags +faststart",
+                 os.path.join(work, "five-minutes-720p-gop250.mp4"))
     times_ns = [int(t * 1e9) for t in (7.3, 33.1, 61.0, 98.6, 131.2, 170.4, 199.9, 233.3, 262.7, 291.5)]
     daemon = Daemon(binary, os.path.join(work, "store-frames"))
     try:
