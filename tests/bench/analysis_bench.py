@@ -79,6 +79,12 @@ def stream_upload(daemon, path, url, rate=None, piece=256 << 10):
     return result, first["t"], elapsed
 
 
+def fresh_daemon(binary, root):
+    """A daemon on an empty storage root, so every upload is new."""
+    shutil.rmtree(root, ignore_errors=True)
+    return Daemon(binary, root)
+
+
 def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -93,7 +99,7 @@ def first_hash(binary, work, size_mb):
     src = ffmpeg(f"-f lavfi -i testsrc2=size=1280x720:rate=25,noise=alls=12:allf=t:all_seed=1 -t 60 -c:v libx264 "
                  f"-preset ultrafast -b:v {size_mb * 8 * 1000 // 60}k -pix_fmt yuv420p -movflags +faststart",
                  os.path.join(work, f"fast-{size_mb}mb.mp4"))
-    daemon = Daemon(binary, os.path.join(work, "store-first"))
+    daemon = fresh_daemon(binary, os.path.join(work, "store-first"))
     try:
         result, t0, elapsed = stream_upload(daemon, src, "https://bench.test/throttled", rate=10_000_000)
         meta = get_json(daemon.base, f"/meta/{result['hash']}")
@@ -116,10 +122,8 @@ def overhead(binary, work, rounds):
     cpu = {"on": [], "off": []}
     for r in range(rounds):
         for mode in ("on", "off"):
-            root = os.path.join(work, f"store-overhead-{mode}")
-            shutil.rmtree(root, ignore_errors=True)
             os.environ["VIDCACHE__ANALYSIS__ENABLED"] = "true" if mode == "on" else "false"
-            daemon = Daemon(binary, root)
+            daemon = fresh_daemon(binary, os.path.join(work, f"store-overhead-{mode}"))
             os.environ.pop("VIDCACHE__ANALYSIS__ENABLED")
             try:
                 before = cpu_seconds(daemon.proc.pid)
@@ -136,12 +140,12 @@ def overhead(binary, work, rounds):
 
 
 def frames(binary, work):
-    # A camera-like encode: noise, B-frames (x264 veryfast), a keyframe every 10 s.
+    # A camera-like encode: noise, x264's default preset (B-frames), a keyframe every 10 s.
     src = ffmpeg("-f lavfi -i testsrc2=size=1280x720:rate=25,noise=alls=8:allf=t:all_seed=2 -t 300 -c:v libx264 "
-                 "-preset veryfast -g 250 -pix_fmt yuv420p -movflags +faststart",
-                 os.path.join(work, "five-minutes-720p-gop250.mp4"))
+                 "-g 250 -pix_fmt yuv420p -movflags +faststart",
+                 os.path.join(work, "five-minutes-720p-gop250-medium.mp4"))
     times_ns = [int(t * 1e9) for t in (7.3, 33.1, 61.0, 98.6, 131.2, 170.4, 199.9, 233.3, 262.7, 291.5)]
-    daemon = Daemon(binary, os.path.join(work, "store-frames"))
+    daemon = fresh_daemon(binary, os.path.join(work, "store-frames"))
     try:
         result, _, _ = stream_upload(daemon, src, "https://bench.test/frames")
         h = result["hash"]
@@ -221,9 +225,7 @@ def score(decisions):
 
 def dedup_vidcache(binary, work, videos):
     os.environ["VIDCACHE__DEDUP__NEAR_DUPLICATE"] = "keep"
-    root = os.path.join(work, "store-corpus")
-    shutil.rmtree(root, ignore_errors=True)
-    daemon = Daemon(binary, root)
+    daemon = fresh_daemon(binary, os.path.join(work, "store-corpus"))
     os.environ.pop("VIDCACHE__DEDUP__NEAR_DUPLICATE")
     try:
         family_of, decisions = {}, []
