@@ -84,19 +84,24 @@ pub fn grab_frames(req: &GrabFrames) -> Result<Vec<Vec<u8>>, FrameError> {
     }
     let mut order: Vec<usize> = (0..req.pts_ns.len()).collect();
     order.sort_by_key(|&i| req.pts_ns[i]);
-    // Split by time where the targets are far apart: each group is decoded
-    // forward by its own decoder, the groups in parallel.
+    // Blocks: runs of targets each within FORWARD_NS of the previous one,
+    // decoded forward by one decoder after one seek. Up to MAX_WORKERS
+    // decoders take blocks from a shared queue, in time order.
+    let mut blocks: Vec<Vec<usize>> = Vec::new();
+    for &i in &order {
+        match blocks.last_mut() {
+            Some(block) if req.pts_ns[i] - req.pts_ns[*block.last().expect("not empty")] <= FORWARD_NS => block.push(i),
+            _ => blocks.push(vec![i]),
+        }
+    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let workers = MAX_WORKERS.min(cores).min(order.len()).max(1);
-    let spread = req.pts_ns.iter().max().unwrap_or(&0) - req.pts_ns.iter().min().unwrap_or(&0);
-    let workers = if spread > FORWARD_NS * workers as i64 { workers } else { 1 };
-    let groups: Vec<&[usize]> = order.chunks(order.len().div_ceil(workers).max(1)).collect();
+    let workers = MAX_WORKERS.min(cores).min(blocks.len()).max(1);
+    let queue = std::sync::Mutex::new(blocks.into_iter());
     let mut first = Some(ictx);
     let results: Vec<Result<Vec<(usize, Vec<u8>)>, FrameError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = groups
-            .iter()
-            .map(|group| {
-                let ictx = first.take();
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                let (ictx, queue) = (first.take(), &queue);
                 scope.spawn(move || -> Result<Vec<(usize, Vec<u8>)>, FrameError> {
                     let ictx = match ictx {
                         Some(ictx) => ictx,
@@ -104,13 +109,16 @@ pub fn grab_frames(req: &GrabFrames) -> Result<Vec<Vec<u8>>, FrameError> {
                     };
                     let mut cursor = Cursor::open(ictx)?;
                     let mut encoder = Encoder::new(req.format, req.width);
-                    group
-                        .iter()
-                        .map(|&i| {
+                    let mut done = Vec::new();
+                    loop {
+                        let Some(block) = queue.lock().unwrap_or_else(|p| p.into_inner()).next() else {
+                            return Ok(done);
+                        };
+                        for i in block {
                             let frame = cursor.frame_at(req.pts_ns[i])?;
-                            Ok((i, encoder.encode(&frame)?))
-                        })
-                        .collect()
+                            done.push((i, encoder.encode(&frame)?));
+                        }
+                    }
                 })
             })
             .collect();
@@ -128,9 +136,10 @@ pub fn grab_frames(req: &GrabFrames) -> Result<Vec<Vec<u8>>, FrameError> {
     Ok(out)
 }
 
-/// Frames shown this long before a target are never the answer: those no
-/// other frame references need not be decoded.
-const SKIP_BEFORE_NS: i64 = 1_000_000_000;
+/// Frames shown more than four frame durations (at least this) before a
+/// target are never the answer: those no other frame references need not
+/// be decoded.
+const MIN_SKIP_MARGIN_NS: i64 = 50_000_000;
 
 /// A decoder over one video stream that remembers where it is.
 struct Cursor {
@@ -146,6 +155,7 @@ struct Cursor {
     /// The time being decoded towards.
     target: i64,
     skipping: bool,
+    skip_margin: i64,
 }
 
 impl Cursor {
@@ -159,7 +169,20 @@ impl Cursor {
         let decoder = ffmpeg_next::codec::context::Context::from_parameters(stream.parameters())
             .and_then(|c| c.decoder().video())
             .map_err(undecodable)?;
-        Ok(Self { ictx, decoder, index, time_base, pending: None, shown: None, eof: false, target: 0, skipping: false })
+        let frame_ns = super::probe::rational(stream.avg_frame_rate()).map_or(0, |fps| (1e9 / fps) as i64);
+        let skip_margin = (4 * frame_ns).max(MIN_SKIP_MARGIN_NS);
+        Ok(Self {
+            ictx,
+            decoder,
+            index,
+            time_base,
+            pending: None,
+            shown: None,
+            eof: false,
+            target: 0,
+            skipping: false,
+            skip_margin,
+        })
     }
 
     fn pts_ns(&self, frame: &Video) -> i64 {
@@ -187,7 +210,7 @@ impl Cursor {
                     errors = 0;
                     if packet.stream() == self.index {
                         let at = packet.pts().or(packet.dts()).map(|ts| (ts as f64 * self.time_base * 1e9) as i64);
-                        let skip = at.is_some_and(|at| at < self.target - SKIP_BEFORE_NS);
+                        let skip = at.is_some_and(|at| at < self.target - self.skip_margin);
                         if skip != self.skipping {
                             self.skipping = skip;
                             self.decoder.skip_frame(if skip {

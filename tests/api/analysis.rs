@@ -11,13 +11,7 @@ use std::time::Duration;
 
 fn make(dir: &Path, name: &str, args: &str) -> Vec<u8> {
     let path = dir.join(name);
-    let status = std::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args(args.split_whitespace())
-        .arg(&path)
-        .status()
-        .expect("ffmpeg");
-    assert!(status.success(), "{args}");
+    crate::helpers::ffmpeg_to(&path, args);
     std::fs::read(path).unwrap()
 }
 

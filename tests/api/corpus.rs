@@ -9,7 +9,6 @@
 
 use serde_json::Value;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Mutex;
 
 const DEFINITION: &str = include_str!("../corpus.json");
@@ -43,13 +42,11 @@ fn dir() -> PathBuf {
 
 fn ffmpeg(args: &str, input: Option<&PathBuf>, output: &PathBuf) {
     let tmp = output.with_extension("tmp.mp4");
-    let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-hide_banner", "-loglevel", "error", "-y"]);
-    if let Some(input) = input {
-        cmd.arg("-i").arg(input);
-    }
-    let status = cmd.args(args.split_whitespace()).arg(&tmp).status().expect("ffmpeg");
-    assert!(status.success(), "ffmpeg {args}");
+    let args = match input {
+        Some(input) => format!("-i {} {args}", input.display()),
+        None => args.to_owned(),
+    };
+    crate::helpers::ffmpeg_to(&tmp, &args);
     std::fs::rename(tmp, output).unwrap();
 }
 

@@ -249,16 +249,21 @@ pub fn fixture_path(name: &str) -> PathBuf {
             }
             other => panic!("no fixture called {other}"),
         };
-        let status = Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-y"])
-            .args(args.split_whitespace())
-            .arg(&tmp)
-            .status()
-            .expect("ffmpeg must be installed (make test installs it)");
-        assert!(status.success(), "ffmpeg failed to make fixture {name}");
+        ffmpeg_to(&tmp, args);
         std::fs::rename(&tmp, &path).unwrap();
     }
     path
+}
+
+/// Runs the ffmpeg CLI with `args` (split on whitespace), writing `out`.
+pub fn ffmpeg_to(out: &Path, args: &str) {
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(args.split_whitespace())
+        .arg(out)
+        .status()
+        .expect("ffmpeg must be installed (make test installs it)");
+    assert!(status.success(), "ffmpeg {args} failed");
 }
 
 /// Generates a test per backend from one async body taking a `Backend`.
