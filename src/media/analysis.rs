@@ -7,8 +7,8 @@
 //! threads. Either way the writer never waits for it: when the reader falls
 //! more than `full_decode_bytes` behind the bytes received, the pass skips
 //! ahead, sending only keyframes to the decoder until it has caught up. Once
-//! the upload is complete (finalize is waiting), it decodes in full only the
-//! last eighth of that, skims a longer tail, and stops at once if still
+//! the upload is complete (finalize is waiting), it decodes in full only a
+//! tail of a 32nd of that (1 MiB by default), skims a longer one, and stops at once if still
 //! further behind: finalize never waits for a pass over gigabytes that
 //! arrived faster than they decode. The signature then covers the part
 //! sampled.
@@ -140,7 +140,7 @@ pub fn analyze_stream(reader: BufferReader, settings: &AnalysisSettings) -> Resu
             // Every byte is there: finalize is waiting. Decode in full only
             // a tail that decodes quickly, skim a longer one, stop if far behind.
             Some(_) if backlog > limit => Pace::Stop,
-            Some(_) if backlog > limit / 8 => Pace::Skim,
+            Some(_) if backlog > limit / 32 => Pace::Skim,
             Some(_) => Pace::Full,
         }
     })?;
