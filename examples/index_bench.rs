@@ -45,7 +45,8 @@ fn main() {
     }
     let build = started.elapsed().as_secs_f64();
     let per_signature = (rss_bytes().saturating_sub(before)) as f64 / index.len() as f64;
-    let rule = MatchRule { max_frame_distance: 13, min_matched_share: 0.6, min_matched_frames: 3, min_duration_ratio: 0.6 };
+    let rule =
+        MatchRule { max_frame_distance: 13, min_matched_share: 0.6, min_matched_frames: 3, min_duration_ratio: 0.6 };
 
     // Video queries: half are stored videos with 0-6 bits flipped per frame, half are new.
     let mut video_ms = Vec::new();

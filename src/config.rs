@@ -233,6 +233,7 @@ impl Settings {
             .set_default("analysis.enabled", true)?
             .set_default("analysis.sample_interval_ms", 1000)?
             .set_default("analysis.full_decode_bytes", 32u64 << 20)?
+            .set_default("analysis.finish_budget_ms", 1000)?
             .set_default("analysis.max_samples", 7200)?
             .set_default("analysis.reject_corrupt", true)?
             .set_default("dedup.near_duplicate", "merge")?
@@ -256,13 +257,18 @@ impl Settings {
             ));
         }
         let d = &self.dedup;
-        if d.max_frame_distance > 32 || !(0.0..=1.0).contains(&d.min_matched_share) || !(0.0..=1.0).contains(&d.min_duration_ratio) {
+        if d.max_frame_distance > 32
+            || !(0.0..=1.0).contains(&d.min_matched_share)
+            || !(0.0..=1.0).contains(&d.min_duration_ratio)
+        {
             return Err(config::ConfigError::Message(
                 "dedup: max_frame_distance must be at most 32, and the shares between 0 and 1".into(),
             ));
         }
         if self.analysis.sample_interval_ms == 0 || self.analysis.max_samples == 0 {
-            return Err(config::ConfigError::Message("analysis: sample_interval_ms and max_samples must be positive".into()));
+            return Err(config::ConfigError::Message(
+                "analysis: sample_interval_ms and max_samples must be positive".into(),
+            ));
         }
         if self.upload.checkpoint_bytes == 0 {
             return Err(config::ConfigError::Message("upload.checkpoint_bytes must be positive".into()));

@@ -4,10 +4,10 @@
 
 use crate::auth::Auth;
 use crate::config::Settings;
+use crate::dedup::NearDuplicates;
 use crate::error::ApiError;
 use crate::ingest::{Fetcher, NetworkGuard};
 use crate::media::frames::FrameGrabber;
-use crate::dedup::NearDuplicates;
 use crate::media::{Prober, init_ffmpeg};
 use crate::routes::{self, AppState};
 use crate::storage::{LocalStore, Repository, RootLock, SessionState, Store, UploadKind};

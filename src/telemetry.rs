@@ -33,7 +33,8 @@ impl Metrics {
         let uploads_completed = counter("uploads_completed_total", "Uploads finalized as new or duplicate.");
         let upload_received_bytes =
             counter("upload_received_bytes_total", "Body bytes received by uploads and ingests.");
-        let duplicates = counter("duplicates_total", "Uploads whose bytes (or, perceptually, video) were already stored.");
+        let duplicates =
+            counter("duplicates_total", "Uploads whose bytes (or, perceptually, video) were already stored.");
         let near_duplicates = counter("near_duplicates_total", "Uploads that near-duplicate a stored video.");
         let uploads_failed =
             IntCounterVec::new(Opts::new("uploads_failed_total", "Uploads that ended in failure."), &["reason"])

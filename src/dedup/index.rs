@@ -366,7 +366,8 @@ mod tests {
         index.insert(&VideoFrames { video: video(2), hashes: frames(8, 60), duration_ms: 60_000 });
         // Trimmed by 10 frames at the start, 3 bits of noise per frame.
         let copy = noisy(&source[10..], 3);
-        let rule = MatchRule { max_frame_distance: 6, min_matched_share: 0.6, min_matched_frames: 3, min_duration_ratio: 0.5 };
+        let rule =
+            MatchRule { max_frame_distance: 6, min_matched_share: 0.6, min_matched_frames: 3, min_duration_ratio: 0.5 };
         let found = index.best_match(&copy, 50_000, &rule).expect("the copy matches");
         assert_eq!(found.video, video(1));
         assert_eq!(found.distance, 3);

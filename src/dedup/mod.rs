@@ -99,10 +99,8 @@ impl FrameHash {
     /// source while different videos are 16 or more apart; the DCT median
     /// hash (pHash) let copies drift 22 bits, as far as different videos.
     pub fn of_image<I: image_hasher::Image>(image: &I) -> Self {
-        let hasher = image_hasher::HasherConfig::new()
-            .hash_size(8, 8)
-            .hash_alg(image_hasher::HashAlg::Gradient)
-            .to_hasher();
+        let hasher =
+            image_hasher::HasherConfig::new().hash_size(8, 8).hash_alg(image_hasher::HashAlg::Gradient).to_hasher();
         let hash = hasher.hash_image(image);
         let mut bytes = [0u8; 8];
         for (slot, byte) in bytes.iter_mut().zip(hash.as_bytes()) {

@@ -7,11 +7,12 @@
 //! threads. Either way the writer never waits for it: when the reader falls
 //! more than `full_decode_bytes` behind the bytes received, the pass skips
 //! ahead, sending only keyframes to the decoder until it has caught up. Once
-//! the upload is complete (finalize is waiting), it decodes in full only a
-//! tail of a 32nd of that (1 MiB by default), skims a longer one, and stops at once if still
-//! further behind: finalize never waits for a pass over gigabytes that
-//! arrived faster than they decode. The signature then covers the part
-//! sampled.
+//! the upload is complete (finalize is waiting), it decodes the rest in full
+//! if it is under 1 MiB or fits `finish_budget_ms` at the decode rate it
+//! measured, skims a
+//! longer rest of up to `full_decode_bytes`, and stops at once if further
+//! behind: finalize never waits for a pass over gigabytes that arrived
+//! faster than they decode. The signature then covers the part sampled.
 //!
 //! Sampling: one frame per `sample_interval_ms` of presentation time, plus
 //! every keyframe that is not within a quarter interval of a sample (encoders
@@ -39,6 +40,10 @@ pub struct AnalysisSettings {
     /// bytes received (and for finished files up to this size); beyond it,
     /// decode keyframes only.
     pub full_decode_bytes: u64,
+    /// Once every byte is there (finalize waiting), the rest is decoded in
+    /// full only if that should take at most this long at the decode rate
+    /// measured so far; otherwise it is skimmed by keyframes.
+    pub finish_budget_ms: u64,
     /// Stop sampling (and decoding) after this many samples.
     pub max_samples: usize,
     /// Refuse a video whose fully decoded stream has errors or ends early.
@@ -51,6 +56,7 @@ impl Default for AnalysisSettings {
             enabled: true,
             sample_interval_ms: 1000,
             full_decode_bytes: 32 << 20,
+            finish_budget_ms: 1000,
             max_samples: 7200,
             reject_corrupt: true,
         }
@@ -126,24 +132,11 @@ pub fn analyze_stream(reader: BufferReader, settings: &AnalysisSettings) -> Resu
     } else {
         ffmpeg_next::format::context::StreamIo::from_read(reader)
     };
-    let io = io
-        .map_err(|e| ProbeError::NotAVideo(format!("could not read the stream ({e})")))?;
+    let io = io.map_err(|e| ProbeError::NotAVideo(format!("could not read the stream ({e})")))?;
     let ictx = ffmpeg_next::format::input_from_stream(io, None, None)
         .map_err(|e| ProbeError::NotAVideo(format!("no known container ({e})")))?;
-    let limit = settings.full_decode_bytes;
-    let pace_gauge = gauge.clone();
-    let mut analysis = run(ictx, settings, &move || {
-        let backlog = pace_gauge.backlog();
-        match pace_gauge.completed_at() {
-            None if backlog > limit => Pace::Skim,
-            None => Pace::Full,
-            // Every byte is there: finalize is waiting. Decode in full only
-            // a tail that decodes quickly, skim a longer one, stop if far behind.
-            Some(_) if backlog > limit => Pace::Stop,
-            Some(_) if backlog > limit / 32 => Pace::Skim,
-            Some(_) => Pace::Full,
-        }
-    })?;
+    let mut pacer = Pacer::new(gauge.clone(), settings);
+    let mut analysis = run(ictx, settings, &mut || pacer.pace())?;
     analysis.first_byte_at = gauge.first_byte_at();
     analysis.bytes_complete_at = gauge.completed_at();
     Ok(analysis)
@@ -160,7 +153,72 @@ pub fn analyze_file(path: &Path, settings: &AnalysisSettings) -> Result<Analysis
     let ictx =
         ffmpeg_next::format::input(path).map_err(|e| ProbeError::NotAVideo(format!("no known container ({e})")))?;
     let pace = if size > settings.full_decode_bytes { Pace::Skim } else { Pace::Full };
-    run(ictx, settings, &move || pace)
+    run(ictx, settings, &mut move || pace)
+}
+
+/// Decides, packet by packet, how a pass over arriving bytes keeps up.
+struct Pacer {
+    gauge: super::streaming::Gauge,
+    limit: u64,
+    budget: std::time::Duration,
+    /// Bytes read and time spent while decoding in full: the decode rate.
+    full_bytes: u64,
+    full_time: std::time::Duration,
+    last: Option<(std::time::Instant, u64, Pace)>,
+    last_backlog: u64,
+}
+
+/// Assumed until measured: a slow decode (1080p H.264 at high bitrate).
+const ASSUMED_FULL_RATE: f64 = 8e6;
+
+impl Pacer {
+    fn new(gauge: super::streaming::Gauge, settings: &AnalysisSettings) -> Self {
+        let budget = std::time::Duration::from_millis(settings.finish_budget_ms);
+        Self {
+            gauge,
+            limit: settings.full_decode_bytes,
+            budget,
+            full_bytes: 0,
+            full_time: Default::default(),
+            last: None,
+            last_backlog: 0,
+        }
+    }
+
+    fn pace(&mut self) -> Pace {
+        let (now, pos) = (std::time::Instant::now(), self.gauge.read_pos());
+        let backlog = self.gauge.backlog();
+        // Only time with bytes to read counts: waiting for the upload is not decoding.
+        if let Some((then, was, Pace::Full)) = self.last
+            && self.last_backlog >= 64 << 10
+        {
+            self.full_bytes += pos.saturating_sub(was);
+            self.full_time += now - then;
+        }
+        self.last_backlog = backlog;
+        let pace = if self.gauge.completed_at().is_none() {
+            // Arriving: decode in full unless far behind.
+            if backlog > self.limit { Pace::Skim } else { Pace::Full }
+        } else {
+            // Every byte is there and finalize waits: decode the rest in full
+            // if it is small (a 32nd of `limit`) or fits the budget, skim a
+            // rest of up to `limit`, else stop.
+            let rate = if self.full_time.as_millis() >= 20 {
+                self.full_bytes as f64 / self.full_time.as_secs_f64()
+            } else {
+                ASSUMED_FULL_RATE
+            };
+            if backlog <= self.limit / 32 || backlog as f64 <= rate * self.budget.as_secs_f64() {
+                Pace::Full
+            } else if backlog <= self.limit {
+                Pace::Skim
+            } else {
+                Pace::Stop
+            }
+        };
+        self.last = Some((now, pos, pace));
+        pace
+    }
 }
 
 /// How the pass keeps up with the bytes.
@@ -177,7 +235,7 @@ enum Pace {
 /// Consecutive demuxer errors after which the input is given up on.
 const MAX_READ_ERRORS_IN_A_ROW: usize = 32;
 
-fn run(mut ictx: Input, settings: &AnalysisSettings, pace: &dyn Fn() -> Pace) -> Result<Analysis, ProbeError> {
+fn run(mut ictx: Input, settings: &AnalysisSettings, pace: &mut dyn FnMut() -> Pace) -> Result<Analysis, ProbeError> {
     let (media, index) = describe(&ictx)?;
     let stream = ictx.stream(index).expect("described");
     let time_base = rational(stream.time_base()).unwrap_or(1.0 / 90_000.0);
@@ -193,7 +251,8 @@ fn run(mut ictx: Input, settings: &AnalysisSettings, pace: &dyn Fn() -> Pace) ->
             (*ctx.as_mut_ptr()).err_recognition |= ffmpeg_next::ffi::AV_EF_EXPLODE | ffmpeg_next::ffi::AV_EF_CRCCHECK;
         }
     }
-    let decoder = ctx.decoder().video().map_err(|e| ProbeError::NotAVideo(format!("the video decoder failed ({e})")))?;
+    let decoder =
+        ctx.decoder().video().map_err(|e| ProbeError::NotAVideo(format!("the video decoder failed ({e})")))?;
 
     let mut pass = Pass {
         decoder,
@@ -511,7 +570,7 @@ mod tests {
         let (writer, reader) = streaming_buffer(std::fs::File::open(spool.path()).unwrap(), None);
         writer.advance(bytes.len() as u64);
         writer.complete();
-        let tight = AnalysisSettings { full_decode_bytes: 1000, ..AnalysisSettings::default() };
+        let tight = AnalysisSettings { full_decode_bytes: 1000, finish_budget_ms: 0, ..AnalysisSettings::default() };
         let analysis = analyze_stream(reader, &tight).unwrap();
         assert!(analysis.partial);
         assert!(analysis.frames_decoded >= 1 && analysis.frames_decoded < 150, "{}", analysis.frames_decoded);

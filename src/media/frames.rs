@@ -72,6 +72,9 @@ fn undecodable(e: impl std::fmt::Display) -> FrameError {
     FrameError::Undecodable(e.to_string())
 }
 
+/// Images made by one decoder, with the request index of each.
+type Encoded = Vec<(usize, Vec<u8>)>;
+
 /// Decoders one batch may use at once.
 const MAX_WORKERS: usize = 2;
 
@@ -98,11 +101,11 @@ pub fn grab_frames(req: &GrabFrames) -> Result<Vec<Vec<u8>>, FrameError> {
     let workers = MAX_WORKERS.min(cores).min(blocks.len()).max(1);
     let queue = std::sync::Mutex::new(blocks.into_iter());
     let mut first = Some(ictx);
-    let results: Vec<Result<Vec<(usize, Vec<u8>)>, FrameError>> = std::thread::scope(|scope| {
+    let results: Vec<Result<Encoded, FrameError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
                 let (ictx, queue) = (first.take(), &queue);
-                scope.spawn(move || -> Result<Vec<(usize, Vec<u8>)>, FrameError> {
+                scope.spawn(move || -> Result<Encoded, FrameError> {
                     let ictx = match ictx {
                         Some(ictx) => ictx,
                         None => ffmpeg_next::format::input(&req.path).map_err(undecodable)?,

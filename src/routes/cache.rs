@@ -29,9 +29,8 @@ pub async fn meta(state: web::Data<AppState>, path: web::Path<String>) -> Result
     let video = state.repo.find_video(&hash).await?.ok_or_else(unknown_video)?;
     let aliases = state.repo.aliases_of(&hash).await?;
     let client_meta: serde_json::Value = serde_json::from_str(&video.meta).unwrap_or_else(|_| json!({}));
-    let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
-        t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-    };
+    let time =
+        |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
     let analysis = state.repo.find_signature(&hash).await?.map(|s| {
         json!({
             "samples": s.samples.len(),

@@ -163,10 +163,16 @@ pub async fn thumbnail(state: web::Data<AppState>, path: web::Path<String>) -> R
         None => {
             let at_s = video.duration_s.map_or(0.0, |d| (d / 10.0).min(1.0));
             let pts_ns = (at_s * 1e9) as i64;
-            let bytes = grab(&state, &video.hash, vec![pts_ns], ImageFormat::Jpeg, Some(crate::media::analysis::THUMBNAIL_WIDTH))
-                .await?
-                .pop()
-                .unwrap_or_default();
+            let bytes = grab(
+                &state,
+                &video.hash,
+                vec![pts_ns],
+                ImageFormat::Jpeg,
+                Some(crate::media::analysis::THUMBNAIL_WIDTH),
+            )
+            .await?
+            .pop()
+            .unwrap_or_default();
             let (store, keep) = (state.store.clone(), bytes.clone());
             let written = web::block(move || store.put_derived(&hash, "thumbnail.jpg", &keep)).await;
             if let Ok(Err(e)) = written {

@@ -325,7 +325,11 @@ impl Repository {
     }
 
     /// Every stored signature, a page at a time (to rebuild the index).
-    pub async fn signatures_page(&self, after: Option<&str>, limit: u64) -> Result<Vec<(ContentHash, Signature)>, RepoError> {
+    pub async fn signatures_page(
+        &self,
+        after: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<(ContentHash, Signature)>, RepoError> {
         let mut query = signature::Entity::find().order_by_asc(signature::Column::Hash).limit(limit);
         if let Some(after) = after {
             query = query.filter(signature::Column::Hash.gt(after));

@@ -6,9 +6,9 @@
 //! no API can see; a crash never leaves a record that points at half a file.
 
 use super::UploadError;
-use crate::domain::{ContentHash, ObjectKey, UploadId};
 use crate::config::NearDuplicatePolicy;
 use crate::dedup::NearDuplicates;
+use crate::domain::{ContentHash, ObjectKey, UploadId};
 use crate::media::{Analysis, AnalyzeFile, MediaInfo, ProbeError, Prober};
 use crate::storage::{NewVideo, Repository, SessionRecord, SessionState, Signature, Store};
 use crate::telemetry::Metrics;
@@ -134,6 +134,13 @@ impl Committer {
                 }
             }
         };
+        tracing::debug!(
+            samples = analysis.samples.len(),
+            frames_decoded = analysis.frames_decoded,
+            packets_skipped = analysis.packets_skipped,
+            partial = analysis.partial,
+            "analysed"
+        );
         if analysis.partial {
             tracing::info!(samples = analysis.samples.len(), "the analysis covers the start of the video only");
         }
@@ -176,11 +183,15 @@ impl Committer {
         }
         let thumbnail = analysis.thumbnail;
         let found = Found { media: analysis.media, signature, near_duplicate_of };
-        let result =
-            self.record(session, hash, size, found, key).await.map_err(|e| UploadError::CommitInterrupted(e.to_string()))?;
+        let result = self
+            .record(session, hash, size, found, key)
+            .await
+            .map_err(|e| UploadError::CommitInterrupted(e.to_string()))?;
         if let (IngestStatus::New, Some(jpeg)) = (result.status, thumbnail) {
             let store = self.store.clone();
-            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.put_derived(&hash, "thumbnail.jpg", &jpeg)).await {
+            if let Ok(Err(e)) =
+                tokio::task::spawn_blocking(move || store.put_derived(&hash, "thumbnail.jpg", &jpeg)).await
+            {
                 tracing::warn!(error = %e, "could not keep the thumbnail");
             }
         }
