@@ -56,7 +56,7 @@ impl Default for AnalysisSettings {
             enabled: true,
             sample_interval_ms: 1000,
             full_decode_bytes: 32 << 20,
-            finish_budget_ms: 1000,
+            finish_budget_ms: 100,
             max_samples: 7200,
             reject_corrupt: true,
         }
@@ -136,7 +136,7 @@ pub fn analyze_stream(reader: BufferReader, settings: &AnalysisSettings) -> Resu
     let ictx = ffmpeg_next::format::input_from_stream(io, None, None)
         .map_err(|e| ProbeError::NotAVideo(format!("no known container ({e})")))?;
     let mut pacer = Pacer::new(gauge.clone(), settings);
-    let mut analysis = run(ictx, settings, &mut || pacer.pace())?;
+    let mut analysis = run(ictx, settings, &mut pacer)?;
     analysis.first_byte_at = gauge.first_byte_at();
     analysis.bytes_complete_at = gauge.completed_at();
     Ok(analysis)
@@ -153,7 +153,23 @@ pub fn analyze_file(path: &Path, settings: &AnalysisSettings) -> Result<Analysis
     let ictx =
         ffmpeg_next::format::input(path).map_err(|e| ProbeError::NotAVideo(format!("no known container ({e})")))?;
     let pace = if size > settings.full_decode_bytes { Pace::Skim } else { Pace::Full };
-    run(ictx, settings, &mut move || pace)
+    run(ictx, settings, &mut Fixed(pace))
+}
+
+/// How a pass keeps up: asked before each video packet, told what decoding cost.
+trait Pacing {
+    fn pace(&mut self) -> Pace;
+    /// A packet of `bytes` was decoded in full, which took `took`.
+    fn decoded(&mut self, _bytes: usize, _took: std::time::Duration) {}
+}
+
+/// A finished file: one pace throughout.
+struct Fixed(Pace);
+
+impl Pacing for Fixed {
+    fn pace(&mut self) -> Pace {
+        self.0
+    }
 }
 
 /// Decides, packet by packet, how a pass over arriving bytes keeps up.
@@ -161,11 +177,9 @@ struct Pacer {
     gauge: super::streaming::Gauge,
     limit: u64,
     budget: std::time::Duration,
-    /// Bytes read and time spent while decoding in full: the decode rate.
+    /// Compressed bytes decoded in full, and the time that took: the rate.
     full_bytes: u64,
     full_time: std::time::Duration,
-    last: Option<(std::time::Instant, u64, Pace)>,
-    last_backlog: u64,
 }
 
 /// Assumed until measured: a slow decode (1080p H.264 at high bitrate).
@@ -174,50 +188,37 @@ const ASSUMED_FULL_RATE: f64 = 8e6;
 impl Pacer {
     fn new(gauge: super::streaming::Gauge, settings: &AnalysisSettings) -> Self {
         let budget = std::time::Duration::from_millis(settings.finish_budget_ms);
-        Self {
-            gauge,
-            limit: settings.full_decode_bytes,
-            budget,
-            full_bytes: 0,
-            full_time: Default::default(),
-            last: None,
-            last_backlog: 0,
-        }
+        Self { gauge, limit: settings.full_decode_bytes, budget, full_bytes: 0, full_time: Default::default() }
+    }
+}
+
+impl Pacing for Pacer {
+    fn decoded(&mut self, bytes: usize, took: std::time::Duration) {
+        self.full_bytes += bytes as u64;
+        self.full_time += took;
     }
 
     fn pace(&mut self) -> Pace {
-        let (now, pos) = (std::time::Instant::now(), self.gauge.read_pos());
         let backlog = self.gauge.backlog();
-        // Only time with bytes to read counts: waiting for the upload is not decoding.
-        if let Some((then, was, Pace::Full)) = self.last
-            && self.last_backlog >= 64 << 10
-        {
-            self.full_bytes += pos.saturating_sub(was);
-            self.full_time += now - then;
-        }
-        self.last_backlog = backlog;
-        let pace = if self.gauge.completed_at().is_none() {
+        if self.gauge.completed_at().is_none() {
             // Arriving: decode in full unless far behind.
-            if backlog > self.limit { Pace::Skim } else { Pace::Full }
+            return if backlog > self.limit { Pace::Skim } else { Pace::Full };
+        }
+        // Every byte is there and finalize waits: decode the rest in full if
+        // it is small (a 32nd of `limit`) or fits the budget at the rate
+        // measured, skim a rest of up to `limit`, else stop.
+        let rate = if self.full_time.as_millis() >= 20 {
+            self.full_bytes as f64 / self.full_time.as_secs_f64()
         } else {
-            // Every byte is there and finalize waits: decode the rest in full
-            // if it is small (a 32nd of `limit`) or fits the budget, skim a
-            // rest of up to `limit`, else stop.
-            let rate = if self.full_time.as_millis() >= 20 {
-                self.full_bytes as f64 / self.full_time.as_secs_f64()
-            } else {
-                ASSUMED_FULL_RATE
-            };
-            if backlog <= self.limit / 32 || backlog as f64 <= rate * self.budget.as_secs_f64() {
-                Pace::Full
-            } else if backlog <= self.limit {
-                Pace::Skim
-            } else {
-                Pace::Stop
-            }
+            ASSUMED_FULL_RATE
         };
-        self.last = Some((now, pos, pace));
-        pace
+        if backlog <= self.limit / 32 || backlog as f64 <= rate * self.budget.as_secs_f64() {
+            Pace::Full
+        } else if backlog <= self.limit {
+            Pace::Skim
+        } else {
+            Pace::Stop
+        }
     }
 }
 
@@ -235,7 +236,7 @@ enum Pace {
 /// Consecutive demuxer errors after which the input is given up on.
 const MAX_READ_ERRORS_IN_A_ROW: usize = 32;
 
-fn run(mut ictx: Input, settings: &AnalysisSettings, pace: &mut dyn FnMut() -> Pace) -> Result<Analysis, ProbeError> {
+fn run(mut ictx: Input, settings: &AnalysisSettings, pacing: &mut dyn Pacing) -> Result<Analysis, ProbeError> {
     let (media, index) = describe(&ictx)?;
     let stream = ictx.stream(index).expect("described");
     let time_base = rational(stream.time_base()).unwrap_or(1.0 / 90_000.0);
@@ -302,7 +303,7 @@ fn run(mut ictx: Input, settings: &AnalysisSettings, pace: &mut dyn FnMut() -> P
         if packet.is_key() {
             keyframes_ms.push(pts_ms);
         }
-        let now = pace();
+        let now = pacing.pace();
         if now == Pace::Stop && pass.frames_decoded > 0 {
             stopped = true;
             break;
@@ -314,10 +315,14 @@ fn run(mut ictx: Input, settings: &AnalysisSettings, pace: &mut dyn FnMut() -> P
             continue;
         }
         skimming = false;
+        let started = std::time::Instant::now();
         if let Err(e) = pass.decoder.send_packet(&packet) {
             pass.decode_error(e);
         }
         pass.drain()?;
+        if now == Pace::Full {
+            pacing.decoded(packet.size(), started.elapsed());
+        }
     }
     let _ = pass.decoder.send_eof();
     pass.drain()?;

@@ -213,11 +213,6 @@ impl Gauge {
         available.saturating_sub(self.shared.read_pos.load(Ordering::Relaxed))
     }
 
-    /// Where the reader is.
-    pub fn read_pos(&self) -> u64 {
-        self.shared.read_pos.load(Ordering::Relaxed)
-    }
-
     pub fn first_byte_at(&self) -> Option<SystemTime> {
         self.shared.lock().first_byte_at
     }

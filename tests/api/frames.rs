@@ -122,3 +122,63 @@ async fn a_thumbnail_is_made_once_and_goes_with_the_video(backend: Backend) {
     assert_error(app.client.get(app.url(&url)).send().await.unwrap(), 404, "unknown-video").await;
 }
 both_backends!(a_thumbnail_is_made_once_and_goes_with_the_video);
+
+/// The frames of a video with B-frames and keyframes every 2 s, asked in a
+/// batch spread over 12 s (so it is split between decoders and skips
+/// unreferenced frames), equal to what the ffmpeg CLI extracts at the same
+/// times (frame boundaries, so both mean the same frame).
+#[actix_web::test]
+async fn a_spread_batch_equals_the_ffmpeg_cli_frame_by_frame() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("long.mp4");
+    crate::helpers::ffmpeg_to(
+        &path,
+        "-f lavfi -i testsrc2=size=320x240:rate=25 -t 12 -c:v libx264 -g 50 -bf 3 -pix_fmt yuv420p -movflags +faststart",
+    );
+    let video = std::fs::read(&path).unwrap();
+    let result = app.upload("https://x.test/long.mp4", "b", None, video).await;
+    let hash = result["hash"].as_str().unwrap().to_owned();
+    let times_ms = [11_320i64, 520, 6_040, 2_200, 9_880, 4_000, 4_040, 11_960];
+    let pts: Vec<i64> = times_ms.iter().map(|ms| ms * 1_000_000).collect();
+    let response = app
+        .client
+        .post(app.url(&format!("/video/{hash}/frames?as=json")))
+        .json(&json!({"pts_ns": pts}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    for (frame, ms) in body["frames"].as_array().unwrap().iter().zip(times_ms) {
+        let data = frame["data"].as_str().unwrap().strip_prefix("data:image/png;base64,").unwrap();
+        let ours = decode(&base64::engine::general_purpose::STANDARD.decode(data).unwrap());
+        let cli = |ms: i64| {
+            let reference = dir.path().join(format!("ref-{ms}.png"));
+            crate::helpers::ffmpeg_to(
+                &reference,
+                &format!("-ss {}.{:03} -i {} -frames:v 1 -pix_fmt rgb24", ms / 1000, ms % 1000, path.display()),
+            );
+            decode(&std::fs::read(&reference).unwrap())
+        };
+        let theirs = cli(ms);
+        assert_eq!(ours.dimensions(), theirs.dimensions());
+        let d = difference(&ours, &theirs);
+        assert!(d < 2.0, "frame at {ms} ms differs from the ffmpeg CLI's by {d:.2} per channel");
+        // Nearer to that frame than to its neighbours: the very frame, not one beside it.
+        for neighbour in [ms - 40, ms + 40].into_iter().filter(|t| (0..12_000).contains(t)) {
+            let other = difference(&ours, &cli(neighbour));
+            assert!(d < other, "frame at {ms} ms: {d:.2} from the CLI's, {other:.2} from the one at {neighbour} ms");
+        }
+        let single = app
+            .client
+            .get(app.url(&format!("/video/{hash}/frame?pts_ns={}", ms * 1_000_000)))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(decode(&single), ours, "single and batch at {ms} ms");
+    }
+}
