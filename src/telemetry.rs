@@ -14,6 +14,10 @@ pub struct Metrics {
     pub duplicates: IntCounter,
     /// Uploads found to near-duplicate a stored video (merged or kept).
     pub near_duplicates: IntCounter,
+    /// Videos stored on a partial analysis whose complete one failed.
+    pub damaged_after_commit: IntCounter,
+    /// Finalizes that used a partial analysis while the rest went on.
+    pub analyses_handed_over: IntCounter,
     pub upload_finalize_seconds: Histogram,
     pub http_request_duration_seconds: HistogramVec,
     /// Where a committed upload's media info came from: `stream` (probed
@@ -36,6 +40,14 @@ impl Metrics {
         let duplicates =
             counter("duplicates_total", "Uploads whose bytes (or, perceptually, video) were already stored.");
         let near_duplicates = counter("near_duplicates_total", "Uploads that near-duplicate a stored video.");
+        let analyses_handed_over = counter(
+            "analyses_handed_over_total",
+            "Finalizes that used a partial analysis while the pass went on in the background.",
+        );
+        let damaged_after_commit = counter(
+            "damaged_after_commit_total",
+            "Videos stored on a partial analysis whose complete analysis then found damage.",
+        );
         let uploads_failed =
             IntCounterVec::new(Opts::new("uploads_failed_total", "Uploads that ended in failure."), &["reason"])
                 .expect("static metric definitions are valid");
@@ -68,6 +80,8 @@ impl Metrics {
             upload_received_bytes,
             duplicates,
             near_duplicates,
+            damaged_after_commit,
+            analyses_handed_over,
             upload_finalize_seconds,
             http_request_duration_seconds,
         }

@@ -49,12 +49,24 @@ impl NearDuplicates {
         if self.policy == NearDuplicatePolicy::Off {
             return None;
         }
+        // Too little of a video to tell (what finalize had of an upload that
+        // arrived faster than it decodes): no decision.
+        if signature.partial && signature.samples.len() < self.rule.min_matched_frames {
+            return None;
+        }
         let hashes: Vec<FrameHash> = signature.samples.iter().map(|(_, h, _)| *h).collect();
         self.index.read().unwrap_or_else(|p| p.into_inner()).best_match(&hashes, signature.duration_ms, &self.rule)
     }
 
     pub fn add(&self, hash: ContentHash, signature: &Signature) {
         self.index.write().unwrap_or_else(|p| p.into_inner()).insert(&frames_of(hash, signature));
+    }
+
+    /// Replaces a video's frames (its signature was completed).
+    pub fn replace(&self, hash: ContentHash, signature: &Signature) {
+        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+        index.remove(&hash);
+        index.insert(&frames_of(hash, signature));
     }
 
     pub fn remove(&self, hash: &ContentHash) {

@@ -83,8 +83,8 @@ pub struct Analysis {
     pub frames_decoded: u64,
     /// Packets passed over without decoding while the pass was behind.
     pub packets_skipped: u64,
-    /// The pass stopped before the end (sample limit, or too far behind a
-    /// finished upload): the samples cover the start of the video only.
+    /// The samples do not cover the whole video: the sample limit was
+    /// reached, or this is what was handed to finalize while the pass went on.
     pub partial: bool,
     /// A 320-pixel-wide JPEG of the frame a tenth into the video (at most
     /// 1 s in), the video's thumbnail.
@@ -118,7 +118,15 @@ impl Analysis {
 }
 
 /// Analyses bytes that may still be arriving. Blocks until the upload ends.
-pub fn analyze_stream(reader: BufferReader, settings: &AnalysisSettings) -> Result<Analysis, ProbeError> {
+/// If the upload completes while the pass is further behind than it can
+/// decode within `finish_budget_ms`, it calls `handoff` once with what it
+/// has so far (`partial`), for finalize to use at once, and carries on to
+/// the end; the result is then the complete analysis.
+pub fn analyze_stream(
+    reader: BufferReader,
+    settings: &AnalysisSettings,
+    handoff: &mut dyn FnMut(Analysis),
+) -> Result<Analysis, ProbeError> {
     init_ffmpeg();
     let gauge = reader.gauge();
     // Seekable only with a declared size. Without one, FFmpeg's size query
@@ -136,10 +144,13 @@ pub fn analyze_stream(reader: BufferReader, settings: &AnalysisSettings) -> Resu
     let ictx = ffmpeg_next::format::input_from_stream(io, None, None)
         .map_err(|e| ProbeError::NotAVideo(format!("no known container ({e})")))?;
     let mut pacer = Pacer::new(gauge.clone(), settings);
-    let mut analysis = run(ictx, settings, &mut pacer)?;
-    analysis.first_byte_at = gauge.first_byte_at();
-    analysis.bytes_complete_at = gauge.completed_at();
-    Ok(analysis)
+    let stamped = |mut analysis: Analysis| {
+        analysis.first_byte_at = gauge.first_byte_at();
+        analysis.bytes_complete_at = gauge.completed_at();
+        analysis
+    };
+    let mut handoff = |analysis: Analysis| handoff(stamped(analysis));
+    run(ictx, settings, &mut pacer, &mut handoff).map(stamped)
 }
 
 /// Analyses a finished file: in full up to `full_decode_bytes`, keyframes
@@ -153,7 +164,7 @@ pub fn analyze_file(path: &Path, settings: &AnalysisSettings) -> Result<Analysis
     let ictx =
         ffmpeg_next::format::input(path).map_err(|e| ProbeError::NotAVideo(format!("no known container ({e})")))?;
     let pace = if size > settings.full_decode_bytes { Pace::Skim } else { Pace::Full };
-    run(ictx, settings, &mut Fixed(pace))
+    run(ictx, settings, &mut Fixed(pace), &mut |_| {})
 }
 
 /// How a pass keeps up: asked before each video packet, told what decoding cost.
@@ -180,6 +191,7 @@ struct Pacer {
     /// Compressed bytes decoded in full, and the time that took: the rate.
     full_bytes: u64,
     full_time: std::time::Duration,
+    handed_off: bool,
 }
 
 /// Assumed until measured: a slow decode (1080p H.264 at high bitrate).
@@ -188,7 +200,14 @@ const ASSUMED_FULL_RATE: f64 = 8e6;
 impl Pacer {
     fn new(gauge: super::streaming::Gauge, settings: &AnalysisSettings) -> Self {
         let budget = std::time::Duration::from_millis(settings.finish_budget_ms);
-        Self { gauge, limit: settings.full_decode_bytes, budget, full_bytes: 0, full_time: Default::default() }
+        Self {
+            gauge,
+            limit: settings.full_decode_bytes,
+            budget,
+            full_bytes: 0,
+            full_time: Default::default(),
+            handed_off: false,
+        }
     }
 }
 
@@ -200,13 +219,13 @@ impl Pacing for Pacer {
 
     fn pace(&mut self) -> Pace {
         let backlog = self.gauge.backlog();
-        if self.gauge.completed_at().is_none() {
-            // Arriving: decode in full unless far behind.
+        if self.gauge.completed_at().is_none() || self.handed_off {
+            // Arriving, or nobody waiting any more: in full unless far behind.
             return if backlog > self.limit { Pace::Skim } else { Pace::Full };
         }
         // Every byte is there and finalize waits: decode the rest in full if
         // it is small (a 32nd of `limit`) or fits the budget at the rate
-        // measured, skim a rest of up to `limit`, else stop.
+        // measured; otherwise hand finalize what there is and go on alone.
         let rate = if self.full_time.as_millis() >= 20 {
             self.full_bytes as f64 / self.full_time.as_secs_f64()
         } else {
@@ -214,10 +233,9 @@ impl Pacing for Pacer {
         };
         if backlog <= self.limit / 32 || backlog as f64 <= rate * self.budget.as_secs_f64() {
             Pace::Full
-        } else if backlog <= self.limit {
-            Pace::Skim
         } else {
-            Pace::Stop
+            self.handed_off = true;
+            Pace::HandOff
         }
     }
 }
@@ -229,14 +247,20 @@ enum Pace {
     Full,
     /// Behind: decode keyframes only.
     Skim,
-    /// Behind, and every byte is there: stop with what is sampled.
-    Stop,
+    /// Every byte is there and the rest takes too long for finalize to
+    /// wait: hand over what is sampled, then carry on.
+    HandOff,
 }
 
 /// Consecutive demuxer errors after which the input is given up on.
 const MAX_READ_ERRORS_IN_A_ROW: usize = 32;
 
-fn run(mut ictx: Input, settings: &AnalysisSettings, pacing: &mut dyn Pacing) -> Result<Analysis, ProbeError> {
+fn run(
+    mut ictx: Input,
+    settings: &AnalysisSettings,
+    pacing: &mut dyn Pacing,
+    handoff: &mut dyn FnMut(Analysis),
+) -> Result<Analysis, ProbeError> {
     let (media, index) = describe(&ictx)?;
     let stream = ictx.stream(index).expect("described");
     let time_base = rational(stream.time_base()).unwrap_or(1.0 / 90_000.0);
@@ -303,10 +327,13 @@ fn run(mut ictx: Input, settings: &AnalysisSettings, pacing: &mut dyn Pacing) ->
         if packet.is_key() {
             keyframes_ms.push(pts_ms);
         }
-        let now = pacing.pace();
-        if now == Pace::Stop && pass.frames_decoded > 0 {
-            stopped = true;
-            break;
+        let mut now = pacing.pace();
+        if now == Pace::HandOff {
+            let mut sorted = keyframes_ms.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            handoff(pass.snapshot(&media, sorted, skipped));
+            now = pacing.pace();
         }
         if !packet.is_key() && (skimming || now != Pace::Full) {
             // Behind: pass over everything up to the next keyframe.
@@ -392,6 +419,26 @@ fn thumbnail_of(frame: &ffmpeg_next::frame::Video) -> Option<Vec<u8>> {
 }
 
 impl Pass<'_> {
+    /// What the pass has found so far, as a partial analysis.
+    fn snapshot(&self, media: &MediaInfo, keyframes_ms: Vec<u64>, skipped: u64) -> Analysis {
+        Analysis {
+            media: media.clone(),
+            samples: self.samples.clone(),
+            keyframes_ms,
+            frames_decoded: self.frames_decoded,
+            packets_skipped: skipped,
+            partial: true,
+            thumbnail: match &self.thumbnail {
+                Some((_, jpeg)) => jpeg.clone(),
+                None => self.thumbnail_fallback.as_ref().and_then(thumbnail_of),
+            },
+            first_byte_at: None,
+            first_hash_at: self.first_hash_at,
+            bytes_complete_at: None,
+            finished_at: SystemTime::now(),
+        }
+    }
+
     fn ms(&self, ts: i64) -> u64 {
         let ms = (ts.saturating_sub(self.start)) as f64 * self.time_base * 1000.0;
         if ms.is_finite() && ms > 0.0 { ms as u64 } else { 0 }
@@ -540,7 +587,7 @@ mod tests {
         let from_file = analyze_file(&path, &AnalysisSettings::default()).unwrap();
         let mut spool = tempfile::NamedTempFile::new().unwrap();
         let (writer, reader) = streaming_buffer(std::fs::File::open(spool.path()).unwrap(), None);
-        let thread = std::thread::spawn(move || analyze_stream(reader, &AnalysisSettings::default()));
+        let thread = std::thread::spawn(move || analyze_stream(reader, &AnalysisSettings::default(), &mut |_| {}));
         for (i, piece) in bytes.chunks(7_919).enumerate() {
             spool.write_all(piece).unwrap();
             writer.advance(((i + 1) * 7_919).min(bytes.len()) as u64);
@@ -566,7 +613,7 @@ mod tests {
     }
 
     #[test]
-    fn far_behind_a_finished_upload_the_pass_stops_with_what_it_has() {
+    fn far_behind_a_finished_upload_the_pass_hands_over_what_it_has_and_goes_on() {
         let dir = tempfile::tempdir().unwrap();
         let path = make(dir.path(), "e.mkv", "testsrc2=size=320x240:rate=25", &["-g", "25"]);
         let bytes = std::fs::read(&path).unwrap();
@@ -576,10 +623,15 @@ mod tests {
         writer.advance(bytes.len() as u64);
         writer.complete();
         let tight = AnalysisSettings { full_decode_bytes: 1000, finish_budget_ms: 0, ..AnalysisSettings::default() };
-        let analysis = analyze_stream(reader, &tight).unwrap();
-        assert!(analysis.partial);
-        assert!(analysis.frames_decoded >= 1 && analysis.frames_decoded < 150, "{}", analysis.frames_decoded);
-        assert!(!analysis.samples.is_empty());
+        let mut handed = Vec::new();
+        let full = analyze_stream(reader, &tight, &mut |a| handed.push(a)).unwrap();
+        assert_eq!(handed.len(), 1, "handed over once");
+        let early = &handed[0];
+        assert!(early.partial);
+        assert!(early.frames_decoded < 150, "{}", early.frames_decoded);
+        assert!(!full.partial);
+        assert_eq!(full.samples.len(), 6, "the pass went on to the end");
+        assert_eq!(early.samples[..], full.samples[..early.samples.len()]);
     }
 
     #[test]

@@ -174,6 +174,9 @@ pub struct Signature {
     pub first_hash_at: Option<DateTime<Utc>>,
     pub bytes_complete_at: Option<DateTime<Utc>>,
     pub analysed_at: DateTime<Utc>,
+    /// What finalize had while the analysis went on (not stored: the
+    /// complete signature replaces it).
+    pub partial: bool,
 }
 
 impl Signature {
@@ -194,6 +197,7 @@ impl Signature {
             first_hash_at: row.first_hash_at,
             bytes_complete_at: row.bytes_complete_at,
             analysed_at: row.analysed_at,
+            partial: false,
         };
         Some((hash, signature))
     }
@@ -316,6 +320,30 @@ impl Repository {
         }
         txn.commit().await?;
         Ok(true)
+    }
+
+    /// Records (or replaces) the signature of a stored video.
+    pub async fn put_signature(&self, hash: &ContentHash, signature: &Signature) -> Result<(), RepoError> {
+        use signature::Column as C;
+        signature::Entity::insert(signature.to_row(hash))
+            .on_conflict(
+                OnConflict::column(C::Hash)
+                    .update_columns([
+                        C::DurationMs,
+                        C::Samples,
+                        C::KeyframesMs,
+                        C::FramesDecoded,
+                        C::PacketsSkipped,
+                        C::FirstByteAt,
+                        C::FirstHashAt,
+                        C::BytesCompleteAt,
+                        C::AnalysedAt,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.db)
+            .await?;
+        Ok(())
     }
 
     /// The signature of a stored video, if its analysis recorded one.

@@ -90,6 +90,7 @@ fn signature_of(analysis: &Analysis) -> Signature {
         first_hash_at: utc(analysis.first_hash_at),
         bytes_complete_at: utc(analysis.bytes_complete_at),
         analysed_at: utc(Some(analysis.finished_at)).unwrap_or_else(chrono::Utc::now),
+        partial: analysis.partial,
     }
 }
 
@@ -109,6 +110,7 @@ impl Committer {
         hash: ContentHash,
         size: u64,
         early: Option<Result<Analysis, ProbeError>>,
+        refined: Option<super::early_probe::Refined>,
     ) -> Result<IngestResult, UploadError> {
         let id = &session.id;
         if let Some(stored) = self.repo.find_video(&hash).await? {
@@ -142,7 +144,8 @@ impl Committer {
             "analysed"
         );
         if analysis.partial {
-            tracing::info!(samples = analysis.samples.len(), "the analysis covers the start of the video only");
+            self.metrics.analyses_handed_over.inc();
+            tracing::info!(samples = analysis.samples.len(), "finalize goes on a partial analysis");
         }
         // No samples (analysis disabled): nothing to compare or keep.
         let signature = (!analysis.samples.is_empty()).then(|| signature_of(&analysis));
@@ -195,7 +198,35 @@ impl Committer {
                 tracing::warn!(error = %e, "could not keep the thumbnail");
             }
         }
+        if let (IngestStatus::New, Some(refined)) = (result.status, refined) {
+            let this = self.clone();
+            actix::spawn(async move { this.refine(hash, refined).await });
+        }
         Ok(result)
+    }
+
+    /// The complete analysis of a video stored on a partial one, when it
+    /// comes: its signature replaces the partial one, in the database and
+    /// in the index. (A sender dropped without sending means there is none.)
+    async fn refine(&self, hash: ContentHash, refined: super::early_probe::Refined) {
+        match refined.await {
+            Ok(Ok(analysis)) if !analysis.samples.is_empty() => {
+                let signature = signature_of(&analysis);
+                match self.repo.put_signature(&hash, &signature).await {
+                    Ok(()) => {
+                        self.near.replace(hash, &signature);
+                        tracing::info!(%hash, samples = signature.samples.len(), "signature completed after the upload");
+                    }
+                    Err(e) => tracing::warn!(%hash, error = %e, "could not keep the completed signature"),
+                }
+            }
+            Ok(Ok(_)) | Err(_) => {}
+            Ok(Err(e)) => {
+                // Stored on its first part, which decoded; the rest did not.
+                self.metrics.damaged_after_commit.inc();
+                tracing::warn!(%hash, error = %e, "a stored video turned out damaged past the part analysed at finalize");
+            }
+        }
     }
 
     /// With the object in place: records it, or settles as a duplicate if

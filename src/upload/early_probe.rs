@@ -47,10 +47,15 @@ impl Drop for SlotGuard {
     }
 }
 
+/// The complete analysis of an upload whose finalize took a partial one
+/// (`analysis::analyze_stream` hands over when the rest would take too long).
+pub type Refined = tokio::sync::oneshot::Receiver<Result<Analysis, ProbeError>>;
+
 pub struct EarlyProbe {
     /// Feeds the probe's buffer; the session and its writers advance it.
     pub feed: Arc<BufferWriter>,
     answer: tokio::sync::oneshot::Receiver<Result<Analysis, ProbeError>>,
+    refined: Refined,
 }
 
 /// How long finalize waits for a probe that has all the bytes.
@@ -63,23 +68,41 @@ impl EarlyProbe {
         let file = std::fs::File::open(store.spool_path(id)).ok()?;
         let (writer, reader) = streaming_buffer(file, total);
         let (tx, answer) = tokio::sync::oneshot::channel();
+        let (refined_tx, refined) = tokio::sync::oneshot::channel();
         let settings = slots.settings.clone();
         let spawned = std::thread::Builder::new().name("vidcache-probe".into()).spawn(move || {
             let _slot = slot;
-            // A panic inside libav bindings must cost one analysis, not the daemon.
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| analyze_stream(reader, &settings)))
-                .unwrap_or_else(|_| Err(ProbeError::NotAVideo("the probe could not read this stream".into())));
-            let _ = tx.send(result);
+            let mut first = Some(tx);
+            let result = {
+                // A partial analysis handed over goes to finalize; the
+                // complete one then follows on `refined`.
+                let mut handoff = |partial| {
+                    if let Some(tx) = first.take() {
+                        let _ = tx.send(Ok(partial));
+                    }
+                };
+                // A panic inside libav bindings must cost one analysis, not the daemon.
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    analyze_stream(reader, &settings, &mut handoff)
+                }))
+                .unwrap_or_else(|_| Err(ProbeError::NotAVideo("the probe could not read this stream".into())))
+            };
+            let _ = match first.take() {
+                Some(tx) => tx.send(result),
+                None => refined_tx.send(result),
+            };
         });
         spawned.ok()?;
-        Some(Self { feed: Arc::new(writer), answer })
+        Some(Self { feed: Arc::new(writer), answer, refined })
     }
 
-    /// Tells the probe every byte is there and waits for its answer.
-    /// `None` if it failed to answer in time.
-    pub async fn finish(self) -> Option<Result<Analysis, ProbeError>> {
+    /// Tells the probe every byte is there and waits for its answer (`None`
+    /// if it failed to answer in time), with where the complete analysis
+    /// will come if that answer was a partial one handed over.
+    pub async fn finish(self) -> (Option<Result<Analysis, ProbeError>>, Refined) {
         self.feed.complete();
-        tokio::time::timeout(FINISH_WAIT, self.answer).await.ok()?.ok()
+        let answer = tokio::time::timeout(FINISH_WAIT, self.answer).await.ok().and_then(Result::ok);
+        (answer, self.refined)
     }
 
     /// Stops the probe: the upload ended, or its bytes will change.

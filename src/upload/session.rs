@@ -235,11 +235,14 @@ impl UploadSession {
         let probe = self.probe.take();
         Box::pin(
             async move {
-                let early = match probe {
-                    Some(probe) => probe.finish().await,
-                    None => None,
+                let (early, refined) = match probe {
+                    Some(probe) => {
+                        let (early, refined) = probe.finish().await;
+                        (early, Some(refined))
+                    }
+                    None => (None, None),
                 };
-                let outcome = committer.commit(&record, hash, size, early).await;
+                let outcome = committer.commit(&record, hash, size, early, refined).await;
                 let closed = match &outcome {
                     Ok(result) => {
                         let json = serde_json::to_value(result).ok();

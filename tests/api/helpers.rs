@@ -73,6 +73,10 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
     settings.storage.root = root.clone();
     settings.database.url = fresh_database(backend, &root_parent(&root)).await;
     settings.database.max_connections = 5;
+    // Uploads in tests arrive at memory speed; let finalize wait for the
+    // whole analysis, so dedup tests see complete signatures. The hand-over
+    // to a background pass has its own test (near_duplicates.rs).
+    settings.analysis.finish_budget_ms = 10_000;
     tweak(&mut settings);
     let database_url = settings.database.url.clone();
     let app = Application::build(settings).await.expect("application builds");

@@ -112,3 +112,34 @@ async fn keep_records_the_near_duplicate_in_meta() {
     assert_eq!(meta["phash_distance"], copy["phash_distance"]);
     assert_eq!(app.objects().len(), 2);
 }
+
+/// An upload that arrives faster than it decodes: finalize answers on what
+/// the analysis had by then, and the complete signature replaces it soon
+/// after, in the database and in the index.
+#[actix_web::test]
+async fn a_signature_handed_over_at_finalize_is_completed_after_the_upload() {
+    // The 1.5 MB source is over the 1 MiB that is always decoded before finalize.
+    let app = spawn_app_with(Backend::Sqlite, |s| s.analysis.finish_budget_ms = 0).await;
+    let corpus = corpus();
+    let path = |variant: &str| corpus.iter().find(|(f, v, _)| f == "testsrc2" && v == variant).unwrap().2.clone();
+    let source = upload_file(&app, "https://h.test/source", &path("source")).await;
+    assert_eq!(source["status"], "new");
+    let hash = source["hash"].as_str().unwrap().to_owned();
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("vidcache_analyses_handed_over_total 1"), "finalize went on a partial analysis");
+    let mut samples = 0;
+    for _ in 0..100 {
+        let meta = app.get_json(&format!("/meta/{hash}")).await;
+        samples = meta["analysis"]["samples"].as_u64().unwrap_or(0);
+        if samples >= 10 {
+            assert_eq!(meta["analysis"]["packets_skipped"], 0, "the background pass decoded every frame: {meta}");
+            break;
+        }
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(samples >= 10, "the signature was completed: {samples} samples");
+    // The completed signature is in the index: a copy matches it.
+    let app_ok = spawn_app_with(Backend::Sqlite, |s| s.database.url = app.database_url.clone()).await;
+    let copy = upload_file(&app_ok, "https://h.test/copy", &path("crop5")).await;
+    assert_eq!((copy["status"].as_str(), copy["hash"].as_str()), (Some("duplicate"), Some(hash.as_str())), "{copy}");
+}
