@@ -233,7 +233,7 @@ impl Settings {
             .set_default("analysis.enabled", true)?
             .set_default("analysis.sample_interval_ms", 1000)?
             .set_default("analysis.full_decode_bytes", 32u64 << 20)?
-            .set_default("analysis.finish_budget_ms", 100)?
+            .set_default("analysis.finish_budget_ms", 500)?
             .set_default("analysis.max_samples", 7200)?
             .set_default("analysis.reject_corrupt", true)?
             .set_default("dedup.near_duplicate", "merge")?

@@ -56,7 +56,7 @@ impl Default for AnalysisSettings {
             enabled: true,
             sample_interval_ms: 1000,
             full_decode_bytes: 32 << 20,
-            finish_budget_ms: 100,
+            finish_budget_ms: 500,
             max_samples: 7200,
             reject_corrupt: true,
         }
