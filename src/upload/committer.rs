@@ -211,6 +211,10 @@ impl Committer {
     async fn refine(&self, hash: ContentHash, refined: super::early_probe::Refined) {
         match refined.await {
             Ok(Ok(analysis)) if !analysis.samples.is_empty() => {
+                // Deleted meanwhile: nothing to complete.
+                if !matches!(self.repo.find_video(&hash).await, Ok(Some(_))) {
+                    return;
+                }
                 let signature = signature_of(&analysis);
                 match self.repo.put_signature(&hash, &signature).await {
                     Ok(()) => {
