@@ -20,4 +20,5 @@ pub mod routes;
 pub mod startup;
 pub mod storage;
 pub mod telemetry;
+pub mod transcode;
 pub mod upload;

@@ -1,0 +1,383 @@
+//! `transcode_ladder`: a source file into `{dir}/manifest.mpd`,
+//! `{dir}/master.m3u8` and their fMP4 segments, written to a temporary
+//! directory beside `dir` and published by rename, so a half-written
+//! rendition is never served.
+
+use crate::media::init_ffmpeg;
+use ffmpeg_next::format::Pixel;
+use ffmpeg_next::software::scaling;
+use ffmpeg_next::{Dictionary, Packet, Rational, codec, encoder, format, frame};
+use std::path::Path;
+
+/// One rung of the ladder: a height (the width follows the source's aspect)
+/// and a video bitrate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rung {
+    pub height: u32,
+    pub video_kbps: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct LadderSpec {
+    /// Highest first. Rungs above the source's height are left out.
+    pub rungs: Vec<Rung>,
+    /// Segment length; every rung has a keyframe at each segment start.
+    pub segment_secs: u32,
+    /// x264 preset.
+    pub preset: String,
+}
+
+impl Default for LadderSpec {
+    fn default() -> Self {
+        Self {
+            rungs: vec![
+                Rung { height: 1080, video_kbps: 5000 },
+                Rung { height: 720, video_kbps: 3000 },
+                Rung { height: 480, video_kbps: 1500 },
+                Rung { height: 240, video_kbps: 400 },
+            ],
+            segment_secs: 2,
+            preset: "veryfast".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendition {
+    pub width: u32,
+    pub height: u32,
+    pub video_kbps: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct LadderOutput {
+    pub renditions: Vec<Rendition>,
+    pub frames: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TranscodeError {
+    #[error("the source cannot be decoded: {0}")]
+    Source(String),
+    #[error("encoding failed: {0}")]
+    Encode(String),
+    #[error("writing the renditions failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn source(e: impl std::fmt::Display) -> TranscodeError {
+    TranscodeError::Source(e.to_string())
+}
+
+fn encode(e: impl std::fmt::Display) -> TranscodeError {
+    TranscodeError::Encode(e.to_string())
+}
+
+struct Output {
+    index: usize,
+    encoder: encoder::Video,
+    scaler: Option<(scaling::Context, (Pixel, u32, u32))>,
+    width: u32,
+    height: u32,
+}
+
+/// Transcodes `src` into the ladder under `dir` (replaced if it exists).
+/// `progress` is called with the share done, from 0 to 1. Blocks.
+pub fn transcode_ladder(
+    src: &Path,
+    dir: &Path,
+    spec: &LadderSpec,
+    progress: &mut dyn FnMut(f64),
+) -> Result<LadderOutput, TranscodeError> {
+    init_ffmpeg();
+    let parent = dir.parent().ok_or_else(|| encode("the output directory has no parent"))?;
+    std::fs::create_dir_all(parent)?;
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("ladder");
+    let tmp = parent.join(format!(".{name}.{}.tmp", crate::domain::UploadId::generate()));
+    std::fs::create_dir_all(&tmp)?;
+    let result = write_ladder(src, &tmp, spec, progress);
+    match result {
+        Ok(output) => {
+            if dir.exists() {
+                std::fs::remove_dir_all(dir)?;
+            }
+            std::fs::rename(&tmp, dir)?;
+            Ok(output)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Err(e)
+        }
+    }
+}
+
+fn write_ladder(
+    src: &Path,
+    dir: &Path,
+    spec: &LadderSpec,
+    progress: &mut dyn FnMut(f64),
+) -> Result<LadderOutput, TranscodeError> {
+    let mut ictx = format::input(&src).map_err(source)?;
+    let stream = ictx.streams().best(ffmpeg_next::media::Type::Video).ok_or_else(|| source("no video stream"))?;
+    let index = stream.index();
+    let in_tb = stream.time_base();
+    let duration_s = if ictx.duration() > 0 { ictx.duration() as f64 / 1e6 } else { 0.0 };
+    let rate = [stream.avg_frame_rate(), stream.rate()]
+        .into_iter()
+        .find(|r| r.numerator() > 0 && r.denominator() > 0)
+        .unwrap_or(Rational(25, 1));
+    let mut decoder = codec::context::Context::from_parameters(stream.parameters())
+        .and_then(|c| c.decoder().video())
+        .map_err(source)?;
+    let (src_w, src_h) = (decoder.width(), decoder.height());
+    if src_w == 0 || src_h == 0 {
+        return Err(source("the video has no size"));
+    }
+
+    // Rungs at or below the source; a source smaller than every rung gets
+    // one rung at its own height.
+    let mut rungs: Vec<Rung> = spec.rungs.iter().copied().filter(|r| r.height <= src_h).collect();
+    if rungs.is_empty() {
+        let lowest = spec.rungs.last().map_or(400, |r| r.video_kbps);
+        rungs.push(Rung { height: src_h & !1, video_kbps: lowest });
+    }
+    let gop = ((f64::from(rate.numerator()) / f64::from(rate.denominator())) * f64::from(spec.segment_secs))
+        .round()
+        .max(1.0) as u32;
+
+    let mpd = dir.join("manifest.mpd");
+    let mut octx = format::output_as(&mpd, "dash").map_err(encode)?;
+    let global_header = octx.format().flags().contains(format::Flags::GLOBAL_HEADER);
+    let h264 = encoder::find_by_name("libx264").ok_or_else(|| encode("libx264 is not available"))?;
+    let mut outputs = Vec::new();
+    for rung in &rungs {
+        let height = rung.height & !1;
+        let width = ((u64::from(src_w) * u64::from(height) / u64::from(src_h)) as u32 + 1) & !1;
+        let mut ost = octx.add_stream(h264).map_err(encode)?;
+        let mut enc = codec::context::Context::new_with_codec(h264).encoder().video().map_err(encode)?;
+        enc.set_width(width);
+        enc.set_height(height);
+        enc.set_format(Pixel::YUV420P);
+        // Rounding the width to even changes the shape a little; the pixel
+        // aspect puts it back, so every rung shows as the source does (the
+        // dash muxer refuses an adaptation set whose aspects differ).
+        let sar = Rational::new((src_w * height) as i32, (width * src_h) as i32).reduce();
+        enc.set_aspect_ratio(sar);
+        enc.set_time_base(in_tb);
+        enc.set_frame_rate(Some(rate));
+        enc.set_bit_rate(rung.video_kbps as usize * 1000);
+        enc.set_max_bit_rate(rung.video_kbps as usize * 1070);
+        enc.set_gop(gop);
+        if global_header {
+            enc.set_flags(codec::Flags::GLOBAL_HEADER);
+        }
+        let mut options = Dictionary::new();
+        options.set("preset", &spec.preset);
+        // The same keyframes on every rung: a fixed GOP, no scene-cut keyframes.
+        options
+            .set("x264-params", &format!("keyint={gop}:min-keyint={gop}:scenecut=0:bufsize={}", rung.video_kbps * 2));
+        let opened = enc.open_with(options).map_err(encode)?;
+        ost.set_parameters(&opened);
+        ost.set_time_base(in_tb);
+        // The dash muxer reads the stream's own aspect, not the codec's.
+        // SAFETY: the stream belongs to `octx`, whose header is not written yet.
+        unsafe {
+            (*ost.as_mut_ptr()).sample_aspect_ratio = sar.into();
+        }
+        outputs.push(Output { index: ost.index(), encoder: opened, scaler: None, width, height });
+    }
+
+    let mut muxer = Dictionary::new();
+    muxer.set("seg_duration", &spec.segment_secs.to_string());
+    muxer.set("use_template", "1");
+    muxer.set("use_timeline", "1");
+    muxer.set("hls_playlist", "1");
+    muxer.set("adaptation_sets", "id=0,streams=v");
+    muxer.set("init_seg_name", "init-$RepresentationID$.m4s");
+    muxer.set("media_seg_name", "chunk-$RepresentationID$-$Number%05d$.m4s");
+    octx.write_header_with(muxer).map_err(encode)?;
+    let out_tbs: Vec<Rational> = outputs.iter().map(|o| octx.stream(o.index).expect("added").time_base()).collect();
+
+    let mut frames = 0u64;
+    let mut decoded = frame::Video::empty();
+    let mut step = |decoder: &mut ffmpeg_next::decoder::Video,
+                    outputs: &mut [Output],
+                    octx: &mut format::context::Output,
+                    frames: &mut u64|
+     -> Result<(), TranscodeError> {
+        while decoder.receive_frame(&mut decoded).is_ok() {
+            *frames += 1;
+            let pts = decoded.timestamp();
+            for (output, out_tb) in outputs.iter_mut().zip(&out_tbs) {
+                let key = (decoded.format(), decoded.width(), decoded.height());
+                if output.scaler.as_ref().is_none_or(|(_, k)| *k != key) {
+                    let ctx = scaling::Context::get(
+                        key.0,
+                        key.1,
+                        key.2,
+                        Pixel::YUV420P,
+                        output.width,
+                        output.height,
+                        scaling::Flags::BICUBIC,
+                    )
+                    .map_err(encode)?;
+                    output.scaler = Some((ctx, key));
+                }
+                let (scaler, _) = output.scaler.as_mut().expect("set above");
+                let mut scaled = frame::Video::empty();
+                scaler.run(&decoded, &mut scaled).map_err(encode)?;
+                scaled.set_pts(pts);
+                scaled.set_kind(ffmpeg_next::picture::Type::None);
+                output.encoder.send_frame(&scaled).map_err(encode)?;
+                drain(output, *out_tb, in_tb, octx)?;
+            }
+            if duration_s > 0.0
+                && let Some(ts) = pts
+            {
+                progress((f64::from(in_tb) * ts as f64 / duration_s).clamp(0.0, 1.0));
+            }
+        }
+        Ok(())
+    };
+    for (stream, packet) in ictx.packets() {
+        if stream.index() != index {
+            continue;
+        }
+        // A damaged packet costs its frame, not the whole ladder.
+        let _ = decoder.send_packet(&packet);
+        step(&mut decoder, &mut outputs, &mut octx, &mut frames)?;
+    }
+    let _ = decoder.send_eof();
+    step(&mut decoder, &mut outputs, &mut octx, &mut frames)?;
+    for (output, out_tb) in outputs.iter_mut().zip(&out_tbs) {
+        output.encoder.send_eof().map_err(encode)?;
+        drain(output, *out_tb, in_tb, &mut octx)?;
+    }
+    octx.write_trailer().map_err(encode)?;
+    if frames == 0 {
+        return Err(source("no frame decoded"));
+    }
+    progress(1.0);
+    let renditions = outputs
+        .iter()
+        .zip(&rungs)
+        .map(|(o, r)| Rendition { width: o.width, height: o.height, video_kbps: r.video_kbps })
+        .collect();
+    Ok(LadderOutput { renditions, frames })
+}
+
+fn drain(
+    output: &mut Output,
+    out_tb: Rational,
+    in_tb: Rational,
+    octx: &mut format::context::Output,
+) -> Result<(), TranscodeError> {
+    let mut packet = Packet::empty();
+    while output.encoder.receive_packet(&mut packet).is_ok() {
+        packet.set_stream(output.index);
+        packet.rescale_ts(in_tb, out_tb);
+        packet.write_interleaved(octx).map_err(encode)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ffprobe(args: &[&str]) -> String {
+        let out = std::process::Command::new("ffprobe").args(["-v", "error"]).args(args).output().expect("ffprobe");
+        assert!(out.status.success(), "ffprobe {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    #[test]
+    fn a_ladder_is_written_as_dash_and_hls_over_the_same_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src.mp4");
+        let status = std::process::Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25"])
+            .args(["-t", "6", "-c:v", "libx264", "-pix_fmt", "yuv420p"])
+            .arg(&src)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let spec = LadderSpec {
+            rungs: vec![
+                Rung { height: 720, video_kbps: 3000 },
+                Rung { height: 360, video_kbps: 800 },
+                Rung { height: 240, video_kbps: 300 },
+            ],
+            segment_secs: 2,
+            preset: "ultrafast".into(),
+        };
+        let out = dir.path().join("media").join("ladder");
+        let mut seen = Vec::new();
+        let result = transcode_ladder(&src, &out, &spec, &mut |p| seen.push(p)).unwrap();
+        assert_eq!(result.frames, 150);
+        assert_eq!(
+            result.renditions,
+            vec![
+                Rendition { width: 640, height: 360, video_kbps: 800 },
+                Rendition { width: 426, height: 240, video_kbps: 300 }
+            ],
+            "no rung above the source"
+        );
+        assert_eq!(seen.last(), Some(&1.0));
+        let mpd = std::fs::read_to_string(out.join("manifest.mpd")).unwrap();
+        assert_eq!(mpd.matches("<Representation ").count(), 2, "{mpd}");
+        let master = std::fs::read_to_string(out.join("master.m3u8")).unwrap();
+        assert_eq!(master.matches("#EXT-X-STREAM-INF").count(), 2, "{master}");
+        assert!(master.contains("RESOLUTION=640x360") && master.contains("RESOLUTION=426x240"), "{master}");
+        assert!(master.contains("CODECS=\"avc1.") && master.contains("BANDWIDTH="), "{master}");
+        // Both manifests decode, to the source's duration, through the same segments.
+        for manifest in ["manifest.mpd", "master.m3u8"] {
+            let path = out.join(manifest);
+            let duration: f64 =
+                ffprobe(&["-show_entries", "format=duration", "-of", "csv=p=0", path.to_str().unwrap()])
+                    .trim()
+                    .parse()
+                    .unwrap();
+            assert!((duration - 6.0).abs() < 0.2, "{manifest}: {duration}");
+        }
+        let segments: Vec<_> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("chunk-"))
+            .collect();
+        assert_eq!(segments.len(), 6, "3 segments of 2 s per rung: {segments:?}");
+        // Keyframes at the same times on every rung.
+        let keys = |rep: &str| {
+            let init = out.join(format!("init-{rep}.m4s"));
+            let mut joined = std::fs::read(&init).unwrap();
+            let mut chunks: Vec<_> = segments.iter().filter(|s| s.starts_with(&format!("chunk-{rep}-"))).collect();
+            chunks.sort();
+            for c in chunks {
+                joined.extend(std::fs::read(out.join(c)).unwrap());
+            }
+            let file = dir.path().join(format!("joined-{rep}.mp4"));
+            std::fs::write(&file, joined).unwrap();
+            let times = ffprobe(&[
+                "-select_streams",
+                "v",
+                "-skip_frame",
+                "nokey",
+                "-show_entries",
+                "frame=pts_time",
+                "-of",
+                "csv=p=0",
+                file.to_str().unwrap(),
+            ]);
+            times
+                .lines()
+                .map(|l| l.trim().trim_end_matches(','))
+                .filter(|l| !l.is_empty())
+                .map(|l| l.parse::<f64>().unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(keys("0"), vec![0.0, 2.0, 4.0], "a keyframe at every segment start");
+        assert_eq!(keys("1"), keys("0"), "the same on every rung");
+        // Nothing half-written was left beside the ladder.
+        assert_eq!(std::fs::read_dir(out.parent().unwrap()).unwrap().count(), 1);
+    }
+}
