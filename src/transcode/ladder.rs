@@ -6,7 +6,7 @@
 use crate::media::init_ffmpeg;
 use ffmpeg_next::format::Pixel;
 use ffmpeg_next::software::scaling;
-use ffmpeg_next::{Dictionary, Packet, Rational, codec, encoder, format, frame};
+use ffmpeg_next::{Dictionary, Packet, Rational, codec, encoder, filter, format, frame};
 use std::path::Path;
 
 /// One rung of the ladder: a height (the width follows the source's aspect)
@@ -71,6 +71,112 @@ fn source(e: impl std::fmt::Display) -> TranscodeError {
 
 fn encode(e: impl std::fmt::Display) -> TranscodeError {
     TranscodeError::Encode(e.to_string())
+}
+
+/// The source's audio as AAC stereo 48 kHz at `AUDIO_KBPS`: decoded,
+/// resampled and cut into the encoder's frame size by a filter graph.
+struct AudioTrack {
+    input: usize,
+    output: usize,
+    decoder: ffmpeg_next::decoder::Audio,
+    encoder: encoder::Audio,
+    graph: filter::Graph,
+}
+
+const AUDIO_KBPS: usize = 128;
+const AUDIO_RATE: i32 = 48_000;
+
+impl AudioTrack {
+    fn open(stream: &format::stream::Stream, octx: &mut format::context::Output) -> Result<Self, TranscodeError> {
+        let decoder = codec::context::Context::from_parameters(stream.parameters())
+            .and_then(|c| c.decoder().audio())
+            .map_err(source)?;
+        let aac = encoder::find(codec::Id::AAC).ok_or_else(|| encode("no AAC encoder"))?;
+        let global_header = octx.format().flags().contains(format::Flags::GLOBAL_HEADER);
+        let mut ost = octx.add_stream(aac).map_err(encode)?;
+        let mut enc = codec::context::Context::new_with_codec(aac).encoder().audio().map_err(encode)?;
+        let layout = ffmpeg_next::channel_layout::ChannelLayout::STEREO;
+        enc.set_rate(AUDIO_RATE);
+        enc.set_channel_layout(layout);
+        enc.set_channels(layout.channels());
+        enc.set_format(ffmpeg_next::format::Sample::F32(ffmpeg_next::format::sample::Type::Planar));
+        enc.set_bit_rate(AUDIO_KBPS * 1000);
+        enc.set_time_base((1, AUDIO_RATE));
+        if global_header {
+            enc.set_flags(codec::Flags::GLOBAL_HEADER);
+        }
+        let encoder = enc.open_as(aac).map_err(encode)?;
+        ost.set_parameters(&encoder);
+        ost.set_time_base((1, AUDIO_RATE));
+
+        let in_layout = if decoder.channel_layout().bits() == 0 {
+            ffmpeg_next::channel_layout::ChannelLayout::default(i32::from(decoder.channels()))
+        } else {
+            decoder.channel_layout()
+        };
+        let mut graph = filter::Graph::new();
+        let args = format!(
+            "time_base={}:sample_rate={}:sample_fmt={}:channel_layout=0x{:x}",
+            stream.time_base(),
+            decoder.rate(),
+            decoder.format().name(),
+            in_layout.bits()
+        );
+        let find = |name| filter::find(name).ok_or_else(|| encode(format!("no {name} filter")));
+        graph.add(&find("abuffer")?, "in", &args).map_err(encode)?;
+        graph.add(&find("abuffersink")?, "out", "").map_err(encode)?;
+        {
+            let mut out = graph.get("out").ok_or_else(|| encode("no sink"))?;
+            out.set_sample_format(encoder.format());
+            out.set_channel_layout(encoder.channel_layout());
+            out.set_sample_rate(encoder.rate());
+        }
+        graph.output("in", 0).and_then(|p| p.input("out", 0)).and_then(|p| p.parse("anull")).map_err(encode)?;
+        graph.validate().map_err(encode)?;
+        graph.get("out").ok_or_else(|| encode("no sink"))?.sink().set_frame_size(encoder.frame_size());
+        Ok(Self { input: stream.index(), output: ost.index(), decoder, encoder, graph })
+    }
+
+    /// Everything the decoder has, through the graph and the encoder.
+    fn pump(&mut self, out_tb: Rational, octx: &mut format::context::Output, eof: bool) -> Result<(), TranscodeError> {
+        let mut decoded = frame::Audio::empty();
+        while self.decoder.receive_frame(&mut decoded).is_ok() {
+            let pts = decoded.timestamp();
+            decoded.set_pts(pts);
+            if let Some(mut input) = self.graph.get("in") {
+                input.source().add(&decoded).map_err(encode)?;
+            }
+            self.encode_filtered(out_tb, octx)?;
+        }
+        if eof {
+            if let Some(mut input) = self.graph.get("in") {
+                input.source().flush().map_err(encode)?;
+            }
+            self.encode_filtered(out_tb, octx)?;
+            self.encoder.send_eof().map_err(encode)?;
+            self.write_packets(out_tb, octx)?;
+        }
+        Ok(())
+    }
+
+    fn encode_filtered(&mut self, out_tb: Rational, octx: &mut format::context::Output) -> Result<(), TranscodeError> {
+        let mut filtered = frame::Audio::empty();
+        while self.graph.get("out").is_some_and(|mut out| out.sink().frame(&mut filtered).is_ok()) {
+            self.encoder.send_frame(&filtered).map_err(encode)?;
+            self.write_packets(out_tb, octx)?;
+        }
+        Ok(())
+    }
+
+    fn write_packets(&mut self, out_tb: Rational, octx: &mut format::context::Output) -> Result<(), TranscodeError> {
+        let mut packet = Packet::empty();
+        while self.encoder.receive_packet(&mut packet).is_ok() {
+            packet.set_stream(self.output);
+            packet.rescale_ts(Rational(1, AUDIO_RATE), out_tb);
+            packet.write_interleaved(octx).map_err(encode)?;
+        }
+        Ok(())
+    }
 }
 
 struct Output {
@@ -187,16 +293,22 @@ fn write_ladder(
         outputs.push(Output { index: ost.index(), encoder: opened, scaler: None, width, height });
     }
 
+    let mut audio = match ictx.streams().best(ffmpeg_next::media::Type::Audio) {
+        Some(stream) => Some(AudioTrack::open(&stream, &mut octx)?),
+        None => None,
+    };
+
     let mut muxer = Dictionary::new();
     muxer.set("seg_duration", &spec.segment_secs.to_string());
     muxer.set("use_template", "1");
     muxer.set("use_timeline", "1");
     muxer.set("hls_playlist", "1");
-    muxer.set("adaptation_sets", "id=0,streams=v");
+    muxer.set("adaptation_sets", if audio.is_some() { "id=0,streams=v id=1,streams=a" } else { "id=0,streams=v" });
     muxer.set("init_seg_name", "init-$RepresentationID$.m4s");
     muxer.set("media_seg_name", "chunk-$RepresentationID$-$Number%05d$.m4s");
     octx.write_header_with(muxer).map_err(encode)?;
     let out_tbs: Vec<Rational> = outputs.iter().map(|o| octx.stream(o.index).expect("added").time_base()).collect();
+    let audio_tb = audio.as_ref().map(|a| octx.stream(a.output).expect("added").time_base());
 
     let mut frames = 0u64;
     let mut decoded = frame::Video::empty();
@@ -240,6 +352,13 @@ fn write_ladder(
         Ok(())
     };
     for (stream, packet) in ictx.packets() {
+        if let (Some(track), Some(tb)) = (audio.as_mut(), audio_tb)
+            && stream.index() == track.input
+        {
+            let _ = track.decoder.send_packet(&packet);
+            track.pump(tb, &mut octx, false)?;
+            continue;
+        }
         if stream.index() != index {
             continue;
         }
@@ -249,6 +368,10 @@ fn write_ladder(
     }
     let _ = decoder.send_eof();
     step(&mut decoder, &mut outputs, &mut octx, &mut frames)?;
+    if let (Some(track), Some(tb)) = (audio.as_mut(), audio_tb) {
+        let _ = track.decoder.send_eof();
+        track.pump(tb, &mut octx, true)?;
+    }
     for (output, out_tb) in outputs.iter_mut().zip(&out_tbs) {
         output.encoder.send_eof().map_err(encode)?;
         drain(output, *out_tb, in_tb, &mut octx)?;
@@ -297,7 +420,8 @@ mod tests {
         let src = dir.path().join("src.mp4");
         let status = std::process::Command::new("ffmpeg")
             .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25"])
-            .args(["-t", "6", "-c:v", "libx264", "-pix_fmt", "yuv420p"])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
+            .args(["-t", "6", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-ac", "1"])
             .arg(&src)
             .status()
             .unwrap();
@@ -325,11 +449,13 @@ mod tests {
         );
         assert_eq!(seen.last(), Some(&1.0));
         let mpd = std::fs::read_to_string(out.join("manifest.mpd")).unwrap();
-        assert_eq!(mpd.matches("<Representation ").count(), 2, "{mpd}");
+        assert_eq!(mpd.matches("<Representation ").count(), 3, "two video rungs and the audio: {mpd}");
+        assert!(mpd.contains("mp4a.40.2") && mpd.contains("audioSamplingRate=\"48000\""), "{mpd}");
         let master = std::fs::read_to_string(out.join("master.m3u8")).unwrap();
         assert_eq!(master.matches("#EXT-X-STREAM-INF").count(), 2, "{master}");
         assert!(master.contains("RESOLUTION=640x360") && master.contains("RESOLUTION=426x240"), "{master}");
         assert!(master.contains("CODECS=\"avc1.") && master.contains("BANDWIDTH="), "{master}");
+        assert!(master.contains("TYPE=AUDIO"), "{master}");
         // Both manifests decode, to the source's duration, through the same segments.
         for manifest in ["manifest.mpd", "master.m3u8"] {
             let path = out.join(manifest);
@@ -345,7 +471,10 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .filter(|n| n.starts_with("chunk-"))
             .collect();
-        assert_eq!(segments.len(), 6, "3 segments of 2 s per rung: {segments:?}");
+        let of = |rep: &str| segments.iter().filter(|s| s.starts_with(&format!("chunk-{rep}-"))).count();
+        assert_eq!((of("0"), of("1")), (3, 3), "3 segments of 2 s per rung: {segments:?}");
+        // AAC frames do not fall on 2 s: the encoder's padding can make a short 4th.
+        assert!((3..=4).contains(&of("2")), "the audio's segments: {segments:?}");
         // Keyframes at the same times on every rung.
         let keys = |rep: &str| {
             let init = out.join(format!("init-{rep}.m4s"));
@@ -379,5 +508,43 @@ mod tests {
         assert_eq!(keys("1"), keys("0"), "the same on every rung");
         // Nothing half-written was left beside the ladder.
         assert_eq!(std::fs::read_dir(out.parent().unwrap()).unwrap().count(), 1);
+    }
+}
+
+#[cfg(test)]
+mod small_source_tests {
+    use super::*;
+
+    #[test]
+    fn a_source_below_every_rung_gets_one_rung_at_its_own_size_and_no_audio_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("small.mkv");
+        let status = std::process::Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "mandelbrot=size=320x180:rate=30"])
+            .args(["-t", "3", "-c:v", "libx264", "-pix_fmt", "yuv420p"])
+            .arg(&src)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let out = dir.path().join("ladder");
+        let result = transcode_ladder(&src, &out, &LadderSpec::default(), &mut |_| {}).unwrap();
+        assert_eq!(result.renditions, vec![Rendition { width: 320, height: 180, video_kbps: 400 }]);
+        let mpd = std::fs::read_to_string(out.join("manifest.mpd")).unwrap();
+        assert_eq!(mpd.matches("<Representation ").count(), 1, "{mpd}");
+        assert!(!mpd.contains("mp4a"), "{mpd}");
+    }
+
+    #[test]
+    fn what_is_not_a_video_fails_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("noise.mp4");
+        std::fs::write(&src, b"not a video at all").unwrap();
+        let out = dir.path().join("ladder");
+        assert!(matches!(
+            transcode_ladder(&src, &out, &LadderSpec::default(), &mut |_| {}),
+            Err(TranscodeError::Source(_))
+        ));
+        assert!(!out.exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "only the source is left");
     }
 }

@@ -2,7 +2,8 @@
 //! decode, one scale and one libx264 encode per rung, keyframes aligned
 //! across rungs every segment, CMAF fMP4 segments written by FFmpeg's dash
 //! muxer, which also writes the HLS playlists over the same segments
-//! (`hls_playlist`). Video only so far; not wired to a queue yet.
+//! (`hls_playlist`); audio, if any, as AAC stereo 48 kHz. Not wired to a
+//! queue yet.
 
 mod ladder;
 
