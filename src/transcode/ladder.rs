@@ -182,7 +182,6 @@ impl AudioTrack {
 struct Output {
     index: usize,
     encoder: encoder::Video,
-    scaler: Option<(scaling::Context, (Pixel, u32, u32))>,
     width: u32,
     height: u32,
 }
@@ -233,7 +232,15 @@ fn write_ladder(
         .find(|r| r.numerator() > 0 && r.denominator() > 0)
         .unwrap_or(Rational(25, 1));
     let mut decoder = codec::context::Context::from_parameters(stream.parameters())
-        .and_then(|c| c.decoder().video())
+        .and_then(|mut c| {
+            // The decoder feeds every rung: it must not be the one thread behind.
+            c.set_threading(ffmpeg_next::threading::Config {
+                kind: ffmpeg_next::threading::Type::Frame,
+                count: 0,
+                ..Default::default()
+            });
+            c.decoder().video()
+        })
         .map_err(source)?;
     let (src_w, src_h) = (decoder.width(), decoder.height());
     if src_w == 0 || src_h == 0 {
@@ -290,7 +297,7 @@ fn write_ladder(
         unsafe {
             (*ost.as_mut_ptr()).sample_aspect_ratio = sar.into();
         }
-        outputs.push(Output { index: ost.index(), encoder: opened, scaler: None, width, height });
+        outputs.push(Output { index: ost.index(), encoder: opened, width, height });
     }
 
     let mut audio = match ictx.streams().best(ffmpeg_next::media::Type::Audio) {
@@ -310,97 +317,132 @@ fn write_ladder(
     let out_tbs: Vec<Rational> = outputs.iter().map(|o| octx.stream(o.index).expect("added").time_base()).collect();
     let audio_tb = audio.as_ref().map(|a| octx.stream(a.output).expect("added").time_base());
 
+    // One thread per rung scales and encodes; this thread demuxes, decodes
+    // and is the only writer of the muxer. Frames go out through small
+    // bounded queues (reference-counted, no copy); packets come back.
+    let sizes: Vec<(u32, u32)> = outputs.iter().map(|o| (o.width, o.height)).collect();
+    let streams: Vec<usize> = outputs.iter().map(|o| o.index).collect();
+    let (packet_tx, packets) = std::sync::mpsc::channel::<Result<(usize, Packet), TranscodeError>>();
     let mut frames = 0u64;
-    let mut decoded = frame::Video::empty();
-    let mut step = |decoder: &mut ffmpeg_next::decoder::Video,
-                    outputs: &mut [Output],
-                    octx: &mut format::context::Output,
-                    frames: &mut u64|
-     -> Result<(), TranscodeError> {
-        while decoder.receive_frame(&mut decoded).is_ok() {
-            *frames += 1;
-            let pts = decoded.timestamp();
-            for (output, out_tb) in outputs.iter_mut().zip(&out_tbs) {
-                let key = (decoded.format(), decoded.width(), decoded.height());
-                if output.scaler.as_ref().is_none_or(|(_, k)| *k != key) {
-                    let ctx = scaling::Context::get(
-                        key.0,
-                        key.1,
-                        key.2,
-                        Pixel::YUV420P,
-                        output.width,
-                        output.height,
-                        scaling::Flags::BICUBIC,
-                    )
-                    .map_err(encode)?;
-                    output.scaler = Some((ctx, key));
+    std::thread::scope(|scope| -> Result<(), TranscodeError> {
+        let mut queues = Vec::new();
+        for (rung, output) in outputs.drain(..).enumerate() {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<frame::Video>(2);
+            queues.push(tx);
+            let packet_tx = packet_tx.clone();
+            scope.spawn(move || {
+                if let Err(e) = encode_rung(rung, output.encoder, output.width, output.height, rx, &packet_tx) {
+                    let _ = packet_tx.send(Err(e));
                 }
-                let (scaler, _) = output.scaler.as_mut().expect("set above");
-                let mut scaled = frame::Video::empty();
-                scaler.run(&decoded, &mut scaled).map_err(encode)?;
-                scaled.set_pts(pts);
-                scaled.set_kind(ffmpeg_next::picture::Type::None);
-                output.encoder.send_frame(&scaled).map_err(encode)?;
-                drain(output, *out_tb, in_tb, octx)?;
+            });
+        }
+        drop(packet_tx);
+        let write = |octx: &mut format::context::Output, sent: Result<(usize, Packet), TranscodeError>| {
+            let (rung, mut packet) = sent?;
+            packet.set_stream(streams[rung]);
+            packet.rescale_ts(in_tb, out_tbs[rung]);
+            packet.write_interleaved(octx).map_err(encode)
+        };
+        let mut decoded = frame::Video::empty();
+        let mut step = |decoder: &mut ffmpeg_next::decoder::Video,
+                        octx: &mut format::context::Output,
+                        frames: &mut u64|
+         -> Result<(), TranscodeError> {
+            while decoder.receive_frame(&mut decoded).is_ok() {
+                *frames += 1;
+                let pts = decoded.timestamp();
+                decoded.set_pts(pts);
+                for queue in &queues {
+                    queue.send(decoded.clone()).map_err(|_| encode("a rung's encoder stopped"))?;
+                }
+                while let Ok(sent) = packets.try_recv() {
+                    write(octx, sent)?;
+                }
+                if duration_s > 0.0
+                    && let Some(ts) = pts
+                {
+                    progress((f64::from(in_tb) * ts as f64 / duration_s).clamp(0.0, 1.0));
+                }
             }
-            if duration_s > 0.0
-                && let Some(ts) = pts
+            Ok(())
+        };
+        for (stream, packet) in ictx.packets() {
+            if let (Some(track), Some(tb)) = (audio.as_mut(), audio_tb)
+                && stream.index() == track.input
             {
-                progress((f64::from(in_tb) * ts as f64 / duration_s).clamp(0.0, 1.0));
+                let _ = track.decoder.send_packet(&packet);
+                track.pump(tb, &mut octx, false)?;
+                continue;
             }
+            if stream.index() != index {
+                continue;
+            }
+            // A damaged packet costs its frame, not the whole ladder.
+            let _ = decoder.send_packet(&packet);
+            step(&mut decoder, &mut octx, &mut frames)?;
+        }
+        let _ = decoder.send_eof();
+        step(&mut decoder, &mut octx, &mut frames)?;
+        if let (Some(track), Some(tb)) = (audio.as_mut(), audio_tb) {
+            let _ = track.decoder.send_eof();
+            track.pump(tb, &mut octx, true)?;
+        }
+        // Closing the queues ends the encoders; their last packets follow.
+        drop(queues);
+        for sent in packets.iter() {
+            write(&mut octx, sent)?;
         }
         Ok(())
-    };
-    for (stream, packet) in ictx.packets() {
-        if let (Some(track), Some(tb)) = (audio.as_mut(), audio_tb)
-            && stream.index() == track.input
-        {
-            let _ = track.decoder.send_packet(&packet);
-            track.pump(tb, &mut octx, false)?;
-            continue;
-        }
-        if stream.index() != index {
-            continue;
-        }
-        // A damaged packet costs its frame, not the whole ladder.
-        let _ = decoder.send_packet(&packet);
-        step(&mut decoder, &mut outputs, &mut octx, &mut frames)?;
-    }
-    let _ = decoder.send_eof();
-    step(&mut decoder, &mut outputs, &mut octx, &mut frames)?;
-    if let (Some(track), Some(tb)) = (audio.as_mut(), audio_tb) {
-        let _ = track.decoder.send_eof();
-        track.pump(tb, &mut octx, true)?;
-    }
-    for (output, out_tb) in outputs.iter_mut().zip(&out_tbs) {
-        output.encoder.send_eof().map_err(encode)?;
-        drain(output, *out_tb, in_tb, &mut octx)?;
-    }
+    })?;
     octx.write_trailer().map_err(encode)?;
     if frames == 0 {
         return Err(source("no frame decoded"));
     }
     progress(1.0);
-    let renditions = outputs
+    let renditions = sizes
         .iter()
         .zip(&rungs)
-        .map(|(o, r)| Rendition { width: o.width, height: o.height, video_kbps: r.video_kbps })
+        .map(|(&(width, height), r)| Rendition { width, height, video_kbps: r.video_kbps })
         .collect();
     Ok(LadderOutput { renditions, frames })
 }
 
-fn drain(
-    output: &mut Output,
-    out_tb: Rational,
-    in_tb: Rational,
-    octx: &mut format::context::Output,
+/// A rung's thread: scales each frame from `frames` to the rung's size,
+/// encodes it, and hands the packets back (numbered by `rung`) until the
+/// queue closes; then flushes the encoder.
+fn encode_rung(
+    rung: usize,
+    mut encoder: encoder::Video,
+    width: u32,
+    height: u32,
+    frames: std::sync::mpsc::Receiver<frame::Video>,
+    packets: &std::sync::mpsc::Sender<Result<(usize, Packet), TranscodeError>>,
 ) -> Result<(), TranscodeError> {
-    let mut packet = Packet::empty();
-    while output.encoder.receive_packet(&mut packet).is_ok() {
-        packet.set_stream(output.index);
-        packet.rescale_ts(in_tb, out_tb);
-        packet.write_interleaved(octx).map_err(encode)?;
+    let mut scaler: Option<(scaling::Context, (Pixel, u32, u32))> = None;
+    let drain = |encoder: &mut encoder::Video| {
+        let mut packet = Packet::empty();
+        while encoder.receive_packet(&mut packet).is_ok() {
+            let _ = packets.send(Ok((rung, std::mem::replace(&mut packet, Packet::empty()))));
+        }
+    };
+    for decoded in frames {
+        let key = (decoded.format(), decoded.width(), decoded.height());
+        if scaler.as_ref().is_none_or(|(_, k)| *k != key) {
+            let ctx =
+                scaling::Context::get(key.0, key.1, key.2, Pixel::YUV420P, width, height, scaling::Flags::BICUBIC)
+                    .map_err(encode)?;
+            scaler = Some((ctx, key));
+        }
+        let (ctx, _) = scaler.as_mut().expect("set above");
+        let mut scaled = frame::Video::empty();
+        ctx.run(&decoded, &mut scaled).map_err(encode)?;
+        scaled.set_pts(decoded.pts());
+        scaled.set_kind(ffmpeg_next::picture::Type::None);
+        encoder.send_frame(&scaled).map_err(encode)?;
+        drain(&mut encoder);
     }
+    encoder.send_eof().map_err(encode)?;
+    drain(&mut encoder);
     Ok(())
 }
 
