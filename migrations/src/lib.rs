@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261121_000001_initial;
 mod m20261121_000002_doors;
 mod m20261122_000003_signatures;
+mod m20261122_000004_jobs;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000001_initial::Migration),
             Box::new(m20261121_000002_doors::Migration),
             Box::new(m20261122_000003_signatures::Migration),
+            Box::new(m20261122_000004_jobs::Migration),
         ]
     }
 }

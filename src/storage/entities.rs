@@ -160,3 +160,31 @@ pub mod video_entry {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod job {
+    use sea_orm::entity::prelude::*;
+
+    /// A job of the embedded queue. `state`: `ready`, `leased` (until
+    /// `available_at`), `done` or `dead`.
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "jobs")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub topic: String,
+        pub key: String,
+        pub payload: String,
+        pub state: String,
+        pub attempts: i32,
+        pub available_at: DateTimeUtc,
+        pub leased_by: Option<String>,
+        pub last_error: Option<String>,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

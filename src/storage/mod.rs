@@ -4,10 +4,12 @@
 
 mod blob;
 pub mod entities;
+mod jobs;
 mod lock;
 mod repo;
 
 pub use blob::{LocalStore, Store};
+pub use jobs::{Job, JobState};
 pub use lock::RootLock;
 pub use repo::{
     Entry, NewEntry, NewVideo, Piece, RepoError, Repository, SessionRecord, SessionState, Signature, UploadKind,

@@ -226,6 +226,10 @@ pub struct Repository {
 }
 
 impl Repository {
+    pub(super) fn conn(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
     /// Connects and brings the schema up to date.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, RepoError> {
         let mut options = ConnectOptions::new(url.to_owned());

@@ -14,6 +14,7 @@ mod ingest;
 mod lifecycle;
 mod multipart;
 mod near_duplicates;
+mod queue;
 mod restart;
 mod restart_doors;
 mod tus;
