@@ -26,17 +26,10 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(Jobs::LastError).text())
                     .col(ColumnDef::new(Jobs::CreatedAt).timestamp_with_time_zone().not_null())
                     .col(ColumnDef::new(Jobs::UpdatedAt).timestamp_with_time_zone().not_null())
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("idx_jobs_topic_key")
-                    .table(Jobs::Table)
-                    .col(Jobs::Topic)
-                    .col(Jobs::Key)
-                    .unique()
+                    // In the table itself, not a separate index: on SQLite a
+                    // pooled connection can load the schema between the two
+                    // statements, and then refuses `ON CONFLICT (topic, key)`.
+                    .index(Index::create().name("uq_jobs_topic_key").col(Jobs::Topic).col(Jobs::Key).unique())
                     .to_owned(),
             )
             .await?;
