@@ -86,6 +86,8 @@ pub struct Analysis {
     /// The samples do not cover the whole video: the sample limit was
     /// reached, or this is what was handed to finalize while the pass went on.
     pub partial: bool,
+    /// Handed to finalize while the pass went on; the complete analysis follows.
+    pub handed_over: bool,
     /// A 320-pixel-wide JPEG of the frame a tenth into the video (at most
     /// 1 s in), the video's thumbnail.
     pub thumbnail: Option<Vec<u8>>,
@@ -108,6 +110,7 @@ impl Analysis {
             frames_decoded: 0,
             packets_skipped: 0,
             partial: true,
+            handed_over: false,
             thumbnail: None,
             first_byte_at: None,
             first_hash_at: None,
@@ -384,6 +387,7 @@ fn run(
         frames_decoded: pass.frames_decoded,
         packets_skipped: skipped,
         partial: stopped,
+        handed_over: false,
         thumbnail: match pass.thumbnail {
             Some((_, jpeg)) => jpeg,
             None => pass.thumbnail_fallback.as_ref().and_then(thumbnail_of),
@@ -428,6 +432,7 @@ impl Pass<'_> {
             frames_decoded: self.frames_decoded,
             packets_skipped: skipped,
             partial: true,
+            handed_over: true,
             thumbnail: match &self.thumbnail {
                 Some((_, jpeg)) => jpeg.clone(),
                 None => self.thumbnail_fallback.as_ref().and_then(thumbnail_of),
@@ -627,7 +632,8 @@ mod tests {
         let full = analyze_stream(reader, &tight, &mut |a| handed.push(a)).unwrap();
         assert_eq!(handed.len(), 1, "handed over once");
         let early = &handed[0];
-        assert!(early.partial);
+        assert!(early.partial && early.handed_over);
+        assert!(!full.handed_over);
         assert!(early.frames_decoded < 150, "{}", early.frames_decoded);
         assert!(!full.partial);
         assert_eq!(full.samples.len(), 6, "the pass went on to the end");

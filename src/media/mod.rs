@@ -7,4 +7,4 @@ mod probe;
 pub mod streaming;
 
 pub use analysis::{Analysis, AnalysisSettings, Sample};
-pub use probe::{AnalyzeFile, MediaInfo, ProbeError, Prober, init_ffmpeg, probe_file, probe_stream};
+pub use probe::{AnalyzeFile, MediaInfo, ProbeError, Prober, init_ffmpeg, probe_file};

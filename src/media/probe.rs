@@ -78,20 +78,6 @@ pub fn probe_file(path: &Path) -> Result<MediaInfo, ProbeError> {
     probe_input(ictx)
 }
 
-/// Probes bytes that may still be arriving, through a `StreamingBuffer`
-/// reader: it returns as soon as the headers and a first frame are in (at
-/// once for faststart MP4, MKV or WebM; after the last byte for an MP4 whose
-/// index is at the end). Blocks. A stream that ends or fails before that is
-/// `NotAVideo`, never a hang: the reader sees the end once the writer closes.
-pub fn probe_stream(reader: super::streaming::BufferReader) -> Result<MediaInfo, ProbeError> {
-    init_ffmpeg();
-    let io = ffmpeg_next::format::context::StreamIo::from_read_seek(reader)
-        .map_err(|e| ProbeError::NotAVideo(format!("could not read the stream ({e})")))?;
-    let ictx = ffmpeg_next::format::input_from_stream(io, None, None)
-        .map_err(|e| ProbeError::NotAVideo(format!("no known container ({e})")))?;
-    probe_input(ictx)
-}
-
 fn probe_input(mut ictx: ffmpeg_next::format::context::Input) -> Result<MediaInfo, ProbeError> {
     let (info, video_index) = describe(&ictx)?;
     let parameters = ictx.stream(video_index).expect("described").parameters();
@@ -225,93 +211,5 @@ impl Handler<AnalyzeFile> for Prober {
         // A panic inside libav bindings must cost one upload, not the thread pool.
         std::panic::catch_unwind(|| super::analysis::analyze_file(&msg.0, &self.settings))
             .unwrap_or_else(|_| Err(ProbeError::NotAVideo("the probe could not read this file".into())))
-    }
-}
-
-#[cfg(test)]
-mod streaming_tests {
-    use super::*;
-    use crate::media::streaming::streaming_buffer;
-    use std::fs::File;
-    use std::io::Write;
-    use std::sync::mpsc;
-    use std::time::Duration;
-
-    /// A 4 s 320x240 H.264 video made with the ffmpeg CLI.
-    fn make(dir: &Path, name: &str, extra: &[&str]) -> Vec<u8> {
-        let path = dir.join(name);
-        let status = std::process::Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
-            .args(["-t", "4", "-c:v", "libx264", "-pix_fmt", "yuv420p"])
-            .args(extra)
-            .arg(&path)
-            .status()
-            .expect("ffmpeg is installed");
-        assert!(status.success());
-        std::fs::read(path).unwrap()
-    }
-
-    /// Writes `bytes[..upto]` into a fresh streaming buffer, starts the probe
-    /// on its own thread, and says whether it answered within `wait`, before
-    /// the rest came.
-    fn probe_partial(
-        bytes: &[u8],
-        upto: usize,
-        total: Option<u64>,
-        wait: Duration,
-    ) -> (bool, Result<MediaInfo, ProbeError>) {
-        let mut file = tempfile::NamedTempFile::new().unwrap();
-        let (writer, reader) = streaming_buffer(File::open(file.path()).unwrap(), total);
-        file.write_all(&bytes[..upto]).unwrap();
-        writer.advance(upto as u64);
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || tx.send(probe_stream(reader)).unwrap());
-        let early = rx.recv_timeout(wait);
-        let answered_early = early.is_ok();
-        file.write_all(&bytes[upto..]).unwrap();
-        writer.advance(bytes.len() as u64);
-        writer.complete();
-        let result = match early {
-            Ok(result) => result,
-            Err(_) => rx.recv_timeout(Duration::from_secs(30)).expect("the probe ends once the upload completes"),
-        };
-        (answered_early, result)
-    }
-
-    #[test]
-    fn faststart_mp4_and_mkv_probe_before_the_upload_completes() {
-        let dir = tempfile::tempdir().unwrap();
-        for (name, extra) in [("fast.mp4", &["-movflags", "+faststart"][..]), ("clip.mkv", &[][..])] {
-            let bytes = make(dir.path(), name, extra);
-            let (early, result) =
-                probe_partial(&bytes, bytes.len() * 3 / 5, Some(bytes.len() as u64), Duration::from_secs(20));
-            assert!(early, "{name}: the probe waited for the whole upload");
-            let info = result.unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert_eq!((info.width, info.height), (Some(320), Some(240)));
-            assert_eq!(info.video_codec.as_deref(), Some("h264"));
-        }
-    }
-
-    #[test]
-    fn an_mp4_with_its_index_at_the_end_probes_once_the_upload_completes() {
-        let dir = tempfile::tempdir().unwrap();
-        let bytes = make(dir.path(), "slow.mp4", &[]);
-        for total in [None, Some(bytes.len() as u64)] {
-            let (early, result) = probe_partial(&bytes, bytes.len() / 2, total, Duration::from_secs(2));
-            assert!(!early, "the index is in the part that has not arrived");
-            assert_eq!(result.unwrap().duration_s, Some(4.0));
-        }
-    }
-
-    #[test]
-    fn truncated_or_garbage_streams_end_in_an_error_not_a_hang() {
-        let dir = tempfile::tempdir().unwrap();
-        let bytes = make(dir.path(), "cut.mp4", &["-movflags", "+faststart"]);
-        let cut = &bytes[..bytes.len() / 20];
-        let (_, result) = probe_partial(cut, cut.len(), None, Duration::ZERO);
-        assert!(result.is_err(), "a truncated stream is not a video");
-        let garbage: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
-        let (_, result) = probe_partial(&garbage, garbage.len(), None, Duration::ZERO);
-        assert!(result.is_err());
     }
 }

@@ -143,7 +143,7 @@ impl Committer {
             partial = analysis.partial,
             "analysed"
         );
-        if analysis.partial {
+        if analysis.handed_over {
             self.metrics.analyses_handed_over.inc();
             tracing::info!(samples = analysis.samples.len(), "finalize goes on a partial analysis");
         }
