@@ -29,10 +29,16 @@ run: release
 
 ## Every test: unit tests and the HTTP integration suite on SQLite and PostgreSQL.
 ## (No doc tests: there are none, and their empty summary would close the output.)
+## A real Kafka-protocol broker (tansu) is started for the run and stopped after.
 TEST_LOG ?= $(CARGO_TARGET_DIR)/make-test.log
+KAFKA_DIR ?= $(CARGO_TARGET_DIR)/test-kafka
 test: deps postgres clean-test-dbs
+	@bash .ci/kafka.sh install
 	@mkdir -p "$(dir $(TEST_LOG))"; set -o pipefail; status=0; \
-	$(CARGO) test --workspace --no-fail-fast --lib --bins --tests 2>&1 | tee "$(TEST_LOG)" || status=$$?; \
+	brokers=$$(bash .ci/kafka.sh start "$(KAFKA_DIR)") || exit 1; \
+	trap 'bash .ci/kafka.sh stop "$(KAFKA_DIR)"' EXIT; \
+	echo "kafka broker (tansu) at $$brokers"; \
+	VIDCACHE_TEST_KAFKA=$$brokers $(CARGO) test --workspace --no-fail-fast --lib --bins --tests 2>&1 | tee "$(TEST_LOG)" || status=$$?; \
 	awk '/^test result:/ { p += $$4; f += $$6 } END { printf "total: %d passed, %d failed\n", p, f }' "$(TEST_LOG)"; \
 	exit $$status
 
@@ -43,6 +49,9 @@ bench: release
 	python3 tests/bench/doors_bench.py --binary $(CARGO_TARGET_DIR)/release/vidcache $(DOORS_BENCH_ARGS)
 	@python3 -c "import videohash, vpdq, mediaref" 2>/dev/null || pip install videohash==3.0.1 vpdq==0.2.5 "mediaref[video]==2.1.0"
 	python3 tests/bench/analysis_bench.py --binary $(CARGO_TARGET_DIR)/release/vidcache $(ANALYSIS_BENCH_ARGS)
+	@command -v nginx >/dev/null && command -v wrk >/dev/null && command -v bc >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx wrk bc >/dev/null; }
+	python3 tests/bench/transcode_bench.py --binary $(CARGO_TARGET_DIR)/release/vidcache $(TRANSCODE_BENCH_ARGS)
 
 ## Drop databases left by earlier test runs.
 clean-test-dbs:

@@ -20,6 +20,8 @@ command -v cargo >/dev/null || { echo "cargo is missing: install Rust with rustu
 
 # The real upload clients the tests drive: tuspy (Python) and tus-js-client (Node).
 python3 -c "import tusclient" 2>/dev/null || python3 -m pip install -q --disable-pip-version-check tuspy==1.1.0
+# The outside Kafka client of the tests and kafka/create-topics.py.
+python3 -c "import confluent_kafka" 2>/dev/null || python3 -m pip install -q --disable-pip-version-check confluent-kafka==2.12.1
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
   $SUDO apt-get update -qq

@@ -18,7 +18,100 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub analysis: crate::media::AnalysisSettings,
     pub dedup: DedupSettings,
+    pub transcode: TranscodeSettings,
+    pub kafka: KafkaSettings,
     pub log: LogSettings,
+}
+
+/// Transcoding into HLS and DASH (`[transcode]`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct TranscodeSettings {
+    /// Queue a transcode for every new video as it is stored.
+    pub on_upload: bool,
+    /// Jobs this process transcodes at once (each uses several threads).
+    /// 0: `serve` only queues jobs and `vidcache worker` processes run them.
+    pub workers: usize,
+    /// The ladder, highest first, as `height:video_kbps` pairs; rungs above
+    /// the source's height are left out.
+    pub ladder: String,
+    /// Segment length in seconds; every rung has a keyframe at each start.
+    pub segment_secs: u32,
+    /// x264 preset.
+    pub preset: String,
+    /// A job that fails this many times goes to the dead-letter queue and
+    /// the video's transcode status becomes `failed`.
+    pub max_attempts: u32,
+    /// Wait before a failed job is tried again, in seconds.
+    pub retry_delay_secs: u64,
+    /// Embedded queue: a job is leased for this long and the lease renewed
+    /// while it runs; a worker that dies lets it run out and the job is
+    /// delivered again.
+    pub lease_secs: u64,
+    /// Embedded queue: how often an idle worker looks for a job.
+    pub poll_interval_ms: u64,
+    /// Seconds between storyboard tiles (more, for long videos, so that
+    /// there are at most 200 tiles).
+    pub storyboard_interval_secs: u32,
+}
+
+impl TranscodeSettings {
+    /// The ladder as rungs, highest first.
+    pub fn rungs(&self) -> Result<Vec<crate::transcode::Rung>, String> {
+        let mut rungs = Vec::new();
+        for pair in self.ladder.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (height, kbps) = pair.split_once(':').ok_or_else(|| format!("{pair:?} is not height:video_kbps"))?;
+            let height: u32 = height.trim().parse().map_err(|_| format!("bad height in {pair:?}"))?;
+            let video_kbps: u32 = kbps.trim().parse().map_err(|_| format!("bad bitrate in {pair:?}"))?;
+            if !(16..=4320).contains(&height) || !(50..=100_000).contains(&video_kbps) {
+                return Err(format!("{pair:?} is out of range (height 16-4320, 50-100000 kb/s)"));
+            }
+            rungs.push(crate::transcode::Rung { height, video_kbps });
+        }
+        if rungs.is_empty() {
+            return Err("the ladder has no rungs".into());
+        }
+        rungs.sort_by(|a, b| b.height.cmp(&a.height));
+        Ok(rungs)
+    }
+}
+
+/// Kafka (`[kafka]`). With no brokers, jobs go through the embedded queue
+/// in the database.
+#[derive(Debug, Clone, Deserialize)]
+pub struct KafkaSettings {
+    /// `host:port,...`; empty: the embedded queue.
+    pub brokers: String,
+    /// Put before every topic name (`vidcache.transcode`, ...).
+    pub topic_prefix: String,
+    /// Consumer group of the transcode workers; the ingest consumers use
+    /// this name with `-ingest` appended.
+    pub group_id: String,
+    /// Create missing topics at start-up (definitions in `kafka/topics.json`).
+    pub create_topics: bool,
+    /// Run the consumer of the ingest topic in `serve`.
+    pub consume_ingest: bool,
+    /// How long a send may wait for room in a full producer queue before it
+    /// fails, in milliseconds: a full queue slows producers down.
+    pub queue_timeout_ms: u64,
+    /// Extra librdkafka properties as `name=value` (`security.protocol=SASL_SSL`,
+    /// `session.timeout.ms=6000`, ...), passed through as they are. In the
+    /// environment: `VIDCACHE__KAFKA__PROPERTIES=a.b=1,c.d=2`.
+    pub properties: Vec<String>,
+}
+
+impl KafkaSettings {
+    pub fn enabled(&self) -> bool {
+        !self.brokers.trim().is_empty()
+    }
+
+    /// The extra properties as pairs.
+    pub fn property_pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.properties.iter().filter_map(|p| p.split_once('=')).map(|(k, v)| (k.trim(), v.trim()))
+    }
+
+    pub fn has_property(&self, name: &str) -> bool {
+        self.property_pairs().any(|(k, _)| k == name)
+    }
 }
 
 /// Near-duplicate detection (`[dedup]`).
@@ -191,7 +284,8 @@ impl Settings {
             .try_parsing(true)
             .list_separator(",")
             .with_list_parse_key("ingest.allow_networks")
-            .with_list_parse_key("server.cors_origins");
+            .with_list_parse_key("server.cors_origins")
+            .with_list_parse_key("kafka.properties");
         builder.add_source(env).build()?.try_deserialize::<Self>()?.resolved()
     }
 
@@ -241,6 +335,23 @@ impl Settings {
             .set_default("dedup.min_matched_share", 0.6)?
             .set_default("dedup.min_matched_frames", 3)?
             .set_default("dedup.min_duration_ratio", 0.6)?
+            .set_default("transcode.on_upload", true)?
+            .set_default("transcode.workers", 1)?
+            .set_default("transcode.ladder", "1080:5000,720:3000,480:1500,240:400")?
+            .set_default("transcode.segment_secs", 2)?
+            .set_default("transcode.preset", "veryfast")?
+            .set_default("transcode.max_attempts", 3)?
+            .set_default("transcode.retry_delay_secs", 10)?
+            .set_default("transcode.lease_secs", 60)?
+            .set_default("transcode.poll_interval_ms", 500)?
+            .set_default("transcode.storyboard_interval_secs", 2)?
+            .set_default("kafka.brokers", "")?
+            .set_default("kafka.topic_prefix", "vidcache.")?
+            .set_default("kafka.group_id", "vidcache-transcode")?
+            .set_default("kafka.create_topics", true)?
+            .set_default("kafka.consume_ingest", true)?
+            .set_default("kafka.queue_timeout_ms", 30_000)?
+            .set_default("kafka.properties", Vec::<String>::new())?
             .set_default("log.filter", "info")?
             .set_default("log.format", "text")
     }
@@ -268,6 +379,16 @@ impl Settings {
         if self.analysis.sample_interval_ms == 0 || self.analysis.max_samples == 0 {
             return Err(config::ConfigError::Message(
                 "analysis: sample_interval_ms and max_samples must be positive".into(),
+            ));
+        }
+        self.transcode.rungs().map_err(|e| config::ConfigError::Message(format!("transcode.ladder: {e}")))?;
+        if let Some(bad) = self.kafka.properties.iter().find(|p| !p.contains('=')) {
+            return Err(config::ConfigError::Message(format!("kafka.properties: {bad:?} is not name=value")));
+        }
+        let t = &self.transcode;
+        if t.segment_secs == 0 || t.segment_secs > 60 || t.max_attempts == 0 || t.lease_secs < 3 {
+            return Err(config::ConfigError::Message(
+                "transcode: segment_secs must be 1-60, max_attempts positive, lease_secs at least 3".into(),
             ));
         }
         if self.upload.checkpoint_bytes == 0 {

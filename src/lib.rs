@@ -5,6 +5,8 @@
 //! - `upload`: the upload engine every front door shares (actors).
 //! - `ingest`: fetching a URL into the engine, behind an SSRF guard.
 //! - `media`: ffmpeg-next probing, on a SyncArbiter.
+//! - `queue`: the job queue (embedded or Kafka) and the event bus.
+//! - `transcode`: the HLS/DASH ladder and the worker that runs queued jobs.
 //! - `storage`: the blob store and the sea-orm repository.
 //! - `routes`: HTTP handlers.
 
@@ -16,6 +18,7 @@ pub mod domain;
 pub mod error;
 pub mod ingest;
 pub mod media;
+pub mod queue;
 pub mod routes;
 pub mod startup;
 pub mod storage;

@@ -20,6 +20,9 @@ struct Cli {
 enum Command {
     /// Serve the HTTP API (runs migrations first).
     Serve,
+    /// Run only the transcode consumers (`transcode.workers` of them, at
+    /// least one), on the same database and storage as `serve`.
+    Worker,
     /// Bring the database schema up to date and exit.
     Migrate,
     /// Upload a file through the chunked API, in parallel, resuming where a
@@ -61,12 +64,13 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let settings = Settings::load(cli.config.as_deref())?;
-    if matches!(cli.command, Command::Serve) {
+    if matches!(cli.command, Command::Serve | Command::Worker) {
         tune_allocator();
     }
     init_tracing(&settings.log.filter, settings.log.format == "json");
     match cli.command {
         Command::Serve => Application::build(settings).await?.run_until_stopped().await?,
+        Command::Worker => vidcache::startup::run_worker(settings).await?,
         Command::Migrate => {
             // The default SQLite file lives in the storage root; make sure it exists.
             std::fs::create_dir_all(&settings.storage.root)?;

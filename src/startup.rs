@@ -6,12 +6,14 @@ use crate::auth::Auth;
 use crate::config::Settings;
 use crate::dedup::NearDuplicates;
 use crate::error::ApiError;
-use crate::ingest::{Fetcher, NetworkGuard};
+use crate::ingest::{Fetcher, KafkaIngest, NetworkGuard};
 use crate::media::frames::FrameGrabber;
 use crate::media::{Prober, init_ffmpeg};
 use crate::routes::{self, AppState};
 use crate::storage::{LocalStore, Repository, RootLock, SessionState, Store, UploadKind};
 use crate::telemetry::Metrics;
+use crate::queue::Queue;
+use crate::transcode::{TranscodeWorker, Transcoder};
 use crate::upload::{Committer, ProbeSlots, Registry, Uploads};
 use actix::{Actor, SyncArbiter};
 use actix_web::body::EitherBody;
@@ -34,6 +36,56 @@ pub struct Application {
     server: Server,
     state: web::Data<AppState>,
     _lock: RootLock,
+    /// Queue consumers and relays; stopped with the application.
+    background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Starts `transcode.workers` transcode consumers on a SyncArbiter of as
+/// many threads (none when it is 0).
+pub fn start_workers(
+    settings: &Settings,
+    queue: &Queue,
+    repo: &Repository,
+    store: &Arc<dyn Store>,
+    metrics: &Metrics,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    if settings.transcode.workers == 0 {
+        return Vec::new();
+    }
+    let worker = TranscodeWorker {
+        repo: repo.clone(),
+        store: store.clone(),
+        events: queue.events().clone(),
+        metrics: metrics.clone(),
+        transcoder: SyncArbiter::start(settings.transcode.workers, || Transcoder),
+        settings: Arc::new(settings.transcode.clone()),
+    };
+    queue.start_workers(Arc::new(worker))
+}
+
+/// `vidcache worker`: only the transcode consumers, on the same database
+/// and storage root as `serve` (which it does not lock: `serve` owns it).
+pub async fn run_worker(settings: Settings) -> anyhow::Result<()> {
+    let root = &settings.storage.root;
+    let store = LocalStore::open(root).with_context(|| format!("opening storage root {}", root.display()))?;
+    let repo = Repository::connect(&settings.database.url, settings.database.max_connections)
+        .await
+        .with_context(|| format!("connecting to the database {}", redact(&settings.database.url)))?;
+    init_ffmpeg();
+    let metrics = Metrics::new();
+    let queue = Queue::connect(repo.clone(), &settings.transcode, &settings.kafka, metrics.clone())
+        .await
+        .context("connecting to the queue")?;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let mut settings = settings;
+    settings.transcode.workers = settings.transcode.workers.max(1);
+    let tasks = start_workers(&settings, &queue, &repo, &store, &metrics);
+    tracing::info!(queue = queue.backend(), workers = settings.transcode.workers, "vidcache worker running");
+    tokio::signal::ctrl_c().await?;
+    for task in tasks {
+        task.abort();
+    }
+    Ok(())
 }
 
 impl Application {
@@ -52,6 +104,9 @@ impl Application {
         let metrics = Metrics::new();
         let analysis = settings.analysis.clone();
         let prober = SyncArbiter::start(PROBE_THREADS, move || Prober { settings: analysis.clone() });
+        let queue = Queue::connect(repo.clone(), &settings.transcode, &settings.kafka, metrics.clone())
+            .await
+            .context("connecting to the queue")?;
         let near = Arc::new(NearDuplicates::new(&settings.dedup));
         let signatures = near.rebuild(&repo).await.context("reading perceptual signatures")?;
         tracing::info!(videos = signatures, frames = near.frames(), "near-duplicate index built");
@@ -62,6 +117,8 @@ impl Application {
             metrics: metrics.clone(),
             early_probes: ProbeSlots::new(settings.upload.early_probes, settings.analysis.clone()),
             near: near.clone(),
+            events: queue.events().clone(),
+            transcode: settings.transcode.on_upload.then(|| Arc::new(settings.transcode.clone())),
         };
         // Crash recovery, before the first request: finish interrupted
         // commits, then cut open spools back to their last checkpoint.
@@ -77,6 +134,13 @@ impl Application {
         let guard = NetworkGuard::new(settings.ingest.allow_private_networks, &settings.ingest.allow_networks)
             .map_err(anyhow::Error::msg)?;
         let fetcher = Fetcher::new(guard, uploads.clone(), repo.clone(), &settings.ingest)?;
+        let mut background = start_workers(&settings, &queue, &repo, &store, &metrics);
+        background.extend(queue.start_relay());
+        background.extend(queue.start_event_tail());
+        background.extend(
+            queue.start_ingest(Arc::new(KafkaIngest { fetcher: fetcher.clone(), events: queue.events().clone() })),
+        );
+        tracing::info!(queue = queue.backend(), workers = settings.transcode.workers, "queue ready");
         let state = web::Data::new(AppState {
             uploads,
             fetcher,
@@ -88,6 +152,7 @@ impl Application {
             settings: Arc::new(settings.clone()),
             frames: SyncArbiter::start(FRAME_THREADS, || FrameGrabber),
             near,
+            queue,
         });
 
         let listener =
@@ -125,7 +190,7 @@ impl Application {
             server = server.workers(settings.server.workers);
         }
         tracing::info!(port, root = %root.display(), "vidcache listening");
-        Ok(Self { port, server: server.run(), state, _lock: lock })
+        Ok(Self { port, server: server.run(), state, _lock: lock, background })
     }
 
     pub fn port(&self) -> u16 {
@@ -139,8 +204,11 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let Self { server, _lock, .. } = self;
+        let Self { server, _lock, background, .. } = self;
         let result = server.await;
+        for task in background {
+            task.abort();
+        }
         drop(_lock);
         result
     }

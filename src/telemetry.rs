@@ -23,6 +23,14 @@ pub struct Metrics {
     /// Where a committed upload's media info came from: `stream` (probed
     /// while the bytes arrived) or `file` (probed at finalize).
     pub probes: IntCounterVec,
+    /// Events published, by type.
+    pub events: IntCounterVec,
+    /// Events that could not be delivered to Kafka.
+    pub events_dropped: IntCounter,
+    /// Transcode jobs by outcome: `completed`, `reused` (outputs existed),
+    /// `attempt_failed`, `failed` (dead-lettered).
+    pub transcodes: IntCounterVec,
+    pub transcode_seconds: Histogram,
 }
 
 impl Metrics {
@@ -71,7 +79,27 @@ impl Metrics {
         )
         .expect("static metric definitions are valid");
         registry.register(Box::new(http_request_duration_seconds.clone())).expect("each metric is registered once");
+        let events = IntCounterVec::new(Opts::new("events_total", "Events published, by type."), &["type"])
+            .expect("static metric definitions are valid");
+        registry.register(Box::new(events.clone())).expect("each metric is registered once");
+        let events_dropped = counter("events_dropped_total", "Events that could not be delivered to Kafka.");
+        let transcodes = IntCounterVec::new(
+            Opts::new("transcodes_total", "Transcode jobs by outcome: completed, reused, attempt_failed, failed."),
+            &["outcome"],
+        )
+        .expect("static metric definitions are valid");
+        registry.register(Box::new(transcodes.clone())).expect("each metric is registered once");
+        let transcode_seconds = Histogram::with_opts(
+            HistogramOpts::new("transcode_seconds", "Time to transcode and publish a video's renditions.")
+                .buckets(vec![1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0]),
+        )
+        .expect("static metric definitions are valid");
+        registry.register(Box::new(transcode_seconds.clone())).expect("each metric is registered once");
         Self {
+            events,
+            events_dropped,
+            transcodes,
+            transcode_seconds,
             probes,
             registry,
             uploads_started,

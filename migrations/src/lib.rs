@@ -8,6 +8,7 @@ mod m20261121_000001_initial;
 mod m20261121_000002_doors;
 mod m20261122_000003_signatures;
 mod m20261122_000004_jobs;
+mod m20261122_000005_transcode;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000002_doors::Migration),
             Box::new(m20261122_000003_signatures::Migration),
             Box::new(m20261122_000004_jobs::Migration),
+            Box::new(m20261122_000005_transcode::Migration),
         ]
     }
 }

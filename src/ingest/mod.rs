@@ -1,11 +1,13 @@
-//! `POST /ingest` and, later, Kafka ingest requests: the daemon fetches a URL
-//! itself and streams the body through the same upload engine as any client.
+//! `POST /ingest` and Kafka ingest requests: the daemon fetches a URL itself
+//! and streams the body through the same upload engine as any client.
 
 mod fetcher;
 mod guard;
+mod requests;
 
 pub use fetcher::{Fetcher, IngestRequest};
 pub use guard::NetworkGuard;
+pub use requests::KafkaIngest;
 
 use crate::upload::UploadError;
 

@@ -63,8 +63,7 @@ pub async fn meta(state: web::Data<AppState>, path: web::Path<String>) -> Result
         "fps": video.fps,
         "container": video.container,
         "content_type": video.content_type,
-        // Transcoding arrives with the queue; until then nothing is queued.
-        "transcode": {"status": video.transcode_status, "hls_url": null, "dash_url": null},
+        "transcode": transcode_of(&video),
         "thumbnail_url": format!("/media/{}/thumbnail.jpg", video.hash),
     })))
 }
@@ -139,7 +138,25 @@ pub async fn delete(state: web::Data<AppState>, path: web::Path<String>) -> Resu
     if let Ok(Err(e)) = web::block(move || store.delete_derived(&hash)).await {
         tracing::warn!(error = %e, "could not remove a deleted video's derived media");
     }
+    state.queue.events().publish(crate::queue::Event::new("video.deleted", &video.hash, json!({"hash": video.hash})));
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// The `transcode` object of the metadata: status, the error of a failed
+/// one, and once ready the manifests, renditions and storyboard.
+fn transcode_of(video: &crate::storage::entities::video::Model) -> serde_json::Value {
+    let ready = video.transcode_status == "ready";
+    let url = |tail: &str| ready.then(|| format!("/media/{}/{tail}", video.hash));
+    let renditions: Option<serde_json::Value> =
+        video.renditions.as_deref().filter(|_| ready).and_then(|r| serde_json::from_str(r).ok());
+    json!({
+        "status": video.transcode_status,
+        "error": video.transcode_error,
+        "hls_url": url("hls/master.m3u8"),
+        "dash_url": url("dash/manifest.mpd"),
+        "storyboard_url": url("storyboard.vtt"),
+        "renditions": renditions,
+    })
 }
 
 fn unknown_video() -> ApiError {

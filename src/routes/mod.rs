@@ -3,8 +3,10 @@
 
 mod cache;
 mod chunked;
+mod events;
 mod frames;
 mod ingest;
+mod media;
 mod multipart;
 mod ops;
 mod tus;
@@ -35,6 +37,8 @@ pub struct AppState {
     pub frames: actix::Addr<crate::media::frames::FrameGrabber>,
     /// The near-duplicate index, which forgets deleted videos.
     pub near: Arc<crate::dedup::NearDuplicates>,
+    /// Transcode jobs and events.
+    pub queue: crate::queue::Queue,
 }
 
 /// Largest JSON request body (init and ingest requests with client meta).
@@ -102,6 +106,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/video/{hash}/frame").route(web::get().to(frames::one)))
         .service(web::resource("/media/{hash}/thumbnail.jpg").route(web::get().to(frames::thumbnail)))
         .service(web::resource("/video/{hash}/frames").route(web::post().to(frames::batch)))
+        .service(web::resource("/video/{hash}/transcode").route(web::post().to(media::transcode)))
+        .service(
+            web::resource("/media/{hash}/{tail:.*}").route(web::get().to(media::file)).route(web::head().to(media::file)),
+        )
+        .service(web::resource("/events").route(web::get().to(events::stream)))
         .service(web::resource("/resolve").route(web::get().to(cache::resolve)))
         .service(web::resource("/meta/{hash}").route(web::get().to(cache::meta)))
         .service(

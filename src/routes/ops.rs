@@ -10,7 +10,8 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// Ready when the database answers and the storage root takes writes.
+/// Ready when the database answers, the storage root takes writes and,
+/// when configured, Kafka answers.
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let database = state.repo.ping().await.map_err(|e| e.to_string());
     let store = state.store.clone();
@@ -19,10 +20,13 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         Ok(Err(e)) => Err(e.to_string()),
         Err(e) => Err(e.to_string()),
     };
-    match (&database, &storage) {
-        (Ok(()), Ok(())) => Ok(HttpResponse::Ok().json(json!({"status": "ready", "database": "ok", "storage": "ok"}))),
+    let queue = state.queue.ping().await.map_err(|e| e.to_string());
+    match (&database, &storage, &queue) {
+        (Ok(()), Ok(()), Ok(())) => Ok(HttpResponse::Ok().json(
+            json!({"status": "ready", "database": "ok", "storage": "ok", "queue": state.queue.backend()}),
+        )),
         _ => {
-            let problems: Vec<String> = [("database", database), ("storage", storage)]
+            let problems: Vec<String> = [("database", database), ("storage", storage), ("queue", queue)]
                 .into_iter()
                 .filter_map(|(what, r)| r.err().map(|e| format!("{what}: {e}")))
                 .collect();

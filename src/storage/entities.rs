@@ -25,6 +25,10 @@ pub mod video {
         pub first_seen: DateTimeUtc,
         pub near_duplicate_of: Option<String>,
         pub phash_distance: Option<i32>,
+        /// The last error of a failed transcode.
+        pub transcode_error: Option<String>,
+        /// JSON `[{"width", "height", "video_kbps"}]` of a finished transcode.
+        pub renditions: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

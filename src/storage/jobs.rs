@@ -8,7 +8,7 @@ use super::entities::job;
 use super::repo::{RepoError, Repository};
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
-use sea_orm::{ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobState {
@@ -45,6 +45,16 @@ impl Repository {
     /// key again makes a finished or dead job ready again, and leaves a
     /// waiting or leased one as it is). Answers the job's id.
     pub async fn enqueue_job(&self, topic: &str, key: &str, payload: &serde_json::Value) -> Result<i64, RepoError> {
+        Self::enqueue_job_in(self.conn(), topic, key, payload).await
+    }
+
+    /// `enqueue_job` inside a caller's transaction.
+    pub(super) async fn enqueue_job_in(
+        db: &impl ConnectionTrait,
+        topic: &str,
+        key: &str,
+        payload: &serde_json::Value,
+    ) -> Result<i64, RepoError> {
         let now = Utc::now();
         let row = job::ActiveModel {
             topic: Set(topic.to_owned()),
@@ -61,7 +71,7 @@ impl Repository {
         };
         job::Entity::insert(row)
             .on_conflict(OnConflict::columns([job::Column::Topic, job::Column::Key]).do_nothing().to_owned())
-            .exec_without_returning(self.conn())
+            .exec_without_returning(db)
             .await?;
         // Queued before and finished (or dead): run it again.
         job::Entity::update_many()
@@ -73,12 +83,12 @@ impl Repository {
             .filter(job::Column::Topic.eq(topic))
             .filter(job::Column::Key.eq(key))
             .filter(job::Column::State.is_in([JobState::Done.as_str(), JobState::Dead.as_str()]))
-            .exec(self.conn())
+            .exec(db)
             .await?;
         let row = job::Entity::find()
             .filter(job::Column::Topic.eq(topic))
             .filter(job::Column::Key.eq(key))
-            .one(self.conn())
+            .one(db)
             .await?
             .ok_or_else(|| RepoError::from(sea_orm::DbErr::RecordNotFound("a queued job".into())))?;
         Ok(row.id)
@@ -128,6 +138,34 @@ impl Repository {
             // Another worker won this one: look again.
         }
         Ok(None)
+    }
+
+    /// Keeps `job` leased to `worker` for another `lease` (a long job's
+    /// heartbeat). `false` if the lease was lost: it ran out and another
+    /// worker took the job.
+    pub async fn extend_lease(&self, job: &Job, worker: &str, lease: Duration) -> Result<bool, RepoError> {
+        let now = Utc::now();
+        let updated = job::Entity::update_many()
+            .col_expr(job::Column::AvailableAt, Expr::value(now + lease))
+            .col_expr(job::Column::UpdatedAt, Expr::value(now))
+            .filter(job::Column::Id.eq(job.id))
+            .filter(job::Column::State.eq(JobState::Leased.as_str()))
+            .filter(job::Column::LeasedBy.eq(worker))
+            .filter(job::Column::Attempts.eq(job.attempts as i32))
+            .exec(self.conn())
+            .await?;
+        Ok(updated.rows_affected == 1)
+    }
+
+    /// Jobs of `topic` in `state`, oldest first (the dead-letter view).
+    pub async fn jobs_in(&self, topic: &str, state: JobState, limit: u64) -> Result<Vec<job::Model>, RepoError> {
+        Ok(job::Entity::find()
+            .filter(job::Column::Topic.eq(topic))
+            .filter(job::Column::State.eq(state.as_str()))
+            .order_by_asc(job::Column::Id)
+            .limit(limit)
+            .all(self.conn())
+            .await?)
     }
 
     /// The job's outputs are durable: it is done.

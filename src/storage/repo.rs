@@ -5,7 +5,7 @@ use super::entities::{alias, signature, upload_piece, upload_session, video, vid
 use crate::domain::{Bucket, ContentHash, ObjectKey, Prefix, SourceUrl, UploadId};
 use chrono::{DateTime, Utc};
 use migration::{Migrator, MigratorTrait};
-use sea_orm::sea_query::OnConflict;
+use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, EntityTrait,
     PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
@@ -159,6 +159,9 @@ pub struct NewVideo {
     pub signature: Option<Signature>,
     /// Kept although it near-duplicates this video, at this distance.
     pub near_duplicate_of: Option<(ContentHash, u32)>,
+    /// A transcode job queued in the same transaction as the video (topic
+    /// and payload), so a video is never stored without its job.
+    pub transcode_job: Option<(String, serde_json::Value)>,
 }
 
 /// The perceptual signature of a video and how its analysis went.
@@ -300,7 +303,9 @@ impl Repository {
             prefix: Set(new.prefix.as_str().to_owned()),
             file_path: Set(new.file_path.clone()),
             meta: Set(new.meta.to_string()),
-            transcode_status: Set("none".to_owned()),
+            transcode_status: Set(if new.transcode_job.is_some() { "queued" } else { "none" }.to_owned()),
+            transcode_error: Set(None),
+            renditions: Set(None),
             first_seen: Set(now),
             near_duplicate_of: Set(new.near_duplicate_of.map(|(h, _)| h.to_hex())),
             phash_distance: Set(new.near_duplicate_of.map(|(_, d)| d as i32)),
@@ -322,8 +327,55 @@ impl Repository {
                 .exec_without_returning(&txn)
                 .await?;
         }
+        if let Some((topic, payload)) = &new.transcode_job {
+            Self::enqueue_job_in(&txn, topic, &new.hash.to_hex(), payload).await?;
+        }
         txn.commit().await?;
         Ok(true)
+    }
+
+    /// Queues a transcode job for a stored video and marks it `queued`, in
+    /// one transaction. `false` when the video is gone.
+    pub async fn queue_transcode(
+        &self,
+        hash: &ContentHash,
+        topic: &str,
+        payload: &serde_json::Value,
+    ) -> Result<bool, RepoError> {
+        let txn = self.db.begin().await?;
+        let updated = video::Entity::update_many()
+            .col_expr(video::Column::TranscodeStatus, Expr::value("queued"))
+            .col_expr(video::Column::TranscodeError, Expr::value(Option::<String>::None))
+            .filter(video::Column::Hash.eq(hash.to_hex()))
+            .exec(&txn)
+            .await?;
+        if updated.rows_affected == 0 {
+            txn.rollback().await?;
+            return Ok(false);
+        }
+        Self::enqueue_job_in(&txn, topic, &hash.to_hex(), payload).await?;
+        txn.commit().await?;
+        Ok(true)
+    }
+
+    /// Sets a video's transcode status, and its error (`failed`) or
+    /// renditions (`ready`); other statuses clear both. `false` when the
+    /// video is gone.
+    pub async fn set_transcode_status(
+        &self,
+        hash: &ContentHash,
+        status: &str,
+        error: Option<&str>,
+        renditions: Option<&serde_json::Value>,
+    ) -> Result<bool, RepoError> {
+        let updated = video::Entity::update_many()
+            .col_expr(video::Column::TranscodeStatus, Expr::value(status))
+            .col_expr(video::Column::TranscodeError, Expr::value(error.map(str::to_owned)))
+            .col_expr(video::Column::Renditions, Expr::value(renditions.map(|r| r.to_string())))
+            .filter(video::Column::Hash.eq(hash.to_hex()))
+            .exec(&self.db)
+            .await?;
+        Ok(updated.rows_affected > 0)
     }
 
     /// Records (or replaces) the signature of a stored video.

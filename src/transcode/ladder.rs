@@ -42,7 +42,7 @@ impl Default for LadderSpec {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Rendition {
     pub width: u32,
     pub height: u32,
@@ -53,6 +53,8 @@ pub struct Rendition {
 pub struct LadderOutput {
     pub renditions: Vec<Rendition>,
     pub frames: u64,
+    pub has_audio: bool,
+    pub duration_s: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -200,7 +202,7 @@ pub fn transcode_ladder(
     let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("ladder");
     let tmp = parent.join(format!(".{name}.{}.tmp", crate::domain::UploadId::generate()));
     std::fs::create_dir_all(&tmp)?;
-    let result = write_ladder(src, &tmp, spec, progress);
+    let result = write_ladder(src, &tmp, spec, progress, &mut |_, _| {});
     match result {
         Ok(output) => {
             if dir.exists() {
@@ -216,11 +218,15 @@ pub fn transcode_ladder(
     }
 }
 
-fn write_ladder(
+/// Writes the ladder's manifests and segments into `dir`, all in it.
+/// `observe` sees every decoded frame with its time in seconds (the
+/// storyboard takes its tiles there, so the source is decoded once).
+pub(crate) fn write_ladder(
     src: &Path,
     dir: &Path,
     spec: &LadderSpec,
     progress: &mut dyn FnMut(f64),
+    observe: &mut dyn FnMut(&frame::Video, f64),
 ) -> Result<LadderOutput, TranscodeError> {
     let mut ictx = format::input(&src).map_err(source)?;
     let stream = ictx.streams().best(ffmpeg_next::media::Type::Video).ok_or_else(|| source("no video stream"))?;
@@ -352,6 +358,9 @@ fn write_ladder(
                 *frames += 1;
                 let pts = decoded.timestamp();
                 decoded.set_pts(pts);
+                if let Some(ts) = pts {
+                    observe(&decoded, f64::from(in_tb) * ts as f64);
+                }
                 for queue in &queues {
                     queue.send(decoded.clone()).map_err(|_| encode("a rung's encoder stopped"))?;
                 }
@@ -404,7 +413,7 @@ fn write_ladder(
         .zip(&rungs)
         .map(|(&(width, height), r)| Rendition { width, height, video_kbps: r.video_kbps })
         .collect();
-    Ok(LadderOutput { renditions, frames })
+    Ok(LadderOutput { renditions, frames, has_audio: audio_tb.is_some(), duration_s })
 }
 
 /// A rung's thread: scales each frame from `frames` to the rung's size,

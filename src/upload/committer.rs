@@ -72,6 +72,11 @@ pub struct Committer {
     /// Limits the probes run while uploads arrive.
     pub(crate) early_probes: super::early_probe::ProbeSlots,
     pub(crate) near: Arc<NearDuplicates>,
+    /// `upload.completed` and `video.duplicate` go here.
+    pub(crate) events: crate::queue::EventBus,
+    /// When set, each new video is stored with this transcode job
+    /// (`transcode.on_upload`).
+    pub(crate) transcode: Option<Arc<crate::config::TranscodeSettings>>,
 }
 
 fn utc(t: Option<std::time::SystemTime>) -> Option<chrono::DateTime<chrono::Utc>> {
@@ -105,6 +110,39 @@ impl Committer {
     /// Commits the spool of `session`, whose bytes hash to `hash`.
     #[tracing::instrument(skip_all, fields(upload_id = %session.id, hash = %hash))]
     pub async fn commit(
+        &self,
+        session: &SessionRecord,
+        hash: ContentHash,
+        size: u64,
+        early: Option<Result<Analysis, ProbeError>>,
+        refined: Option<super::early_probe::Refined>,
+    ) -> Result<IngestResult, UploadError> {
+        let result = self.commit_once(session, hash, size, early, refined).await;
+        if let Ok(result) = &result {
+            self.announce(session, result);
+        }
+        result
+    }
+
+    /// `upload.completed` for a new video, `video.duplicate` otherwise,
+    /// with the client's `meta.request_id` when there is one (the Kafka
+    /// ingest consumer puts its request's id there).
+    fn announce(&self, session: &SessionRecord, result: &IngestResult) {
+        let kind = match result.status {
+            IngestStatus::New => "upload.completed",
+            IngestStatus::Duplicate | IngestStatus::UrlAlias => "video.duplicate",
+        };
+        let mut fields = serde_json::to_value(result).unwrap_or_default();
+        if let (Some(fields), Some(request_id)) = (fields.as_object_mut(), session.meta.get("request_id")) {
+            fields.insert("request_id".into(), request_id.clone());
+        }
+        if let Some(fields) = fields.as_object_mut() {
+            fields.insert("upload_id".into(), session.id.as_str().into());
+        }
+        self.events.publish(crate::queue::Event::new(kind, &result.hash, fields));
+    }
+
+    async fn commit_once(
         &self,
         session: &SessionRecord,
         hash: ContentHash,
@@ -253,6 +291,9 @@ impl Committer {
             meta: session.meta.clone(),
             signature: found.signature,
             near_duplicate_of: found.near_duplicate_of,
+            transcode_job: self.transcode.as_ref().map(|settings| {
+                (crate::queue::TRANSCODE_TOPIC.to_owned(), crate::queue::TranscodeJob::new(&hash.to_hex(), settings).to_json())
+            }),
         };
         if self.repo.insert_video(&new, session.url.as_ref()).await? {
             if let Some(signature) = &new.signature {

@@ -36,7 +36,7 @@ async fn upload_read_and_delete(backend: Backend) {
     assert_eq!(meta["aliases"], serde_json::json!([url]));
     assert_eq!(meta["bucket"], "videos");
     assert_eq!(meta["prefix"], "2026/cats");
-    assert_eq!(meta["transcode"]["status"], "none");
+    assert_eq!(meta["transcode"]["status"], "queued", "a new video is queued for transcoding");
     assert!(chrono::DateTime::parse_from_rfc3339(meta["first_seen"].as_str().unwrap()).is_ok());
 
     // resolve

@@ -77,6 +77,10 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
     // whole analysis, so dedup tests see complete signatures. The hand-over
     // to a background pass has its own test (near_duplicates.rs).
     settings.analysis.finish_budget_ms = 10_000;
+    // Jobs are queued as uploads complete, but only the transcode tests
+    // (which set workers) run them: the others need not pay for encoding.
+    settings.transcode.workers = 0;
+    settings.transcode.preset = "ultrafast".into();
     tweak(&mut settings);
     let database_url = settings.database.url.clone();
     let app = Application::build(settings).await.expect("application builds");
@@ -268,6 +272,41 @@ pub fn ffmpeg_to(out: &Path, args: &str) {
         .status()
         .expect("ffmpeg must be installed (make test installs it)");
     assert!(status.success(), "ffmpeg {args} failed");
+}
+
+/// The Kafka broker the suite runs against (`make test` starts one and
+/// sets `VIDCACHE_TEST_KAFKA`).
+pub fn kafka_brokers() -> String {
+    std::env::var("VIDCACHE_TEST_KAFKA")
+        .expect("VIDCACHE_TEST_KAFKA must name a Kafka broker (make test starts tansu and sets it)")
+}
+
+/// Points `settings` at the test broker under a topic prefix and consumer
+/// group of their own, so tests never see each other's messages.
+pub fn use_kafka(settings: &mut Settings, brokers: &str) -> String {
+    let prefix = format!("test{}.", &hex_id()[..12]);
+    settings.kafka.brokers = brokers.to_owned();
+    settings.kafka.topic_prefix = prefix.clone();
+    settings.kafka.group_id = format!("{prefix}workers");
+    // Joining a group waits about half the session timeout (KAFKA.md).
+    settings.kafka.properties = vec!["session.timeout.ms=6000".into(), "heartbeat.interval.ms=1000".into()];
+    prefix
+}
+
+/// Polls `/meta/{hash}` until the transcode status is `want` (panics on
+/// timeout, or on `failed` when that is not what is wanted). Answers meta.
+pub async fn wait_for_transcode(app: &TestApp, hash: &str, want: &str, secs: u64) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let meta = app.get_json(&format!("/meta/{hash}")).await;
+        let status = meta["transcode"]["status"].as_str().unwrap_or_default().to_owned();
+        if status == want {
+            return meta;
+        }
+        assert!(status != "failed", "the transcode failed: {}", meta["transcode"]);
+        assert!(std::time::Instant::now() < deadline, "still {status} after {secs} s, wanted {want}: {meta}");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
 }
 
 /// Generates a test per backend from one async body taking a `Backend`.

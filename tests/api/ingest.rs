@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 
 #[derive(Clone)]
-enum Reply {
+pub enum Reply {
     Body(Vec<u8>),
     Redirect(String),
     /// Accepts the request and never answers.
@@ -15,7 +15,7 @@ enum Reply {
 
 /// A minimal HTTP/1.1 origin on `ip`, one thread per connection, serving
 /// fixed replies by path. Returns its port.
-fn origin(ip: &str, routes: Vec<(&'static str, Reply)>) -> u16 {
+pub fn origin(ip: &str, routes: Vec<(&'static str, Reply)>) -> u16 {
     let listener = TcpListener::bind((ip, 0)).unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {

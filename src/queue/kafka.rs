@@ -1,0 +1,327 @@
+//! The Kafka backend (rdkafka, with its bundled librdkafka).
+//!
+//! - One idempotent producer sends jobs, retries, dead letters and events.
+//!   A full local queue makes a send wait (up to `kafka.queue_timeout_ms`):
+//!   backpressure, not loss.
+//! - Transcode consumers share one consumer group. Offsets are stored by
+//!   hand (`enable.auto.offset.store=false`) only after a job's handler
+//!   returned, and committed in the background from there: a worker that
+//!   dies mid-job has its partition's job delivered again to another one.
+//!   A failed attempt is sent again as a new message with `attempt + 1`;
+//!   the last one goes to the DLQ topic.
+//! - The relay moves jobs from the database outbox (`jobs`, topic
+//!   `transcode`) to the broker, acknowledging each only once the broker
+//!   has it.
+
+use super::{EventBus, IngestHandler, JobHandler, TRANSCODE_TOPIC, TranscodeJob};
+use crate::config::{KafkaSettings, TranscodeSettings};
+use crate::storage::Repository;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::util::Timeout;
+use rdkafka::{Offset, TopicPartitionList};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::QueueError;
+
+/// The topic definitions `kafka/create-topics.py` also reads.
+const TOPICS_JSON: &str = include_str!("../../kafka/topics.json");
+
+#[derive(Debug, Clone)]
+pub(super) struct Topics {
+    pub transcode: String,
+    pub dlq: String,
+    pub ingest: String,
+    pub events: String,
+}
+
+impl Topics {
+    fn new(prefix: &str) -> Self {
+        Self {
+            transcode: format!("{prefix}transcode"),
+            dlq: format!("{prefix}transcode.dlq"),
+            ingest: format!("{prefix}ingest"),
+            events: format!("{prefix}events"),
+        }
+    }
+}
+
+pub(super) struct Kafka {
+    pub settings: KafkaSettings,
+    pub topics: Topics,
+    producer: FutureProducer,
+}
+
+fn kafka_err(e: impl std::fmt::Display) -> QueueError {
+    QueueError::Kafka(e.to_string())
+}
+
+impl Kafka {
+    fn base_config(settings: &KafkaSettings) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", settings.brokers.trim());
+        for (key, value) in settings.property_pairs() {
+            config.set(key, value);
+        }
+        config
+    }
+
+    pub async fn connect(settings: &KafkaSettings) -> Result<Self, QueueError> {
+        let topics = Topics::new(&settings.topic_prefix);
+        let mut config = Self::base_config(settings);
+        // Idempotence keeps retried sends from duplicating or reordering;
+        // acks=all waits for the replicas.
+        config.set("enable.idempotence", "true").set("acks", "all").set("compression.type", "zstd");
+        if !settings.has_property("message.timeout.ms") {
+            // A broker that is down for a restart is waited for.
+            config.set("message.timeout.ms", "300000");
+        }
+        let producer: FutureProducer = config.create().map_err(kafka_err)?;
+        let kafka = Self { settings: settings.clone(), topics, producer };
+        if settings.create_topics {
+            kafka.create_topics().await?;
+        }
+        Ok(kafka)
+    }
+
+    /// Creates the topics of `kafka/topics.json` under our prefix; those
+    /// that exist already are left as they are.
+    async fn create_topics(&self) -> Result<(), QueueError> {
+        #[derive(serde::Deserialize)]
+        struct Definition {
+            name: String,
+            partitions: i32,
+            #[serde(default)]
+            config: std::collections::BTreeMap<String, String>,
+        }
+        let definitions: Vec<Definition> = serde_json::from_str(TOPICS_JSON).map_err(kafka_err)?;
+        let admin: AdminClient<DefaultClientContext> = Self::base_config(&self.settings).create().map_err(kafka_err)?;
+        let names: Vec<String> =
+            definitions.iter().map(|d| format!("{}{}", self.settings.topic_prefix, d.name)).collect();
+        let new: Vec<NewTopic> = definitions
+            .iter()
+            .zip(&names)
+            .map(|(d, name)| {
+                let mut topic = NewTopic::new(name, d.partitions, TopicReplication::Fixed(1));
+                for (k, v) in &d.config {
+                    topic = topic.set(k, v);
+                }
+                topic
+            })
+            .collect();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        for result in admin.create_topics(&new, &options).await.map_err(kafka_err)? {
+            match result {
+                Ok(name) => tracing::info!(topic = %name, "kafka topic created"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => return Err(QueueError::Kafka(format!("creating topic {name}: {code}"))),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `value` to `topic` under `key` and waits until the broker has it.
+    pub async fn send(&self, topic: &str, key: &str, value: &serde_json::Value) -> Result<(), QueueError> {
+        let payload = value.to_string();
+        let record = FutureRecord::to(topic).key(key).payload(&payload);
+        let timeout = Timeout::After(Duration::from_millis(self.settings.queue_timeout_ms));
+        self.producer.send(record, timeout).await.map(|_| ()).map_err(|(e, _)| kafka_err(e))
+    }
+
+    pub async fn ping(&self) -> Result<(), QueueError> {
+        let producer = self.producer.clone();
+        let topic = self.topics.transcode.clone();
+        tokio::task::spawn_blocking(move || {
+            use rdkafka::producer::Producer;
+            producer.client().fetch_metadata(Some(&topic), Timeout::After(Duration::from_secs(3))).map(|_| ())
+        })
+        .await
+        .map_err(kafka_err)?
+        .map_err(kafka_err)
+    }
+
+    fn consumer(&self, group: &str, extra: &[(&str, &str)]) -> Result<StreamConsumer, QueueError> {
+        let mut config = Self::base_config(&self.settings);
+        config
+            .set("group.id", group)
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest");
+        if !self.settings.has_property("max.poll.interval.ms") {
+            // A transcode may take long; the consumer is not stuck meanwhile.
+            config.set("max.poll.interval.ms", "86400000");
+        }
+        for (k, v) in extra {
+            config.set(*k, *v);
+        }
+        config.create().map_err(kafka_err)
+    }
+
+    /// Sends until the broker takes it: a job's retry or dead letter must
+    /// not be lost, or the job would be.
+    async fn send_until_taken(&self, topic: &str, key: &str, value: &serde_json::Value) {
+        let mut wait = Duration::from_millis(200);
+        while let Err(e) = self.send(topic, key, value).await {
+            tracing::warn!(error = %e, %topic, "kafka send failed; trying again");
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(10));
+        }
+    }
+}
+
+/// Forwards transcode jobs from the database outbox to the broker.
+pub(super) async fn relay(kafka: Arc<Kafka>, repo: Repository, worker: Arc<str>) {
+    let lease = chrono::Duration::seconds(60);
+    loop {
+        match repo.lease_job(TRANSCODE_TOPIC, &format!("relay-{worker}"), lease).await {
+            Ok(Some(job)) => {
+                let result = kafka.send(&kafka.topics.transcode, &job.key, &job.payload).await;
+                let recorded = match result {
+                    Ok(()) => repo.ack_job(job.id).await,
+                    Err(e) => {
+                        tracing::warn!(error = %e, key = %job.key, "relaying a job to kafka failed; will retry");
+                        repo.fail_job(&job, &e.to_string(), u32::MAX, chrono::Duration::seconds(2)).await.map(|_| ())
+                    }
+                };
+                if let Err(e) = recorded {
+                    tracing::warn!(error = %e, "recording a relayed job failed");
+                }
+            }
+            Ok(None) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "the outbox could not be read");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// One transcode consumer of the group: a job at a time, its offset stored
+/// once it is handled (done, sent again for a retry, or dead-lettered).
+pub(super) async fn consume_jobs(kafka: Arc<Kafka>, settings: Arc<TranscodeSettings>, handler: Arc<dyn JobHandler>) {
+    let consumer = match kafka.consumer(&kafka.settings.group_id, &[]) {
+        Ok(c) => c,
+        Err(e) => return tracing::error!(error = %e, "the transcode consumer could not be created"),
+    };
+    if let Err(e) = consumer.subscribe(&[kafka.topics.transcode.as_str()]) {
+        return tracing::error!(error = %e, "subscribing to the transcode topic failed");
+    }
+    tracing::info!(topic = %kafka.topics.transcode, group = %kafka.settings.group_id, "kafka transcode consumer started");
+    loop {
+        let message = match consumer.recv().await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "kafka receive failed");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let key = message.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+        match TranscodeJob::parse(message.payload().unwrap_or_default()) {
+            Err(error) => {
+                tracing::warn!(%error, "a message on the transcode topic is not a job: dead-letter queue");
+                let dead = serde_json::json!({
+                    "type": "transcode", "version": 1, "invalid": String::from_utf8_lossy(message.payload().unwrap_or_default()),
+                    "last_error": error,
+                });
+                kafka.send_until_taken(&kafka.topics.dlq, &key, &dead).await;
+            }
+            Ok(job) => match handler.handle(job.clone()).await {
+                Ok(()) => {}
+                Err(error) if job.attempt < settings.max_attempts => {
+                    tracing::info!(hash = %job.hash, attempt = job.attempt, %error, "the job failed; it will be tried again");
+                    tokio::time::sleep(Duration::from_secs(settings.retry_delay_secs)).await;
+                    let retry = TranscodeJob { attempt: job.attempt + 1, last_error: Some(error), ..job.clone() };
+                    kafka.send_until_taken(&kafka.topics.transcode, &job.hash, &retry.to_json()).await;
+                }
+                Err(error) => {
+                    tracing::warn!(hash = %job.hash, attempt = job.attempt, %error, "the job failed its last attempt: dead-letter queue");
+                    let dead = TranscodeJob { last_error: Some(error.clone()), ..job.clone() };
+                    kafka.send_until_taken(&kafka.topics.dlq, &job.hash, &dead.to_json()).await;
+                    handler.dead(job, error).await;
+                }
+            },
+        }
+        if let Err(e) = consumer.store_offset_from_message(&message) {
+            tracing::warn!(error = %e, "storing the offset failed; the job may be delivered again");
+        }
+    }
+}
+
+/// The consumer of outside producers' ingest requests.
+pub(super) async fn consume_ingest(kafka: Arc<Kafka>, handler: Arc<dyn IngestHandler>) {
+    let group = format!("{}-ingest", kafka.settings.group_id);
+    let consumer = match kafka.consumer(&group, &[]) {
+        Ok(c) => c,
+        Err(e) => return tracing::error!(error = %e, "the ingest consumer could not be created"),
+    };
+    if let Err(e) = consumer.subscribe(&[kafka.topics.ingest.as_str()]) {
+        return tracing::error!(error = %e, "subscribing to the ingest topic failed");
+    }
+    tracing::info!(topic = %kafka.topics.ingest, %group, "kafka ingest consumer started");
+    loop {
+        let message = match consumer.recv().await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "kafka receive failed");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let request = serde_json::from_slice(message.payload().unwrap_or_default())
+            .unwrap_or_else(|e| serde_json::json!({"invalid": e.to_string()}));
+        handler.ingest(request).await;
+        if let Err(e) = consumer.store_offset_from_message(&message) {
+            tracing::warn!(error = %e, "storing the offset failed; the request may be handled again");
+        }
+    }
+}
+
+/// Reads the events topic from its end, without a group's commits, into
+/// this process's bus.
+pub(super) async fn tail_events(kafka: Arc<Kafka>, bus: EventBus) {
+    let group = format!("{}-events-{}", kafka.settings.group_id, crate::domain::UploadId::generate());
+    let consumer = match kafka.consumer(&group, &[("enable.auto.commit", "false")]) {
+        Ok(c) => Arc::new(c),
+        Err(e) => return tracing::error!(error = %e, "the events consumer could not be created"),
+    };
+    // Partitions are assigned by hand, at their end: no group to join.
+    let topic = kafka.topics.events.clone();
+    let assigned = {
+        let consumer = consumer.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), QueueError> {
+            let metadata =
+                consumer.fetch_metadata(Some(&topic), Timeout::After(Duration::from_secs(10))).map_err(kafka_err)?;
+            let mut list = TopicPartitionList::new();
+            for t in metadata.topics() {
+                for p in t.partitions() {
+                    list.add_partition_offset(t.name(), p.id(), Offset::End).map_err(kafka_err)?;
+                }
+            }
+            consumer.assign(&list).map_err(kafka_err)
+        })
+        .await
+    };
+    if let Err(e) = assigned.map_err(kafka_err).and_then(|r| r) {
+        return tracing::error!(error = %e, "the events topic could not be read");
+    }
+    loop {
+        match consumer.recv().await {
+            Ok(message) => {
+                if let Ok(body) = serde_json::from_slice(message.payload().unwrap_or_default()) {
+                    bus.deliver_locally(body);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "kafka receive failed (events)");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}

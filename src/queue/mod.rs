@@ -1,0 +1,229 @@
+//! The job queue: one interface, two backends. The embedded backend keeps
+//! jobs in the database (the `jobs` table) and needs nothing else; the
+//! Kafka backend moves them through a broker so that workers on other
+//! machines can take them. Both deliver at least once: a job is finished
+//! (its lease acknowledged, its offset stored) only after its handler
+//! returned, so a worker that dies mid-job leaves it to be delivered again.
+//!
+//! Transcode jobs always enter through the database, in the transaction
+//! that stores their video. With Kafka, a relay forwards them to the
+//! broker and acknowledges them only once the broker has them: the
+//! database is the outbox, so a broker that is down loses nothing.
+//!
+//! Only this module touches rdkafka.
+
+mod embedded;
+mod events;
+mod kafka;
+
+pub use events::{Event, EventBus};
+
+use crate::config::{KafkaSettings, TranscodeSettings};
+use crate::storage::Repository;
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+
+/// Topic of transcode jobs in the `jobs` table (embedded queue and outbox).
+pub const TRANSCODE_TOPIC: &str = "transcode";
+/// Dead transcode jobs in the `jobs` table (the embedded dead-letter queue).
+pub const DLQ_TOPIC: &str = "transcode.dlq";
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("kafka: {0}")]
+    Kafka(String),
+    #[error(transparent)]
+    Repo(#[from] crate::storage::RepoError),
+}
+
+impl QueueError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Kafka(_) => "queue-unavailable",
+            Self::Repo(_) => "database-error",
+        }
+    }
+}
+
+/// One rung of a job's ladder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRung {
+    pub height: u32,
+    pub video_kbps: u32,
+}
+
+/// A transcode job as the contract writes it:
+/// `{"type": "transcode", "version": 1, "hash", "ladder"}`, plus the
+/// attempt it is on (Kafka carries retries as new messages).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TranscodeJob {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub version: u32,
+    pub hash: String,
+    pub ladder: Vec<JobRung>,
+    #[serde(default)]
+    pub segment_secs: Option<u32>,
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+    /// The error of the attempt that failed last (on retries and in the DLQ).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+fn first_attempt() -> u32 {
+    1
+}
+
+impl TranscodeJob {
+    pub fn new(hash: &str, settings: &TranscodeSettings) -> Self {
+        let ladder = settings
+            .rungs()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| JobRung { height: r.height, video_kbps: r.video_kbps })
+            .collect();
+        Self {
+            kind: "transcode".into(),
+            version: 1,
+            hash: hash.to_owned(),
+            ladder,
+            segment_secs: Some(settings.segment_secs),
+            attempt: 1,
+            last_error: None,
+        }
+    }
+
+    /// A job read from a message: JSON of the right type, a hash, a ladder.
+    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
+        let job: Self = serde_json::from_slice(bytes).map_err(|e| format!("not a transcode job: {e}"))?;
+        if job.kind != "transcode" || job.version != 1 {
+            return Err(format!("unsupported message type {:?} version {}", job.kind, job.version));
+        }
+        crate::domain::ContentHash::parse(&job.hash).map_err(|e| e.to_string())?;
+        if job.ladder.len() > 8 || job.ladder.iter().any(|r| !(16..=4320).contains(&r.height)) {
+            return Err("the ladder must have at most 8 rungs of 16 to 4320 lines".into());
+        }
+        Ok(job)
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("a job serialises")
+    }
+}
+
+/// What runs jobs. Both backends call it; it is given the job and the
+/// attempt, and says whether the job's outputs are now durable.
+pub trait JobHandler: Send + Sync + 'static {
+    fn handle(&self, job: TranscodeJob) -> BoxFuture<'static, Result<(), String>>;
+    /// The job failed its last attempt and went to the dead-letter queue.
+    fn dead(&self, job: TranscodeJob, error: String) -> BoxFuture<'static, ()>;
+}
+
+/// Outside producers' ingest requests (Kafka only).
+pub trait IngestHandler: Send + Sync + 'static {
+    /// Handles one request (its result goes out as an event); the offset is
+    /// stored after it returns.
+    fn ingest(&self, request: serde_json::Value) -> BoxFuture<'static, ()>;
+}
+
+/// The queue handle every part of the daemon shares.
+#[derive(Clone)]
+pub struct Queue {
+    repo: Repository,
+    transcode: Arc<TranscodeSettings>,
+    kafka: Option<Arc<kafka::Kafka>>,
+    events: EventBus,
+    worker_id: Arc<str>,
+}
+
+impl Queue {
+    /// The embedded queue, or Kafka when brokers are configured (topics are
+    /// created first if `kafka.create_topics`).
+    pub async fn connect(
+        repo: Repository,
+        transcode: &TranscodeSettings,
+        settings: &KafkaSettings,
+        metrics: crate::telemetry::Metrics,
+    ) -> Result<Self, QueueError> {
+        let worker_id: Arc<str> =
+            format!("{}-{}-{}", hostname(), std::process::id(), crate::domain::UploadId::generate()).into();
+        let kafka = if settings.enabled() { Some(Arc::new(kafka::Kafka::connect(settings).await?)) } else { None };
+        let events = EventBus::new(kafka.clone(), metrics);
+        Ok(Self { repo, transcode: Arc::new(transcode.clone()), kafka, events, worker_id })
+    }
+
+    pub fn events(&self) -> &EventBus {
+        &self.events
+    }
+
+    pub fn backend(&self) -> &'static str {
+        if self.kafka.is_some() { "kafka" } else { "embedded" }
+    }
+
+    /// A new job for `hash` with the configured ladder.
+    pub fn job_for(&self, hash: &str) -> TranscodeJob {
+        TranscodeJob::new(hash, &self.transcode)
+    }
+
+    /// Queues a transcode of a stored video (status `queued`). `false` when
+    /// there is no such video.
+    pub async fn requeue(&self, hash: &crate::domain::ContentHash) -> Result<bool, QueueError> {
+        let job = self.job_for(&hash.to_hex());
+        Ok(self.repo.queue_transcode(hash, TRANSCODE_TOPIC, &job.to_json()).await?)
+    }
+
+    /// Kafka reachable (metadata answered); the embedded queue always is.
+    pub async fn ping(&self) -> Result<(), QueueError> {
+        match &self.kafka {
+            Some(kafka) => kafka.ping().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Starts what moves transcode jobs to workers: with Kafka, the relay
+    /// from the database to the broker. `serve` runs it; a `worker` need not.
+    pub fn start_relay(&self) -> Option<JoinHandle<()>> {
+        let kafka = self.kafka.clone()?;
+        Some(tokio::spawn(kafka::relay(kafka, self.repo.clone(), self.worker_id.clone())))
+    }
+
+    /// Starts `transcode.workers` consumers of transcode jobs.
+    pub fn start_workers(&self, handler: Arc<dyn JobHandler>) -> Vec<JoinHandle<()>> {
+        let workers = self.transcode.workers;
+        if workers == 0 {
+            return Vec::new();
+        }
+        match &self.kafka {
+            None => vec![tokio::spawn(embedded::run(
+                self.repo.clone(),
+                self.transcode.clone(),
+                handler,
+                self.worker_id.clone(),
+            ))],
+            Some(kafka) => (0..workers)
+                .map(|_| tokio::spawn(kafka::consume_jobs(kafka.clone(), self.transcode.clone(), handler.clone())))
+                .collect(),
+        }
+    }
+
+    /// Starts the consumer of outside producers' ingest requests (Kafka only).
+    pub fn start_ingest(&self, handler: Arc<dyn IngestHandler>) -> Option<JoinHandle<()>> {
+        let kafka = self.kafka.clone()?;
+        kafka.settings.consume_ingest.then(|| tokio::spawn(kafka::consume_ingest(kafka, handler)))
+    }
+
+    /// Streams events from the broker into this process's bus, so that
+    /// `GET /events` shows events of workers on other machines (Kafka only;
+    /// the embedded bus is fed directly).
+    pub fn start_event_tail(&self) -> Option<JoinHandle<()>> {
+        let kafka = self.kafka.clone()?;
+        Some(tokio::spawn(kafka::tail_events(kafka, self.events.clone())))
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "host".into())
+}

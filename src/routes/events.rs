@@ -1,0 +1,48 @@
+//! `GET /events`: the events of the contract as Server-Sent Events, from
+//! the moment the client connects (`?hash=` keeps one video's). A client
+//! that falls more than the bus's backlog behind skips what it missed and
+//! is told so with a comment line.
+
+use super::AppState;
+use actix_web::{HttpResponse, web};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+
+/// A comment line this often keeps proxies from closing an idle stream.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+
+#[derive(Deserialize)]
+pub struct EventsQuery {
+    hash: Option<String>,
+}
+
+pub async fn stream(state: web::Data<AppState>, query: web::Query<EventsQuery>) -> HttpResponse {
+    let receiver = state.queue.events().subscribe();
+    let hash = query.into_inner().hash;
+    let hello = Bytes::from_static(b"retry: 2000\n: connected\n\n");
+    let events = futures_util::stream::unfold((receiver, hash), |(mut receiver, hash)| async move {
+        loop {
+            let chunk = match tokio::time::timeout(KEEPALIVE, receiver.recv()).await {
+                Err(_) => Bytes::from_static(b": keepalive\n\n"),
+                Ok(Err(RecvError::Lagged(n))) => Bytes::from(format!(": {n} events skipped\n\n")),
+                Ok(Err(RecvError::Closed)) => return None,
+                Ok(Ok(event)) => {
+                    if hash.as_deref().is_some_and(|h| event.get("hash").and_then(|v| v.as_str()) != Some(h)) {
+                        continue;
+                    }
+                    let kind = event.get("type").and_then(|v| v.as_str()).unwrap_or("message");
+                    Bytes::from(format!("event: {kind}\ndata: {event}\n\n"))
+                }
+            };
+            return Some((Ok::<_, actix_web::Error>(chunk), (receiver, hash)));
+        }
+    });
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(futures_util::stream::once(async move { Ok(hello) }).chain(events))
+}

@@ -1,0 +1,113 @@
+//! `/media/{hash}/...`: the published renditions (HLS and DASH over the
+//! same CMAF segments) and the storyboard, with byte ranges, ETags, CORS
+//! (the app-wide middleware) and immutable caching for segments; and
+//! `POST /video/{hash}/transcode`, which queues a transcode again.
+
+use super::AppState;
+use crate::domain::ContentHash;
+use crate::error::ApiError;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde_json::json;
+
+/// What a name below `/media/{hash}/` is served as: its content type and
+/// whether it never changes once published.
+fn kind_of(name: &str) -> Option<(&'static str, bool)> {
+    let ext = name.rsplit_once('.').map(|(_, e)| e)?;
+    Some(match ext {
+        "m3u8" => ("application/vnd.apple.mpegurl", false),
+        "mpd" => ("application/dash+xml", false),
+        "m4s" if name.starts_with("init-") => ("video/mp4", true),
+        "m4s" => ("video/iso.segment", true),
+        "jpg" => ("image/jpeg", true),
+        "vtt" => ("text/vtt; charset=utf-8", true),
+        _ => return None,
+    })
+}
+
+/// The path below the renditions directory, if `tail` is one the layout
+/// can hold: at most two plain components, none starting with a dot, so
+/// `..`, hidden work directories and encoded separators are never reached.
+fn safe_tail(tail: &str) -> Option<Vec<&str>> {
+    let parts: Vec<&str> = tail.split('/').collect();
+    let plain = |p: &&str| {
+        !p.is_empty()
+            && p.len() <= 128
+            && !p.starts_with('.')
+            && p.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+    };
+    (parts.len() <= 2 && parts.iter().all(plain)).then_some(parts)
+}
+
+fn not_found(path: &str) -> ApiError {
+    ApiError::not_found("not-found", format!("nothing is served at {path}"))
+}
+
+#[tracing::instrument(skip_all, fields(hash = %path.0))]
+pub async fn file(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let (hash, tail) = path.into_inner();
+    let hash = ContentHash::parse(&hash).map_err(|_| not_found(req.path()))?;
+    let parts = safe_tail(&tail).ok_or_else(|| not_found(req.path()))?;
+    let name = parts.last().copied().unwrap_or_default();
+    let (content_type, immutable) = kind_of(name).ok_or_else(|| not_found(req.path()))?;
+    let mut file = crate::transcode::renditions_dir(&state.store.derived_dir(&hash));
+    for part in &parts {
+        file.push(part);
+    }
+    let named = web::block(move || actix_files::NamedFile::open(file))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|_| not_found(req.path()))?;
+    let mut response = named
+        .set_content_type(content_type.parse().expect("static content types parse"))
+        .disable_content_disposition()
+        .into_response(&req);
+    let cache = if immutable { "public, max-age=31536000, immutable" } else { "public, max-age=60" };
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    Ok(response)
+}
+
+/// `POST /video/{hash}/transcode`: queues a transcode of a video whose
+/// transcode failed, never ran, or whose renditions are missing; a video
+/// that is ready (or already on its way) is left as it is.
+#[tracing::instrument(skip_all, fields(hash = %path.as_str()))]
+pub async fn transcode(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let hash = ContentHash::parse(&path)?;
+    let video = state
+        .repo
+        .find_video(&hash)
+        .await?
+        .ok_or_else(|| ApiError::not_found("unknown-video", "no video with that hash is stored"))?;
+    let derived = state.store.derived_dir(&hash);
+    let published = web::block(move || crate::transcode::is_published(&derived)).await.unwrap_or(false);
+    let status = video.transcode_status.as_str();
+    if (status == "ready" && published) || status == "processing" || status == "queued" {
+        return Ok(HttpResponse::Ok().json(json!({"hash": video.hash, "status": status, "queued": false})));
+    }
+    if !state.queue.requeue(&hash).await.map_err(|e| ApiError::internal(e.to_string()))? {
+        return Err(ApiError::not_found("unknown-video", "no video with that hash is stored"));
+    }
+    Ok(HttpResponse::Accepted().json(json!({"hash": video.hash, "status": "queued", "queued": true})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_names_of_the_layout_are_served() {
+        assert!(safe_tail("hls/master.m3u8").is_some());
+        assert!(safe_tail("seg/chunk-0-00001.m4s").is_some());
+        for bad in ["../x.m3u8", "hls/../../x.mpd", ".abr.tmp/x.m4s", "a/b/c.m4s", "", "hls//x.m3u8", "%2e%2e/x"] {
+            assert!(safe_tail(bad).is_none(), "{bad}");
+        }
+        assert_eq!(kind_of("init-0.m4s"), Some(("video/mp4", true)));
+        assert_eq!(kind_of("chunk-0-00001.m4s"), Some(("video/iso.segment", true)));
+        assert_eq!(kind_of("manifest.mpd"), Some(("application/dash+xml", false)));
+        assert_eq!(kind_of("passwd"), None);
+    }
+}
