@@ -70,7 +70,7 @@ impl TranscodeSettings {
         if rungs.is_empty() {
             return Err("the ladder has no rungs".into());
         }
-        rungs.sort_by(|a, b| b.height.cmp(&a.height));
+        rungs.sort_by_key(|r| std::cmp::Reverse(r.height));
         Ok(rungs)
     }
 }

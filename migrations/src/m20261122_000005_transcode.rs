@@ -12,10 +12,17 @@ impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         // One column per statement: SQLite alters one column at a time.
         manager
-            .alter_table(Table::alter().table(Videos::Table).add_column(ColumnDef::new(Videos::TranscodeError).text()).to_owned())
+            .alter_table(
+                Table::alter()
+                    .table(Videos::Table)
+                    .add_column(ColumnDef::new(Videos::TranscodeError).text())
+                    .to_owned(),
+            )
             .await?;
         manager
-            .alter_table(Table::alter().table(Videos::Table).add_column(ColumnDef::new(Videos::Renditions).text()).to_owned())
+            .alter_table(
+                Table::alter().table(Videos::Table).add_column(ColumnDef::new(Videos::Renditions).text()).to_owned(),
+            )
             .await
     }
 

@@ -25,7 +25,8 @@ pub(super) async fn run(
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
         match repo.lease_job(TRANSCODE_TOPIC, &worker, lease).await {
             Ok(Some(job)) => {
-                let (repo, settings, handler, worker) = (repo.clone(), settings.clone(), handler.clone(), worker.clone());
+                let (repo, settings, handler, worker) =
+                    (repo.clone(), settings.clone(), handler.clone(), worker.clone());
                 tokio::spawn(async move {
                     process(&repo, &settings, handler.as_ref(), &worker, job).await;
                     drop(slot);

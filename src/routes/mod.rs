@@ -108,7 +108,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/video/{hash}/frames").route(web::post().to(frames::batch)))
         .service(web::resource("/video/{hash}/transcode").route(web::post().to(media::transcode)))
         .service(
-            web::resource("/media/{hash}/{tail:.*}").route(web::get().to(media::file)).route(web::head().to(media::file)),
+            web::resource("/media/{hash}/{tail:.*}")
+                .route(web::get().to(media::file))
+                .route(web::head().to(media::file)),
         )
         .service(web::resource("/events").route(web::get().to(events::stream)))
         .service(web::resource("/resolve").route(web::get().to(cache::resolve)))

@@ -22,9 +22,8 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     };
     let queue = state.queue.ping().await.map_err(|e| e.to_string());
     match (&database, &storage, &queue) {
-        (Ok(()), Ok(()), Ok(())) => Ok(HttpResponse::Ok().json(
-            json!({"status": "ready", "database": "ok", "storage": "ok", "queue": state.queue.backend()}),
-        )),
+        (Ok(()), Ok(()), Ok(())) => Ok(HttpResponse::Ok()
+            .json(json!({"status": "ready", "database": "ok", "storage": "ok", "queue": state.queue.backend()}))),
         _ => {
             let problems: Vec<String> = [("database", database), ("storage", storage), ("queue", queue)]
                 .into_iter()

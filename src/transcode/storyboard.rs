@@ -86,10 +86,15 @@ impl Storyboard {
         let mut vtt = String::from("WEBVTT\n\n");
         for (i, (start, packed)) in self.tiles.iter().enumerate() {
             let (x, y) = ((i as u32 % COLUMNS) * w, (i as u32 / COLUMNS) * h);
-            let tile = image::RgbImage::from_raw(w, h, packed.clone()).ok_or_else(|| std::io::Error::other("tile size"))?;
+            let tile =
+                image::RgbImage::from_raw(w, h, packed.clone()).ok_or_else(|| std::io::Error::other("tile size"))?;
             image::imageops::replace(&mut sprite, &tile, i64::from(x), i64::from(y));
             let stop = self.tiles.get(i + 1).map_or(end.max(*start + 0.001), |(next, _)| *next);
-            vtt.push_str(&format!("{} --> {}\nstoryboard.jpg#xywh={x},{y},{w},{h}\n\n", vtt_time(*start), vtt_time(stop)));
+            vtt.push_str(&format!(
+                "{} --> {}\nstoryboard.jpg#xywh={x},{y},{w},{h}\n\n",
+                vtt_time(*start),
+                vtt_time(stop)
+            ));
         }
         let mut jpeg = Vec::new();
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 75)

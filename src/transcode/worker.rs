@@ -82,12 +82,20 @@ impl TranscodeWorker {
             let renditions = video.renditions.as_deref().and_then(|r| serde_json::from_str(r).ok());
             self.set_status(&hash, "ready", None, renditions.as_ref()).await?;
             self.metrics.transcodes.with_label_values(&["reused"]).inc();
-            self.events.publish(Event::new("transcode.completed", &job.hash, self.urls(&job.hash, json!({"reused": true}))));
+            self.events.publish(Event::new(
+                "transcode.completed",
+                &job.hash,
+                self.urls(&job.hash, json!({"reused": true})),
+            ));
             return Ok(());
         }
 
         self.set_status(&hash, "processing", None, None).await?;
-        self.events.publish(Event::new("transcode.started", &job.hash, json!({"hash": job.hash, "attempt": job.attempt})));
+        self.events.publish(Event::new(
+            "transcode.started",
+            &job.hash,
+            json!({"hash": job.hash, "attempt": job.attempt}),
+        ));
         let started = Instant::now();
         let key = ObjectKey::from_stored(&video.file_path).map_err(|e| e.to_string())?;
         let (progress, mut updates) = tokio::sync::mpsc::unbounded_channel::<f64>();
@@ -99,7 +107,11 @@ impl TranscodeWorker {
                     if last.elapsed() >= PROGRESS_EVERY && share < 1.0 {
                         last = Instant::now();
                         let percent = (share * 1000.0).round() / 10.0;
-                        events.publish(Event::new("transcode.progress", &hash, json!({"hash": hash, "percent": percent})));
+                        events.publish(Event::new(
+                            "transcode.progress",
+                            &hash,
+                            json!({"hash": hash, "percent": percent}),
+                        ));
                     }
                 }
             })
@@ -127,7 +139,12 @@ impl TranscodeWorker {
                     return Ok(());
                 }
                 self.metrics.transcodes.with_label_values(&["completed"]).inc();
-                tracing::info!(seconds = elapsed, frames = output.frames, rungs = output.renditions.len(), "transcoded");
+                tracing::info!(
+                    seconds = elapsed,
+                    frames = output.frames,
+                    rungs = output.renditions.len(),
+                    "transcoded"
+                );
                 let realtime = if elapsed > 0.0 { output.duration_s / elapsed } else { 0.0 };
                 self.events.publish(Event::new(
                     "transcode.completed",

@@ -292,7 +292,10 @@ impl Committer {
             signature: found.signature,
             near_duplicate_of: found.near_duplicate_of,
             transcode_job: self.transcode.as_ref().map(|settings| {
-                (crate::queue::TRANSCODE_TOPIC.to_owned(), crate::queue::TranscodeJob::new(&hash.to_hex(), settings).to_json())
+                (
+                    crate::queue::TRANSCODE_TOPIC.to_owned(),
+                    crate::queue::TranscodeJob::new(&hash.to_hex(), settings).to_json(),
+                )
             }),
         };
         if self.repo.insert_video(&new, session.url.as_ref()).await? {

@@ -264,9 +264,8 @@ async fn an_ingest_request_on_kafka_yields_a_video_and_an_event() {
     tokio::task::spawn_blocking(move || python_client(&["produce", &b, &t, "bad", &bad.to_string()])).await.unwrap();
 
     let (b, t, m) = (brokers.clone(), events.clone(), format!("request_id={ok_id}"));
-    let line = tokio::task::spawn_blocking(move || python_client(&["consume", &b, &t, &m, "--timeout", "90"]))
-        .await
-        .unwrap();
+    let line =
+        tokio::task::spawn_blocking(move || python_client(&["consume", &b, &t, &m, "--timeout", "90"])).await.unwrap();
     let event: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
     assert_eq!(event["type"], "upload.completed");
     assert_eq!(event["version"], 1);
@@ -276,9 +275,8 @@ async fn an_ingest_request_on_kafka_yields_a_video_and_an_event() {
     assert_eq!(meta["meta"]["source"], "test");
 
     let (b, t, m) = (brokers.clone(), events.clone(), format!("request_id={bad_id}"));
-    let line = tokio::task::spawn_blocking(move || python_client(&["consume", &b, &t, &m, "--timeout", "60"]))
-        .await
-        .unwrap();
+    let line =
+        tokio::task::spawn_blocking(move || python_client(&["consume", &b, &t, &m, "--timeout", "60"])).await.unwrap();
     let event: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
     assert_eq!(event["type"], "ingest.failed");
     assert_eq!(event["code"], "invalid-url");

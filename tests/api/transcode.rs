@@ -67,7 +67,13 @@ fn variants(master: &str) -> Vec<(u32, u32, u64, String, String)> {
         };
         let (w, h) = attr("RESOLUTION").unwrap().split_once('x').map(|(w, h)| (w.to_owned(), h.to_owned())).unwrap();
         let uri = lines[i + 1..].iter().find(|l| !l.trim().is_empty()).unwrap().trim().to_owned();
-        out.push((w.parse().unwrap(), h.parse().unwrap(), attr("BANDWIDTH").unwrap().parse().unwrap(), attr("CODECS").unwrap(), uri));
+        out.push((
+            w.parse().unwrap(),
+            h.parse().unwrap(),
+            attr("BANDWIDTH").unwrap().parse().unwrap(),
+            attr("CODECS").unwrap(),
+            uri,
+        ));
     }
     out
 }
@@ -169,9 +175,10 @@ async fn a_1080p_upload_becomes_hls_and_dash_over_the_same_segments(backend: Bac
         let playlist_path = resolve(&master_path, uri);
         let playlist = app.client.get(app.url(&playlist_path)).send().await.unwrap().text().await.unwrap();
         for line in playlist.lines() {
-            let uri = line.strip_prefix("#EXT-X-MAP:URI=\"").map(|r| r.trim_end_matches('"')).or_else(|| {
-                (!line.starts_with('#') && !line.trim().is_empty()).then_some(line.trim())
-            });
+            let uri = line
+                .strip_prefix("#EXT-X-MAP:URI=\"")
+                .map(|r| r.trim_end_matches('"'))
+                .or_else(|| (!line.starts_with('#') && !line.trim().is_empty()).then_some(line.trim()));
             if let Some(uri) = uri {
                 from_hls.insert(resolve(&playlist_path, uri));
             }
@@ -186,9 +193,11 @@ async fn a_1080p_upload_becomes_hls_and_dash_over_the_same_segments(backend: Bac
             .unwrap();
         let id = rep.attribute("id").unwrap();
         assert_eq!(id, index.to_string());
-        let count = template.descendants().filter(|n| n.tag_name().name() == "S").map(|s| {
-            1 + s.attribute("r").map_or(0, |r| r.parse::<usize>().unwrap())
-        }).sum::<usize>();
+        let count = template
+            .descendants()
+            .filter(|n| n.tag_name().name() == "S")
+            .map(|s| 1 + s.attribute("r").map_or(0, |r| r.parse::<usize>().unwrap()))
+            .sum::<usize>();
         assert_eq!(count, 10, "10 segments of 2 s a rung");
         let init = template.attribute("initialization").unwrap().replace("$RepresentationID$", id);
         from_dash.insert(resolve(&mpd_path, &init));
@@ -210,7 +219,10 @@ async fn a_1080p_upload_becomes_hls_and_dash_over_the_same_segments(backend: Bac
         let probe = ffprobe_json(&url, "stream=width,height:format=duration");
         let duration: f64 = probe["format"]["duration"].as_str().unwrap().parse().unwrap();
         assert!((duration - 20.0).abs() < 0.5, "rung {rung} lasts {duration} s through HLS");
-        assert_eq!((probe["streams"][0]["width"].as_u64(), probe["streams"][0]["height"].as_u64()), (Some(u64::from(*w)), Some(u64::from(*h))));
+        assert_eq!(
+            (probe["streams"][0]["width"].as_u64(), probe["streams"][0]["height"].as_u64()),
+            (Some(u64::from(*w)), Some(u64::from(*h)))
+        );
     }
     let probe = ffprobe_json(&app.url(&mpd_path), "stream=codec_type,width,height:format=duration");
     let duration: f64 = probe["format"]["duration"].as_str().unwrap().parse().unwrap();
