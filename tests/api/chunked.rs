@@ -82,7 +82,7 @@ async fn out_of_order_and_parallel_chunks_make_the_same_hash(backend: Backend) {
     assert_eq!(stored.bytes().await.unwrap().as_ref(), video.as_slice());
     let one = app.get_json(&format!("/videos/{video_id}")).await;
     assert_eq!(one["hash"], result["hash"]);
-    assert_eq!(one["status"], "uploaded");
+    assert_eq!(one["status"], "queued", "stored, and queued for transcoding");
     assert_eq!(one["filename"], "large.mp4");
     assert_eq!(one["width"], 640);
     let list = app.get_json("/videos?limit=10").await;
