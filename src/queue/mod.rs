@@ -209,10 +209,12 @@ impl Queue {
         }
     }
 
-    /// Starts the consumer of outside producers' ingest requests (Kafka only).
+    /// Starts the consumer of outside producers' ingest requests (Kafka
+    /// only). It runs on the calling actix arbiter: an ingest drives the
+    /// upload engine's actors, which need one.
     pub fn start_ingest(&self, handler: Arc<dyn IngestHandler>) -> Option<JoinHandle<()>> {
         let kafka = self.kafka.clone()?;
-        kafka.settings.consume_ingest.then(|| tokio::spawn(kafka::consume_ingest(kafka, handler)))
+        kafka.settings.consume_ingest.then(|| actix::spawn(kafka::consume_ingest(kafka, handler)))
     }
 
     /// Streams events from the broker into this process's bus, so that
