@@ -2,13 +2,12 @@
 //! /video/{hash}` with single byte ranges, and `DELETE /video/{hash}`.
 
 use super::AppState;
+use super::files::{FileReply, send_file};
 use crate::domain::{ContentHash, ObjectKey, SourceUrl};
 use crate::error::ApiError;
-use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 #[derive(Deserialize)]
 pub struct ResolveQuery {
@@ -77,11 +76,6 @@ pub async fn read(
 ) -> Result<HttpResponse, ApiError> {
     let hash = ContentHash::parse(&path)?;
     let video = state.repo.find_video(&hash).await?.ok_or_else(unknown_video)?;
-    let etag = format!("\"{}\"", video.hash);
-    if req.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains(&video.hash)) {
-        return Ok(HttpResponse::NotModified().insert_header((header::ETAG, etag)).finish());
-    }
-
     let key = ObjectKey::from_stored(&video.file_path)?;
     let store = state.store.clone();
     let (file, len) = web::block(move || store.open_object(&key))
@@ -91,35 +85,12 @@ pub async fn read(
             tracing::error!(error = %e, "a recorded object is missing from the store");
             ApiError::internal("the stored object could not be read")
         })?;
-
-    let range = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()).map(|v| parse_range(v, len));
-    let (status, start, count) = match range {
-        None | Some(RangeRequest::Ignored) => (StatusCode::OK, 0, len),
-        Some(RangeRequest::Satisfiable { start, end }) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
-        Some(RangeRequest::Unsatisfiable) => {
-            return Err(ApiError::new(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                "range-not-satisfiable",
-                format!("the object has {len} bytes"),
-            )
-            .with_header("Content-Range", format!("bytes */{len}")));
-        }
+    let reply = FileReply {
+        content_type: video.content_type.clone(),
+        etag: format!("\"{}\"", video.hash),
+        cache_control: "public, max-age=31536000, immutable",
     };
-
-    let mut response = HttpResponse::build(status);
-    response
-        .insert_header((header::CONTENT_TYPE, video.content_type.as_str()))
-        .insert_header((header::ACCEPT_RANGES, "bytes"))
-        .insert_header((header::ETAG, etag))
-        .insert_header((header::CACHE_CONTROL, "public, max-age=31536000, immutable"))
-        .no_chunking(count);
-    if status == StatusCode::PARTIAL_CONTENT {
-        response.insert_header((header::CONTENT_RANGE, format!("bytes {start}-{}/{len}", start + count - 1)));
-    }
-    let mut file = tokio::fs::File::from_std(file);
-    file.seek(std::io::SeekFrom::Start(start)).await.map_err(|e| ApiError::internal(e.to_string()))?;
-    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(count), 256 * 1024);
-    Ok(response.streaming(stream))
+    send_file(&req, file, len, reply).await
 }
 
 #[tracing::instrument(skip_all, fields(hash = %path.as_str()))]
@@ -161,76 +132,4 @@ fn transcode_of(video: &crate::storage::entities::video::Model) -> serde_json::V
 
 fn unknown_video() -> ApiError {
     ApiError::not_found("unknown-video", "no video with that hash is stored")
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum RangeRequest {
-    /// Inclusive byte range within the object.
-    Satisfiable {
-        start: u64,
-        end: u64,
-    },
-    Unsatisfiable,
-    /// Malformed or multi-range: served whole, as RFC 9110 allows.
-    Ignored,
-}
-
-/// Parses one `bytes=a-b`, `bytes=a-` or `bytes=-n` range against `len` bytes.
-fn parse_range(header: &str, len: u64) -> RangeRequest {
-    let Some(spec) = header.trim().strip_prefix("bytes=") else {
-        return RangeRequest::Ignored;
-    };
-    if spec.contains(',') {
-        return RangeRequest::Ignored;
-    }
-    let Some((first, last)) = spec.trim().split_once('-') else {
-        return RangeRequest::Ignored;
-    };
-    let number = |s: &str| s.trim().parse::<u64>().ok();
-    match (first.trim().is_empty(), last.trim().is_empty()) {
-        (true, true) => RangeRequest::Ignored,
-        (true, false) => match number(last) {
-            Some(0) => RangeRequest::Unsatisfiable,
-            Some(_) if len == 0 => RangeRequest::Unsatisfiable,
-            Some(n) => RangeRequest::Satisfiable { start: len.saturating_sub(n), end: len - 1 },
-            None => RangeRequest::Ignored,
-        },
-        (false, open_end) => {
-            let Some(start) = number(first) else { return RangeRequest::Ignored };
-            let end = if open_end {
-                len.saturating_sub(1)
-            } else {
-                match number(last) {
-                    Some(end) if end >= start => end.min(len.saturating_sub(1)),
-                    _ => return RangeRequest::Ignored,
-                }
-            };
-            if start >= len { RangeRequest::Unsatisfiable } else { RangeRequest::Satisfiable { start, end } }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{RangeRequest::*, parse_range};
-
-    #[test]
-    fn parses_the_three_single_range_forms() {
-        assert_eq!(parse_range("bytes=0-9", 100), Satisfiable { start: 0, end: 9 });
-        assert_eq!(parse_range("bytes=90-", 100), Satisfiable { start: 90, end: 99 });
-        assert_eq!(parse_range("bytes=-10", 100), Satisfiable { start: 90, end: 99 });
-        assert_eq!(parse_range("bytes=-1000", 100), Satisfiable { start: 0, end: 99 });
-        assert_eq!(parse_range("bytes=50-1000", 100), Satisfiable { start: 50, end: 99 });
-    }
-
-    #[test]
-    fn unsatisfiable_and_ignored_ranges() {
-        assert_eq!(parse_range("bytes=100-", 100), Unsatisfiable);
-        assert_eq!(parse_range("bytes=100-200", 100), Unsatisfiable);
-        assert_eq!(parse_range("bytes=-0", 100), Unsatisfiable);
-        assert_eq!(parse_range("bytes=5-1", 100), Ignored);
-        assert_eq!(parse_range("bytes=0-1,5-6", 100), Ignored);
-        assert_eq!(parse_range("items=0-1", 100), Ignored);
-        assert_eq!(parse_range("bytes=x-y", 100), Ignored);
-    }
 }

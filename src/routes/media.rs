@@ -4,9 +4,9 @@
 //! `POST /video/{hash}/transcode`, which queues a transcode again.
 
 use super::AppState;
+use super::files::{FileReply, send_file};
 use crate::domain::ContentHash;
 use crate::error::ApiError;
-use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
 
@@ -58,17 +58,25 @@ pub async fn file(
     for part in &parts {
         file.push(part);
     }
-    let named = web::block(move || actix_files::NamedFile::open(file))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|_| not_found(req.path()))?;
-    let mut response = named
-        .set_content_type(content_type.parse().expect("static content types parse"))
-        .disable_content_disposition()
-        .into_response(&req);
-    let cache = if immutable { "public, max-age=31536000, immutable" } else { "public, max-age=60" };
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
-    Ok(response)
+    let opened = web::block(move || -> std::io::Result<(std::fs::File, std::fs::Metadata)> {
+        let file = std::fs::File::open(file)?;
+        let meta = file.metadata()?;
+        Ok((file, meta))
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+    let (file, meta) = match opened {
+        Ok((file, meta)) if meta.is_file() => (file, meta),
+        _ => return Err(not_found(req.path())),
+    };
+    let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+    let reply = FileReply {
+        content_type: content_type.to_owned(),
+        // Size and time of publication: a transcode asked for again changes it.
+        etag: format!("\"{:x}-{:x}\"", meta.len(), modified.map_or(0, |d| d.as_nanos())),
+        cache_control: if immutable { "public, max-age=31536000, immutable" } else { "public, max-age=60" },
+    };
+    send_file(&req, file, meta.len(), reply).await
 }
 
 /// `POST /video/{hash}/transcode`: queues a transcode of a video whose

@@ -4,6 +4,7 @@
 mod cache;
 mod chunked;
 mod events;
+mod files;
 mod frames;
 mod ingest;
 mod media;

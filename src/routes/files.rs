@@ -1,0 +1,163 @@
+//! Sending a stored file, whole or one byte range, with its ETag (and
+//! `304` for a matching `If-None-Match`), for `/video/{hash}` and
+//! `/media/{hash}/...`. A reply of up to `WHOLE_READ` bytes is sent from a
+//! memory map of the file made in one blocking call (one thread hop for a
+//! whole media segment); a larger one streams in 256 KiB reads, so memory
+//! never follows the file's size.
+
+use crate::error::ApiError;
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, web};
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+/// Replies up to this size are read at once (segments are 0.1-5 MB).
+const WHOLE_READ: u64 = 4 << 20;
+/// Slices of a mapped reply handed to the HTTP layer at a time.
+const SLICE: usize = 64 << 10;
+
+pub(super) struct FileReply {
+    pub content_type: String,
+    pub etag: String,
+    pub cache_control: &'static str,
+}
+
+pub(super) async fn send_file(
+    req: &HttpRequest,
+    file: std::fs::File,
+    len: u64,
+    reply: FileReply,
+) -> Result<HttpResponse, ApiError> {
+    let matches = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|tag| tag.trim() == reply.etag || tag.trim() == "*"));
+    if matches {
+        return Ok(HttpResponse::NotModified()
+            .insert_header((header::ETAG, reply.etag))
+            .insert_header((header::CACHE_CONTROL, reply.cache_control))
+            .finish());
+    }
+    let range = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()).map(|v| parse_range(v, len));
+    let (status, start, count) = match range {
+        None | Some(RangeRequest::Ignored) => (StatusCode::OK, 0, len),
+        Some(RangeRequest::Satisfiable { start, end }) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+        Some(RangeRequest::Unsatisfiable) => {
+            return Err(ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range-not-satisfiable",
+                format!("the object has {len} bytes"),
+            )
+            .with_header("Content-Range", format!("bytes */{len}")));
+        }
+    };
+
+    let mut response = HttpResponse::build(status);
+    response
+        .insert_header((header::CONTENT_TYPE, reply.content_type))
+        .insert_header((header::ACCEPT_RANGES, "bytes"))
+        .insert_header((header::ETAG, reply.etag))
+        .insert_header((header::CACHE_CONTROL, reply.cache_control));
+    if status == StatusCode::PARTIAL_CONTENT {
+        response.insert_header((header::CONTENT_RANGE, format!("bytes {start}-{}/{len}", start + count - 1)));
+    }
+    if count <= WHOLE_READ && count > 0 {
+        // Mapped, not read: the page cache's pages are the body, with no
+        // buffer to allocate and zero and no copy into it.
+        let bytes = web::block(move || -> std::io::Result<Bytes> {
+            // SAFETY: published media and objects are never written in
+            // place (they are replaced by rename), so the mapping cannot
+            // change under the reader.
+            let map = unsafe { memmap2::MmapOptions::new().offset(start).len(count as usize).populate().map(&file)? };
+            Ok(Bytes::from_owner(map))
+        })
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::internal(format!("reading the file: {e}")))?;
+        // Handed to actix in slices: it copies each into its connection's
+        // write buffer, which then stays small and is reused, instead of
+        // growing to the reply's size and being given back every time.
+        let slices = (0..bytes.len())
+            .step_by(SLICE)
+            .map(move |at| Ok::<_, std::io::Error>(bytes.slice(at..(at + SLICE).min(bytes.len()))));
+        return Ok(response.no_chunking(count).streaming(futures_util::stream::iter(slices.collect::<Vec<_>>())));
+    }
+    response.no_chunking(count);
+    let mut file = tokio::fs::File::from_std(file);
+    file.seek(std::io::SeekFrom::Start(start)).await.map_err(|e| ApiError::internal(e.to_string()))?;
+    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(count), 256 * 1024);
+    Ok(response.streaming(stream))
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum RangeRequest {
+    /// Inclusive byte range within the object.
+    Satisfiable {
+        start: u64,
+        end: u64,
+    },
+    Unsatisfiable,
+    /// Malformed or multi-range: served whole, as RFC 9110 allows.
+    Ignored,
+}
+
+/// Parses one `bytes=a-b`, `bytes=a-` or `bytes=-n` range against `len` bytes.
+fn parse_range(header: &str, len: u64) -> RangeRequest {
+    let Some(spec) = header.trim().strip_prefix("bytes=") else {
+        return RangeRequest::Ignored;
+    };
+    if spec.contains(',') {
+        return RangeRequest::Ignored;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return RangeRequest::Ignored;
+    };
+    let number = |s: &str| s.trim().parse::<u64>().ok();
+    match (first.trim().is_empty(), last.trim().is_empty()) {
+        (true, true) => RangeRequest::Ignored,
+        (true, false) => match number(last) {
+            Some(0) => RangeRequest::Unsatisfiable,
+            Some(_) if len == 0 => RangeRequest::Unsatisfiable,
+            Some(n) => RangeRequest::Satisfiable { start: len.saturating_sub(n), end: len - 1 },
+            None => RangeRequest::Ignored,
+        },
+        (false, open_end) => {
+            let Some(start) = number(first) else { return RangeRequest::Ignored };
+            let end = if open_end {
+                len.saturating_sub(1)
+            } else {
+                match number(last) {
+                    Some(end) if end >= start => end.min(len.saturating_sub(1)),
+                    _ => return RangeRequest::Ignored,
+                }
+            };
+            if start >= len { RangeRequest::Unsatisfiable } else { RangeRequest::Satisfiable { start, end } }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{RangeRequest::*, parse_range};
+
+    #[test]
+    fn parses_the_three_single_range_forms() {
+        assert_eq!(parse_range("bytes=0-9", 100), Satisfiable { start: 0, end: 9 });
+        assert_eq!(parse_range("bytes=90-", 100), Satisfiable { start: 90, end: 99 });
+        assert_eq!(parse_range("bytes=-10", 100), Satisfiable { start: 90, end: 99 });
+        assert_eq!(parse_range("bytes=-1000", 100), Satisfiable { start: 0, end: 99 });
+        assert_eq!(parse_range("bytes=50-1000", 100), Satisfiable { start: 50, end: 99 });
+    }
+
+    #[test]
+    fn unsatisfiable_and_ignored_ranges() {
+        assert_eq!(parse_range("bytes=100-", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=100-200", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=5-1", 100), Ignored);
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), Ignored);
+        assert_eq!(parse_range("items=0-1", 100), Ignored);
+        assert_eq!(parse_range("bytes=x-y", 100), Ignored);
+    }
+}
