@@ -434,16 +434,33 @@ fn encode_rung(
             let _ = packets.send(Ok((rung, std::mem::replace(&mut packet, Packet::empty()))));
         }
     };
+    // One output frame, reused: a 1080p buffer allocated per frame is a
+    // fresh mmap, zero-fill and munmap each time with the daemon's fixed
+    // mmap threshold. It is reused only once the encoder let go of it.
+    let mut scaled = frame::Video::empty();
     for decoded in frames {
         let key = (decoded.format(), decoded.width(), decoded.height());
+        if key == (Pixel::YUV420P, width, height) {
+            // The rung is the source's own size and format: no scaling.
+            let mut same = decoded.clone();
+            same.set_kind(ffmpeg_next::picture::Type::None);
+            encoder.send_frame(&same).map_err(encode)?;
+            drain(&mut encoder);
+            continue;
+        }
         if scaler.as_ref().is_none_or(|(_, k)| *k != key) {
             let ctx =
                 scaling::Context::get(key.0, key.1, key.2, Pixel::YUV420P, width, height, scaling::Flags::BICUBIC)
                     .map_err(encode)?;
             scaler = Some((ctx, key));
         }
+        // SAFETY: `scaled` owns a valid AVFrame; av_frame_is_writable only
+        // reads its buffer references.
+        if !unsafe { scaled.is_empty() } && unsafe { ffmpeg_next::ffi::av_frame_is_writable(scaled.as_mut_ptr()) } == 0
+        {
+            scaled = frame::Video::empty();
+        }
         let (ctx, _) = scaler.as_mut().expect("set above");
-        let mut scaled = frame::Video::empty();
         ctx.run(&decoded, &mut scaled).map_err(encode)?;
         scaled.set_pts(decoded.pts());
         scaled.set_kind(ffmpeg_next::picture::Type::None);
