@@ -163,6 +163,17 @@ impl Kafka {
         config.create().map_err(kafka_err)
     }
 
+    /// A consumer of `group` subscribed to `topic`; `None` (logged) if that fails.
+    fn subscribed(&self, group: &str, topic: &str) -> Option<StreamConsumer> {
+        let consumer = self
+            .consumer(group, &[])
+            .and_then(|c| c.subscribe(&[topic]).map(|()| c).map_err(kafka_err))
+            .inspect_err(|e| tracing::error!(error = %e, %topic, %group, "the kafka consumer could not start"))
+            .ok()?;
+        tracing::info!(%topic, %group, "kafka consumer started");
+        Some(consumer)
+    }
+
     /// Sends until the broker takes it: a job's retry or dead letter must
     /// not be lost, or the job would be.
     async fn send_until_taken(&self, topic: &str, key: &str, value: &serde_json::Value) {
@@ -171,6 +182,20 @@ impl Kafka {
             tracing::warn!(error = %e, %topic, "kafka send failed; trying again");
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(Duration::from_secs(10));
+        }
+    }
+}
+
+/// The next message; a failed receive (the broker away, a rebalance) is
+/// logged and tried again after a pause.
+async fn next_message(consumer: &StreamConsumer) -> rdkafka::message::BorrowedMessage<'_> {
+    loop {
+        match consumer.recv().await {
+            Ok(message) => return message,
+            Err(e) => {
+                tracing::warn!(error = %e, "kafka receive failed");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
         }
     }
 }
@@ -205,23 +230,9 @@ pub(super) async fn relay(kafka: Arc<Kafka>, repo: Repository, worker: Arc<str>)
 /// One transcode consumer of the group: a job at a time, its offset stored
 /// once it is handled (done, sent again for a retry, or dead-lettered).
 pub(super) async fn consume_jobs(kafka: Arc<Kafka>, settings: Arc<TranscodeSettings>, handler: Arc<dyn JobHandler>) {
-    let consumer = match kafka.consumer(&kafka.settings.group_id, &[]) {
-        Ok(c) => c,
-        Err(e) => return tracing::error!(error = %e, "the transcode consumer could not be created"),
-    };
-    if let Err(e) = consumer.subscribe(&[kafka.topics.transcode.as_str()]) {
-        return tracing::error!(error = %e, "subscribing to the transcode topic failed");
-    }
-    tracing::info!(topic = %kafka.topics.transcode, group = %kafka.settings.group_id, "kafka transcode consumer started");
+    let Some(consumer) = kafka.subscribed(&kafka.settings.group_id, &kafka.topics.transcode) else { return };
     loop {
-        let message = match consumer.recv().await {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "kafka receive failed");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-        };
+        let message = next_message(&consumer).await;
         let key = message.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
         match TranscodeJob::parse(message.payload().unwrap_or_default()) {
             Err(error) => {
@@ -257,23 +268,9 @@ pub(super) async fn consume_jobs(kafka: Arc<Kafka>, settings: Arc<TranscodeSetti
 /// The consumer of outside producers' ingest requests.
 pub(super) async fn consume_ingest(kafka: Arc<Kafka>, handler: Arc<dyn IngestHandler>) {
     let group = format!("{}-ingest", kafka.settings.group_id);
-    let consumer = match kafka.consumer(&group, &[]) {
-        Ok(c) => c,
-        Err(e) => return tracing::error!(error = %e, "the ingest consumer could not be created"),
-    };
-    if let Err(e) = consumer.subscribe(&[kafka.topics.ingest.as_str()]) {
-        return tracing::error!(error = %e, "subscribing to the ingest topic failed");
-    }
-    tracing::info!(topic = %kafka.topics.ingest, %group, "kafka ingest consumer started");
+    let Some(consumer) = kafka.subscribed(&group, &kafka.topics.ingest) else { return };
     loop {
-        let message = match consumer.recv().await {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "kafka receive failed");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-        };
+        let message = next_message(&consumer).await;
         let request = serde_json::from_slice(message.payload().unwrap_or_default())
             .unwrap_or_else(|e| serde_json::json!({"invalid": e.to_string()}));
         handler.ingest(request).await;

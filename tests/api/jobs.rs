@@ -344,9 +344,18 @@ async fn a_broker_restart_loses_no_job() {
         s.transcode.workers = 1;
     })
     .await;
-    let first = upload(&app, "a", source("a", "testsrc2=size=320x240:rate=25", 3)).await;
-    wait_for_transcode(&app, &first, "processing", 120).await;
-    // Down while a job runs and while the next ones are uploaded.
+    let first = upload(&app, "a", source("a", "testsrc2=size=1280x720:rate=30", 10)).await;
+    // Down while a job runs (or, on a fast day, just after it) and while
+    // the next ones are uploaded.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let status = app.get_json(&format!("/meta/{first}")).await["transcode"]["status"].clone();
+        if status == "processing" || status == "ready" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the first job never started: {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     broker.kill9();
     let second = upload(&app, "b", source("b", "mandelbrot=size=320x240:rate=25", 3)).await;
     let third = upload(&app, "c", source("c", "life=size=320x240:rate=25:mold=10:seed=7", 3)).await;
