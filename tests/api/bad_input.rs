@@ -167,6 +167,20 @@ async fn reads_refuse_bad_hashes_queries_paths_and_methods() {
     assert_error(get(format!("/video/{unknown}")).await.unwrap(), 404, "unknown-video").await;
     assert_error(app.client.delete(app.url(&format!("/video/{unknown}"))).send().await.unwrap(), 404, "unknown-video")
         .await;
+    // Transcoding and media of hashes that are malformed or unknown.
+    let post = |path: String| app.client.post(app.url(&path)).send();
+    assert_error(post("/video/abc/transcode".into()).await.unwrap(), 400, "invalid-hash").await;
+    assert_error(post(format!("/video/{unknown}/transcode")).await.unwrap(), 404, "unknown-video").await;
+    assert_error(get(format!("/video/{unknown}/transcode")).await.unwrap(), 405, "method-not-allowed").await;
+    for media in [
+        format!("/media/{unknown}/hls/master.m3u8"),
+        format!("/media/{unknown}/dash/manifest.mpd"),
+        format!("/media/{unknown}/seg/{}.m4s", "x".repeat(300)),
+        format!("/media/{unknown}/%00/master.m3u8"),
+        "/media/abc/hls/master.m3u8".to_owned(),
+    ] {
+        assert_error(get(media.clone()).await.unwrap(), 404, "not-found").await;
+    }
     assert_error(get("/resolve".into()).await.unwrap(), 400, "invalid-query").await;
     assert_error(get("/resolve?url=javascript:alert(1)".into()).await.unwrap(), 400, "invalid-url").await;
     assert_error(get("/resolve?url=https://x.test/never".into()).await.unwrap(), 404, "unknown-url").await;

@@ -245,6 +245,8 @@ async fn an_ingest_request_on_kafka_yields_a_video_and_an_event() {
         s.ingest.allow_private_networks = true;
     })
     .await;
+    // `GET /events` is fed from the events topic in Kafka mode.
+    let mut sse = crate::transcode::listen(&app).await;
     let bytes = source("ingested", "mandelbrot=size=320x240:rate=25", 2);
     let port = origin("127.0.0.1", vec![("/clip.mp4", Reply::Body(bytes.clone()))]);
     let (ok_id, bad_id) = (format!("req-{}", hex_id()), format!("req-{}", hex_id()));
@@ -272,6 +274,17 @@ async fn an_ingest_request_on_kafka_yields_a_video_and_an_event() {
     assert_eq!(event["hash"], blake3_hex(&bytes));
     let meta = app.get_json(&format!("/meta/{}", blake3_hex(&bytes))).await;
     assert_eq!(meta["prefix"], "from-kafka");
+    let streamed = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(event) = sse.recv().await {
+            if event["request_id"] == ok_id.as_str() {
+                return event;
+            }
+        }
+        panic!("the event stream ended");
+    })
+    .await
+    .expect("the Kafka event reached GET /events");
+    assert_eq!(streamed["type"], "upload.completed");
     assert_eq!(meta["meta"]["source"], "test");
 
     let (b, t, m) = (brokers.clone(), events.clone(), format!("request_id={bad_id}"));
