@@ -21,7 +21,12 @@ pub(super) async fn run(
     let lease = chrono::Duration::seconds(settings.lease_secs as i64);
     let idle = Duration::from_millis(settings.poll_interval_ms.max(10));
     tracing::info!(%worker, workers = settings.workers, "embedded queue: transcode workers started");
+    let mut purged_at = std::time::Instant::now();
     loop {
+        if purged_at.elapsed() >= PURGE_EVERY {
+            purged_at = std::time::Instant::now();
+            purge(&repo).await;
+        }
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
         match repo.lease_job(TRANSCODE_TOPIC, &worker, lease).await {
             Ok(Some(job)) => {
@@ -42,6 +47,19 @@ pub(super) async fn run(
                 tokio::time::sleep(idle.max(Duration::from_secs(1))).await;
             }
         }
+    }
+}
+
+/// How often finished jobs older than `KEEP_DONE` are deleted.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+/// Finished jobs are kept this long (for looking into what ran).
+pub(super) const KEEP_DONE: chrono::Duration = chrono::Duration::days(1);
+
+pub(super) async fn purge(repo: &Repository) {
+    match repo.purge_done_jobs(chrono::Utc::now() - KEEP_DONE).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(jobs = n, "finished jobs purged"),
+        Err(e) => tracing::warn!(error = %e, "purging finished jobs failed"),
     }
 }
 

@@ -203,7 +203,13 @@ async fn next_message(consumer: &StreamConsumer) -> rdkafka::message::BorrowedMe
 /// Forwards transcode jobs from the database outbox to the broker.
 pub(super) async fn relay(kafka: Arc<Kafka>, repo: Repository, worker: Arc<str>) {
     let lease = chrono::Duration::seconds(60);
+    let mut purged_at = std::time::Instant::now();
     loop {
+        // Relayed jobs are done outbox rows: they go after a day too.
+        if purged_at.elapsed() >= Duration::from_secs(3600) {
+            purged_at = std::time::Instant::now();
+            super::embedded::purge(&repo).await;
+        }
         match repo.lease_job(TRANSCODE_TOPIC, &format!("relay-{worker}"), lease).await {
             Ok(Some(job)) => {
                 let result = kafka.send(&kafka.topics.transcode, &job.key, &job.payload).await;

@@ -208,6 +208,17 @@ impl Repository {
         Ok(())
     }
 
+    /// Deletes the finished (done) jobs last touched before `before`, and
+    /// answers how many. Dead jobs and dead letters stay for inspection.
+    pub async fn purge_done_jobs(&self, before: DateTime<Utc>) -> Result<u64, RepoError> {
+        let deleted = job::Entity::delete_many()
+            .filter(job::Column::State.eq(JobState::Done.as_str()))
+            .filter(job::Column::UpdatedAt.lt(before))
+            .exec(self.conn())
+            .await?;
+        Ok(deleted.rows_affected)
+    }
+
     /// A job as stored, by id (state, attempts, last error).
     pub async fn find_job(&self, id: i64) -> Result<Option<job::Model>, RepoError> {
         Ok(job::Entity::find_by_id(id).one(self.conn()).await?)

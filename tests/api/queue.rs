@@ -89,3 +89,28 @@ async fn concurrent_workers_never_share_a_job(backend: Backend) {
     assert_eq!(n, 40, "every job was leased");
 }
 both_backends!(concurrent_workers_never_share_a_job);
+
+async fn a_renewed_lease_holds_a_long_job_and_finished_jobs_are_purged(backend: Backend) {
+    let (repo, _dir) = repo(backend).await;
+    let id = repo.enqueue_job("transcode", "long", &json!({"hash": "long"})).await.unwrap();
+    let job = repo.lease_job("transcode", "w1", Duration::milliseconds(1500)).await.unwrap().expect("a job");
+    // Renewed before it runs out, the lease keeps others away past its first term.
+    for _ in 0..3 {
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+        assert!(repo.extend_lease(&job, "w1", Duration::milliseconds(1500)).await.unwrap());
+        assert!(repo.lease_job("transcode", "w2", Duration::seconds(30)).await.unwrap().is_none(), "still w1's");
+    }
+    // Not renewed, it runs out; the first worker's renewal then fails.
+    tokio::time::sleep(std::time::Duration::from_millis(1700)).await;
+    let taken = repo.lease_job("transcode", "w2", Duration::seconds(30)).await.unwrap().expect("redelivered");
+    assert_eq!((taken.id, taken.attempts), (id, 2));
+    assert!(!repo.extend_lease(&job, "w1", Duration::seconds(30)).await.unwrap(), "w1 lost the lease");
+
+    repo.ack_job(taken.id).await.unwrap();
+    let waiting = repo.enqueue_job("transcode", "waiting", &json!({})).await.unwrap();
+    assert_eq!(repo.purge_done_jobs(chrono::Utc::now() - Duration::hours(1)).await.unwrap(), 0, "too recent");
+    assert_eq!(repo.purge_done_jobs(chrono::Utc::now() + Duration::seconds(1)).await.unwrap(), 1);
+    assert!(repo.find_job(id).await.unwrap().is_none(), "the done job is gone");
+    assert_eq!(repo.find_job(waiting).await.unwrap().unwrap().state, "ready", "waiting jobs stay");
+}
+both_backends!(a_renewed_lease_holds_a_long_job_and_finished_jobs_are_purged);
