@@ -119,6 +119,7 @@ impl Application {
             near: near.clone(),
             events: queue.events().clone(),
             transcode: settings.transcode.on_upload.then(|| Arc::new(settings.transcode.clone())),
+            job_queued: queue.queued_signal(),
         };
         // Crash recovery, before the first request: finish interrupted
         // commits, then cut open spools back to their last checkpoint.

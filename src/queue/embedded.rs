@@ -16,6 +16,7 @@ pub(super) async fn run(
     settings: Arc<TranscodeSettings>,
     handler: Arc<dyn JobHandler>,
     worker: Arc<str>,
+    queued: Arc<tokio::sync::Notify>,
 ) {
     let slots = Arc::new(Semaphore::new(settings.workers.max(1)));
     let lease = chrono::Duration::seconds(settings.lease_secs as i64);
@@ -39,7 +40,7 @@ pub(super) async fn run(
             }
             Ok(None) => {
                 drop(slot);
-                tokio::time::sleep(idle).await;
+                let _ = tokio::time::timeout(idle, queued.notified()).await;
             }
             Err(e) => {
                 drop(slot);

@@ -201,7 +201,7 @@ async fn next_message(consumer: &StreamConsumer) -> rdkafka::message::BorrowedMe
 }
 
 /// Forwards transcode jobs from the database outbox to the broker.
-pub(super) async fn relay(kafka: Arc<Kafka>, repo: Repository, worker: Arc<str>) {
+pub(super) async fn relay(kafka: Arc<Kafka>, repo: Repository, worker: Arc<str>, queued: Arc<tokio::sync::Notify>) {
     let lease = chrono::Duration::seconds(60);
     let mut purged_at = std::time::Instant::now();
     loop {
@@ -224,7 +224,9 @@ pub(super) async fn relay(kafka: Arc<Kafka>, repo: Repository, worker: Arc<str>)
                     tracing::warn!(error = %e, "recording a relayed job failed");
                 }
             }
-            Ok(None) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Ok(None) => {
+                let _ = tokio::time::timeout(Duration::from_millis(500), queued.notified()).await;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "the outbox could not be read");
                 tokio::time::sleep(Duration::from_secs(1)).await;

@@ -137,6 +137,9 @@ pub struct Queue {
     kafka: Option<Arc<kafka::Kafka>>,
     events: EventBus,
     worker_id: Arc<str>,
+    /// Rung when a job is queued in this process, so an idle worker or the
+    /// relay takes it at once instead of at its next poll.
+    queued: Arc<tokio::sync::Notify>,
 }
 
 impl Queue {
@@ -152,11 +155,17 @@ impl Queue {
             format!("{}-{}-{}", hostname(), std::process::id(), crate::domain::UploadId::generate()).into();
         let kafka = if settings.enabled() { Some(Arc::new(kafka::Kafka::connect(settings).await?)) } else { None };
         let events = EventBus::new(kafka.clone(), metrics);
-        Ok(Self { repo, transcode: Arc::new(transcode.clone()), kafka, events, worker_id })
+        let queued = Arc::new(tokio::sync::Notify::new());
+        Ok(Self { repo, transcode: Arc::new(transcode.clone()), kafka, events, worker_id, queued })
     }
 
     pub fn events(&self) -> &EventBus {
         &self.events
+    }
+
+    /// What to notify after queuing a job outside `requeue` (the committer).
+    pub fn queued_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.queued.clone()
     }
 
     pub fn backend(&self) -> &'static str {
@@ -172,7 +181,9 @@ impl Queue {
     /// there is no such video.
     pub async fn requeue(&self, hash: &crate::domain::ContentHash) -> Result<bool, QueueError> {
         let job = self.job_for(&hash.to_hex());
-        Ok(self.repo.queue_transcode(hash, TRANSCODE_TOPIC, &job.to_json()).await?)
+        let queued = self.repo.queue_transcode(hash, TRANSCODE_TOPIC, &job.to_json()).await?;
+        self.queued.notify_one();
+        Ok(queued)
     }
 
     /// Kafka reachable (metadata answered); the embedded queue always is.
@@ -187,7 +198,7 @@ impl Queue {
     /// from the database to the broker. `serve` runs it; a `worker` need not.
     pub fn start_relay(&self) -> Option<JoinHandle<()>> {
         let kafka = self.kafka.clone()?;
-        Some(tokio::spawn(kafka::relay(kafka, self.repo.clone(), self.worker_id.clone())))
+        Some(tokio::spawn(kafka::relay(kafka, self.repo.clone(), self.worker_id.clone(), self.queued.clone())))
     }
 
     /// Starts `transcode.workers` consumers of transcode jobs.
@@ -202,6 +213,7 @@ impl Queue {
                 self.transcode.clone(),
                 handler,
                 self.worker_id.clone(),
+                self.queued.clone(),
             ))],
             Some(kafka) => (0..workers)
                 .map(|_| tokio::spawn(kafka::consume_jobs(kafka.clone(), self.transcode.clone(), handler.clone())))

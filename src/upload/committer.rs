@@ -77,6 +77,8 @@ pub struct Committer {
     /// When set, each new video is stored with this transcode job
     /// (`transcode.on_upload`).
     pub(crate) transcode: Option<Arc<crate::config::TranscodeSettings>>,
+    /// Notified after a new video's job is stored.
+    pub(crate) job_queued: Arc<tokio::sync::Notify>,
 }
 
 fn utc(t: Option<std::time::SystemTime>) -> Option<chrono::DateTime<chrono::Utc>> {
@@ -299,6 +301,9 @@ impl Committer {
             }),
         };
         if self.repo.insert_video(&new, session.url.as_ref()).await? {
+            if new.transcode_job.is_some() {
+                self.job_queued.notify_one();
+            }
             if let Some(signature) = &new.signature {
                 self.near.add(hash, signature);
             }
