@@ -55,6 +55,8 @@ impl EventBus {
             let (tx, mut rx) = mpsc::channel::<Event>(SEND_BACKLOG);
             let metrics = metrics.clone();
             tokio::spawn(async move {
+                // Events wait here (up to the backlog) until the topics exist.
+                kafka.wait_ready().await;
                 while let Some(event) = rx.recv().await {
                     if let Err(e) = kafka.send(&kafka.topics.events, &event.key, &event.body).await {
                         metrics.events_dropped.inc();

@@ -56,6 +56,8 @@ pub(super) struct Kafka {
     pub settings: KafkaSettings,
     pub topics: Topics,
     producer: FutureProducer,
+    /// True once the topics exist (created at start-up, or by an operator).
+    ready: tokio::sync::watch::Sender<bool>,
 }
 
 fn kafka_err(e: impl std::fmt::Display) -> QueueError {
@@ -72,7 +74,11 @@ impl Kafka {
         config
     }
 
-    pub async fn connect(settings: &KafkaSettings) -> Result<Self, QueueError> {
+    /// The client. It does not wait for a broker: creating the topics is
+    /// retried in the background until one answers, and consumers, the
+    /// relay and the event sender start once they exist. A daemon can
+    /// therefore start before its broker (`/readyz` says when it is there).
+    pub fn connect(settings: &KafkaSettings) -> Result<Arc<Self>, QueueError> {
         let topics = Topics::new(&settings.topic_prefix);
         let mut config = Self::base_config(settings);
         // Idempotence keeps retried sends from duplicating or reordering;
@@ -83,11 +89,32 @@ impl Kafka {
             config.set("message.timeout.ms", "300000");
         }
         let producer: FutureProducer = config.create().map_err(kafka_err)?;
-        let kafka = Self { settings: settings.clone(), topics, producer };
+        let (ready, _) = tokio::sync::watch::channel(!settings.create_topics);
+        let kafka = Arc::new(Self { settings: settings.clone(), topics, producer, ready });
         if settings.create_topics {
-            kafka.create_topics().await?;
+            let kafka = kafka.clone();
+            tokio::spawn(async move {
+                let mut wait = Duration::from_millis(500);
+                loop {
+                    match kafka.create_topics().await {
+                        Ok(()) => {
+                            kafka.ready.send_replace(true);
+                            return;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "kafka topics not created yet; retrying"),
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(10));
+                }
+            });
         }
         Ok(kafka)
+    }
+
+    /// Waits until the topics exist.
+    pub async fn wait_ready(&self) {
+        let mut ready = self.ready.subscribe();
+        let _ = ready.wait_for(|r| *r).await;
     }
 
     /// Creates the topics of `kafka/topics.json` under our prefix; those
@@ -115,7 +142,9 @@ impl Kafka {
                 topic
             })
             .collect();
-        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let options = AdminOptions::new()
+            .operation_timeout(Some(Duration::from_secs(10)))
+            .request_timeout(Some(Duration::from_secs(10)));
         for result in admin.create_topics(&new, &options).await.map_err(kafka_err)? {
             match result {
                 Ok(name) => tracing::info!(topic = %name, "kafka topic created"),
@@ -135,6 +164,9 @@ impl Kafka {
     }
 
     pub async fn ping(&self) -> Result<(), QueueError> {
+        if !*self.ready.borrow() {
+            return Err(QueueError::Kafka("the topics do not exist yet".into()));
+        }
         let producer = self.producer.clone();
         let topic = self.topics.transcode.clone();
         tokio::task::spawn_blocking(move || {
@@ -163,8 +195,10 @@ impl Kafka {
         config.create().map_err(kafka_err)
     }
 
-    /// A consumer of `group` subscribed to `topic`; `None` (logged) if that fails.
-    fn subscribed(&self, group: &str, topic: &str) -> Option<StreamConsumer> {
+    /// A consumer of `group` subscribed to `topic`, once the topics exist;
+    /// `None` (logged) if that fails.
+    async fn subscribed(&self, group: &str, topic: &str) -> Option<StreamConsumer> {
+        self.wait_ready().await;
         let consumer = self
             .consumer(group, &[])
             .and_then(|c| c.subscribe(&[topic]).map(|()| c).map_err(kafka_err))
@@ -202,6 +236,7 @@ async fn next_message(consumer: &StreamConsumer) -> rdkafka::message::BorrowedMe
 
 /// Forwards transcode jobs from the database outbox to the broker.
 pub(super) async fn relay(kafka: Arc<Kafka>, repo: Repository, worker: Arc<str>, queued: Arc<tokio::sync::Notify>) {
+    kafka.wait_ready().await;
     let lease = chrono::Duration::seconds(60);
     let mut purged_at = std::time::Instant::now();
     loop {
@@ -238,7 +273,7 @@ pub(super) async fn relay(kafka: Arc<Kafka>, repo: Repository, worker: Arc<str>,
 /// One transcode consumer of the group: a job at a time, its offset stored
 /// once it is handled (done, sent again for a retry, or dead-lettered).
 pub(super) async fn consume_jobs(kafka: Arc<Kafka>, settings: Arc<TranscodeSettings>, handler: Arc<dyn JobHandler>) {
-    let Some(consumer) = kafka.subscribed(&kafka.settings.group_id, &kafka.topics.transcode) else { return };
+    let Some(consumer) = kafka.subscribed(&kafka.settings.group_id, &kafka.topics.transcode).await else { return };
     loop {
         let message = next_message(&consumer).await;
         let key = message.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
@@ -276,7 +311,7 @@ pub(super) async fn consume_jobs(kafka: Arc<Kafka>, settings: Arc<TranscodeSetti
 /// The consumer of outside producers' ingest requests.
 pub(super) async fn consume_ingest(kafka: Arc<Kafka>, handler: Arc<dyn IngestHandler>) {
     let group = format!("{}-ingest", kafka.settings.group_id);
-    let Some(consumer) = kafka.subscribed(&group, &kafka.topics.ingest) else { return };
+    let Some(consumer) = kafka.subscribed(&group, &kafka.topics.ingest).await else { return };
     loop {
         let message = next_message(&consumer).await;
         let request = serde_json::from_slice(message.payload().unwrap_or_default())
@@ -297,6 +332,7 @@ pub(super) async fn tail_events(kafka: Arc<Kafka>, bus: EventBus) {
         Err(e) => return tracing::error!(error = %e, "the events consumer could not be created"),
     };
     // Partitions are assigned by hand, at their end: no group to join.
+    kafka.wait_ready().await;
     let topic = kafka.topics.events.clone();
     let assigned = {
         let consumer = consumer.clone();

@@ -83,11 +83,19 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
     settings.transcode.preset = "ultrafast".into();
     tweak(&mut settings);
     let database_url = settings.database.url.clone();
+    let kafka = settings.kafka.enabled();
     let app = Application::build(settings).await.expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let uploads = app.uploads();
     actix_web::rt::spawn(app.run_until_stopped());
-    TestApp { address, root, client: reqwest::Client::new(), uploads: Some(uploads), database_url, _dir: dir }
+    let app =
+        TestApp { address, root, client: reqwest::Client::new(), uploads: Some(uploads), database_url, _dir: dir };
+    if kafka {
+        // The daemon starts without waiting for its broker; tests that
+        // produce to its topics need them to exist first.
+        app.wait_ready(30).await;
+    }
+    app
 }
 
 fn root_parent(root: &Path) -> PathBuf {
@@ -107,6 +115,20 @@ impl TestApp {
             uploads: None,
             database_url: String::new(),
             _dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    /// Polls `/readyz` until it answers 200.
+    pub async fn wait_ready(&self, secs: u64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let response = self.client.get(self.url("/readyz")).send().await.unwrap();
+            if response.status() == 200 {
+                return;
+            }
+            let body = response.text().await.unwrap_or_default();
+            assert!(std::time::Instant::now() < deadline, "not ready after {secs} s: {body}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }
 

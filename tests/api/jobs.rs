@@ -304,8 +304,13 @@ struct Broker {
 }
 
 impl Broker {
+    /// A broker not started yet: its address answers nothing.
+    fn stopped() -> Self {
+        Self { child: None, dir: tempfile::tempdir().unwrap(), port: free_port() }
+    }
+
     async fn start() -> Self {
-        let mut broker = Self { child: None, dir: tempfile::tempdir().unwrap(), port: free_port() };
+        let mut broker = Self::stopped();
         broker.spawn().await;
         broker
     }
@@ -377,4 +382,35 @@ async fn a_broker_restart_loses_no_job() {
     for hash in [&first, &second, &third] {
         wait_for_transcode(&app, hash, "ready", 300).await;
     }
+}
+
+#[actix_web::test]
+async fn the_daemon_starts_before_its_broker_and_catches_up() {
+    let mut broker = Broker::stopped();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let mut settings = vidcache::config::Settings::defaults_only().unwrap();
+    settings.server.bind = "127.0.0.1:0".into();
+    settings.storage.root = root.clone();
+    settings.database.url = vidcache::config::Settings::sqlite_url_under(dir.path());
+    settings.transcode.workers = 1;
+    settings.transcode.preset = "ultrafast".into();
+    use_kafka(&mut settings, &broker.address());
+    let app = vidcache::startup::Application::build(settings).await.expect("starts without a broker");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    actix_web::rt::spawn(app.run_until_stopped());
+    let app = TestApp::external(&address, &root);
+
+    let readyz = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(readyz.status(), 503, "not ready while the broker is away");
+    let body: serde_json::Value = readyz.json().await.unwrap();
+    assert_eq!(body["code"], "not-ready");
+    assert!(body["message"].as_str().unwrap().contains("queue"), "{body}");
+    // Uploads are taken meanwhile; their jobs wait in the outbox.
+    let hash = upload(&app, "early", source("early", "testsrc2=size=320x240:rate=25", 2)).await;
+    assert_eq!(app.get_json(&format!("/meta/{hash}")).await["transcode"]["status"], "queued");
+
+    broker.spawn().await;
+    app.wait_ready(60).await;
+    wait_for_transcode(&app, &hash, "ready", 120).await;
 }
