@@ -31,6 +31,20 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
 
 
+def peak_rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def reset_peak_rss(pid):
+    # Writing 5 to clear_refs resets VmHWM to the current RSS.
+    with open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("5")
+
+
 def children_cpu():
     usage = os.times()
     return usage.children_user + usage.children_system
@@ -104,7 +118,7 @@ def vidcache_ladder(binary, src, work):
             if status == "failed":
                 raise SystemExit("the transcode failed")
             time.sleep(0.1)
-        return time.perf_counter() - t, cpu_seconds(daemon.proc.pid) - cpu0, root, result["hash"], daemon
+        return time.perf_counter() - t, cpu_seconds(daemon.proc.pid) - cpu0, root, result["hash"], daemon, peak_rss_mb(daemon.proc.pid)
     except BaseException:
         daemon.stop()
         raise
@@ -161,7 +175,7 @@ def main():
     src = make_source(os.path.join(work, f"ladder-src-{args.secs}s.mp4"), args.secs)
 
     if not args.skip_ladder:
-        v_s, v_cpu, root, video_hash, daemon = vidcache_ladder(args.binary, src, work)
+        v_s, v_cpu, root, video_hash, daemon, v_rss = vidcache_ladder(args.binary, src, work)
         a_s, a_cpu = timed(["bash", os.path.join(REFERENCE, "ladder.sh"), "cmaf", src, os.path.join(work, "ref-cmaf")])
         parts = os.path.join(work, "two-parts.log")
         open(parts, "w").close()
@@ -171,7 +185,7 @@ def main():
         b_s, b_cpu = time.perf_counter() - t, children_cpu() - before
         print(f"ladder, {args.secs} s 1080p30 source with audio, default ladder:")
         print(f"  vidcache (queue + worker, upload answer -> ready): {v_s:.1f} s, {v_cpu:.0f} CPU-s, "
-              f"{args.secs / v_s:.2f}x realtime")
+              f"{args.secs / v_s:.2f}x realtime, daemon peak RSS {v_rss:.0f} MB")
         print(f"  (a) ffmpeg CLI, one CMAF run: {a_s:.1f} s, {a_cpu:.0f} CPU-s   vidcache/(a) = {v_s / a_s:.2f} (goal <= 1.05)")
         print(f"  (b) ffmpeg CLI, HLS-TS then DASH: {b_s:.1f} s, {b_cpu:.0f} CPU-s ({open(parts).read().strip()})"
               f"   vidcache/(b) = {v_s / b_s:.2f} (goal <= 0.55)")
@@ -193,6 +207,7 @@ def main():
             with open(os.path.join(abr, "seg", f"seg_{i:03d}.m4s"), "wb") as f:
                 f.write(os.urandom(1 << 20))
         nginx_proc, nginx_base = nginx(abr, work)
+        reset_peak_rss(daemon.proc.pid)
         try:
             ours, theirs = [], []
             for _ in range(args.wrk_rounds):
@@ -203,7 +218,7 @@ def main():
             print(f"random 1 MiB segments, wrk -t2 -c64 -d{args.wrk_secs}s, {args.wrk_rounds} rounds alternating:")
             print(f"  vidcache: {[round(r) for r, _ in ours]} req/s, p99 {[p for _, p in ours]}")
             print(f"  nginx:    {[round(r) for r, _ in theirs]} req/s, p99 {[p for _, p in theirs]}")
-            print(f"  vidcache/nginx = {v_rps / n_rps:.2f} (goal >= 0.9)")
+            print(f"  vidcache/nginx = {v_rps / n_rps:.2f} (goal >= 0.9); daemon peak RSS while serving {peak_rss_mb(daemon.proc.pid):.0f} MB")
         finally:
             nginx_proc.kill()
             nginx_proc.wait()
