@@ -143,3 +143,16 @@ impl From<crate::ingest::IngestError> for ApiError {
         Self::new(status, e.code(), e.to_string())
     }
 }
+
+impl From<crate::queue::QueueError> for ApiError {
+    fn from(e: crate::queue::QueueError) -> Self {
+        use crate::queue::QueueError as E;
+        match e {
+            E::Repo(inner) => inner.into(),
+            E::Kafka(_) => {
+                tracing::error!(error = %e, "queue failure");
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, e.code(), "the job queue could not be reached")
+            }
+        }
+    }
+}

@@ -96,7 +96,7 @@ pub async fn transcode(state: web::Data<AppState>, path: web::Path<String>) -> R
     if (status == "ready" && published) || status == "processing" || status == "queued" {
         return Ok(HttpResponse::Ok().json(json!({"hash": video.hash, "status": status, "queued": false})));
     }
-    if !state.queue.requeue(&hash).await.map_err(|e| ApiError::internal(e.to_string()))? {
+    if !state.queue.requeue(&hash).await? {
         return Err(ApiError::not_found("unknown-video", "no video with that hash is stored"));
     }
     Ok(HttpResponse::Accepted().json(json!({"hash": video.hash, "status": "queued", "queued": true})))

@@ -19,6 +19,7 @@ reference in the same run:
 import argparse, json, os, re, shutil, statistics, subprocess, sys, tempfile, time, urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import upload_bench  # noqa: E402
 from upload_bench import free_port, sh  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -29,14 +30,6 @@ def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
-
-
-def peak_rss_mb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def reset_peak_rss(pid):
@@ -50,36 +43,14 @@ def children_cpu():
     return usage.children_user + usage.children_system
 
 
-class Daemon:
-    def __init__(self, binary, root, **env):
-        self.port = free_port()
-        environment = dict(os.environ, VIDCACHE__STORAGE__ROOT=root, VIDCACHE__SERVER__BIND=f"127.0.0.1:{self.port}",
-                           VIDCACHE__LOG__FILTER="warn", **env)
-        environment.pop("VIDCACHE_CONFIG", None)
-        self.proc = subprocess.Popen([binary, "serve"], env=environment, stdout=subprocess.DEVNULL)
-        self.base = f"http://127.0.0.1:{self.port}"
-        for _ in range(400):
-            try:
-                urllib.request.urlopen(self.base + "/healthz", timeout=1)
-                return
-            except Exception:
-                time.sleep(0.05)
-        raise SystemExit("daemon did not start")
+class Daemon(upload_bench.Daemon):
+    """upload_bench's daemon, with `/meta` reads and a one-call upload."""
 
     def get_json(self, path):
         return json.load(urllib.request.urlopen(self.base + path))
 
-    def upload(self, src):
-        req = urllib.request.Request(self.base + "/upload/init", data=json.dumps({"url": f"https://bench/{os.path.basename(src)}", "bucket": "bench"}).encode(),
-                                     headers={"content-type": "application/json"})
-        upload_id = json.load(urllib.request.urlopen(req))["upload_id"]
-        out = subprocess.run(["curl", "-sS", "-X", "POST", "-H", "Transfer-Encoding: chunked", "-T", src,
-                              f"{self.base}/upload/{upload_id}"], check=True, capture_output=True, text=True)
-        return json.loads(out.stdout)
-
-    def stop(self):
-        self.proc.kill()
-        self.proc.wait()
+    def upload_file(self, src):
+        return self.upload(src, f"https://bench/{os.path.basename(src)}")[0]
 
 
 def make_source(path, secs):
@@ -108,7 +79,7 @@ def vidcache_ladder(binary, src, work):
     daemon = Daemon(binary, root, VIDCACHE__TRANSCODE__WORKERS="1", VIDCACHE__TRANSCODE__PRESET="veryfast",
                     VIDCACHE__ANALYSIS__ENABLED="false")
     try:
-        result = daemon.upload(src)
+        result = daemon.upload_file(src)
         t = time.perf_counter()
         cpu0 = cpu_seconds(daemon.proc.pid)
         while True:
@@ -118,7 +89,7 @@ def vidcache_ladder(binary, src, work):
             if status == "failed":
                 raise SystemExit("the transcode failed")
             time.sleep(0.1)
-        return time.perf_counter() - t, cpu_seconds(daemon.proc.pid) - cpu0, root, result["hash"], daemon, peak_rss_mb(daemon.proc.pid)
+        return time.perf_counter() - t, cpu_seconds(daemon.proc.pid) - cpu0, root, result["hash"], daemon, daemon.peak_rss_mb()
     except BaseException:
         daemon.stop()
         raise
@@ -197,7 +168,7 @@ def main():
         if not os.path.exists(small):
             sh(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
                 "-t", "2", "-c:v", "libx264", "-pix_fmt", "yuv420p", small])
-        video_hash = daemon.upload(small)["hash"]
+        video_hash = daemon.upload_file(small)["hash"]
 
     try:
         # The same 200 random 1 MiB files, served by both.
@@ -218,7 +189,7 @@ def main():
             print(f"random 1 MiB segments, wrk -t2 -c64 -d{args.wrk_secs}s, {args.wrk_rounds} rounds alternating:")
             print(f"  vidcache: {[round(r) for r, _ in ours]} req/s, p99 {[p for _, p in ours]}")
             print(f"  nginx:    {[round(r) for r, _ in theirs]} req/s, p99 {[p for _, p in theirs]}")
-            print(f"  vidcache/nginx = {v_rps / n_rps:.2f} (goal >= 0.9); daemon peak RSS while serving {peak_rss_mb(daemon.proc.pid):.0f} MB")
+            print(f"  vidcache/nginx = {v_rps / n_rps:.2f} (goal >= 0.9); daemon peak RSS while serving {daemon.peak_rss_mb():.0f} MB")
         finally:
             nginx_proc.kill()
             nginx_proc.wait()

@@ -38,10 +38,11 @@ def drop_dirty():
     sh(["sync"])
 
 class Daemon:
-    def __init__(self, binary, root):
+    def __init__(self, binary, root, **settings):
+        """`vidcache serve` on `root`; `settings` are more VIDCACHE__* variables."""
         self.port = free_port()
         env = dict(os.environ, VIDCACHE__STORAGE__ROOT=root, VIDCACHE__SERVER__BIND=f"127.0.0.1:{self.port}",
-                   VIDCACHE__LOG__FILTER="warn")
+                   VIDCACHE__LOG__FILTER="warn", **settings)
         env.pop("VIDCACHE_CONFIG", None)
         self.proc = subprocess.Popen([binary, "serve"], env=env, stdout=subprocess.DEVNULL)
         self.base = f"http://127.0.0.1:{self.port}"
