@@ -7,7 +7,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/vidcache/target
 CARGO ?= cargo
 
-.PHONY: deps postgres build release run test test-unit bench fmt lint clean-test-dbs
+.PHONY: deps postgres build release run test test-unit bench fmt lint clean-test-dbs vendor
 
 ## Install system packages (FFmpeg dev libraries, clang for bindgen, ...) if missing.
 deps:
@@ -52,6 +52,16 @@ bench: release
 	@command -v nginx >/dev/null && command -v wrk >/dev/null && command -v bc >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx wrk bc >/dev/null; }
 	python3 tests/bench/transcode_bench.py --binary $(CARGO_TARGET_DIR)/release/vidcache $(TRANSCODE_BENCH_ARGS)
+
+## Refresh the player libraries the pages load (client/vendor/, committed)
+## from the versions pinned in client/package.json. Only needed to upgrade them.
+vendor:
+	cd client && npm ci --no-audit --no-fund
+	cp client/node_modules/hls.js/dist/hls.min.js client/node_modules/hls.js/LICENSE client/vendor/
+	mv client/vendor/LICENSE client/vendor/hls.js.LICENSE
+	cp client/node_modules/dashjs/dist/modern/umd/dash.mediaplayer.min.js client/vendor/
+	cp client/node_modules/dashjs/LICENSE.md client/vendor/dashjs.LICENSE.md
+	sed -i '/^\/\/# sourceMappingURL=/d' client/vendor/*.js
 
 ## Drop databases left by earlier test runs.
 clean-test-dbs:

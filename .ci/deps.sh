@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs the system packages vidcache builds and tests with, when missing.
-# Debian 12 names; FFmpeg 5.1 development libraries, clang for bindgen, and
-# what rdkafka's vendored librdkafka build needs.
+# Debian 12 names; FFmpeg 5.1 development libraries, clang for bindgen,
+# what rdkafka's vendored librdkafka build needs, and Debian's Chromium, which
+# the browser-page tests drive (Playwright cannot download a browser here).
 set -euo pipefail
 PACKAGES=(pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev libswscale-dev
   libswresample-dev libavfilter-dev libavdevice-dev ffmpeg cmake libssl-dev libsasl2-dev zlib1g-dev
-  libzstd-dev curl b3sum)
+  libzstd-dev curl b3sum chromium)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -27,6 +28,7 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
 fi
-if [ ! -d tests/clients/node_modules/tus-js-client ]; then
+# tus-js-client, and playwright-core, which drives /usr/bin/chromium in the page tests.
+if [ ! -d tests/clients/node_modules/tus-js-client ] || [ ! -d tests/clients/node_modules/playwright-core ]; then
   (cd tests/clients && npm ci --no-audit --no-fund --silent)
 fi

@@ -163,6 +163,9 @@ pub struct ServerSettings {
     /// Origins whose pages may call the API from a browser (tus-js-client,
     /// Uppy, the multipart door). `["*"]` allows any; `[]` sends no CORS headers.
     pub cors_origins: Vec<String>,
+    /// Serve the browser pages from this folder (a checkout's `client/`)
+    /// instead of the copies built into the binary: edit them without a rebuild.
+    pub client_dir: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -321,6 +324,7 @@ impl Settings {
             .set_default("upload.early_probes", 4)?
             .set_default("server.public_url", "")?
             .set_default("server.cors_origins", vec!["*".to_string()])?
+            .set_default("server.client_dir", "")?
             .set_default("auth.api_keys", Vec::<String>::new())?
             .set_default("auth.presign_secret", "")?
             .set_default("auth.presign_ttl_secs", 3600)?

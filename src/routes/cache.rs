@@ -115,7 +115,7 @@ pub async fn delete(state: web::Data<AppState>, path: web::Path<String>) -> Resu
 
 /// The `transcode` object of the metadata: status, the error of a failed
 /// one, and once ready the manifests, renditions and storyboard.
-fn transcode_of(video: &crate::storage::entities::video::Model) -> serde_json::Value {
+pub(super) fn transcode_of(video: &crate::storage::entities::video::Model) -> serde_json::Value {
     let ready = video.transcode_status == "ready";
     let url = |tail: &str| ready.then(|| format!("/media/{}/{tail}", video.hash));
     let renditions: Option<serde_json::Value> =

@@ -6,7 +6,7 @@ use super::{AppState, header_u64};
 use crate::domain::{Bucket, Prefix, UploadId};
 use crate::error::ApiError;
 use crate::storage::{Entry, NewEntry, SessionRecord, UploadKind};
-use crate::upload::{NewUpload, UploadError, chunk_layout};
+use crate::upload::{DigestKind, NewUpload, UploadError, chunk_layout};
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
@@ -109,18 +109,28 @@ pub async fn init(
     })))
 }
 
-/// `X-Chunk-Checksum: blake3=<64 hex>`.
-fn chunk_checksum(req: &HttpRequest) -> Result<Option<[u8; 32]>, ApiError> {
+/// `X-Chunk-Checksum: blake3=<64 hex>` or `sha256=<64 hex>` (what browsers
+/// compute natively, so what the upload page sends).
+fn chunk_checksum(req: &HttpRequest) -> Result<Option<(DigestKind, Vec<u8>)>, ApiError> {
     let Some(value) = req.headers().get("x-chunk-checksum") else { return Ok(None) };
-    let bad = || ApiError::bad_request("invalid-checksum", "X-Chunk-Checksum must be blake3=<64 hex characters>");
+    let bad = || {
+        ApiError::bad_request("invalid-checksum", "X-Chunk-Checksum must be blake3=<64 hex> or sha256=<64 hex>")
+    };
     let value = value.to_str().map_err(|_| bad())?.trim();
     let (algorithm, hex_sum) = value.split_once('=').ok_or_else(bad)?;
-    if !algorithm.eq_ignore_ascii_case("blake3") {
-        return Err(ApiError::bad_request("unsupported-checksum", "only blake3 chunk checksums are supported"));
-    }
+    let kind = match algorithm.to_ascii_lowercase().as_str() {
+        "blake3" => DigestKind::Blake3,
+        "sha256" => DigestKind::Sha256,
+        _ => {
+            return Err(ApiError::bad_request(
+                "unsupported-checksum",
+                "chunk checksums are blake3 or sha256",
+            ));
+        }
+    };
     let mut sum = [0u8; 32];
     hex::decode_to_slice(hex_sum.trim(), &mut sum).map_err(|_| bad())?;
-    Ok(Some(sum))
+    Ok(Some((kind, sum.to_vec())))
 }
 
 #[tracing::instrument(skip_all, fields(upload_id = %path.0, chunk = path.1))]
@@ -261,6 +271,7 @@ pub async fn one(state: web::Data<AppState>, path: web::Path<String>) -> Result<
 /// One video as `GET /videos` shows it.
 pub fn entry_json(entry: &Entry) -> serde_json::Value {
     let video = entry.video.as_ref();
+    let transcode = video.map(super::cache::transcode_of).unwrap_or(serde_json::Value::Null);
     // Once stored, the transcode status (issue 5) tells more than "uploaded".
     let status = match video {
         Some(v) if entry.entry.status == "uploaded" && v.transcode_status != "none" => v.transcode_status.clone(),
@@ -279,8 +290,9 @@ pub fn entry_json(entry: &Entry) -> serde_json::Value {
         "duration_s": video.and_then(|v| v.duration_s),
         "width": video.and_then(|v| v.width),
         "height": video.and_then(|v| v.height),
-        "hls_url": serde_json::Value::Null,
-        "dash_url": serde_json::Value::Null,
+        "hls_url": transcode["hls_url"],
+        "dash_url": transcode["dash_url"],
+        "transcode": transcode,
         "thumbnail_url": video.map(|v| format!("/media/{}/thumbnail.jpg", v.hash)),
         "created_at": entry.entry.created_at.to_rfc3339(),
     })

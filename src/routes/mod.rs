@@ -10,6 +10,7 @@ mod ingest;
 mod media;
 mod multipart;
 mod ops;
+mod pages;
 mod tus;
 mod upload;
 
@@ -122,6 +123,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::head().to(cache::read))
                 .route(web::delete().to(cache::delete)),
         )
+        // Section 7: the browser pages.
+        .service(web::resource("/").route(web::get().to(pages::upload_page)).route(web::head().to(pages::upload_page)))
+        .service(web::resource("/player").route(web::get().to(pages::player_page)).route(web::head().to(pages::player_page)))
+        .service(web::resource("/client/{name:.*}").route(web::get().to(pages::asset)).route(web::head().to(pages::asset)))
         .service(web::resource("/healthz").route(web::get().to(ops::healthz)))
         .service(web::resource("/readyz").route(web::get().to(ops::readyz)))
         .service(web::resource("/metrics").route(web::get().to(ops::prometheus)));

@@ -1,5 +1,5 @@
 //! Section 4, tus 1.0 at `/files/`: core, creation, creation-with-upload,
-//! termination, checksum (sha1, blake3) and expiration. A tus upload is a
+//! termination, checksum (sha1, sha256, blake3) and expiration. A tus upload is a
 //! session whose bodies are appended at the durable offset; when the offset
 //! reaches `Upload-Length` it enters the same commit as every other door.
 //! `GET /files/{id}/result` answers the ingest result.
@@ -26,7 +26,7 @@ pub async fn options(state: web::Data<AppState>) -> HttpResponse {
         .insert_header(("Tus-Version", TUS_VERSION))
         .insert_header(("Tus-Extension", EXTENSIONS))
         .insert_header(("Tus-Max-Size", state.settings.upload.max_bytes.to_string()))
-        .insert_header(("Tus-Checksum-Algorithm", "sha1,blake3"))
+        .insert_header(("Tus-Checksum-Algorithm", "sha1,sha256,blake3"))
         .finish()
 }
 
@@ -72,11 +72,12 @@ fn parse_checksum(req: &HttpRequest) -> Result<Option<(DigestKind, Vec<u8>)>, Ap
     let (algorithm, sum) = value.to_str().map_err(|_| bad())?.trim().split_once(' ').ok_or_else(bad)?;
     let kind = match algorithm.to_ascii_lowercase().as_str() {
         "sha1" => DigestKind::Sha1,
+        "sha256" => DigestKind::Sha256,
         "blake3" => DigestKind::Blake3,
         other => {
             return Err(ApiError::bad_request(
                 "unsupported-checksum",
-                format!("checksum algorithm {other:?} is not supported (sha1, blake3)"),
+                format!("checksum algorithm {other:?} is not supported (sha1, sha256, blake3)"),
             ));
         }
     };

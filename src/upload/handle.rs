@@ -238,13 +238,13 @@ impl Uploads {
     }
 
     /// Receives one chunk (at its fixed offset) or part (into a file of its
-    /// own). `checksum` is the BLAKE3 the client says the piece has.
+    /// own). `checksum` is the digest the client says the piece has.
     pub async fn write_piece<S, E>(
         &self,
         id: &UploadId,
         number: u32,
         body: S,
-        checksum: Option<[u8; 32]>,
+        checksum: Option<(DigestKind, Vec<u8>)>,
         max_piece_bytes: u64,
     ) -> Result<PieceOutcome, UploadError>
     where
@@ -278,7 +278,7 @@ impl Uploads {
         number: u32,
         grant: super::pieces::PieceGrant,
         body: S,
-        checksum: Option<[u8; 32]>,
+        checksum: Option<(DigestKind, Vec<u8>)>,
         max_piece_bytes: u64,
     ) -> Result<(Option<Piece>, ContentHash), UploadError>
     where
@@ -288,21 +288,30 @@ impl Uploads {
         let metrics = self.committer.metrics.clone();
         let on_received = |n| metrics.upload_received_bytes.inc_by(n);
         let too_big = |limit| UploadError::BadPiece(format!("piece {number} is larger than {limit} bytes"));
-        let verify = |hash: &ContentHash| match checksum {
-            Some(sum) if sum != *hash.as_bytes() => Err(UploadError::ChecksumMismatch),
+        // BLAKE3 is the piece's own hash; another algorithm is digested beside it.
+        let (expected_sum, digest) = match checksum {
+            None => (None, None),
+            Some((DigestKind::Blake3, sum)) => (Some(sum), None),
+            Some((kind, sum)) => (Some(sum), Some(Digest::new(kind))),
+        };
+        let verify = |hash: &ContentHash, digest: Option<Digest>| match &expected_sum {
+            Some(sum) if *sum != digest.map_or_else(|| hash.as_bytes().to_vec(), Digest::finish) => {
+                Err(UploadError::ChecksumMismatch)
+            }
             _ => Ok(()),
         };
         match grant.target {
             PieceTarget::At { spool, offset, write } => {
                 let expected = grant.expected.unwrap_or(0);
-                let sink = ChunkSink::new(spool, offset, write);
+                let sink = Checked { inner: ChunkSink::new(spool, offset, write), digest, feed: None };
                 let (sink, end) = pump(sink, body, PumpLimits::piece(expected), on_received, |_| {}).await;
                 match end? {
                     PumpEnd::Complete { .. } => {}
                     PumpEnd::TooLarge => return Err(too_big(expected)),
                     PumpEnd::Interrupted(e) => return Err(e),
                 }
-                let sink = sink.ok_or_else(|| UploadError::Internal("the chunk writer was lost".into()))?;
+                let Checked { inner: sink, digest, .. } =
+                    sink.ok_or_else(|| UploadError::Internal("the chunk writer was lost".into()))?;
                 if sink.received != expected {
                     return Err(UploadError::BadPiece(format!(
                         "chunk {number} has {} bytes; it must have {expected}",
@@ -310,7 +319,7 @@ impl Uploads {
                     )));
                 }
                 let hash = ContentHash::from(sink.hasher.finalize());
-                verify(&hash)?;
+                verify(&hash, digest)?;
                 match grant.stored {
                     Some(stored) if stored.hash == hash => Ok((None, hash)),
                     Some(_) => Err(UploadError::PieceConflict(number)),
@@ -327,11 +336,12 @@ impl Uploads {
                 })
                 .await
                 .map_err(|e| UploadError::Internal(e.to_string()))??;
+                let writer = Checked { inner: writer, digest, feed: None };
                 let (writer, end) = pump(writer, body, PumpLimits::piece(max_piece_bytes), on_received, |_| {}).await;
                 let kept = match (end, writer) {
-                    (Ok(PumpEnd::Complete { .. }), Some(writer)) => {
+                    (Ok(PumpEnd::Complete { .. }), Some(Checked { inner: writer, digest, .. })) => {
                         let hash = ContentHash::from(writer.hash());
-                        verify(&hash).map(|()| (writer.written(), hash))
+                        verify(&hash, digest).map(|()| (writer.written(), hash))
                     }
                     (Ok(PumpEnd::TooLarge), _) => Err(too_big(max_piece_bytes)),
                     (Ok(PumpEnd::Interrupted(e)), _) | (Err(e), _) => Err(e),

@@ -43,12 +43,15 @@ impl BlockSink for SpoolWriter {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DigestKind {
     Sha1,
+    /// What browsers compute natively (WebCrypto), so the upload page's choice.
+    Sha256,
     Blake3,
 }
 
 /// A running digest of one body.
 pub enum Digest {
     Sha1(sha1::Sha1),
+    Sha256(sha2::Sha256),
     Blake3(Box<blake3::Hasher>),
 }
 
@@ -57,6 +60,7 @@ impl Digest {
         use sha1::Digest as _;
         match kind {
             DigestKind::Sha1 => Self::Sha1(sha1::Sha1::new()),
+            DigestKind::Sha256 => Self::Sha256(sha2::Sha256::new()),
             DigestKind::Blake3 => Self::Blake3(Box::new(blake3::Hasher::new())),
         }
     }
@@ -65,6 +69,7 @@ impl Digest {
         use sha1::Digest as _;
         match self {
             Self::Sha1(d) => d.update(bytes),
+            Self::Sha256(d) => d.update(bytes),
             Self::Blake3(d) => {
                 d.update(bytes);
             }
@@ -75,6 +80,7 @@ impl Digest {
         use sha1::Digest as _;
         match self {
             Self::Sha1(d) => d.finalize().to_vec(),
+            Self::Sha256(d) => d.finalize().to_vec(),
             Self::Blake3(d) => d.finalize().as_bytes().to_vec(),
         }
     }

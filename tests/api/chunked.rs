@@ -135,6 +135,18 @@ async fn resends_conflicts_checksums_and_missing_chunks(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(right.status(), 200);
+    // SHA-256, which the upload page computes with WebCrypto: checked the same way.
+    let with_sha256 = |sum: String| {
+        app.client
+            .post(app.url(&format!("/videos/upload_chunk/{id}/1")))
+            .header("x-chunk-checksum", format!("sha256={sum}"))
+            .body(bytes.to_vec())
+            .send()
+    };
+    let sha256_hex = |b: &[u8]| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b));
+    assert_error(with_sha256(sha256_hex(b"other")).await.unwrap(), 422, "checksum-mismatch").await;
+    let right = with_sha256(sha256_hex(bytes)).await.unwrap();
+    assert_eq!(right.status(), 200, "{:?}", right.text().await);
     // Wrong sizes and indices.
     assert_error(send_chunk(&app, &id, 2, &video[..10], false).await, 400, "bad-chunk").await;
     assert_error(send_chunk(&app, &id, 2, &video[..chunk + 1], false).await, 400, "bad-chunk").await;
