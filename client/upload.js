@@ -227,7 +227,7 @@ class Upload {
         this.next();
       },
       (e) => {
-        this.inFlight.delete(index);
+        if (this.inFlight.get(index) === flight) this.inFlight.delete(index);
         if (e.name === 'AbortError') return; // paused or cancelled: the index is put back there
         this.pending.unshift(index);
         this.chunkFailed(e);
@@ -245,7 +245,8 @@ class Upload {
       const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', body));
       headers['X-Chunk-Checksum'] = `sha256=${Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('')}`;
     }
-    if (!this.inFlight.has(index) || this.state !== 'sending') throw new DOMException('aborted', 'AbortError');
+    // Paused (or cancelled) while hashing: this flight is over.
+    if (this.inFlight.get(index) !== flight || this.state !== 'sending') throw new DOMException('aborted', 'AbortError');
     await new Promise((resolve, reject) => {
       const xhr = new XMLHttpRequest();
       flight.xhr = xhr;
@@ -276,8 +277,12 @@ class Upload {
   chunkFailed(e) {
     if (this.state !== 'sending') return;
     if (e instanceof ApiFailure && e.transient) {
+      // Chunks in flight together fail together (the daemon restarting, the
+      // network gone): one wait for all of them, longer each round.
+      const now = performance.now();
+      if (now < this.retryAt) return;
       const wait = backoffMs(Math.min(this.failures++, 6));
-      this.retryAt = performance.now() + wait;
+      this.retryAt = now + wait;
       this.retrying(e, wait);
       setTimeout(() => { if (this.state === 'sending') { this.say('Sending…'); this.next(); } }, wait + 10);
       return;

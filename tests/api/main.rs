@@ -15,6 +15,7 @@ mod jobs;
 mod lifecycle;
 mod multipart;
 mod near_duplicates;
+mod pages;
 mod queue;
 mod restart;
 mod restart_doors;

@@ -1,0 +1,152 @@
+//! The browser pages in a real headless Chromium: `tests/clients/pages.mjs`
+//! (playwright-core driving Debian's `/usr/bin/chromium`) uploads generated
+//! videos through the upload page, reloads it and restarts the daemon in
+//! the middle of uploads, and plays the result as HLS and DASH side by side.
+//! This side generates the media, runs it against the built binary, and
+//! checks what it reports against the files' own bytes.
+//!
+//! Screenshots of every step are kept in `$VIDCACHE_TEST_ARTIFACTS/pages`
+//! (default: `test-artifacts/pages` in the cargo target directory).
+
+use crate::helpers::{Backend, blake3_hex, ffmpeg_to, fresh_database};
+use crate::restart::free_port;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+const CHUNK: u64 = 256 * 1024;
+
+fn artifacts() -> PathBuf {
+    match std::env::var_os("VIDCACHE_TEST_ARTIFACTS") {
+        Some(dir) => PathBuf::from(dir).join("pages"),
+        None => Path::new(env!("CARGO_TARGET_TMPDIR")).join("../test-artifacts/pages"),
+    }
+}
+
+fn indices(value: &Value) -> Vec<u64> {
+    value.as_array().unwrap_or_else(|| panic!("not a list: {value}")).iter().map(|v| v.as_u64().unwrap()).collect()
+}
+
+#[actix_web::test]
+async fn upload_page_resumes_and_player_plays_hls_and_dash_in_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    std::fs::create_dir_all(&root).unwrap();
+    let database = fresh_database(Backend::Sqlite, dir.path()).await;
+    // A 20 s video with sound, and two 60 s ones large enough (~9 MB, 35
+    // chunks) that a throttled upload can be interrupted in the middle.
+    let small = dir.path().join("twenty-seconds.mp4");
+    ffmpeg_to(
+        &small,
+        "-f lavfi -i testsrc2=size=640x360:rate=30:duration=20 -f lavfi -i sine=frequency=440:duration=20 \
+         -c:v libx264 -preset veryfast -b:v 900k -g 60 -pix_fmt yuv420p -c:a aac -b:a 64k -movflags +faststart",
+    );
+    let large = dir.path().join("one-minute.mp4");
+    ffmpeg_to(
+        &large,
+        "-f lavfi -i testsrc2=size=640x360:rate=30:duration=60 -vf noise=alls=30:allf=t -c:v libx264 \
+         -preset veryfast -b:v 1200k -maxrate 1200k -bufsize 2400k -g 60 -pix_fmt yuv420p -movflags +faststart",
+    );
+    let other = dir.path().join("another-minute.mp4");
+    ffmpeg_to(
+        &other,
+        "-f lavfi -i smptehdbars=size=640x360:rate=30:duration=60 -vf noise=alls=40:allf=t -c:v libx264 \
+         -preset veryfast -b:v 1200k -maxrate 1200k -bufsize 2400k -g 60 -pix_fmt yuv420p -movflags +faststart",
+    );
+    let artifacts = artifacts();
+    let _ = std::fs::remove_dir_all(&artifacts);
+    let arg = |p: &Path| p.to_string_lossy().into_owned();
+    let args = vec![
+        "pages.mjs".to_owned(),
+        "--binary".into(),
+        env!("CARGO_BIN_EXE_vidcache").into(),
+        "--root".into(),
+        arg(&root),
+        "--database".into(),
+        database,
+        "--port".into(),
+        free_port().to_string(),
+        "--small".into(),
+        arg(&small),
+        "--large".into(),
+        arg(&large),
+        "--other".into(),
+        arg(&other),
+        "--artifacts".into(),
+        arg(&artifacts),
+    ];
+    let summary = actix_web::rt::task::spawn_blocking(move || {
+        let output = std::process::Command::new("node")
+            .args(&args)
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients"))
+            .output()
+            .expect("node must be installed (make test installs it)");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "pages.mjs failed: {stderr}\n{stdout}");
+        let summary: Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
+            .unwrap_or_else(|_| panic!("no JSON summary: {stdout}\n{stderr}"));
+        summary
+    })
+    .await
+    .unwrap();
+    eprintln!("screenshots in {}", artifacts.display());
+    assert!(summary.get("failure").is_none(), "the browser run failed: {}", summary["failure"]);
+    assert_eq!(summary["page_errors"], serde_json::json!([]), "uncaught errors in the pages");
+
+    // 1. The 20 s upload: the bar climbed through intermediate values to 100%.
+    let progress = &summary["small_progress"];
+    assert_eq!(progress["final"], 1.0);
+    assert_eq!(progress["monotonic"], true);
+    assert!(progress["intermediate"].as_u64().unwrap() >= 3, "the bar was seen moving: {progress}");
+    let bytes = std::fs::read(&small).unwrap();
+    assert_eq!(summary["small"]["hash"], blake3_hex(&bytes), "the page reports the file's own BLAKE3");
+    assert_eq!(summary["small"]["status"], "new");
+
+    // 2. Both players ran past 2 s without errors; manual choices took effect.
+    for player in summary["playing"].as_array().unwrap() {
+        assert!(player["t"].as_f64().unwrap() > 2.0, "{player}");
+        assert_eq!(player["error"], Value::Null);
+        assert_eq!(player["shown"], "");
+    }
+    assert_eq!(summary["switches"].as_array().unwrap().len(), 3, "{}", summary["switches"]);
+    assert!(!summary["storyboard_preview"].as_str().unwrap_or("").is_empty());
+    assert_eq!(summary["list_row"]["badge"], "ready");
+    assert!(summary["list_row"]["thumbnail_width"].as_u64().unwrap() > 0, "the thumbnail loaded");
+
+    // 3. Reload: what the server had before was not sent again, and the
+    // daemon accepted every chunk exactly once.
+    let size = std::fs::metadata(&large).unwrap().len();
+    let total = size.div_ceil(CHUNK);
+    let l = &summary["large"];
+    assert_eq!(l["hash"], blake3_hex(&std::fs::read(&large).unwrap()));
+    assert_eq!(l["status"], "new");
+    let before = indices(&l["accepted_before_reload"]);
+    let after = indices(&l["requested_after_reload"]);
+    assert!(before.len() as u64 >= total / 4, "a good part was sent before the reload: {before:?} of {total}");
+    assert!(!after.is_empty(), "the rest was sent after it");
+    assert_eq!(indices(&l["resent"]), Vec::<u64>::new(), "finished chunks were sent again");
+    assert_eq!(l["daemon_accepted"], total, "the daemon accepted each of the {total} chunks once");
+    assert_eq!(l["said_resuming"], true, "the page said it resumed");
+
+    // 4. Restart: the same, across a SIGKILL of the daemon.
+    let o = &summary["other"];
+    assert_eq!(o["hash"], blake3_hex(&std::fs::read(&other).unwrap()));
+    assert_eq!(o["status"], "new");
+    assert!(!indices(&o["accepted_before_kill"]).is_empty());
+    assert!(!indices(&o["requested_after_kill"]).is_empty());
+    assert_eq!(indices(&o["resent"]), Vec::<u64>::new(), "chunks the daemon had acknowledged were sent again");
+
+    // 5. The list turned the status to ready without a reload.
+    let live = &summary["live_list"];
+    assert_eq!(live["same_document"], true);
+    let statuses: Vec<&str> = live["statuses"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    assert_eq!(statuses.last(), Some(&"ready"));
+    assert!(statuses.len() >= 2, "the list showed the transcode before it was ready: {statuses:?}");
+
+    let shots = summary["screenshots"].as_array().unwrap();
+    assert!(shots.len() >= 12, "screenshots of each step: {shots:?}");
+    for shot in shots {
+        let png = std::fs::read(shot.as_str().unwrap()).unwrap();
+        assert!(png.starts_with(b"\x89PNG") && png.len() > 5000, "{shot} is a real screenshot");
+    }
+}
