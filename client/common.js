@@ -10,9 +10,12 @@ class ApiFailure extends Error {
     this.code = code;
     this.body = body || null;
   }
-  /** Worth trying again: no answer, the server busy or briefly failing. */
+  /** Worth trying again: no answer, the server busy or briefly failing, or
+   *  a chunk the server is still receiving (from a request cut off by a
+   *  reload or a pause) or an upload it is committing. */
   get transient() {
-    return this.status === 0 || this.status === 408 || this.status === 429 || this.status >= 500;
+    return this.status === 0 || this.status === 408 || this.status === 429 || this.status >= 500
+      || this.code === 'chunk-in-progress' || this.code === 'upload-busy';
   }
 }
 

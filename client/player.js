@@ -175,7 +175,7 @@ function startDash(url, video) {
   }
   const player = dashjs.MediaPlayer().create();
   const events = dashjs.MediaPlayer.events;
-  player.updateSettings({ debug: { logLevel: dashjs.Debug.LOG_LEVEL_WARNING } });
+  player.updateSettings({ debug: { logLevel: (dashjs.Debug && dashjs.Debug.LOG_LEVEL_WARNING) || 3 } });
   const asRendition = (r) => r && { height: r.height, bitrate: r.bandwidth, index: r.index };
   player.on(events.STREAM_INITIALIZED, () => {
     const reps = player.getRepresentationsByType('video').map(asRendition);

@@ -126,7 +126,8 @@ class Upload {
     const left = rate > 0 ? (this.file.size - bytes) / rate : NaN;
     const pct = this.file.size ? Math.floor((bytes * 100) / this.file.size) : 100;
     const parts = [`${formatBytes(bytes)} of ${formatBytes(this.file.size)} (${pct}%)`];
-    if (this.state === 'sending' && rate > 0) parts.push(`${formatBytes(rate)}/s`, `${formatDuration(left)} left`);
+    const waiting = now < this.retryAt;
+    if (this.state === 'sending' && !waiting && rate > 0) parts.push(`${formatBytes(rate)}/s`, `${formatDuration(left)} left`);
     this.stats.textContent = parts.join(' · ');
     this.bar.setAttribute('aria-valuetext', `${pct} percent`);
   }
@@ -292,7 +293,7 @@ class Upload {
       this.next();
       return;
     }
-    if (e instanceof ApiFailure && e.status === 404 && !this.restarted) {
+    if (e instanceof ApiFailure && (e.status === 404 || e.status === 410) && !this.restarted) {
       // The server no longer knows the upload (expired or abandoned).
       this.restarted = true;
       this.abortAll();
@@ -306,7 +307,9 @@ class Upload {
   }
 
   retrying(e, wait) {
-    this.say(`${e.message} (${e.code}); trying again in ${Math.ceil(wait / 1000)} s…`, 'retry');
+    const reason = e.message.charAt(0).toUpperCase() + e.message.slice(1);
+    this.say(`${reason} (${e.code}). Trying again in ${Math.ceil(wait / 1000)} s…`, 'retry');
+    this.showProgress();
   }
 
   abortAll() {
@@ -439,7 +442,8 @@ class Upload {
   }
 
   fail(e) {
-    const message = e instanceof ApiFailure ? `${e.message} (${e.code})` : `Something went wrong: ${e.message}`;
+    const text = e instanceof ApiFailure ? `${e.message} (${e.code})` : `Something went wrong: ${e.message}`;
+    const message = text.charAt(0).toUpperCase() + text.slice(1);
     this.setState('error', message);
     if (e instanceof ApiFailure && e.status >= 400 && e.status < 500 && e.status !== 404) {
       // A refusal that retrying cannot change (too big, not a video ...):

@@ -113,19 +113,15 @@ pub async fn init(
 /// compute natively, so what the upload page sends).
 fn chunk_checksum(req: &HttpRequest) -> Result<Option<(DigestKind, Vec<u8>)>, ApiError> {
     let Some(value) = req.headers().get("x-chunk-checksum") else { return Ok(None) };
-    let bad = || {
-        ApiError::bad_request("invalid-checksum", "X-Chunk-Checksum must be blake3=<64 hex> or sha256=<64 hex>")
-    };
+    let bad =
+        || ApiError::bad_request("invalid-checksum", "X-Chunk-Checksum must be blake3=<64 hex> or sha256=<64 hex>");
     let value = value.to_str().map_err(|_| bad())?.trim();
     let (algorithm, hex_sum) = value.split_once('=').ok_or_else(bad)?;
     let kind = match algorithm.to_ascii_lowercase().as_str() {
         "blake3" => DigestKind::Blake3,
         "sha256" => DigestKind::Sha256,
         _ => {
-            return Err(ApiError::bad_request(
-                "unsupported-checksum",
-                "chunk checksums are blake3 or sha256",
-            ));
+            return Err(ApiError::bad_request("unsupported-checksum", "chunk checksums are blake3 or sha256"));
         }
     };
     let mut sum = [0u8; 32];

@@ -125,8 +125,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         // Section 7: the browser pages.
         .service(web::resource("/").route(web::get().to(pages::upload_page)).route(web::head().to(pages::upload_page)))
-        .service(web::resource("/player").route(web::get().to(pages::player_page)).route(web::head().to(pages::player_page)))
-        .service(web::resource("/client/{name:.*}").route(web::get().to(pages::asset)).route(web::head().to(pages::asset)))
+        .service(
+            web::resource("/player").route(web::get().to(pages::player_page)).route(web::head().to(pages::player_page)),
+        )
+        .service(
+            web::resource("/client/{name:.*}").route(web::get().to(pages::asset)).route(web::head().to(pages::asset)),
+        )
         .service(web::resource("/healthz").route(web::get().to(ops::healthz)))
         .service(web::resource("/readyz").route(web::get().to(ops::readyz)))
         .service(web::resource("/metrics").route(web::get().to(ops::prometheus)));

@@ -8,7 +8,7 @@
 //! Screenshots of every step are kept in `$VIDCACHE_TEST_ARTIFACTS/pages`
 //! (default: `test-artifacts/pages` in the cargo target directory).
 
-use crate::helpers::{Backend, blake3_hex, ffmpeg_to, fresh_database};
+use crate::helpers::{Backend, assert_error, blake3_hex, ffmpeg_to, fresh_database, spawn_app};
 use crate::restart::free_port;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -89,7 +89,7 @@ async fn upload_page_resumes_and_player_plays_hls_and_dash_in_chromium() {
     })
     .await
     .unwrap();
-    eprintln!("screenshots in {}", artifacts.display());
+    eprintln!("screenshots in {}\n{summary}", artifacts.display());
     assert!(summary.get("failure").is_none(), "the browser run failed: {}", summary["failure"]);
     assert_eq!(summary["page_errors"], serde_json::json!([]), "uncaught errors in the pages");
 
@@ -128,7 +128,12 @@ async fn upload_page_resumes_and_player_plays_hls_and_dash_in_chromium() {
     assert_eq!(l["daemon_accepted"], total, "the daemon accepted each of the {total} chunks once");
     assert_eq!(l["said_resuming"], true, "the page said it resumed");
 
-    // 4. Restart: the same, across a SIGKILL of the daemon.
+    // Cancel: the server forgot the upload, and so did the page.
+    assert_eq!(summary["cancel"]["server_status"], 404, "{}", summary["cancel"]);
+    assert_eq!(summary["cancel"]["remembered"], 0);
+
+    // 4. Pause sent nothing; then the same as a reload, across a SIGKILL of the daemon.
+    assert_eq!(summary["pause"]["requests_while_paused"], 0);
     let o = &summary["other"];
     assert_eq!(o["hash"], blake3_hex(&std::fs::read(&other).unwrap()));
     assert_eq!(o["status"], "new");
@@ -144,9 +149,57 @@ async fn upload_page_resumes_and_player_plays_hls_and_dash_in_chromium() {
     assert!(statuses.len() >= 2, "the list showed the transcode before it was ready: {statuses:?}");
 
     let shots = summary["screenshots"].as_array().unwrap();
-    assert!(shots.len() >= 12, "screenshots of each step: {shots:?}");
+    assert!(shots.len() >= 14, "screenshots of each step: {shots:?}");
     for shot in shots {
         let png = std::fs::read(shot.as_str().unwrap()).unwrap();
         assert!(png.starts_with(b"\x89PNG") && png.len() > 5000, "{shot} is a real screenshot");
     }
+}
+
+/// The pages and their assets, served from the binary: types, revalidation,
+/// the page policy, and only the names of the table.
+#[actix_web::test]
+async fn pages_and_assets_are_served_and_nothing_else() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let get = |path: &str| app.client.get(app.url(path)).send();
+    for (path, content_type, marker) in [
+        ("/", "text/html", "id=\"file-input\""),
+        ("/player", "text/html", "id=\"hls-video\""),
+        ("/client/upload.js", "text/javascript", "/videos/upload_chunk/"),
+        ("/client/player.js", "text/javascript", "getRepresentationsByType"),
+        ("/client/style.css", "text/css", ".dropzone"),
+        ("/client/vendor/hls.min.js", "text/javascript", "Hls"),
+        ("/client/vendor/dash.mediaplayer.min.js", "text/javascript", "MediaPlayer"),
+    ] {
+        let response = get(path).await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let headers = response.headers().clone();
+        assert!(headers["content-type"].to_str().unwrap().starts_with(content_type), "{path}: {headers:?}");
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        let etag = headers["etag"].to_str().unwrap().to_owned();
+        if content_type == "text/html" {
+            let policy = headers["content-security-policy"].to_str().unwrap();
+            assert!(policy.contains("default-src 'self'") && policy.contains("worker-src 'self' blob:"), "{policy}");
+        }
+        let body = response.text().await.unwrap();
+        assert!(body.contains(marker), "{path} lacks {marker}");
+        // Unchanged: 304 with no body.
+        let again = app.client.get(app.url(path)).header("if-none-match", &etag).send().await.unwrap();
+        assert_eq!(again.status(), 304, "{path}");
+        assert!(again.bytes().await.unwrap().is_empty());
+    }
+    for hostile in [
+        "/client/../Cargo.toml",
+        "/client/%2e%2e/Cargo.toml",
+        "/client/..%2fsrc%2fmain.rs",
+        "/client/vendor/",
+        "/client/node_modules/hls.js/package.json",
+        "/client/README.md",
+        "/client/%00",
+    ] {
+        let response = get(hostile).await.unwrap();
+        assert!(response.status() == 404, "{hostile}: {}", response.status());
+        assert_error(response, 404, "not-found").await;
+    }
+    assert_error(app.client.post(app.url("/player")).send().await.unwrap(), 405, "method-not-allowed").await;
 }

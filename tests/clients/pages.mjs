@@ -14,7 +14,9 @@
 //  3. a page reload in the middle of a throttled upload: choosing the file
 //     again resumes it, and no chunk the server had is sent again (counted
 //     in the page and in the daemon's own request metrics);
-//  4. a daemon restart (SIGKILL) in the middle of an upload: the page retries
+//     then a cancelled upload is gone from the server and the page's memory;
+//  4. pause sends nothing until resumed; a daemon restart (SIGKILL) in the
+//     middle of an upload: the page retries
 //     with backoff and finishes once the daemon is back, again without
 //     re-sending what the server had;
 //  5. the player's list turns a video's status to ready live, from /events.
@@ -271,18 +273,52 @@ try {
     said_resuming: saidResuming,
   };
 
-  // ---- 4. daemon restart in the middle of an upload ----
+  // ---- 3b. cancel: the small file again, cancelled after its first chunk ----
+  await page.reload();
+  await throttle(300_000);
+  const cancelLog = chunkLog();
+  let cancelledId = null;
+  const onCancelRequest = (request) => {
+    const m = request.url().match(/\/videos\/upload_chunk\/([^/]+)\//);
+    if (m) cancelledId = m[1];
+  };
+  page.on('request', onCancelRequest);
+  await page.setInputFiles('#file-input', opt.small);
+  await until('a chunk of the upload to cancel', async () => cancelLog.accepted.size > 0, { timeout: 60000 });
+  await item(small).getByRole('button', { name: 'Cancel' }).click();
+  await until('the page to say it cancelled', async () => /Cancelled\. The server has discarded/.test((await progressOf(small)).text),
+    { timeout: 30000 });
+  page.off('request', onCancelRequest);
+  cancelLog.stop();
+  await throttle(0);
+  await screenshot('cancelled');
+  summary.cancel = {
+    upload_id: cancelledId,
+    server_status: (await fetch(`${base}/videos/upload/${cancelledId}`)).status,
+    remembered: await page.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith('vidcache.upload.')).length),
+  };
+
+  // ---- 4. pause, then a daemon restart in the middle of an upload ----
   const other = basename(opt.other);
   await throttle(1_000_000);
   const beforeKill = chunkLog();
   await page.setInputFiles('#file-input', opt.other);
+  await until('some of the other upload', async () => (await progressOf(other)).value / (await progressOf(other)).max > 0.1,
+    { timeout: 120000 });
+  await item(other).getByRole('button', { name: 'Pause' }).click();
+  await until('the upload to pause', async () => (await progressOf(other)).state === 'paused', { timeout: 10000 });
+  const requestsAtPause = beforeKill.requested.length;
+  await sleep(1500);
+  await screenshot('other-paused');
+  summary.pause = { requests_while_paused: beforeKill.requested.length - requestsAtPause };
+  await item(other).getByRole('button', { name: 'Resume' }).click();
   await until('a third of the other upload', async () => (await progressOf(other)).value / (await progressOf(other)).max > 0.35,
     { timeout: 120000 });
   await killDaemon();
   const acceptedAtKill = new Set(beforeKill.accepted);
   beforeKill.stop();
   const afterKill = chunkLog();
-  await until('the page to say it is retrying', async () => /trying again/.test((await progressOf(other)).text),
+  await until('the page to say it is retrying', async () => /Trying again/.test((await progressOf(other)).text),
     { timeout: 30000 });
   await screenshot('daemon-down-retrying');
   await sleep(1500);
