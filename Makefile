@@ -7,11 +7,15 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/vidcache/target
 CARGO ?= cargo
 
-.PHONY: deps postgres build release run test test-unit bench fmt lint clean-test-dbs vendor
+.PHONY: deps test-deps postgres build release run test test-unit bench fmt lint clean-test-dbs vendor
 
 ## Install system packages (FFmpeg dev libraries, clang for bindgen, ...) if missing.
 deps:
 	@bash .ci/deps.sh
+
+## What the tests and benchmarks also run: upload clients, the Kafka client, Chromium.
+test-deps:
+	@bash .ci/deps.sh --test
 
 ## PostgreSQL on 127.0.0.1:5432 with trust auth for the test suite.
 postgres:
@@ -32,7 +36,7 @@ run: release
 ## A real Kafka-protocol broker (tansu) is started for the run and stopped after.
 TEST_LOG ?= $(CARGO_TARGET_DIR)/make-test.log
 KAFKA_DIR ?= $(CARGO_TARGET_DIR)/test-kafka
-test: deps postgres clean-test-dbs
+test: test-deps postgres clean-test-dbs
 	@bash .ci/kafka.sh install
 	@mkdir -p "$(dir $(TEST_LOG))"; set -o pipefail; status=0; \
 	brokers=$$(bash .ci/kafka.sh start "$(KAFKA_DIR)") || exit 1; \
@@ -43,7 +47,7 @@ test: deps postgres clean-test-dbs
 	exit $$status
 
 ## Benchmarks against references measured in the same run (see BENCHMARKS.md).
-bench: release
+bench: release test-deps
 	python3 tests/bench/upload_bench.py --binary $(CARGO_TARGET_DIR)/release/vidcache $(BENCH_ARGS)
 	@command -v rustus >/dev/null || $(CARGO) install rustus --locked
 	python3 tests/bench/doors_bench.py --binary $(CARGO_TARGET_DIR)/release/vidcache $(DOORS_BENCH_ARGS)

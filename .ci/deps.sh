@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Installs the system packages vidcache builds and tests with, when missing.
-# Debian 12 names; FFmpeg 5.1 development libraries, clang for bindgen,
-# what rdkafka's vendored librdkafka build needs, and Debian's Chromium, which
-# the browser-page tests drive (Playwright cannot download a browser here).
+# Installs the system packages vidcache builds with, when missing, and with
+# --test also what the tests and benchmarks run: the upload clients, the
+# Kafka client and Debian's Chromium, which the browser-page tests drive
+# (Playwright cannot download a browser here).
+# Debian 12 names; FFmpeg 5.1 development libraries, clang for bindgen, and
+# what rdkafka's vendored librdkafka build needs.
 set -euo pipefail
 PACKAGES=(pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev libswscale-dev
   libswresample-dev libavfilter-dev libavdevice-dev ffmpeg cmake libssl-dev libsasl2-dev zlib1g-dev
-  libzstd-dev curl b3sum chromium)
+  libzstd-dev curl b3sum)
+TESTING=0
+[ "${1:-}" = "--test" ] && TESTING=1
+((TESTING)) && PACKAGES+=(chromium)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -18,6 +23,7 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "cargo is missing: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
+((TESTING)) || exit 0
 
 # The real upload clients the tests drive: tuspy (Python) and tus-js-client (Node).
 python3 -c "import tusclient" 2>/dev/null || python3 -m pip install -q --disable-pip-version-check tuspy==1.1.0
