@@ -158,7 +158,8 @@ impl Application {
 
         let listener =
             TcpListener::bind(&settings.server.bind).with_context(|| format!("binding {}", settings.server.bind))?;
-        let port = listener.local_addr()?.port();
+        let address = listener.local_addr()?;
+        let port = address.port();
         let app_state = state.clone();
         let cors_origins = settings.server.cors_origins.clone();
         let mut server = HttpServer::new(move || {
@@ -190,7 +191,7 @@ impl Application {
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
-        tracing::info!(port, root = %root.display(), "vidcache listening");
+        tracing::info!(port, root = %root.display(), "vidcache listening; upload page at http://{address}/, player at http://{address}/player");
         Ok(Self { port, server: server.run(), state, _lock: lock, background })
     }
 
