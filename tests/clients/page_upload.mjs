@@ -9,17 +9,13 @@
 // is not a secure context and sends its chunks without a SHA-256.
 // --sha256-only instead times WebCrypto SHA-256 over the file's chunks in
 // the page (no upload), for the cost of the checksum alone.
-import { chromium } from 'playwright-core';
+import { launchChromium } from './chromium.mjs';
 import { parseArgs } from 'node:util';
 
 const { values: opt } = parseArgs({
   options: { origin: { type: 'string' }, file: { type: 'string' }, 'sha256-only': { type: 'boolean' } },
 });
-const browser = await chromium.launch({
-  executablePath: process.env.VIDCACHE_TEST_CHROMIUM || '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--host-resolver-rules=MAP vidcache.test 127.0.0.1'],
-});
+const browser = await launchChromium(['--host-resolver-rules=MAP vidcache.test 127.0.0.1']);
 try {
   const page = await browser.newPage();
   await page.goto(`${opt.origin}/`);

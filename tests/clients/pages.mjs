@@ -20,7 +20,7 @@
 //     with backoff and finishes once the daemon is back, again without
 //     re-sending what the server had;
 //  5. the player's list turns a video's status to ready live, from /events.
-import { chromium } from 'playwright-core';
+import { launchChromium } from './chromium.mjs';
 import { spawn } from 'node:child_process';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
@@ -99,11 +99,7 @@ async function chunksAccepted() {
 // ---- the browser ----
 
 await startDaemon();
-const browser = await chromium.launch({
-  executablePath: process.env.VIDCACHE_TEST_CHROMIUM || '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--autoplay-policy=no-user-gesture-required'],
-});
+const browser = await launchChromium(['--autoplay-policy=no-user-gesture-required']);
 const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
 const page = await context.newPage();
 const pageErrors = [];
