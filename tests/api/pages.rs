@@ -52,6 +52,10 @@ async fn upload_page_resumes_and_player_plays_hls_and_dash_in_chromium() {
         "-f lavfi -i smptehdbars=size=640x360:rate=30:duration=60 -vf noise=alls=40:allf=t -c:v libx264 \
          -preset veryfast -b:v 1200k -maxrate 1200k -bufsize 2400k -g 60 -pix_fmt yuv420p -movflags +faststart",
     );
+    // Random bytes under a video's name: refused at finalize.
+    let bad = dir.path().join("holiday.mp4");
+    std::fs::write(&bad, (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect::<Vec<u8>>())
+        .unwrap();
     let artifacts = artifacts();
     let _ = std::fs::remove_dir_all(&artifacts);
     let arg = |p: &Path| p.to_string_lossy().into_owned();
@@ -71,6 +75,8 @@ async fn upload_page_resumes_and_player_plays_hls_and_dash_in_chromium() {
         arg(&large),
         "--other".into(),
         arg(&other),
+        "--bad".into(),
+        arg(&bad),
         "--artifacts".into(),
         arg(&artifacts),
     ];
@@ -101,6 +107,10 @@ async fn upload_page_resumes_and_player_plays_hls_and_dash_in_chromium() {
     let bytes = std::fs::read(&small).unwrap();
     assert_eq!(summary["small"]["hash"], blake3_hex(&bytes), "the page reports the file's own BLAKE3");
     assert_eq!(summary["small"]["status"], "new");
+    assert_eq!(summary["small"]["listed_hls_url"], format!("/media/{}/hls/master.m3u8", blake3_hex(&bytes)));
+    // The refusal reads as the server's message and code.
+    let refusal = summary["bad"]["text"].as_str().unwrap();
+    assert!(refusal.contains("(not-a-video)"), "{refusal}");
 
     // 2. Both players ran past 2 s without errors; manual choices took effect.
     for player in summary["playing"].as_array().unwrap() {
@@ -149,7 +159,7 @@ async fn upload_page_resumes_and_player_plays_hls_and_dash_in_chromium() {
     assert!(statuses.len() >= 2, "the list showed the transcode before it was ready: {statuses:?}");
 
     let shots = summary["screenshots"].as_array().unwrap();
-    assert!(shots.len() >= 14, "screenshots of each step: {shots:?}");
+    assert!(shots.len() >= 15, "screenshots of each step: {shots:?}");
     for shot in shots {
         let png = std::fs::read(shot.as_str().unwrap()).unwrap();
         assert!(png.starts_with(b"\x89PNG") && png.len() > 5000, "{shot} is a real screenshot");

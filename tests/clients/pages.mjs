@@ -4,11 +4,12 @@
 // and checks the summary printed as the last line of stdout.
 //
 //   node pages.mjs --binary B --root R --database URL --port P \
-//        --small S.mp4 --large L.mp4 --other O.mp4 --artifacts DIR
+//        --small S.mp4 --large L.mp4 --other O.mp4 --bad B.mp4 --artifacts DIR
 //
 // Steps, each with screenshots in DIR:
 //  1. the 20 s video through the upload page's file input: the progress bar
 //     climbs to 100%, the result shows, and the transcode link appears;
+//     a file that is not a video shows the server's refusal;
 //  2. the player: hls.js and dash.js both play past 2 s without errors, a
 //     manual rendition choice is the rendition in use, storyboard previews;
 //  3. a page reload in the middle of a throttled upload: choosing the file
@@ -27,10 +28,10 @@ import { mkdirSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
 const { values: opt } = parseArgs({
-  options: Object.fromEntries(['binary', 'root', 'database', 'port', 'small', 'large', 'other', 'artifacts']
+  options: Object.fromEntries(['binary', 'root', 'database', 'port', 'small', 'large', 'other', 'bad', 'artifacts']
     .map((name) => [name, { type: 'string' }])),
 });
-for (const name of ['binary', 'root', 'database', 'port', 'small', 'large', 'other', 'artifacts']) {
+for (const name of ['binary', 'root', 'database', 'port', 'small', 'large', 'other', 'bad', 'artifacts']) {
   assert.ok(opt[name], `--${name} is required`);
 }
 const base = `http://127.0.0.1:${opt.port}`;
@@ -177,6 +178,16 @@ try {
   await until('the transcode link on the upload page', async () =>
     (await item(small).getAttribute('data-transcode')) === 'ready', { timeout: 180000, every: 250 });
   await screenshot('upload-transcoded');
+
+  const listed = (await (await fetch(`${base}/videos`)).json()).find((v) => v.hash === smallHash);
+  summary.small.listed_hls_url = listed && listed.hls_url;
+
+  // A file that is not a video: the server's refusal, readable on the page.
+  const bad = basename(opt.bad);
+  await page.setInputFiles('#file-input', opt.bad);
+  await until('the refusal of the bad file', async () => (await progressOf(bad)).state === 'error', { timeout: 60000 });
+  summary.bad = { text: await item(bad).locator('.message').innerText() };
+  await screenshot('not-a-video-refused');
 
   // ---- 2. the player ----
   await item(small).locator('a.play').click();
