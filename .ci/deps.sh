@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages vidcache builds with, when missing, and with
 # --test also what the tests and benchmarks run: the upload clients, the
-# Kafka client and Debian's Chromium, which the browser-page tests drive
-# (Playwright cannot download a browser here).
+# Kafka client, and Debian's Chromium and Firefox ESR, which the browser-page
+# tests drive (Playwright and Puppeteer cannot download a browser here).
 # Debian 12 names; FFmpeg 5.1 development libraries, clang for bindgen, and
 # what rdkafka's vendored librdkafka build needs.
 set -euo pipefail
@@ -11,7 +11,7 @@ PACKAGES=(pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil
   libzstd-dev curl b3sum)
 TESTING=0
 [ "${1:-}" = "--test" ] && TESTING=1
-((TESTING)) && PACKAGES+=(chromium)
+((TESTING)) && PACKAGES+=(chromium firefox-esr)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -34,7 +34,9 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
 fi
-# tus-js-client, and playwright-core, which drives /usr/bin/chromium in the page tests.
-if [ ! -d tests/clients/node_modules/tus-js-client ] || [ ! -d tests/clients/node_modules/playwright-core ]; then
+# tus-js-client; playwright-core, which drives /usr/bin/chromium in the page
+# tests; puppeteer-core, which drives /usr/bin/firefox-esr over WebDriver BiDi.
+if [ ! -d tests/clients/node_modules/tus-js-client ] || [ ! -d tests/clients/node_modules/playwright-core ] \
+  || [ ! -d tests/clients/node_modules/puppeteer-core ]; then
   (cd tests/clients && npm ci --no-audit --no-fund --silent)
 fi

@@ -3,10 +3,11 @@
 //! videos through the upload page, reloads it and restarts the daemon in
 //! the middle of uploads, and plays the result as HLS and DASH side by side.
 //! This side generates the media, runs it against the built binary, and
-//! checks what it reports against the files' own bytes.
+//! checks what it reports against the files' own bytes. A shorter run does
+//! the upload and both players in Firefox (`pages_firefox.mjs`).
 //!
-//! Screenshots of every step are kept in `$VIDCACHE_TEST_ARTIFACTS/pages`
-//! (default: `test-artifacts/pages` in the cargo target directory).
+//! Screenshots of every step are kept in `$VIDCACHE_TEST_ARTIFACTS/pages/{chromium,firefox}`
+//! (default: `test-artifacts/pages/...` in the cargo target directory).
 
 use crate::helpers::{Backend, assert_error, blake3_hex, ffmpeg_to, fresh_database, spawn_app};
 use crate::restart::free_port;
@@ -15,11 +16,43 @@ use std::path::{Path, PathBuf};
 
 const CHUNK: u64 = 256 * 1024;
 
-fn artifacts() -> PathBuf {
-    match std::env::var_os("VIDCACHE_TEST_ARTIFACTS") {
+/// Where a browser's screenshots go, emptied first.
+fn artifacts(browser: &str) -> PathBuf {
+    let dir = match std::env::var_os("VIDCACHE_TEST_ARTIFACTS") {
         Some(dir) => PathBuf::from(dir).join("pages"),
         None => Path::new(env!("CARGO_TARGET_TMPDIR")).join("../test-artifacts/pages"),
     }
+    .join(browser);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Runs a script of `tests/clients` with node; answers the JSON summary it
+/// prints last.
+async fn run_node(args: Vec<String>) -> Value {
+    actix_web::rt::task::spawn_blocking(move || {
+        let output = std::process::Command::new("node")
+            .args(&args)
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients"))
+            .output()
+            .expect("node must be installed (make test installs it)");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{args:?} failed: {stderr}\n{stdout}");
+        serde_json::from_str(stdout.lines().last().unwrap_or(""))
+            .unwrap_or_else(|_| panic!("no JSON summary: {stdout}\n{stderr}"))
+    })
+    .await
+    .unwrap()
+}
+
+/// A 20 s 640x360 video with sound, as a phone might upload it.
+fn twenty_seconds(path: &Path) {
+    ffmpeg_to(
+        path,
+        "-f lavfi -i testsrc2=size=640x360:rate=30:duration=20 -f lavfi -i sine=frequency=440:duration=20 \
+         -c:v libx264 -preset veryfast -b:v 900k -g 60 -pix_fmt yuv420p -c:a aac -b:a 64k -movflags +faststart",
+    );
 }
 
 fn indices(value: &Value) -> Vec<u64> {
@@ -35,11 +68,7 @@ async fn upload_page_resumes_and_player_plays_hls_and_dash_in_chromium() {
     // A 20 s video with sound, and two 60 s ones large enough (~9 MB, 35
     // chunks) that a throttled upload can be interrupted in the middle.
     let small = dir.path().join("twenty-seconds.mp4");
-    ffmpeg_to(
-        &small,
-        "-f lavfi -i testsrc2=size=640x360:rate=30:duration=20 -f lavfi -i sine=frequency=440:duration=20 \
-         -c:v libx264 -preset veryfast -b:v 900k -g 60 -pix_fmt yuv420p -c:a aac -b:a 64k -movflags +faststart",
-    );
+    twenty_seconds(&small);
     let large = dir.path().join("one-minute.mp4");
     ffmpeg_to(
         &large,
@@ -56,8 +85,7 @@ async fn upload_page_resumes_and_player_plays_hls_and_dash_in_chromium() {
     let bad = dir.path().join("holiday.mp4");
     std::fs::write(&bad, (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect::<Vec<u8>>())
         .unwrap();
-    let artifacts = artifacts();
-    let _ = std::fs::remove_dir_all(&artifacts);
+    let artifacts = artifacts("chromium");
     let arg = |p: &Path| p.to_string_lossy().into_owned();
     let args = vec![
         "pages.mjs".to_owned(),
@@ -80,21 +108,7 @@ async fn upload_page_resumes_and_player_plays_hls_and_dash_in_chromium() {
         "--artifacts".into(),
         arg(&artifacts),
     ];
-    let summary = actix_web::rt::task::spawn_blocking(move || {
-        let output = std::process::Command::new("node")
-            .args(&args)
-            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients"))
-            .output()
-            .expect("node must be installed (make test installs it)");
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        assert!(output.status.success(), "pages.mjs failed: {stderr}\n{stdout}");
-        let summary: Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
-            .unwrap_or_else(|_| panic!("no JSON summary: {stdout}\n{stderr}"));
-        summary
-    })
-    .await
-    .unwrap();
+    let summary = run_node(args).await;
     eprintln!("screenshots in {}\n{summary}", artifacts.display());
     assert!(summary.get("failure").is_none(), "the browser run failed: {}", summary["failure"]);
     assert_eq!(summary["page_errors"], serde_json::json!([]), "uncaught errors in the pages");
@@ -160,6 +174,61 @@ async fn upload_page_resumes_and_player_plays_hls_and_dash_in_chromium() {
 
     let shots = summary["screenshots"].as_array().unwrap();
     assert!(shots.len() >= 15, "screenshots of each step: {shots:?}");
+    for shot in shots {
+        let png = std::fs::read(shot.as_str().unwrap()).unwrap();
+        assert!(png.starts_with(b"\x89PNG") && png.len() > 5000, "{shot} is a real screenshot");
+    }
+}
+
+/// The same pages in Firefox (Debian's firefox-esr, headless, over WebDriver
+/// BiDi with puppeteer-core): an upload through the file input, then hls.js
+/// and dash.js playing side by side and switching rendition.
+#[actix_web::test]
+async fn upload_page_and_player_work_in_firefox() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    std::fs::create_dir_all(&root).unwrap();
+    let database = fresh_database(Backend::Sqlite, dir.path()).await;
+    let small = dir.path().join("twenty-seconds.mp4");
+    twenty_seconds(&small);
+    let artifacts = artifacts("firefox");
+    let arg = |p: &Path| p.to_string_lossy().into_owned();
+    let args = vec![
+        "pages_firefox.mjs".to_owned(),
+        "--binary".into(),
+        env!("CARGO_BIN_EXE_vidcache").into(),
+        "--root".into(),
+        arg(&root),
+        "--database".into(),
+        database,
+        "--port".into(),
+        free_port().to_string(),
+        "--small".into(),
+        arg(&small),
+        "--artifacts".into(),
+        arg(&artifacts),
+    ];
+    let summary = run_node(args).await;
+    eprintln!("screenshots in {}\n{summary}", artifacts.display());
+    assert!(summary.get("failure").is_none(), "the Firefox run failed: {}", summary["failure"]);
+    assert_eq!(summary["page_errors"], serde_json::json!([]), "uncaught errors in the pages");
+    assert!(summary["user_agent"].as_str().unwrap().contains("Firefox/"), "{}", summary["user_agent"]);
+    assert_eq!(summary["secure_context"], true, "127.0.0.1 is a secure context: chunks carry SHA-256");
+    let upload = &summary["upload"];
+    assert_eq!(upload["fraction"], 1.0);
+    assert_eq!(upload["status"], "new");
+    assert_eq!(upload["hash"], blake3_hex(&std::fs::read(&small).unwrap()));
+    for (before, after) in
+        summary["playing"].as_array().unwrap().iter().zip(summary["after_switch"].as_array().unwrap())
+    {
+        assert!(before["t"].as_f64().unwrap() > 2.0, "{before}");
+        assert!(after["t"].as_f64().unwrap() > before["t"].as_f64().unwrap(), "playing on after the switch: {after}");
+        assert_eq!(after["height"], "240", "the chosen rendition is in use: {after}");
+        assert_eq!(after["error"], Value::Null);
+        assert_eq!(after["shown"], "");
+    }
+    let shots = summary["screenshots"].as_array().unwrap();
+    assert_eq!(shots.len(), 3, "{shots:?}");
     for shot in shots {
         let png = std::fs::read(shot.as_str().unwrap()).unwrap();
         assert!(png.starts_with(b"\x89PNG") && png.len() > 5000, "{shot} is a real screenshot");

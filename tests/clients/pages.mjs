@@ -22,7 +22,7 @@
 //     re-sending what the server had;
 //  5. the player's list turns a video's status to ready live, from /events.
 import { launchChromium } from './chromium.mjs';
-import { spawn } from 'node:child_process';
+import { Daemon, sleep, until } from './daemon.mjs';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -35,54 +35,14 @@ for (const name of ['binary', 'root', 'database', 'port', 'small', 'large', 'oth
   assert.ok(opt[name], `--${name} is required`);
 }
 const base = `http://127.0.0.1:${opt.port}`;
-const CHUNK = 256 * 1024;
 mkdirSync(opt.artifacts, { recursive: true });
 const summary = { screenshots: [] };
-const log = (...args) => console.error('[pages]', ...args);
 
 // ---- the daemon ----
 
-let daemon = null;
-async function startDaemon() {
-  daemon = spawn(opt.binary, ['serve'], {
-    env: {
-      ...process.env,
-      VIDCACHE__SERVER__BIND: `127.0.0.1:${opt.port}`,
-      VIDCACHE__STORAGE__ROOT: opt.root,
-      VIDCACHE__DATABASE__URL: opt.database,
-      VIDCACHE__UPLOAD__DEFAULT_CHUNK_BYTES: String(CHUNK),
-      VIDCACHE__TRANSCODE__WORKERS: '1',
-      VIDCACHE__TRANSCODE__PRESET: 'ultrafast',
-      VIDCACHE__TRANSCODE__LADDER: '360:800,240:300',
-      VIDCACHE__LOG__FILTER: 'warn',
-    },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
-  for (let i = 0; i < 600; i++) {
-    try {
-      if ((await fetch(`${base}/readyz`)).ok) return;
-    } catch (_) { /* not up yet */ }
-    await sleep(50);
-  }
-  throw new Error('the daemon did not come up');
-}
-function killDaemon() {
-  return new Promise((resolve) => {
-    daemon.once('exit', resolve);
-    daemon.kill('SIGKILL');
-  });
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-async function until(what, check, { timeout = 60000, every = 100 } = {}) {
-  const deadline = Date.now() + timeout;
-  for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(every);
-  }
-}
+const daemon = new Daemon(opt);
+const startDaemon = () => daemon.start();
+const killDaemon = () => daemon.kill();
 
 /** 200 answers to chunk requests, from the daemon's own metrics. */
 async function chunksAccepted() {
@@ -368,6 +328,6 @@ try {
   summary.failure = String(e && e.stack || e);
 } finally {
   await browser.close();
-  if (daemon && daemon.exitCode === null) await killDaemon();
+  await killDaemon();
 }
 console.log(JSON.stringify(summary));
