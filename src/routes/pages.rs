@@ -7,6 +7,7 @@
 use super::AppState;
 use crate::error::ApiError;
 use actix_web::http::header;
+use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 /// One file a page needs.
@@ -61,22 +62,28 @@ pub async fn asset(
 }
 
 async fn serve(state: &AppState, req: &HttpRequest, name: &str) -> Result<HttpResponse, ApiError> {
-    let asset = ASSETS
+    let (index, asset) = ASSETS
         .iter()
-        .find(|a| a.name == name)
+        .enumerate()
+        .find(|(_, a)| a.name == name)
         .ok_or_else(|| ApiError::not_found("not-found", format!("no page asset is named {name:?}")))?;
     let dir = &state.settings.server.client_dir;
-    let bytes = if dir.is_empty() {
-        asset.bytes.to_vec()
+    let (bytes, etag) = if dir.is_empty() {
+        // Built in: no copy, and the tag is computed once per asset.
+        (
+            Bytes::from_static(asset.bytes),
+            EMBEDDED_ETAGS.get_or_init(|| ASSETS.iter().map(|a| etag_of(a.bytes)).collect())[index].clone(),
+        )
     } else {
         let path = std::path::Path::new(dir).join(asset.name);
-        tokio::fs::read(&path)
+        let bytes = tokio::fs::read(&path)
             .await
-            .map_err(|e| ApiError::internal(format!("server.client_dir: cannot read {}: {e}", path.display())))?
+            .map_err(|e| ApiError::internal(format!("server.client_dir: cannot read {}: {e}", path.display())))?;
+        let etag = etag_of(&bytes);
+        (Bytes::from(bytes), etag)
     };
     // Revalidated on every load (the pages change with the daemon), and a
     // 304 when unchanged.
-    let etag = format!("\"{}\"", &blake3::hash(&bytes).to_hex()[..32]);
     let fresh = req
         .headers()
         .get(header::IF_NONE_MATCH)
@@ -97,6 +104,13 @@ async fn serve(state: &AppState, req: &HttpRequest, name: &str) -> Result<HttpRe
     }
     reply.insert_header((header::CONTENT_TYPE, asset.content_type));
     Ok(reply.body(bytes))
+}
+
+/// The ETags of the built-in assets, in the order of `ASSETS`.
+static EMBEDDED_ETAGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+fn etag_of(bytes: &[u8]) -> String {
+    format!("\"{}\"", &blake3::hash(bytes).to_hex()[..32])
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 //! Screenshots of every step are kept in `$VIDCACHE_TEST_ARTIFACTS/pages/{chromium,firefox}`
 //! (default: `test-artifacts/pages/...` in the cargo target directory).
 
-use crate::helpers::{Backend, assert_error, blake3_hex, ffmpeg_to, fresh_database, spawn_app};
+use crate::helpers::{Backend, assert_error, blake3_hex, ffmpeg_to, fresh_database, spawn_app, spawn_app_with};
 use crate::restart::free_port;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -281,4 +281,20 @@ async fn pages_and_assets_are_served_and_nothing_else() {
         assert_error(response, 404, "not-found").await;
     }
     assert_error(app.client.post(app.url("/player")).send().await.unwrap(), 405, "method-not-allowed").await;
+
+    // server.client_dir: the same names, read from a folder at each request.
+    let dir = tempfile::tempdir().unwrap();
+    let client = Path::new(env!("CARGO_MANIFEST_DIR")).join("client");
+    std::fs::copy(client.join("index.html"), dir.path().join("index.html")).unwrap();
+    let folder = dir.path().to_string_lossy().into_owned();
+    let edited = spawn_app_with(Backend::Sqlite, |s| s.server.client_dir = folder).await;
+    let first = edited.client.get(edited.url("/")).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    let etag = first.headers()["etag"].clone();
+    std::fs::write(dir.path().join("index.html"), "<!doctype html><title>edited</title>").unwrap();
+    let again = edited.client.get(edited.url("/")).header("if-none-match", etag).send().await.unwrap();
+    assert_eq!(again.status(), 200, "an edited page is a new version");
+    assert!(again.text().await.unwrap().contains("edited"));
+    // A name of the table that the folder lacks is the operator's mistake: 500 JSON.
+    assert_error(edited.client.get(edited.url("/player")).send().await.unwrap(), 500, "internal").await;
 }
