@@ -53,6 +53,14 @@ pub fn hex_id() -> String {
     format!("{n:032x}")
 }
 
+/// The tests' HTTP client. Idle connections are dropped after 1 s, well
+/// before the daemon's 5 s keep-alive closes them: otherwise a request can
+/// go out on a connection the daemon is closing at that moment and fail
+/// with `IncompleteMessage` (seen when a test waited idle for a worker).
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder().pool_idle_timeout(std::time::Duration::from_secs(1)).build().expect("an HTTP client")
+}
+
 pub async fn spawn_app(backend: Backend) -> TestApp {
     spawn_app_with(backend, |_| {}).await
 }
@@ -88,8 +96,7 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
     let address = format!("http://127.0.0.1:{}", app.port());
     let uploads = app.uploads();
     actix_web::rt::spawn(app.run_until_stopped());
-    let app =
-        TestApp { address, root, client: reqwest::Client::new(), uploads: Some(uploads), database_url, _dir: dir };
+    let app = TestApp { address, root, client: http_client(), uploads: Some(uploads), database_url, _dir: dir };
     if kafka {
         // The daemon starts without waiting for its broker; tests that
         // produce to its topics need them to exist first.
@@ -111,7 +118,7 @@ impl TestApp {
         Self {
             address: address.to_owned(),
             root: root.to_path_buf(),
-            client: reqwest::Client::new(),
+            client: http_client(),
             uploads: None,
             database_url: String::new(),
             _dir: tempfile::tempdir().expect("temp dir"),

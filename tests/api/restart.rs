@@ -29,7 +29,7 @@ impl Daemon {
             .spawn()
             .expect("the vidcache binary runs");
         let address = format!("http://127.0.0.1:{port}");
-        let client = reqwest::Client::new();
+        let client = crate::helpers::http_client();
         for _ in 0..600 {
             if client.get(format!("{address}/healthz")).send().await.is_ok() {
                 return Self { child, address };
@@ -68,7 +68,7 @@ async fn killed_mid_upload_resumes_after_restart(backend: Backend) {
     std::fs::create_dir_all(&root).unwrap();
     let database_url = fresh_database(backend, &root).await;
     let video = fixture("large");
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http_client();
     let mut daemon = Daemon::start(&root, &database_url, free_port()).await;
 
     let id = init_upload(&client, &daemon.address, "https://x.test/killed.mp4").await;
@@ -128,7 +128,7 @@ async fn interrupted_commits_are_finished_at_start_up(backend: Backend) {
     let root = dir.path().join("store");
     std::fs::create_dir_all(&root).unwrap();
     let database_url = fresh_database(backend, &root).await;
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http_client();
     let (video, other) = (fixture("small"), fixture("other"));
     let not_video = b"plain text, not a video".repeat(50);
 

@@ -74,7 +74,7 @@ async fn multipart_upload_survives_kill_9(backend: Backend) {
     let video = fixture("large");
     let parts = parts_of(&video);
     let mut daemon = Daemon::start(&root, &database_url, free_port()).await;
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http_client();
     let (upload, _) = Multipart::create(&client, &daemon.address, video.len()).await;
     upload.put(1, parts[0]).await;
     upload.put(2, parts[1]).await;
@@ -111,7 +111,7 @@ async fn tus_upload_survives_kill_9(backend: Backend) {
     let (_dir, root, database_url) = fresh_root(backend).await;
     let video = fixture("large");
     let mut daemon = Daemon::start(&root, &database_url, free_port()).await;
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http_client();
     let location = tus_create(&daemon.address, &client, video.len()).await;
     let url = format!("{}{location}", daemon.address);
     let sent = 6 * MIB;
