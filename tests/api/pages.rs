@@ -46,6 +46,45 @@ async fn run_node(args: Vec<String>) -> Value {
     .unwrap()
 }
 
+/// Runs a page script of `tests/clients` against the built binary on a fresh
+/// storage root and SQLite database under `dir`, with `media` as `--name
+/// path` arguments. Answers its summary, once it reported no failure and no
+/// uncaught page error.
+async fn run_pages(script: &str, browser: &str, dir: &Path, media: &[(&str, &Path)]) -> Value {
+    let root = dir.join("store");
+    std::fs::create_dir_all(&root).unwrap();
+    let database = fresh_database(Backend::Sqlite, dir).await;
+    let artifacts = artifacts(browser);
+    let mut args = vec![script.to_owned()];
+    for (name, value) in [
+        ("binary", env!("CARGO_BIN_EXE_vidcache").to_owned()),
+        ("root", root.to_string_lossy().into_owned()),
+        ("database", database),
+        ("port", free_port().to_string()),
+        ("artifacts", artifacts.to_string_lossy().into_owned()),
+    ]
+    .into_iter()
+    .chain(media.iter().map(|(name, path)| (*name, path.to_string_lossy().into_owned())))
+    {
+        args.extend([format!("--{name}"), value]);
+    }
+    let summary = run_node(args).await;
+    eprintln!("screenshots in {}\n{summary}", artifacts.display());
+    assert!(summary.get("failure").is_none(), "the {browser} run failed: {}", summary["failure"]);
+    assert_eq!(summary["page_errors"], serde_json::json!([]), "uncaught errors in the pages");
+    summary
+}
+
+/// The run kept a real screenshot of each of its `steps`.
+fn assert_screenshots(summary: &Value, steps: usize) {
+    let shots = summary["screenshots"].as_array().unwrap();
+    assert_eq!(shots.len(), steps, "{shots:?}");
+    for shot in shots {
+        let png = std::fs::read(shot.as_str().unwrap()).unwrap();
+        assert!(png.starts_with(b"\x89PNG") && png.len() > 5000, "{shot} is a real screenshot");
+    }
+}
+
 /// A 20 s 640x360 video with sound, as a phone might upload it.
 fn twenty_seconds(path: &Path) {
     ffmpeg_to(
@@ -62,9 +101,6 @@ fn indices(value: &Value) -> Vec<u64> {
 #[actix_web::test]
 async fn upload_page_resumes_and_player_plays_hls_and_dash_in_chromium() {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("store");
-    std::fs::create_dir_all(&root).unwrap();
-    let database = fresh_database(Backend::Sqlite, dir.path()).await;
     // A 20 s video with sound, and two 60 s ones large enough (~9 MB, 35
     // chunks) that a throttled upload can be interrupted in the middle.
     let small = dir.path().join("twenty-seconds.mp4");
@@ -85,33 +121,8 @@ async fn upload_page_resumes_and_player_plays_hls_and_dash_in_chromium() {
     let bad = dir.path().join("holiday.mp4");
     std::fs::write(&bad, (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect::<Vec<u8>>())
         .unwrap();
-    let artifacts = artifacts("chromium");
-    let arg = |p: &Path| p.to_string_lossy().into_owned();
-    let args = vec![
-        "pages.mjs".to_owned(),
-        "--binary".into(),
-        env!("CARGO_BIN_EXE_vidcache").into(),
-        "--root".into(),
-        arg(&root),
-        "--database".into(),
-        database,
-        "--port".into(),
-        free_port().to_string(),
-        "--small".into(),
-        arg(&small),
-        "--large".into(),
-        arg(&large),
-        "--other".into(),
-        arg(&other),
-        "--bad".into(),
-        arg(&bad),
-        "--artifacts".into(),
-        arg(&artifacts),
-    ];
-    let summary = run_node(args).await;
-    eprintln!("screenshots in {}\n{summary}", artifacts.display());
-    assert!(summary.get("failure").is_none(), "the browser run failed: {}", summary["failure"]);
-    assert_eq!(summary["page_errors"], serde_json::json!([]), "uncaught errors in the pages");
+    let media = [("small", small.as_path()), ("large", &large), ("other", &other), ("bad", &bad)];
+    let summary = run_pages("pages.mjs", "chromium", dir.path(), &media).await;
 
     // 1. The 20 s upload: the bar climbed through intermediate values to 100%.
     let progress = &summary["small_progress"];
@@ -172,12 +183,7 @@ async fn upload_page_resumes_and_player_plays_hls_and_dash_in_chromium() {
     assert_eq!(statuses.last(), Some(&"ready"));
     assert!(statuses.len() >= 2, "the list showed the transcode before it was ready: {statuses:?}");
 
-    let shots = summary["screenshots"].as_array().unwrap();
-    assert!(shots.len() >= 15, "screenshots of each step: {shots:?}");
-    for shot in shots {
-        let png = std::fs::read(shot.as_str().unwrap()).unwrap();
-        assert!(png.starts_with(b"\x89PNG") && png.len() > 5000, "{shot} is a real screenshot");
-    }
+    assert_screenshots(&summary, 18);
 }
 
 /// The same pages in Firefox (Debian's firefox-esr, headless, over WebDriver
@@ -186,32 +192,9 @@ async fn upload_page_resumes_and_player_plays_hls_and_dash_in_chromium() {
 #[actix_web::test]
 async fn upload_page_and_player_work_in_firefox() {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("store");
-    std::fs::create_dir_all(&root).unwrap();
-    let database = fresh_database(Backend::Sqlite, dir.path()).await;
     let small = dir.path().join("twenty-seconds.mp4");
     twenty_seconds(&small);
-    let artifacts = artifacts("firefox");
-    let arg = |p: &Path| p.to_string_lossy().into_owned();
-    let args = vec![
-        "pages_firefox.mjs".to_owned(),
-        "--binary".into(),
-        env!("CARGO_BIN_EXE_vidcache").into(),
-        "--root".into(),
-        arg(&root),
-        "--database".into(),
-        database,
-        "--port".into(),
-        free_port().to_string(),
-        "--small".into(),
-        arg(&small),
-        "--artifacts".into(),
-        arg(&artifacts),
-    ];
-    let summary = run_node(args).await;
-    eprintln!("screenshots in {}\n{summary}", artifacts.display());
-    assert!(summary.get("failure").is_none(), "the Firefox run failed: {}", summary["failure"]);
-    assert_eq!(summary["page_errors"], serde_json::json!([]), "uncaught errors in the pages");
+    let summary = run_pages("pages_firefox.mjs", "firefox", dir.path(), &[("small", &small)]).await;
     assert!(summary["user_agent"].as_str().unwrap().contains("Firefox/"), "{}", summary["user_agent"]);
     assert_eq!(summary["secure_context"], true, "127.0.0.1 is a secure context: chunks carry SHA-256");
     let upload = &summary["upload"];
@@ -227,12 +210,7 @@ async fn upload_page_and_player_work_in_firefox() {
         assert_eq!(after["error"], Value::Null);
         assert_eq!(after["shown"], "");
     }
-    let shots = summary["screenshots"].as_array().unwrap();
-    assert_eq!(shots.len(), 3, "{shots:?}");
-    for shot in shots {
-        let png = std::fs::read(shot.as_str().unwrap()).unwrap();
-        assert!(png.starts_with(b"\x89PNG") && png.len() > 5000, "{shot} is a real screenshot");
-    }
+    assert_screenshots(&summary, 3);
 }
 
 /// The pages and their assets, served from the binary: types, revalidation,
