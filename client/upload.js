@@ -34,9 +34,10 @@ const remembered = {
   },
   all() {
     const out = [];
-    for (let i = 0; i < localStorage.length; i++) {
-      const key = localStorage.key(i);
-      if (!key || !key.startsWith(STORE_PREFIX)) continue;
+    let keys = [];
+    try { keys = Object.keys(localStorage); } catch (_) { /* storage disabled */ }
+    for (const key of keys) {
+      if (!key.startsWith(STORE_PREFIX)) continue;
       const record = this.get(key.slice(STORE_PREFIX.length));
       if (record) out.push({ fp: key.slice(STORE_PREFIX.length), ...record });
     }

@@ -52,7 +52,7 @@ pub(super) async fn run(
 }
 
 /// How often finished jobs older than `KEEP_DONE` are deleted.
-const PURGE_EVERY: Duration = Duration::from_secs(3600);
+pub(super) const PURGE_EVERY: Duration = Duration::from_secs(3600);
 /// Finished jobs are kept this long (for looking into what ran).
 pub(super) const KEEP_DONE: chrono::Duration = chrono::Duration::days(1);
 

@@ -241,7 +241,7 @@ pub(super) async fn relay(kafka: Arc<Kafka>, repo: Repository, worker: Arc<str>,
     let mut purged_at = std::time::Instant::now();
     loop {
         // Relayed jobs are done outbox rows: they go after a day too.
-        if purged_at.elapsed() >= Duration::from_secs(3600) {
+        if purged_at.elapsed() >= super::embedded::PURGE_EVERY {
             purged_at = std::time::Instant::now();
             super::embedded::purge(&repo).await;
         }
