@@ -25,6 +25,15 @@ enum Command {
     Worker,
     /// Bring the database schema up to date and exit.
     Migrate,
+    /// Queue a transcode of every ready video whose published renditions
+    /// were made by an older ladder (see ARCHITECTURE.md, "What the ladder
+    /// guarantees"); the running daemons' workers take the jobs, and the
+    /// old renditions are served until the new ones replace them.
+    RequeueOutdated {
+        /// Only list them.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Upload a file through the chunked API, in parallel, resuming where a
     /// previous run of the same file stopped.
     Upload {
@@ -76,6 +85,13 @@ async fn main() -> anyhow::Result<()> {
             std::fs::create_dir_all(&settings.storage.root)?;
             vidcache::storage::Repository::connect(&settings.database.url, 1).await?;
             tracing::info!("database schema is up to date");
+        }
+        Command::RequeueOutdated { dry_run } => {
+            let (outdated, queued) = vidcache::transcode::requeue_outdated(&settings, dry_run).await?;
+            println!("{} outdated, {queued} queued", outdated.len());
+            for (hash, version) in outdated {
+                println!("{hash} ladder v{version}");
+            }
         }
         Command::Upload { .. } => unreachable!("handled above"),
     }

@@ -441,6 +441,20 @@ impl Repository {
         Ok(())
     }
 
+    /// The hashes of the videos whose transcode status is `status`, in hash
+    /// order (`vidcache requeue-outdated` walks the `ready` ones).
+    pub async fn hashes_with_transcode_status(&self, status: &str) -> Result<Vec<ContentHash>, RepoError> {
+        let rows: Vec<String> = video::Entity::find()
+            .select_only()
+            .column(video::Column::Hash)
+            .filter(video::Column::TranscodeStatus.eq(status))
+            .order_by_asc(video::Column::Hash)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(rows.iter().filter_map(|h| ContentHash::parse(h).ok()).collect())
+    }
+
     /// Removes a video and every alias of it. Returns the removed row, if any.
     pub async fn delete_video(&self, hash: &ContentHash) -> Result<Option<video::Model>, RepoError> {
         let txn = self.db.begin().await?;

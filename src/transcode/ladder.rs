@@ -3,6 +3,7 @@
 //! directory beside `dir` and published by rename, so a half-written
 //! rendition is never served.
 
+use super::manifest::{Broken, LadderFacts};
 use crate::media::init_ffmpeg;
 use ffmpeg_next::format::Pixel;
 use ffmpeg_next::software::scaling;
@@ -55,6 +56,10 @@ pub struct LadderOutput {
     pub frames: u64,
     pub has_audio: bool,
     pub duration_s: f64,
+    /// The source's frame rate, which every rung keeps.
+    pub frame_rate: f64,
+    /// What the segments were measured to be (sizes, bit rates, codecs).
+    pub facts: LadderFacts,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +70,10 @@ pub enum TranscodeError {
     Encode(String),
     #[error("writing the renditions failed: {0}")]
     Io(#[from] std::io::Error),
+    /// The encoder wrote segments that break what the ladder promises
+    /// players; nothing is published.
+    #[error("the ladder's segments break its guarantees: {0}")]
+    Broken(#[from] Broken),
 }
 
 fn source(e: impl std::fmt::Display) -> TranscodeError {
@@ -181,6 +190,27 @@ impl AudioTrack {
     }
 }
 
+/// libx264's settings for one rung: a keyframe every `gop` frames and
+/// nowhere else (no scene-cut keyframes), so every rung has them at the
+/// same times; each of them an IDR frame that closes its GOP; and the VBV
+/// that caps the rung's peak at 1.07 × its bitrate over a 2 s buffer (the
+/// ffmpeg CLI reference's `-maxrate` and `-bufsize`).
+///
+/// Measured, not assumed (ARCHITECTURE.md, "What the ladder guarantees"):
+/// through FFmpeg 5.1's API, libx264 ran with `open_gop=1` unless told
+/// otherwise (the x264 settings string in the first segment's SEI said
+/// so), and a keyframe at a segment start was then an I slice of NAL type
+/// 1 whose following B frames reference the previous segment; and x264
+/// has no `bufsize` key, so the VBV was silently off (`vbv-*` are its
+/// names).
+pub(crate) fn x264_params(gop: u32, video_kbps: u32) -> String {
+    format!(
+        "keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=0:vbv-maxrate={}:vbv-bufsize={}",
+        video_kbps * 107 / 100,
+        video_kbps * 2
+    )
+}
+
 struct Output {
     index: usize,
     encoder: encoder::Video,
@@ -287,14 +317,15 @@ pub(crate) fn write_ladder(
         enc.set_bit_rate(rung.video_kbps as usize * 1000);
         enc.set_max_bit_rate(rung.video_kbps as usize * 1070);
         enc.set_gop(gop);
-        if global_header {
-            enc.set_flags(codec::Flags::GLOBAL_HEADER);
-        }
+        // Closed GOPs (see `x264_params`); the flag says it to libavcodec too.
+        enc.set_flags(if global_header {
+            codec::Flags::GLOBAL_HEADER | codec::Flags::CLOSED_GOP
+        } else {
+            codec::Flags::CLOSED_GOP
+        });
         let mut options = Dictionary::new();
         options.set("preset", &spec.preset);
-        // The same keyframes on every rung: a fixed GOP, no scene-cut keyframes.
-        options
-            .set("x264-params", &format!("keyint={gop}:min-keyint={gop}:scenecut=0:bufsize={}", rung.video_kbps * 2));
+        options.set("x264-params", &x264_params(gop, rung.video_kbps));
         let opened = enc.open_with(options).map_err(encode)?;
         ost.set_parameters(&opened);
         ost.set_time_base(in_tb);
@@ -302,7 +333,12 @@ pub(crate) fn write_ladder(
         // SAFETY: the stream belongs to `octx`, whose header is not written yet.
         unsafe {
             (*ost.as_mut_ptr()).sample_aspect_ratio = sar.into();
+            // Progressive, as every rung is encoded (the MPD says
+            // `scanType="unknown"` otherwise).
+            (*(*ost.as_mut_ptr()).codecpar).field_order = ffmpeg_next::ffi::AVFieldOrder::AV_FIELD_PROGRESSIVE;
         }
+        // The MPD's `frameRate` comes from the stream's average rate.
+        ost.set_avg_frame_rate(rate);
         outputs.push(Output { index: ost.index(), encoder: opened, width, height });
     }
 
@@ -404,16 +440,25 @@ pub(crate) fn write_ladder(
         Ok(())
     })?;
     octx.write_trailer().map_err(encode)?;
+    drop(octx);
     if frames == 0 {
         return Err(source("no frame decoded"));
     }
+    // Read back what was written: the guarantees are checked on the
+    // segments themselves, and the manifests state measured figures.
+    let audio_id = audio.as_ref().map(|a| a.output);
+    let facts = LadderFacts::read(dir, &streams, audio_id)?;
+    facts.check()?;
+    let frame_rate = f64::from(rate.numerator()) / f64::from(rate.denominator());
+    std::fs::write(dir.join("master.m3u8"), facts.hls_master(&sizes, frame_rate))?;
+    std::fs::write(&mpd, facts.fix_mpd(&std::fs::read_to_string(&mpd)?))?;
     progress(1.0);
     let renditions = sizes
         .iter()
         .zip(&rungs)
         .map(|(&(width, height), r)| Rendition { width, height, video_kbps: r.video_kbps })
         .collect();
-    Ok(LadderOutput { renditions, frames, has_audio: audio_tb.is_some(), duration_s })
+    Ok(LadderOutput { renditions, frames, has_audio: audio_id.is_some(), duration_s, frame_rate, facts })
 }
 
 /// A rung's thread: scales each frame from `frames` to the rung's size,

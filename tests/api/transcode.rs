@@ -50,6 +50,47 @@ fn keyframes_ms(url: &str) -> Vec<i64> {
     keys
 }
 
+/// The NAL unit type of the first coded slice of the first sample of a
+/// media segment, read by FFmpeg's `trace_headers` on the init segment and
+/// that one segment: an independent reading of what the ladder wrote.
+/// 5 is an IDR picture; 1 a non-IDR slice (even an I slice).
+fn first_slice_nal_type(work: &std::path::Path, init: &[u8], segment: &[u8]) -> u8 {
+    let file = work.join("one-segment.mp4");
+    std::fs::write(&file, [init, segment].concat()).unwrap();
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-i"])
+        .arg(&file)
+        .args(["-map", "0:v", "-frames:v", "1", "-c", "copy", "-bsf:v", "trace_headers", "-f", "null", "-"])
+        .output()
+        .expect("ffmpeg runs");
+    let log = String::from_utf8_lossy(&out.stderr);
+    // The init segment's SPS (7) and PPS (8) come first, then SEI (6) and
+    // delimiters; the first of types 1-5 is the first slice.
+    log.lines()
+        .filter(|l| l.contains(" nal_unit_type "))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<u8>().ok())
+        .find(|t| (1..=5).contains(t))
+        .unwrap_or_else(|| panic!("no slice in the segment: {log}"))
+}
+
+/// `avc1.PPCCLL` from what ffprobe reads of an init segment's stream (with
+/// a media segment, without which it reads no level): profile and level
+/// (the constraint byte as x264 writes it for High, Main and Constrained
+/// Baseline).
+fn avc_codec_of(work: &std::path::Path, init: &[u8], segment: &[u8]) -> String {
+    let file = work.join("init.mp4");
+    std::fs::write(&file, [init, segment].concat()).unwrap();
+    let probe = ffprobe_json(file.to_str().unwrap(), "stream=profile,level");
+    let stream = &probe["streams"][0];
+    let (profile, constraints) = match stream["profile"].as_str().unwrap() {
+        "High" => (100, 0),
+        "Main" => (77, 0x40),
+        "Constrained Baseline" => (66, 0xc0),
+        other => panic!("unexpected profile {other}"),
+    };
+    format!("avc1.{profile:02x}{constraints:02x}{:02x}", stream["level"].as_u64().unwrap())
+}
+
 /// `(width, height, bandwidth, codecs, uri)` of each variant of a master playlist.
 fn variants(master: &str) -> Vec<(u32, u32, u64, String, String)> {
     let lines: Vec<&str> = master.lines().collect();
@@ -251,6 +292,60 @@ async fn a_1080p_upload_becomes_hls_and_dash_over_the_same_segments(backend: Bac
         }
     }
 
+    // Every segment of every rung starts with an IDR frame: a player can
+    // start or switch at any segment. Each rung's codec string is what its
+    // init segment says, its BANDWIDTH the measured peak, and the MPD
+    // states the same.
+    assert!(master.contains("#EXT-X-INDEPENDENT-SEGMENTS"), "{master}");
+    let work = tempfile::tempdir().unwrap();
+    let dash_reps: Vec<&roxmltree::Node> = representations.iter().take(4).collect();
+    let video_set = dash_reps[0].parent().unwrap();
+    assert_eq!(video_set.attribute("startWithSAP"), Some("1"), "{mpd}");
+    assert_eq!(video_set.attribute("frameRate"), Some("30/1"), "{mpd}");
+    assert_ne!(video_set.attribute("bitstreamSwitching"), Some("true"), "each rung has its own init segment: {mpd}");
+    for (rung, (_, _, bandwidth, codecs, uri)) in found.iter().enumerate() {
+        let playlist_path = resolve(&master_path, uri);
+        let playlist = app.client.get(app.url(&playlist_path)).send().await.unwrap().text().await.unwrap();
+        assert!(playlist.contains("#EXT-X-INDEPENDENT-SEGMENTS"), "{playlist}");
+        let init_uri =
+            playlist.lines().find_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\"")).unwrap().trim_end_matches('"');
+        let init =
+            app.client.get(app.url(&resolve(&playlist_path, init_uri))).send().await.unwrap().bytes().await.unwrap();
+        let mut peak = 0f64;
+        let mut starts = Vec::new();
+        let mut video_codec = None;
+        let mut lines = playlist.lines();
+        while let Some(line) = lines.next() {
+            let Some(extinf) = line.strip_prefix("#EXTINF:") else { continue };
+            let seconds: f64 = extinf.trim_end_matches(',').parse().unwrap();
+            let segment_uri = lines.by_ref().find(|l| !l.starts_with('#')).unwrap();
+            let segment = app
+                .client
+                .get(app.url(&resolve(&playlist_path, segment_uri)))
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            starts.push(first_slice_nal_type(work.path(), &init, &segment));
+            video_codec.get_or_insert_with(|| avc_codec_of(work.path(), &init, &segment));
+            peak = peak.max(segment.len() as f64 * 8.0 / seconds);
+        }
+        assert_eq!(starts, vec![5u8; 10], "rung {rung}: the first slice of each segment (5 = IDR, 1 = not)");
+        let video_codec = video_codec.unwrap();
+        assert_eq!(codecs.split(',').next(), Some(video_codec.as_str()), "rung {rung}: CODECS against avcC");
+        assert_eq!(dash_reps[rung].attribute("codecs"), Some(video_codec.as_str()), "rung {rung}: MPD codecs");
+        let dash_bandwidth: f64 = dash_reps[rung].attribute("bandwidth").unwrap().parse().unwrap();
+        assert!((dash_bandwidth - peak).abs() <= 2.0, "rung {rung}: MPD bandwidth {dash_bandwidth}, peak {peak}");
+        assert!(*bandwidth as f64 >= peak, "rung {rung}: BANDWIDTH {bandwidth} below the video's peak {peak}");
+        let stream_inf = master.lines().filter(|l| l.starts_with("#EXT-X-STREAM-INF:")).nth(rung).unwrap();
+        assert!(stream_inf.contains("FRAME-RATE=30.000"), "{stream_inf}");
+        let average: u64 =
+            stream_inf.split("AVERAGE-BANDWIDTH=").nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
+        assert!(average <= *bandwidth && average as f64 > peak / 3.0, "{stream_inf}");
+    }
+
     // Serving: ranges, types, caching, CORS; unknown and hostile paths 404.
     let segment = from_dash.iter().find(|p| p.contains("chunk-0-00002")).unwrap().clone();
     let response = app
@@ -325,4 +420,79 @@ async fn a_1080p_upload_becomes_hls_and_dash_over_the_same_segments(backend: Bac
 #[actix_web::test]
 async fn a_1080p_upload_becomes_hls_and_dash_over_the_same_segments_sqlite() {
     a_1080p_upload_becomes_hls_and_dash_over_the_same_segments(Backend::Sqlite).await
+}
+
+/// Runs `vidcache requeue-outdated` on the app's database and storage.
+fn requeue_outdated(app: &TestApp, dry_run: bool) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vidcache"));
+    command
+        .arg("requeue-outdated")
+        .env_remove("VIDCACHE_CONFIG")
+        .env("VIDCACHE__STORAGE__ROOT", &app.root)
+        .env("VIDCACHE__DATABASE__URL", &app.database_url)
+        .env("VIDCACHE__LOG__FILTER", "warn");
+    if dry_run {
+        command.arg("--dry-run");
+    }
+    let out = command.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Videos published by the first ladder (segments under `abr/seg/`, not
+/// starting with IDR frames) are found by `vidcache requeue-outdated` and
+/// transcoded again by it or by `POST /video/{hash}/transcode`; the new
+/// renditions replace the old whole, under segment URLs of their own.
+async fn an_old_ladder_is_found_and_transcoded_again(backend: Backend) {
+    let app = spawn_app_with(backend, |s| {
+        s.transcode.workers = 1;
+        s.transcode.ladder = "180:300".into();
+        s.transcode.preset = "ultrafast".into();
+    })
+    .await;
+    let src = tempfile::tempdir().unwrap();
+    let file = src.path().join("small.mp4");
+    ffmpeg_to(&file, "-f lavfi -i testsrc2=size=320x180:rate=25 -t 4 -c:v libx264 -pix_fmt yuv420p");
+    let uploaded = app.upload("https://example.com/small.mp4", "videos", None, std::fs::read(&file).unwrap()).await;
+    let hash = uploaded["hash"].as_str().unwrap().to_owned();
+    wait_for_transcode(&app, &hash, "ready", 120).await;
+    let abr = app.root.join(".media").join(&hash).join("abr");
+    assert!(abr.join("seg-v2").is_dir(), "the current ladder's segments");
+    assert_eq!(requeue_outdated(&app, true).trim(), "0 outdated, 0 queued");
+
+    // What the first ladder left: its segments under `seg/`.
+    let make_old = || {
+        std::fs::rename(abr.join("seg-v2"), abr.join("seg")).unwrap();
+    };
+    make_old();
+    let listed = requeue_outdated(&app, true);
+    assert_eq!(listed, format!("1 outdated, 0 queued\n{hash} ladder v1\n"));
+    let master = app.client.get(app.url(&format!("/media/{hash}/hls/master.m3u8"))).send().await.unwrap();
+    assert_eq!(master.status(), 200, "the old renditions are served meanwhile");
+
+    // The command queues it; the daemon's worker transcodes it.
+    assert!(requeue_outdated(&app, false).starts_with("1 outdated, 1 queued\n"));
+    wait_for_transcode(&app, &hash, "ready", 120).await;
+    assert!(abr.join("seg-v2").is_dir() && !abr.join("seg").exists(), "replaced whole");
+    assert_eq!(requeue_outdated(&app, true).trim(), "0 outdated, 0 queued");
+
+    // The endpoint does the same for one video.
+    make_old();
+    let response = app.client.post(app.url(&format!("/video/{hash}/transcode"))).send().await.unwrap();
+    assert_eq!(response.status(), 202);
+    assert_eq!(response.json::<serde_json::Value>().await.unwrap()["queued"], true);
+    wait_for_transcode(&app, &hash, "ready", 120).await;
+    assert!(abr.join("seg-v2").is_dir() && !abr.join("seg").exists());
+    let playlist = app.client.get(app.url(&format!("/media/{hash}/hls/media_0.m3u8"))).send().await.unwrap();
+    assert!(playlist.text().await.unwrap().contains("../seg-v2/chunk-0-00001.m4s"));
+}
+
+#[actix_web::test]
+async fn an_old_ladder_is_found_and_transcoded_again_sqlite() {
+    an_old_ladder_is_found_and_transcoded_again(Backend::Sqlite).await
+}
+
+#[actix_web::test]
+async fn an_old_ladder_is_found_and_transcoded_again_postgres() {
+    an_old_ladder_is_found_and_transcoded_again(Backend::Postgres).await
 }
