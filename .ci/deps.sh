@@ -34,9 +34,10 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
 fi
-# tus-js-client; playwright-core, which drives /usr/bin/chromium in the page
+# tus-js-client; shaka-player, the strict player the ladder is proven with;
+# playwright-core, which drives /usr/bin/chromium in the page
 # tests; puppeteer-core, which drives /usr/bin/firefox-esr over WebDriver BiDi.
 if [ ! -d tests/clients/node_modules/tus-js-client ] || [ ! -d tests/clients/node_modules/playwright-core ] \
-  || [ ! -d tests/clients/node_modules/puppeteer-core ]; then
+  || [ ! -d tests/clients/node_modules/puppeteer-core ] || [ ! -d tests/clients/node_modules/shaka-player ]; then
   (cd tests/clients && npm ci --no-audit --no-fund --silent)
 fi

@@ -17,14 +17,14 @@ export async function until(what, check, { timeout = 60000, every = 100 } = {}) 
 }
 
 export class Daemon {
-  constructor({ binary, root, database, port }) {
-    this.options = { binary, root, database, port };
+  constructor({ binary, root, database, port, ladder = '360:800,240:300', preset = 'ultrafast' }) {
+    this.options = { binary, root, database, port, ladder, preset };
     this.base = `http://127.0.0.1:${port}`;
     this.child = null;
   }
 
   async start() {
-    const { binary, root, database, port } = this.options;
+    const { binary, root, database, port, ladder, preset } = this.options;
     this.child = spawn(binary, ['serve'], {
       env: {
         ...process.env,
@@ -33,8 +33,8 @@ export class Daemon {
         VIDCACHE__DATABASE__URL: database,
         VIDCACHE__UPLOAD__DEFAULT_CHUNK_BYTES: String(CHUNK),
         VIDCACHE__TRANSCODE__WORKERS: '1',
-        VIDCACHE__TRANSCODE__PRESET: 'ultrafast',
-        VIDCACHE__TRANSCODE__LADDER: '360:800,240:300',
+        VIDCACHE__TRANSCODE__PRESET: preset,
+        VIDCACHE__TRANSCODE__LADDER: ladder,
         VIDCACHE__LOG__FILTER: 'warn',
       },
       stdio: ['ignore', 'ignore', 'inherit'],
