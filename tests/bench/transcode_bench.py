@@ -95,6 +95,27 @@ def vidcache_ladder(binary, src, work):
         raise
 
 
+def rung_bytes(seg_dir):
+    """Bytes of each representation's media segments, by representation id."""
+    sizes = {}
+    for name in os.listdir(seg_dir):
+        m = re.match(r"chunk-(\d+)-\d+\.m4s$", name)
+        if m:
+            sizes[int(m.group(1))] = sizes.get(int(m.group(1)), 0) + os.path.getsize(os.path.join(seg_dir, name))
+    return sizes
+
+
+def print_rung_sizes(ours_dir, reference_dir):
+    """Each rung's output against the CLI's at the same settings: an IDR
+    frame at every 2 s segment start (closed GOPs) costs bits."""
+    ours, theirs = rung_bytes(ours_dir), rung_bytes(reference_dir)
+    names = ["1080p", "720p", "480p", "240p", "audio"]
+    print("  output size per rung, vidcache / ffmpeg CLI (a):")
+    for rep in sorted(set(ours) & set(theirs)):
+        name = names[rep] if rep < len(names) else str(rep)
+        print(f"    {name}: {ours[rep] / 1e6:.2f} MB / {theirs[rep] / 1e6:.2f} MB = {ours[rep] / theirs[rep]:.3f}")
+
+
 def wrk(base, prefix, secs, lua_dir):
     script = os.path.join(lua_dir, f"randseg-{abs(hash(prefix))}.lua")
     with open(os.path.join(REFERENCE, "randseg.lua")) as f:
@@ -160,6 +181,7 @@ def main():
         print(f"  (a) ffmpeg CLI, one CMAF run: {a_s:.1f} s, {a_cpu:.0f} CPU-s   vidcache/(a) = {v_s / a_s:.2f} (goal <= 1.05)")
         print(f"  (b) ffmpeg CLI, HLS-TS then DASH: {b_s:.1f} s, {b_cpu:.0f} CPU-s ({open(parts).read().strip()})"
               f"   vidcache/(b) = {v_s / b_s:.2f} (goal <= 0.55)")
+        print_rung_sizes(os.path.join(root, ".media", video_hash, "abr", "seg-v2"), os.path.join(work, "ref-cmaf"))
     else:
         root = os.path.join(work, "vidcache-root")
         shutil.rmtree(root, ignore_errors=True)
