@@ -246,7 +246,25 @@ pub struct AuthSettings {
 pub struct ApiKey {
     pub id: String,
     pub key: String,
+    /// A number in every URL (`{"video": {"id"}}` is a project's), so
+    /// `project_id = 7` is accepted as well as `"7"`.
+    #[serde(deserialize_with = "string_or_number")]
     pub project_id: String,
+}
+
+fn string_or_number<'de, D: serde::Deserializer<'de>>(de: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        Number(i64),
+        Text(String),
+    }
+    Ok(
+        match Id::deserialize(de).map_err(|_| serde::de::Error::custom("project_id: expected a number or a string"))? {
+            Id::Number(n) => n.to_string(),
+            Id::Text(s) => s,
+        },
+    )
 }
 
 /// A list of keys, or a string with the list as JSON (the environment form).
@@ -447,6 +465,10 @@ mod tests {
         std::fs::write(&file, "[[auth.api_keys]]\nid = \"k1\"\nkey = \"s3cret\"\nproject_id = \"7\"\n").unwrap();
         let s = Settings::load(Some(&file)).unwrap();
         assert_eq!(s.auth.api_keys, vec![ApiKey { id: "k1".into(), key: "s3cret".into(), project_id: "7".into() }]);
+        // The project id as the number it is in every URL.
+        std::fs::write(&file, "[[auth.api_keys]]\nid = \"k1\"\nkey = \"s3cret\"\nproject_id = 7\n").unwrap();
+        let s = Settings::load(Some(&file)).unwrap();
+        assert_eq!(s.auth.api_keys[0].project_id, "7");
 
         let from_env: AuthSettings = serde_json::from_value(serde_json::json!({
             "api_keys": "[{\"id\": \"k2\", \"key\": \"x\", \"project_id\": \"p\"}]",

@@ -116,6 +116,7 @@ impl From<crate::upload::UploadError> for ApiError {
             E::Truncated(_) => StatusCode::BAD_REQUEST,
             E::NotAVideo(_) | E::CorruptVideo(_) => StatusCode::UNPROCESSABLE_ENTITY,
             E::CommitInterrupted(_) => StatusCode::SERVICE_UNAVAILABLE,
+            E::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
             E::Io(_) | E::Internal(_) => {
                 tracing::error!(error = %e, "upload failed inside the daemon");
                 return Self::internal("the upload could not be stored");

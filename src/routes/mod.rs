@@ -52,8 +52,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .app_data(web::PathConfig::default().error_handler(path_error))
         .service(web::resource("/upload/init").route(web::post().to(upload::init)))
         .service(
+            // PUT too: `curl -T file` sends PUT (the README's first command).
             web::resource("/upload/{upload_id}")
                 .route(web::post().to(upload::body))
+                .route(web::put().to(upload::body))
                 .route(web::get().to(upload::status)),
         )
         .service(web::resource("/ingest").route(web::post().to(ingest::ingest)))

@@ -83,14 +83,16 @@ pub struct Segment {
     pub start: SegmentStart,
 }
 
-/// Boxes of `data`, as `(type, payload)`; a size that runs past the end is
-/// an error.
-fn boxes(data: &[u8]) -> Result<Vec<([u8; 4], &[u8])>, InspectError> {
-    Ok(boxes_at(data)?.into_iter().map(|(kind, _, payload)| (kind, payload)).collect())
+/// One ISO BMFF box: its type, where it starts in its parent, its payload.
+#[derive(Clone, Copy)]
+struct Bmff<'a> {
+    kind: [u8; 4],
+    at: usize,
+    payload: &'a [u8],
 }
 
-/// Boxes of `data` as `(type, offset of the box, payload)`.
-fn boxes_at(data: &[u8]) -> Result<Vec<([u8; 4], usize, &[u8])>, InspectError> {
+/// The boxes of `data`, in order; a size that runs past the end is an error.
+fn boxes(data: &[u8]) -> Result<Vec<Bmff<'_>>, InspectError> {
     let mut out = Vec::new();
     let mut at = 0usize;
     while at < data.len() {
@@ -111,7 +113,7 @@ fn boxes_at(data: &[u8]) -> Result<Vec<([u8; 4], usize, &[u8])>, InspectError> {
         if size < header || size > rest.len() {
             return Err(bad("box", format!("{} of size {size} at {at} overruns {}", name(&kind), rest.len())));
         }
-        out.push((kind, at, &rest[header..size]));
+        out.push(Bmff { kind, at, payload: &rest[header..size] });
         at += size;
     }
     Ok(out)
@@ -124,8 +126,8 @@ fn name(kind: &[u8; 4]) -> String {
 fn child<'a>(data: &'a [u8], kind: &[u8; 4]) -> Result<&'a [u8], InspectError> {
     boxes(data)?
         .into_iter()
-        .find(|(k, _)| k == kind)
-        .map(|(_, b)| b)
+        .find(|b| &b.kind == kind)
+        .map(|b| b.payload)
         .ok_or_else(|| bad("box", format!("no {}", name(kind))))
 }
 
@@ -186,8 +188,8 @@ pub fn read_init(data: &[u8]) -> Result<Init, InspectError> {
     let mut r = Reader::new(stsd, "stsd");
     r.take(8)?; // version, flags, entry count
     let entries = boxes(r.rest())?;
-    let (kind, entry) = entries.first().ok_or_else(|| bad("stsd", "no sample entry"))?;
-    match kind {
+    let Bmff { kind, payload: entry, .. } = *entries.first().ok_or_else(|| bad("stsd", "no sample entry"))?;
+    match &kind {
         b"avc1" | b"avc3" => {
             let mut r = Reader::new(entry, "avc1");
             r.take(24)?;
@@ -261,10 +263,10 @@ fn audio_object_type(esds: &[u8]) -> Result<u8, InspectError> {
 /// Reads a media segment (`styp`? `sidx`? `moof` `mdat`) of the track that
 /// `init` describes.
 pub fn read_segment(init: &Init, data: &[u8]) -> Result<Segment, InspectError> {
-    let (moof_start, moof) = boxes_at(data)?
+    let (moof_start, moof) = boxes(data)?
         .into_iter()
-        .find(|(kind, _, _)| kind == b"moof")
-        .map(|(_, at, payload)| (at, payload))
+        .find(|b| &b.kind == b"moof")
+        .map(|b| (b.at, b.payload))
         .ok_or_else(|| bad("segment", "no moof"))?;
     let traf = child(moof, b"traf")?;
     let tfhd = child(traf, b"tfhd")?;
@@ -289,7 +291,7 @@ pub fn read_segment(init: &Init, data: &[u8]) -> Result<Segment, InspectError> {
     let mut duration = 0u64;
     let mut samples = 0u32;
     let mut first: Option<(usize, usize)> = None;
-    for (kind, trun) in boxes(traf)? {
+    for Bmff { kind, payload: trun, .. } in boxes(traf)? {
         if &kind != b"trun" {
             continue;
         }

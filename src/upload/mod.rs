@@ -52,6 +52,13 @@ pub enum UploadError {
     Repo(#[from] RepoError),
     #[error("storage: {0}")]
     Io(#[from] std::io::Error),
+    /// The disk (or the storage's quota) is full. What the body brought
+    /// past the last durable point was taken back and its space freed; the
+    /// upload resumes from the offset its status reports.
+    #[error(
+        "the storage is full ({0}); bytes past the upload's last durable point were not kept: resume from the offset its status reports once space is free"
+    )]
+    StorageFull(String),
     #[error("{0}")]
     Internal(String),
     #[error("{0}")]
@@ -88,6 +95,7 @@ impl UploadError {
             Self::CommitInterrupted(_) => "commit-interrupted",
             Self::Repo(_) => "database-unavailable",
             Self::Io(_) => "storage",
+            Self::StorageFull(_) => "insufficient-storage",
             Self::Internal(_) => "internal",
             Self::BadPiece(_) => "bad-chunk",
             Self::PieceConflict(_) => "chunk-conflict",
@@ -112,6 +120,17 @@ pub(crate) fn check_receiving(record: &crate::storage::SessionRecord) -> Result<
         S::Expired => Err(UploadError::Expired),
         S::Aborted => Err(UploadError::UnknownSession),
         S::Committing => Err(UploadError::Busy),
+    }
+}
+
+impl UploadError {
+    /// A storage error as the client should see it: a full disk is an
+    /// answer (507, resumable), anything else a failure inside the daemon.
+    pub fn storage(e: std::io::Error) -> Self {
+        match e.kind() {
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => Self::StorageFull(e.to_string()),
+            _ => Self::Io(e),
+        }
     }
 }
 

@@ -22,6 +22,13 @@ pub trait BlockSink: Send + 'static {
     fn unsynced(&self) -> u64;
     /// Makes what was put durable; returns the durable position.
     fn sync(&mut self) -> io::Result<u64>;
+    /// After a failed `put` or `sync`: forgets what was put since the last
+    /// `sync`, so that the sink's position is its durable one again.
+    /// Sinks of one piece (a chunk, a part) are recorded only whole, so a
+    /// failed one is never counted and is rewritten in full: nothing to undo.
+    fn undo_unsynced(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl BlockSink for SpoolWriter {
@@ -36,6 +43,9 @@ impl BlockSink for SpoolWriter {
     }
     fn sync(&mut self) -> io::Result<u64> {
         SpoolWriter::sync(self)
+    }
+    fn undo_unsynced(&mut self) -> io::Result<()> {
+        SpoolWriter::undo_unsynced(self)
     }
 }
 
@@ -116,6 +126,9 @@ impl<W: BlockSink> BlockSink for Checked<W> {
     }
     fn sync(&mut self) -> io::Result<u64> {
         self.inner.sync()
+    }
+    fn undo_unsynced(&mut self) -> io::Result<()> {
+        self.inner.undo_unsynced()
     }
 }
 
@@ -198,6 +211,15 @@ where
                 Err(e) => result = Err(e),
             }
         }
+        // A write or sync failed (a full disk, an I/O error): what was put
+        // since the last sync is taken back before anything else can write,
+        // so the sink is where the durable offset says.
+        if let Err(e) = &result
+            && let Err(undo) = sink.undo_unsynced()
+        {
+            tracing::error!(error = %e, undo = %undo, "a failed write could not be undone");
+            return (sink, Err(io::Error::other(format!("{e}; and undoing it failed: {undo}"))));
+        }
         (sink, result)
     });
 
@@ -231,7 +253,7 @@ where
     drop(tx);
     match worker.await {
         Ok((sink, Ok(()))) => (Some(sink), Ok(end)),
-        Ok((sink, Err(e))) => (Some(sink), Err(UploadError::Io(e))),
+        Ok((sink, Err(e))) => (Some(sink), Err(UploadError::storage(e))),
         Err(join) => (None, Err(UploadError::Internal(format!("spool writer thread failed: {join}")))),
     }
 }

@@ -7,10 +7,13 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 
 /// Invariant: `hasher` has seen exactly the bytes `[0, written)` of `file`,
-/// and between writes (whenever the session holds the writer) `synced == written`.
+/// `at_sync` is the hasher as it was at `synced`, and between writes
+/// (whenever the session holds the writer) `synced == written`: after a
+/// failed write or sync, `undo_unsynced` brings it back there.
 pub struct SpoolWriter {
     file: File,
     hasher: blake3::Hasher,
+    at_sync: blake3::Hasher,
     written: u64,
     synced: u64,
     /// Bytes whose writeback has been started (see `append`).
@@ -49,7 +52,14 @@ impl SpoolWriter {
     /// A fresh, empty spool.
     pub fn create(file: File) -> io::Result<Self> {
         file.set_len(0)?;
-        Ok(Self { file, hasher: blake3::Hasher::new(), written: 0, synced: 0, kicked: 0 })
+        Ok(Self {
+            file,
+            hasher: blake3::Hasher::new(),
+            at_sync: blake3::Hasher::new(),
+            written: 0,
+            synced: 0,
+            kicked: 0,
+        })
     }
 
     /// Picks up a spool after a restart: cuts it back to the last durable
@@ -70,13 +80,14 @@ impl SpoolWriter {
             hasher.update(&buf[..want]);
             left -= want as u64;
         }
-        Ok(Self { file, hasher, written: keep, synced: keep, kicked: keep })
+        Ok(Self { file, at_sync: hasher.clone(), hasher, written: keep, synced: keep, kicked: keep })
     }
 
     /// Starts over from byte 0 (a client that re-sends a whole body).
     pub fn reset(&mut self) -> io::Result<()> {
         self.file.set_len(0)?;
         self.hasher.reset();
+        self.at_sync.reset();
         self.written = 0;
         self.synced = 0;
         self.kicked = 0;
@@ -93,6 +104,7 @@ impl SpoolWriter {
     pub fn rollback(&mut self, mark: Mark) -> io::Result<()> {
         self.file.set_len(mark.written)?;
         self.file.sync_data()?;
+        self.at_sync = mark.hasher.clone();
         self.hasher = mark.hasher;
         self.written = mark.written;
         self.synced = mark.written;
@@ -100,7 +112,22 @@ impl SpoolWriter {
         Ok(())
     }
 
-    /// Appends at the end of what is written and feeds the hasher.
+    /// Forgets everything written since the last sync, on disk (the file is
+    /// cut back, so a full disk gets its space back at once) and in the
+    /// hash: after a failed write or sync, the writer's position, its hash
+    /// and the durable offset every door reports agree again, and the next
+    /// byte a client sends goes where it was told.
+    pub fn undo_unsynced(&mut self) -> io::Result<()> {
+        self.file.set_len(self.synced)?;
+        self.hasher = self.at_sync.clone();
+        self.written = self.synced;
+        self.kicked = self.synced;
+        Ok(())
+    }
+
+    /// Appends at the end of what is written and feeds the hasher. On an
+    /// error, part of `bytes` may be in the file past `written`; the caller
+    /// undoes it (`undo_unsynced`) before anything else is written.
     pub fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.file.write_all_at(bytes, self.written)?;
         self.hasher.update(bytes);
@@ -125,6 +152,7 @@ impl SpoolWriter {
         if self.synced != self.written {
             self.file.sync_data()?;
             self.synced = self.written;
+            self.at_sync = self.hasher.clone();
         }
         Ok(self.synced)
     }
@@ -165,6 +193,27 @@ mod tests {
         let mut w = SpoolWriter::resume(open(), 1_000_000).unwrap();
         assert_eq!(w.written(), 1_000_000);
         w.append(&data[1_000_000..]).unwrap();
+        w.sync().unwrap();
+        assert_eq!(w.hash(), blake3::hash(&data));
+        assert_eq!(std::fs::read(&path).unwrap(), data);
+    }
+
+    #[test]
+    fn a_failed_write_is_undone_back_to_the_last_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spool");
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).unwrap();
+        let data: Vec<u8> = (0..2_000_000u32).map(|i| (i * 13 % 253) as u8).collect();
+        let mut w = SpoolWriter::create(file).unwrap();
+        w.append(&data[..700_000]).unwrap();
+        w.sync().unwrap();
+        // Written but not synced when the disk filled up.
+        w.append(&data[700_000..1_200_000]).unwrap();
+        w.undo_unsynced().unwrap();
+        assert_eq!(w.written(), 700_000);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 700_000, "the space is given back");
+        // The client resumes from the durable offset: the spool is the file.
+        w.append(&data[700_000..]).unwrap();
         w.sync().unwrap();
         assert_eq!(w.hash(), blake3::hash(&data));
         assert_eq!(std::fs::read(&path).unwrap(), data);

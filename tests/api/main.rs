@@ -8,6 +8,7 @@ mod cache;
 mod chunked;
 mod corpus;
 mod early_probe;
+mod engine;
 mod frames;
 mod helpers;
 mod ingest;

@@ -308,7 +308,8 @@ async fn shaka_hls_js_and_dash_js_start_seek_and_switch_on_every_rendition_in_ch
         assert_eq!(run["seeked"], true, "{run}");
         assert_eq!(run["errors"], serde_json::json!([]), "{run}");
     }
-    let delays: Vec<u64> = summary["play_both"].as_array().unwrap().iter().map(|p| p["delay_ms"].as_u64().unwrap()).collect();
+    let delays: Vec<u64> =
+        summary["play_both"].as_array().unwrap().iter().map(|p| p["delay_ms"].as_u64().unwrap()).collect();
     assert_eq!(delays, vec![500, 1000, 2000, 3000, 4000]);
     for p in summary["play_both"].as_array().unwrap() {
         assert!(p["times"].as_array().unwrap().iter().all(|t| t.as_f64().unwrap() > 5.0), "{p}");

@@ -1,0 +1,185 @@
+//! The upload engine's answers where a new user first meets it (issue 14):
+//! the README's curl session as printed, and a full disk, which is an
+//! answer the client can resume from, never a corrupted video.
+
+use crate::helpers::{Backend, assert_error, blake3_hex, ffmpeg_to, spawn_app_with};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The README's "A session with curl", run with curl as printed (only the
+/// host and the ids filled in): `-T` sends PUT.
+#[actix_web::test]
+async fn the_readme_curl_session_works_as_printed() {
+    let app = spawn_app_with(Backend::Sqlite, |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clip.mp4");
+    ffmpeg_to(&clip, "-f lavfi -i testsrc2=duration=3 -c:v libx264 -pix_fmt yuv420p");
+    let host = app.address.trim_start_matches("http://").to_owned();
+    // On a blocking thread: the daemon runs on this test's event loop.
+    let cwd = dir.path().to_path_buf();
+    let curl = |args: &[&str]| {
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        let cwd = cwd.clone();
+        async move {
+            let out = actix_web::rt::task::spawn_blocking(move || {
+                Command::new("curl").args(&args).current_dir(&cwd).output().expect("curl runs")
+            })
+            .await
+            .unwrap();
+            assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
+            serde_json::from_slice::<serde_json::Value>(&out.stdout)
+                .unwrap_or_else(|_| panic!("curl answered {}", String::from_utf8_lossy(&out.stdout)))
+        }
+    };
+    let init = curl(&[
+        "-s",
+        &format!("{host}/upload/init"),
+        "-H",
+        "content-type: application/json",
+        "-d",
+        r#"{"url": "https://example.com/clip.mp4", "bucket": "videos", "prefix": "2026/11"}"#,
+    ])
+    .await;
+    assert_eq!(init["status"], "pending", "{init}");
+    let id = init["upload_id"].as_str().unwrap();
+    let stored = curl(&[
+        "-s",
+        &format!("{host}/upload/{id}"),
+        "-H",
+        "Transfer-Encoding: chunked",
+        "-H",
+        "Content-Type: application/octet-stream",
+        "-T",
+        "clip.mp4",
+    ])
+    .await;
+    let bytes = std::fs::read(&clip).unwrap();
+    assert_eq!(stored["status"], "new", "{stored}");
+    assert_eq!(stored["hash"], blake3_hex(&bytes));
+    assert_eq!(stored["size_bytes"], bytes.len());
+    let hash = stored["hash"].as_str().unwrap();
+    let meta = curl(&["-s", &format!("{host}/meta/{hash}")]).await;
+    assert_eq!(meta["aliases"], serde_json::json!(["https://example.com/clip.mp4"]));
+    let resolved = curl(&["-s", &format!("{host}/resolve?url=https://example.com/clip.mp4")]).await;
+    assert_eq!(resolved["hash"], hash);
+}
+
+/// A tmpfs of a given size, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, megabytes: u32) -> Self {
+        std::fs::create_dir_all(at).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(at)
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "mounting a tmpfs needs root (as make test and CI run)");
+        Self(at.to_path_buf())
+    }
+
+    fn resize(&self, megabytes: u32) {
+        let status =
+            Command::new("mount").args(["-o", &format!("remount,size={megabytes}m")]).arg(&self.0).status().unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn bytes_under(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| {
+                    let meta = e.metadata().unwrap();
+                    if meta.is_dir() { bytes_under(&e.path()) } else { meta.len() }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// A streamed upload larger than the disk: 507 with the durable offset, the
+/// space given back at once (`/readyz` stays ready), and once there is room
+/// again the upload resumes from that offset and stores exactly the file.
+/// Before, the bytes past the last durable point stayed in the spool, the
+/// writer kept its position, and a client that resumed from what `GET`
+/// reported got a video of both appended (a hash that is not its file's).
+#[actix_web::test]
+async fn a_full_disk_answers_507_frees_the_space_and_the_upload_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let video = dir.path().join("big.mp4");
+    // About 30 MB that no encoder can squeeze: noise at a high bitrate.
+    ffmpeg_to(
+        &video,
+        "-f lavfi -i testsrc2=size=1280x720:rate=25,noise=alls=60:allf=t -t 8 -c:v libx264 -preset ultrafast \
+         -b:v 30M -maxrate 30M -bufsize 30M -pix_fmt yuv420p -movflags +faststart",
+    );
+    let bytes = std::fs::read(&video).unwrap();
+    assert!(bytes.len() > 24 << 20, "the video must not fit on the small disk: {} bytes", bytes.len());
+    let disk = Tmpfs::mount(&dir.path().join("disk"), 16);
+    let root = disk.0.join("store");
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.storage.root = root.clone();
+        // Checkpoints every 4 MiB, so a durable point falls inside the body.
+        s.upload.checkpoint_bytes = 4 << 20;
+    })
+    .await;
+    app.wait_ready(10).await;
+
+    let init = app.init("https://example.com/big.mp4", "videos", None).await;
+    let id = init["upload_id"].as_str().unwrap().to_owned();
+    let response = app.send_body(&id, bytes.clone()).await;
+    assert_eq!(response.status(), 507, "{:?}", response.text().await);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "insufficient-storage", "{body}");
+
+    // The offset the daemon reports is where the spool ends: nothing past
+    // the last durable point is left on the disk.
+    let status = app.get_json(&format!("/upload/{id}")).await;
+    let durable = status["received_bytes"].as_u64().unwrap();
+    assert!(durable > 0, "a checkpoint was durable before the disk filled: {status}");
+    let spool = bytes_under(&root.join(".spool"));
+    assert_eq!(spool, durable, "the spool holds exactly the durable bytes");
+    app.wait_ready(5).await;
+
+    // Room again: the rest of the file from the reported offset.
+    disk.resize(200);
+    let rest = bytes[durable as usize..].to_vec();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = rest.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
+    let response = app
+        .client
+        .post(app.url(&format!("/upload/{id}")))
+        .header("content-type", "application/octet-stream")
+        .header("Upload-Offset", durable.to_string())
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let stored: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(status, 200, "{stored}");
+    assert_eq!(stored["status"], "new", "{stored}");
+    assert_eq!(stored["hash"], blake3_hex(&bytes), "exactly the file");
+    assert_eq!(stored["size_bytes"], bytes.len());
+    let back = app.client.get(app.url(&format!("/video/{}", stored["hash"].as_str().unwrap()))).send().await.unwrap();
+    assert_eq!(blake3_hex(&back.bytes().await.unwrap()), blake3_hex(&bytes));
+
+    // A second upload on a full disk again: a retry from 0 starts over
+    // cleanly rather than after leftovers.
+    let init = app.init("https://example.com/again.mp4", "videos", None).await;
+    let other = init["upload_id"].as_str().unwrap().to_owned();
+    disk.resize(16 + (bytes.len() >> 20) as u32);
+    let mut changed = bytes.clone();
+    changed[1000] ^= 0xff;
+    assert_error(app.send_body(&other, changed).await, 507, "insufficient-storage").await;
+    let left = app.get_json(&format!("/upload/{other}")).await["received_bytes"].as_u64().unwrap();
+    assert_eq!(bytes_under(&root.join(".spool")), left);
+}
