@@ -136,6 +136,7 @@ impl Application {
             .map_err(anyhow::Error::msg)?;
         let fetcher = Fetcher::new(guard, uploads.clone(), repo.clone(), &settings.ingest)?;
         let mut background = start_workers(&settings, &queue, &repo, &store, &metrics);
+        background.push(actix_web::rt::spawn(commit_whole_tus_uploads(repo.clone(), uploads.clone())));
         background.extend(queue.start_relay());
         background.extend(queue.start_event_tail());
         background.extend(
@@ -304,6 +305,33 @@ async fn recover_sessions(repo: &Repository, store: &LocalStore) -> anyhow::Resu
         }
     }
     Ok(())
+}
+
+/// A tus upload whose last byte was durable when the daemon died, before
+/// its commit: the client has nothing left to send (HEAD shows the full
+/// offset), so the commit is started here instead of waiting for a PATCH
+/// that will never come. `GET /files/{id}/result` does the same on demand.
+async fn commit_whole_tus_uploads(repo: Repository, uploads: Uploads) {
+    let sessions = match repo.sessions_in(SessionState::Receiving).await {
+        Ok(sessions) => sessions,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not list uploads to finish");
+            return;
+        }
+    };
+    for session in sessions {
+        if session.kind == UploadKind::Tus && session.total_size == Some(session.durable_bytes) {
+            match uploads.commit_if_whole(&session.id).await {
+                Ok(Some(result)) => {
+                    tracing::info!(upload_id = %session.id, status = ?result.status, "a whole tus upload was committed at start-up")
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(upload_id = %session.id, error = %e, "a whole tus upload could not be committed at start-up")
+                }
+            }
+        }
+    }
 }
 
 fn method_not_allowed<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {

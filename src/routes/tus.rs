@@ -247,9 +247,18 @@ pub async fn terminate(
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// `GET /files/{id}/result`: the ingest result of a finished upload.
+/// `GET /files/{id}/result`: the ingest result of a finished upload. An
+/// upload that holds all its bytes but was not committed (the daemon died
+/// in between, and start-up has not got to it yet) is committed now: the
+/// client has nothing left to send, so it must not wait for a PATCH.
 pub async fn result(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let record = tus_record(&state, &path).await?;
+    let mut record = tus_record(&state, &path).await?;
+    if record.state == SessionState::Receiving
+        && record.total_size == Some(record.durable_bytes)
+        && state.uploads.commit_if_whole(&record.id).await?.is_some()
+    {
+        record = tus_record(&state, &path).await?;
+    }
     match (record.state, record.result) {
         (SessionState::Complete, Some(mut result)) => {
             result["video_id"] = json!(record.entry_id);

@@ -214,6 +214,22 @@ impl Uploads {
         Ok(TusAppend { offset, result })
     }
 
+    /// Commits a tus upload that holds all its declared bytes but was never
+    /// committed (the daemon died between its last durable byte and the
+    /// commit): an empty append at its full length, the same path a last
+    /// PATCH takes. `None` when it is not such an upload.
+    pub async fn commit_if_whole(&self, id: &UploadId) -> Result<Option<IngestResult>, UploadError> {
+        let record = self.status(id).await?;
+        let whole = record.kind == crate::storage::UploadKind::Tus
+            && record.state == SessionState::Receiving
+            && record.total_size == Some(record.durable_bytes);
+        if !whole {
+            return Ok(None);
+        }
+        let empty = futures_util::stream::empty::<Result<Bytes, std::convert::Infallible>>();
+        Ok(self.append_tus(id, record.durable_bytes, empty, None).await?.result)
+    }
+
     /// Finalizes a chunked upload (every chunk must be there) or completes a
     /// multipart one with the client's ordered parts. Idempotent.
     pub async fn finish_pieces(

@@ -205,3 +205,73 @@ async fn the_cli_uploader_resumes_after_being_killed() {
     assert!(std::fs::read_dir(state.path()).unwrap().next().is_none(), "the state file is dropped when done");
     std::fs::remove_file(path).ok();
 }
+
+/// The commit window of a tus upload: its last PATCH's bytes are durable
+/// and recorded (HEAD shows `Upload-Offset` = `Upload-Length`) and the
+/// daemon dies before it commits. The client has nothing left to send.
+/// The state is made exactly: a kill -9 mid-upload, then the rest of the
+/// file written to the spool and recorded as the PATCH would have. After a
+/// restart the upload is committed without any request (start-up), and
+/// `GET /files/{id}/result` answers the file's own hash, not 409.
+async fn a_whole_tus_upload_killed_before_its_commit_is_committed_after_restart(backend: Backend) {
+    let (_dir, root, database_url) = fresh_root(backend).await;
+    let video = fixture("large");
+    let mut daemon = Daemon::start(&root, &database_url, free_port()).await;
+    let client = crate::helpers::http_client();
+    let location = tus_create(&daemon.address, &client, video.len()).await;
+    let url = format!("{}{location}", daemon.address);
+    let request = client
+        .patch(&url)
+        .header("tus-resumable", "1.0.0")
+        .header("upload-offset", "0")
+        .header("content-type", "application/offset+octet-stream")
+        .body(stalled(&video[..3 * MIB]))
+        .send();
+    let pending = actix_web::rt::spawn(request);
+    for _ in 0..600 {
+        if tus_offset(&client, &url).await.1.unwrap() >= MIB as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    daemon.kill9();
+    let _ = pending.await;
+
+    // The last PATCH, as far as the disk and the database are concerned.
+    let id = vidcache::domain::UploadId::parse(location.trim_start_matches("/files/")).unwrap();
+    let repo = vidcache::storage::Repository::connect(&database_url, 1).await.unwrap();
+    let durable = repo.find_session(&id).await.unwrap().unwrap().durable_bytes as usize;
+    assert!(durable >= MIB, "durable {durable}");
+    {
+        use std::io::Write;
+        let spool = root.join(".spool").join(format!("{}.part", id.as_str()));
+        let mut file = std::fs::OpenOptions::new().write(true).open(&spool).unwrap();
+        file.set_len(durable as u64).unwrap();
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(durable as u64)).unwrap();
+        file.write_all(&video[durable..]).unwrap();
+        file.sync_all().unwrap();
+    }
+    repo.record_progress(&id, video.len() as u64).await.unwrap();
+    drop(repo);
+
+    let daemon = Daemon::start(&root, &database_url, free_port()).await;
+    let app = view(&daemon, &root);
+    // Committed at start-up, with no request about the upload.
+    let mut stored = Value::Null;
+    for _ in 0..400 {
+        stored = app.get_json(&format!("/meta/{}", blake3_hex(&video))).await;
+        if stored["hash"].is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stored["size_bytes"], video.len(), "{stored}");
+    let url = format!("{}{location}", daemon.address);
+    let response = client.get(format!("{url}/result")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let result: Value = response.json().await.unwrap();
+    assert_eq!(result["hash"], blake3_hex(&video));
+    assert_eq!(result["status"], "new");
+    assert!(files_under(&root.join(".spool")).is_empty(), "no spool left");
+}
+both_backends!(a_whole_tus_upload_killed_before_its_commit_is_committed_after_restart);
