@@ -248,8 +248,12 @@ impl UploadSession {
                         let json = serde_json::to_value(result).ok();
                         committer.repo.close_session(&record.id, SessionState::Complete, json.as_ref(), None).await
                     }
-                    Err(UploadError::NotAVideo(why)) => {
-                        committer.repo.close_session(&record.id, SessionState::Failed, None, Some(why)).await
+                    // A refusal is final: the session is closed with its
+                    // reason (the spool is gone already), so its status, the
+                    // video list and a retry all say so.
+                    Err(refused @ (UploadError::NotAVideo(_) | UploadError::CorruptVideo(_))) => {
+                        let why = refused.to_string();
+                        committer.repo.close_session(&record.id, SessionState::Failed, None, Some(&why)).await
                     }
                     Err(_) => Ok(()),
                 };
@@ -273,12 +277,15 @@ impl UploadSession {
                         ctx.stop();
                         Ok(result)
                     }
-                    Err(UploadError::NotAVideo(why)) => {
+                    Err(refused @ (UploadError::NotAVideo(_) | UploadError::CorruptVideo(_))) => {
                         closed?;
                         act.record.state = SessionState::Failed;
-                        act.record.error = Some(why.clone());
+                        act.record.error = Some(refused.to_string());
+                        // The writer (`writer` here, dropped with this arm)
+                        // closes its file: no handle stays on the unlinked spool.
+                        act.writer = None;
                         ctx.stop();
-                        Err(UploadError::NotAVideo(why))
+                        Err(refused)
                     }
                     Err(UploadError::CommitInterrupted(why)) => {
                         // The spool is now the object: the writer must never

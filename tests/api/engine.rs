@@ -183,3 +183,58 @@ async fn a_full_disk_answers_507_frees_the_space_and_the_upload_resumes_exactly(
     let left = app.get_json(&format!("/upload/{other}")).await["received_bytes"].as_u64().unwrap();
     assert_eq!(bytes_under(&root.join(".spool")), left);
 }
+
+/// Descriptors of this process (the daemon runs in it) open on a deleted
+/// file whose name holds `id`.
+fn open_deleted_files_of(id: &str) -> Vec<String> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|p| p.to_string_lossy().into_owned())
+        .filter(|p| p.contains(id) && p.ends_with("(deleted)"))
+        .collect()
+}
+
+/// `422 corrupt-video` is a final answer, like `not-a-video`: the session is
+/// closed and says why, the video list says `failed`, a retry is refused
+/// as failed (not "No such file or directory"), and no descriptor stays
+/// open on the deleted spool. Before, the session stayed `receiving` and
+/// its entry `uploading`.
+async fn a_corrupt_video_closes_its_session(backend: Backend) {
+    let app = spawn_app_with(backend, |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let whole = dir.path().join("whole.mp4");
+    ffmpeg_to(
+        &whole,
+        "-f lavfi -i testsrc2=size=320x240:rate=25 -t 6 -c:v libx264 -pix_fmt yuv420p -movflags +faststart",
+    );
+    let bytes = std::fs::read(&whole).unwrap();
+    let cut = bytes[..bytes.len() * 2 / 3].to_vec();
+
+    // Streamed.
+    let id = app.init("https://example.com/cut.mp4", "videos", None).await["upload_id"].as_str().unwrap().to_owned();
+    assert_error(app.send_body(&id, cut.clone()).await, 422, "corrupt-video").await;
+    let status = app.get_json(&format!("/upload/{id}")).await;
+    assert_eq!(status["state"], "failed", "{status}");
+    assert_error(app.send_body(&id, cut.clone()).await, 409, "upload-failed").await;
+    assert_eq!(open_deleted_files_of(&id), Vec::<String>::new());
+
+    // Chunked, listed in /videos.
+    let chunk = 64 * 1024;
+    let init = crate::chunked::init_chunked(&app, "cut.mp4", cut.len(), chunk).await;
+    let id = init["upload_id"].as_str().unwrap().to_owned();
+    for (i, piece) in cut.chunks(chunk).enumerate() {
+        assert_eq!(crate::chunked::send_chunk(&app, &id, i, piece, false).await.status(), 200);
+    }
+    let finalize = app.client.post(app.url(&format!("/videos/finalize/{id}"))).send().await.unwrap();
+    assert_error(finalize, 422, "corrupt-video").await;
+    let status = app.get_json(&format!("/videos/upload/{id}")).await;
+    assert_eq!(status["state"], "failed", "{status}");
+    let listed = app.get_json("/videos").await;
+    let entry = listed.as_array().unwrap().iter().find(|v| v["filename"] == "cut.mp4").unwrap().clone();
+    assert_eq!(entry["status"], "failed", "{entry}");
+    let again = app.client.post(app.url(&format!("/videos/finalize/{id}"))).send().await.unwrap();
+    assert_error(again, 409, "upload-failed").await;
+    assert_eq!(open_deleted_files_of(&id), Vec::<String>::new());
+}
+crate::both_backends!(a_corrupt_video_closes_its_session);
