@@ -5,6 +5,7 @@
 use crate::auth::Auth;
 use crate::config::Settings;
 use crate::dedup::NearDuplicates;
+use crate::domain::UploadId;
 use crate::error::ApiError;
 use crate::ingest::{Fetcher, KafkaIngest, NetworkGuard};
 use crate::media::frames::FrameGrabber;
@@ -125,6 +126,7 @@ impl Application {
         // commits, then cut open spools back to their last checkpoint.
         committer.recover_interrupted().await?;
         recover_sessions(&repo, &local_store).await?;
+        sweep_orphan_spools(&repo, &local_store).await?;
         let registry = Registry::new(
             committer.clone(),
             settings.session_ttl(),
@@ -302,6 +304,32 @@ async fn recover_sessions(repo: &Repository, store: &LocalStore) -> anyhow::Resu
                 repo.close_session(&session.id, SessionState::Expired, None, Some("spool lost")).await?;
             }
             _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// A spool or a directory of parts whose session is closed (or unknown) is
+/// what a kill between a session's close and their removal leaves, or a
+/// commit that start-up recovery finished in an older version: removed at
+/// start-up, so no finished upload keeps its size on the disk.
+async fn sweep_orphan_spools(repo: &Repository, store: &LocalStore) -> anyhow::Result<()> {
+    let dir = store.root().join(".spool");
+    let names = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<String>> {
+        Ok(std::fs::read_dir(dir)?.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
+    })
+    .await??;
+    for name in names {
+        let Some(raw) = name.strip_suffix(".part").or_else(|| name.strip_suffix(".pieces")) else { continue };
+        let Ok(id) = UploadId::parse(raw) else { continue };
+        let open = repo
+            .find_session(&id)
+            .await?
+            .is_some_and(|s| matches!(s.state, SessionState::Receiving | SessionState::Committing));
+        if !open {
+            tracing::info!(upload_id = %id, "removing the spool of a finished upload");
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || store.discard_spool(&id)).await??;
         }
     }
     Ok(())

@@ -152,9 +152,12 @@ impl Committer {
         early: Option<Result<Analysis, ProbeError>>,
         refined: Option<super::early_probe::Refined>,
     ) -> Result<IngestResult, UploadError> {
+        // Every answer but `New` leaves the spool (and any parts) where they
+        // are: the session closes with the answer first, and only then are
+        // they removed (`UploadSession::finish`). Killed in between, the
+        // upload is still whole and a retry, or start-up, answers the same.
         let id = &session.id;
         if let Some(stored) = self.repo.find_video(&hash).await? {
-            self.discard(id).await;
             return self.duplicate_of(&stored, session, 0).await;
         }
 
@@ -169,10 +172,7 @@ impl Committer {
                 self.metrics.probes.with_label_values(&["file"]).inc();
                 match self.prober.send(AnalyzeFile(self.store.spool_path(id))).await? {
                     Ok(analysis) => analysis,
-                    Err(e) => {
-                        self.discard(id).await;
-                        return Err(refused(e));
-                    }
+                    Err(e) => return Err(refused(e)),
                 }
             }
         };
@@ -205,7 +205,6 @@ impl Committer {
             if self.near.policy == NearDuplicatePolicy::Merge
                 && let Some(stored) = self.repo.find_video(&found.video).await?
             {
-                self.discard(id).await;
                 return self.duplicate_of(&stored, session, found.distance).await;
             }
             near_duplicate_of = Some((found.video, found.distance));
@@ -345,10 +344,14 @@ impl Committer {
                     tracing::info!(upload_id = %id, hash = %result.hash, "finished an interrupted commit");
                     let json = serde_json::to_value(&result).ok();
                     self.repo.close_session(&id, SessionState::Complete, json.as_ref(), None).await?;
+                    // Closed: its spool (if the crash came before the
+                    // rename) and its multipart parts are not needed again.
+                    self.discard(&id).await;
                 }
                 Ok(None) => {}
                 Err(e @ (UploadError::NotAVideo(_) | UploadError::CorruptVideo(_))) => {
                     self.repo.close_session(&id, SessionState::Failed, None, Some(&e.to_string())).await?;
+                    self.discard(&id).await;
                 }
                 Err(e) => tracing::error!(upload_id = %id, error = %e, "could not finish an interrupted commit"),
             }
@@ -365,8 +368,8 @@ impl Committer {
         let id = session.id.clone();
         if let Some(stored) = self.repo.find_video(&hash).await? {
             // Recorded already, by this upload (the crash came after the
-            // insert) or by another one.
-            self.discard(&id).await;
+            // insert) or by another one. (Its spool and parts go once the
+            // session is closed, in `recover_interrupted`.)
             if stored.file_path == key.as_str() {
                 if let Some(url) = &session.url {
                     self.repo.add_alias(url, &hash).await?;

@@ -257,8 +257,12 @@ impl UploadSession {
                     }
                     Err(_) => Ok(()),
                 };
-                if outcome.is_ok() {
-                    committer.discard_pieces(&record.id).await;
+                // Settled and closed: the spool (unless it became the object)
+                // and the parts go only now, so a kill before the close finds
+                // the upload whole, and one after it finds the answer.
+                let settled = matches!(&outcome, Ok(_) | Err(UploadError::NotAVideo(_) | UploadError::CorruptVideo(_)));
+                if settled && closed.is_ok() {
+                    committer.discard(&record.id).await;
                 }
                 (outcome, closed, writer)
             }

@@ -4,7 +4,9 @@
 
 use crate::both_backends;
 use crate::chunked::{init_chunked, send_chunk};
-use crate::helpers::{Backend, TestApp, blake3_hex, files_under, fixture, fresh_database, spawn_app};
+use crate::helpers::{
+    Backend, TestApp, blake3_hex, files_under, fixture, fresh_database, init_upload, resume_upload, spawn_app,
+};
 use crate::multipart::{Multipart, parts_of};
 use crate::restart::{Daemon, free_port};
 use crate::tus::{tus_create, tus_offset};
@@ -275,3 +277,52 @@ async fn a_whole_tus_upload_killed_before_its_commit_is_committed_after_restart(
     assert!(files_under(&root.join(".spool")).is_empty(), "no spool left");
 }
 both_backends!(a_whole_tus_upload_killed_before_its_commit_is_committed_after_restart);
+
+/// Killed after a duplicate's session closed with its answer but before its
+/// spool and parts were removed (the last step of every settlement now):
+/// after a restart the leftovers are gone, the client still gets its
+/// answer, and an upload that was still receiving keeps its spool.
+async fn leftovers_of_a_settled_upload_are_swept_at_start_up(backend: Backend) {
+    let (_dir, root, database_url) = fresh_root(backend).await;
+    let video = fixture("small");
+    let mut daemon = Daemon::start(&root, &database_url, free_port()).await;
+    let client = crate::helpers::http_client();
+    let first = init_upload(&client, &daemon.address, "https://example.com/a.mp4").await;
+    let stored: Value = resume_upload(&client, &daemon.address, &first, 0, &video).await.json().await.unwrap();
+    assert_eq!(stored["status"], "new");
+    let second = init_upload(&client, &daemon.address, "https://example.com/b.mp4").await;
+    let dup: Value = resume_upload(&client, &daemon.address, &second, 0, &video).await.json().await.unwrap();
+    assert_eq!(dup["status"], "duplicate");
+    // One more that is still receiving when the daemon dies.
+    let third = init_upload(&client, &daemon.address, "https://example.com/d.mp4").await;
+    let request = client
+        .post(format!("{}/upload/{third}", daemon.address))
+        .header("content-type", "application/octet-stream")
+        .body(stalled(&video[..video.len() / 2]))
+        .send();
+    let pending = actix_web::rt::spawn(request);
+    let spool = root.join(".spool");
+    for _ in 0..400 {
+        if spool.join(format!("{third}.part")).exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    daemon.kill9();
+    let _ = pending.await;
+    // What a kill between the duplicate's close and its clean-up leaves.
+    std::fs::write(spool.join(format!("{second}.part")), &video).unwrap();
+    std::fs::create_dir_all(spool.join(format!("{second}.pieces"))).unwrap();
+    std::fs::write(spool.join(format!("{second}.pieces")).join("00001-abc"), b"part").unwrap();
+
+    let daemon = Daemon::start(&root, &database_url, free_port()).await;
+    assert!(!spool.join(format!("{second}.part")).exists(), "the settled upload's spool is swept");
+    assert!(!spool.join(format!("{second}.pieces")).exists(), "and its parts");
+    assert!(spool.join(format!("{third}.part")).exists(), "an upload still receiving keeps its spool");
+    let status: Value =
+        client.get(format!("{}/upload/{second}", daemon.address)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(status["state"], "complete", "{status}");
+    assert_eq!(status["result"]["status"], "duplicate", "{status}");
+    assert_eq!(status["result"]["hash"], blake3_hex(&video));
+}
+both_backends!(leftovers_of_a_settled_upload_are_swept_at_start_up);
