@@ -7,7 +7,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/vidcache/target
 CARGO ?= cargo
 
-.PHONY: deps test-deps postgres build release run test test-unit bench fmt lint clean-test-dbs vendor
+.PHONY: deps test-deps postgres build release run test test-unit bench fmt lint lint-check clean-test-dbs vendor
 
 ## Install system packages (FFmpeg dev libraries, clang for bindgen, ...) if missing.
 deps:
@@ -36,7 +36,7 @@ run: release
 ## A real Kafka-protocol broker (tansu) is started for the run and stopped after.
 TEST_LOG ?= $(CARGO_TARGET_DIR)/make-test.log
 KAFKA_DIR ?= $(CARGO_TARGET_DIR)/test-kafka
-test: test-deps postgres clean-test-dbs
+test: test-deps postgres clean-test-dbs lint-check
 	@bash .ci/kafka.sh install
 	@mkdir -p "$(dir $(TEST_LOG))"; set -o pipefail; status=0; \
 	brokers=$$(bash .ci/kafka.sh start "$(KAFKA_DIR)") || exit 1; \
@@ -77,4 +77,9 @@ fmt:
 	$(CARGO) fmt --all
 
 lint:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## What `make test` checks first: formatting and clippy's warnings, as errors.
+lint-check: deps
+	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings

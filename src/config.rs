@@ -227,6 +227,10 @@ pub struct UploadSettings {
     /// Uploads probed while their bytes arrive, at most, at once (one thread
     /// each); others are probed from the file at finalize. 0 turns it off.
     pub early_probes: usize,
+    /// Space kept free on the storage: an upload of a declared size (chunked,
+    /// tus, multipart) that would not fit beside it is refused at init
+    /// (`507 insufficient-storage`) rather than filling the disk halfway.
+    pub reserve_bytes: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -340,6 +344,7 @@ impl Settings {
             .set_default("upload.min_part_bytes", 5u64 << 20)?
             .set_default("upload.max_sessions_per_key", 100)?
             .set_default("upload.early_probes", 4)?
+            .set_default("upload.reserve_bytes", 64u64 << 20)?
             .set_default("server.public_url", "")?
             .set_default("server.cors_origins", vec!["*".to_string()])?
             .set_default("server.client_dir", "")?

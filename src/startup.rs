@@ -133,7 +133,8 @@ impl Application {
             Duration::from_secs(settings.upload.sweep_interval_secs.max(1)),
         )
         .start();
-        let uploads = Uploads::new(registry, committer, settings.upload.checkpoint_bytes);
+        let uploads =
+            Uploads::new(registry, committer, settings.upload.checkpoint_bytes, settings.upload.reserve_bytes);
         let guard = NetworkGuard::new(settings.ingest.allow_private_networks, &settings.ingest.allow_networks)
             .map_err(anyhow::Error::msg)?;
         let fetcher = Fetcher::new(guard, uploads.clone(), repo.clone(), &settings.ingest)?;

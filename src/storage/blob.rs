@@ -37,6 +37,9 @@ pub trait Store: Send + Sync + 'static {
     fn delete_object(&self, key: &ObjectKey) -> io::Result<()>;
     /// Whether the store can be written to right now (for `/readyz`).
     fn check_writable(&self) -> io::Result<()>;
+    /// Bytes an upload can still write (the filesystem's space available
+    /// to this process).
+    fn free_bytes(&self) -> io::Result<u64>;
     /// Where media derived from a video (thumbnail, later renditions) live.
     fn derived_dir(&self, hash: &ContentHash) -> PathBuf;
     /// Publishes a derived file by rename: readers see all of it or none.
@@ -74,6 +77,22 @@ impl LocalStore {
 }
 
 impl Store for LocalStore {
+    fn free_bytes(&self) -> io::Result<u64> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(self.root.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "the storage root has a NUL byte"))?;
+        let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+        // SAFETY: `path` is a valid C string and `stat` is writable memory of
+        // the right type, which statvfs fills on success.
+        let stat = unsafe {
+            if libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            stat.assume_init()
+        };
+        Ok(u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
+    }
+
     fn spool_path(&self, id: &UploadId) -> PathBuf {
         self.spool.join(format!("{id}.part"))
     }

@@ -74,11 +74,12 @@ pub struct Uploads {
     registry: Addr<Registry>,
     committer: Committer,
     checkpoint_bytes: u64,
+    reserve_bytes: u64,
 }
 
 impl Uploads {
-    pub fn new(registry: Addr<Registry>, committer: Committer, checkpoint_bytes: u64) -> Self {
-        Self { registry, committer, checkpoint_bytes }
+    pub fn new(registry: Addr<Registry>, committer: Committer, checkpoint_bytes: u64, reserve_bytes: u64) -> Self {
+        Self { registry, committer, checkpoint_bytes, reserve_bytes }
     }
 
     /// Opens a session (and its video entry). Nothing touches the disk until the first byte.
@@ -88,6 +89,20 @@ impl Uploads {
 
     /// `create` with an id chosen by the caller (which needs it beforehand).
     pub async fn create_with_id(&self, id: UploadId, new: NewUpload) -> Result<SessionRecord, UploadError> {
+        if let Some(size) = new.total_size {
+            let store = self.committer.store.clone();
+            let free = tokio::task::spawn_blocking(move || store.free_bytes())
+                .await
+                .map_err(|e| UploadError::Internal(e.to_string()))?
+                .map_err(UploadError::Io)?;
+            if size.saturating_add(self.reserve_bytes) > free {
+                self.committer.metrics.uploads_failed.with_label_values(&["insufficient-storage"]).inc();
+                return Err(UploadError::StorageFull(format!(
+                    "{size} bytes do not fit in the {free} bytes free beside the {} bytes kept in reserve",
+                    self.reserve_bytes
+                )));
+            }
+        }
         if let Some((owner, limit)) = &new.owner
             && self.committer.repo.open_sessions_of(owner).await? >= *limit
         {

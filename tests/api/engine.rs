@@ -130,9 +130,33 @@ async fn a_full_disk_answers_507_frees_the_space_and_the_upload_resumes_exactly(
         s.storage.root = root.clone();
         // Checkpoints every 4 MiB, so a durable point falls inside the body.
         s.upload.checkpoint_bytes = 4 << 20;
+        s.upload.reserve_bytes = 2 << 20;
     })
     .await;
     app.wait_ready(10).await;
+
+    // An upload of a declared size that cannot fit is refused at its init,
+    // through every door that declares one; one that fits is taken.
+    let too_big = bytes.len();
+    let chunked = app
+        .client
+        .post(app.url("/videos/init"))
+        .json(&serde_json::json!({"filename": "big.mp4", "size": too_big}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(chunked, 507, "insufficient-storage").await;
+    let tus = app
+        .client
+        .post(app.url("/files/"))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", too_big.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_error(tus, 507, "insufficient-storage").await;
+    let fits = crate::chunked::init_chunked(&app, "small.mp4", 1 << 20, 256 << 10).await;
+    assert!(fits["upload_id"].is_string(), "{fits}");
 
     let init = app.init("https://example.com/big.mp4", "videos", None).await;
     let id = init["upload_id"].as_str().unwrap().to_owned();
