@@ -73,7 +73,10 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let settings = Settings::load(cli.config.as_deref())?;
-    if matches!(cli.command, Command::Serve | Command::Worker) {
+    // Only where uploads arrive: a `worker` only transcodes, and the fixed
+    // mmap threshold costs a 1080p ladder about 9 % (mmap churn on the
+    // source's large packets; BENCHMARKS.md, "Transcoding ... issue 17").
+    if matches!(cli.command, Command::Serve) {
         tune_allocator();
     }
     init_tracing(&settings.log.filter, settings.log.format == "json");
