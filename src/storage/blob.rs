@@ -90,7 +90,7 @@ impl Store for LocalStore {
             }
             stat.assume_init()
         };
-        Ok(u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
+        Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
     }
 
     fn spool_path(&self, id: &UploadId) -> PathBuf {
