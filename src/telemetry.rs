@@ -27,6 +27,9 @@ pub struct Metrics {
     pub events: IntCounterVec,
     /// Events that could not be delivered to Kafka.
     pub events_dropped: IntCounter,
+    /// Job retries and dead letters that could not be sent to Kafka (a
+    /// final error, or every try failed) and were given up on.
+    pub kafka_messages_skipped: IntCounter,
     /// Transcode jobs by outcome: `completed`, `reused` (outputs existed),
     /// `attempt_failed`, `failed` (dead-lettered).
     pub transcodes: IntCounterVec,
@@ -83,6 +86,10 @@ impl Metrics {
             .expect("static metric definitions are valid");
         registry.register(Box::new(events.clone())).expect("each metric is registered once");
         let events_dropped = counter("events_dropped_total", "Events that could not be delivered to Kafka.");
+        let kafka_messages_skipped = counter(
+            "kafka_messages_skipped_total",
+            "Job retries and dead letters that could not be sent to Kafka and were given up on.",
+        );
         let transcodes = IntCounterVec::new(
             Opts::new("transcodes_total", "Transcode jobs by outcome: completed, reused, attempt_failed, failed."),
             &["outcome"],
@@ -98,6 +105,7 @@ impl Metrics {
         Self {
             events,
             events_dropped,
+            kafka_messages_skipped,
             transcodes,
             transcode_seconds,
             probes,

@@ -58,6 +58,8 @@ pub(super) struct Kafka {
     producer: FutureProducer,
     /// True once the topics exist (created at start-up, or by an operator).
     ready: tokio::sync::watch::Sender<bool>,
+    /// Retries and dead letters given up on (`deliver`).
+    skipped: prometheus::IntCounter,
 }
 
 fn kafka_err(e: impl std::fmt::Display) -> QueueError {
@@ -78,7 +80,7 @@ impl Kafka {
     /// retried in the background until one answers, and consumers, the
     /// relay and the event sender start once they exist. A daemon can
     /// therefore start before its broker (`/readyz` says when it is there).
-    pub fn connect(settings: &KafkaSettings) -> Result<Arc<Self>, QueueError> {
+    pub fn connect(settings: &KafkaSettings, skipped: prometheus::IntCounter) -> Result<Arc<Self>, QueueError> {
         let topics = Topics::new(&settings.topic_prefix);
         let mut config = Self::base_config(settings);
         // Idempotence keeps retried sends from duplicating or reordering;
@@ -90,7 +92,7 @@ impl Kafka {
         }
         let producer: FutureProducer = config.create().map_err(kafka_err)?;
         let (ready, _) = tokio::sync::watch::channel(!settings.create_topics);
-        let kafka = Arc::new(Self { settings: settings.clone(), topics, producer, ready });
+        let kafka = Arc::new(Self { settings: settings.clone(), topics, producer, ready, skipped });
         if settings.create_topics {
             let kafka = kafka.clone();
             tokio::spawn(async move {
@@ -208,16 +210,64 @@ impl Kafka {
         Some(consumer)
     }
 
-    /// Sends until the broker takes it: a job's retry or dead letter must
-    /// not be lost, or the job would be.
-    async fn send_until_taken(&self, topic: &str, key: &str, value: &serde_json::Value) {
+    /// Sends a job's retry or dead letter, trying again while the error can
+    /// go away (each try waits up to `message.timeout.ms` for the broker),
+    /// at most `DELIVERY_TRIES` times. A final error (see `is_final`), or
+    /// the last try failing, gives up: logged, counted in
+    /// `vidcache_kafka_messages_skipped_total`, and `false`, so a consumer
+    /// moves on instead of stalling on one message forever.
+    async fn deliver(&self, topic: &str, key: &str, value: &serde_json::Value) -> bool {
+        let payload = value.to_string();
+        let timeout = Timeout::After(Duration::from_millis(self.settings.queue_timeout_ms));
         let mut wait = Duration::from_millis(200);
-        while let Err(e) = self.send(topic, key, value).await {
-            tracing::warn!(error = %e, %topic, "kafka send failed; trying again");
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_secs(10));
+        for attempt in 1..=DELIVERY_TRIES {
+            let record = FutureRecord::to(topic).key(key).payload(&payload);
+            match self.producer.send(record, timeout).await {
+                Ok(_) => return true,
+                Err((e, _)) if is_final(e.rdkafka_error_code()) || attempt == DELIVERY_TRIES => {
+                    tracing::error!(error = %e, %topic, %key, attempt, "a message could not be delivered; it is skipped");
+                    self.skipped.inc();
+                    return false;
+                }
+                Err((e, _)) => {
+                    tracing::warn!(error = %e, %topic, attempt, "kafka send failed; trying again");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(10));
+                }
+            }
         }
+        false
     }
+}
+
+/// Sends of one retry or dead letter before it is given up on.
+const DELIVERY_TRIES: u32 = 5;
+
+/// A producer error that no retry fixes for this message, as vector's Kafka
+/// sink sorts them: the message is invalid or too large, the topic is not
+/// ours to write or not valid, the broker does not speak the request, or
+/// the producer is in a fatal state. Anything else (the broker away, a
+/// time-out, a full queue, a leader election, a topic still being
+/// created) may go away by itself.
+fn is_final(code: Option<RDKafkaErrorCode>) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        code,
+        Some(
+            C::BadMessage
+                | C::InvalidArgument
+                | C::Fatal
+                | C::InvalidMessage
+                | C::InvalidMessageSize
+                | C::MessageSizeTooLarge
+                | C::InvalidTopic
+                | C::TopicAuthorizationFailed
+                | C::ClusterAuthorizationFailed
+                | C::UnsupportedVersion
+                | C::PolicyViolation
+                | C::InvalidRecord
+        )
+    )
 }
 
 /// The next message; a failed receive (the broker away, a rebalance) is
@@ -284,20 +334,27 @@ pub(super) async fn consume_jobs(kafka: Arc<Kafka>, settings: Arc<TranscodeSetti
                     "type": "transcode", "version": 1, "invalid": String::from_utf8_lossy(message.payload().unwrap_or_default()),
                     "last_error": error,
                 });
-                kafka.send_until_taken(&kafka.topics.dlq, &key, &dead).await;
+                kafka.deliver(&kafka.topics.dlq, &key, &dead).await;
             }
             Ok(job) => match handler.handle(job.clone()).await {
                 Ok(()) => {}
                 Err(error) if job.attempt < settings.max_attempts => {
                     tracing::info!(hash = %job.hash, attempt = job.attempt, %error, "the job failed; it will be tried again");
                     tokio::time::sleep(Duration::from_secs(settings.retry_delay_secs)).await;
-                    let retry = TranscodeJob { attempt: job.attempt + 1, last_error: Some(error), ..job.clone() };
-                    kafka.send_until_taken(&kafka.topics.transcode, &job.hash, &retry.to_json()).await;
+                    let retry =
+                        TranscodeJob { attempt: job.attempt + 1, last_error: Some(error.clone()), ..job.clone() };
+                    if !kafka.deliver(&kafka.topics.transcode, &job.hash, &retry.to_json()).await {
+                        // The retry cannot be sent: the job ends here, as a
+                        // dead letter if that can be sent, and failed either way.
+                        let dead = TranscodeJob { last_error: Some(error.clone()), ..job.clone() };
+                        kafka.deliver(&kafka.topics.dlq, &job.hash, &dead.to_json()).await;
+                        handler.dead(job, error).await;
+                    }
                 }
                 Err(error) => {
                     tracing::warn!(hash = %job.hash, attempt = job.attempt, %error, "the job failed its last attempt: dead-letter queue");
                     let dead = TranscodeJob { last_error: Some(error.clone()), ..job.clone() };
-                    kafka.send_until_taken(&kafka.topics.dlq, &job.hash, &dead.to_json()).await;
+                    kafka.deliver(&kafka.topics.dlq, &job.hash, &dead.to_json()).await;
                     handler.dead(job, error).await;
                 }
             },
@@ -364,5 +421,50 @@ pub(super) async fn tail_events(kafka: Arc<Kafka>, bus: EventBus) {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_no_retry_fixes_are_final_and_outages_are_not() {
+        for code in
+            [RDKafkaErrorCode::MessageSizeTooLarge, RDKafkaErrorCode::TopicAuthorizationFailed, RDKafkaErrorCode::Fatal]
+        {
+            assert!(is_final(Some(code)), "{code:?}");
+        }
+        for code in [
+            RDKafkaErrorCode::MessageTimedOut,
+            RDKafkaErrorCode::AllBrokersDown,
+            RDKafkaErrorCode::QueueFull,
+            RDKafkaErrorCode::NotLeaderForPartition,
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+        ] {
+            assert!(!is_final(Some(code)), "{code:?}");
+        }
+        assert!(!is_final(None), "an error with no code (a cancelled future) may go away");
+    }
+
+    /// A message the producer refuses for good (larger than
+    /// `message.max.bytes`) is given up on at once and counted, rather than
+    /// sent again forever: a consumer never stalls on it. No broker is
+    /// needed: librdkafka refuses it before sending.
+    #[tokio::test]
+    async fn a_message_refused_for_good_is_skipped_and_counted() {
+        let settings = KafkaSettings {
+            brokers: "127.0.0.1:9".into(),
+            create_topics: false,
+            properties: vec!["message.max.bytes=1000".into()],
+            ..crate::config::Settings::defaults_only().unwrap().kafka
+        };
+        let skipped = prometheus::IntCounter::new("skipped", "test").unwrap();
+        let kafka = Kafka::connect(&settings, skipped.clone()).unwrap();
+        let big = serde_json::json!({"padding": "x".repeat(5000)});
+        let started = std::time::Instant::now();
+        assert!(!kafka.deliver("vidcache.transcode", "k", &big).await);
+        assert_eq!(skipped.get(), 1);
+        assert!(started.elapsed() < Duration::from_secs(5), "no retries: {:?}", started.elapsed());
     }
 }

@@ -153,7 +153,11 @@ impl Queue {
     ) -> Result<Self, QueueError> {
         let worker_id: Arc<str> =
             format!("{}-{}-{}", hostname(), std::process::id(), crate::domain::UploadId::generate()).into();
-        let kafka = if settings.enabled() { Some(kafka::Kafka::connect(settings)?) } else { None };
+        let kafka = if settings.enabled() {
+            Some(kafka::Kafka::connect(settings, metrics.kafka_messages_skipped.clone())?)
+        } else {
+            None
+        };
         let events = EventBus::new(kafka.clone(), metrics);
         let queued = Arc::new(tokio::sync::Notify::new());
         Ok(Self { repo, transcode: Arc::new(transcode.clone()), kafka, events, worker_id, queued })
