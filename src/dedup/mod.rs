@@ -13,7 +13,7 @@ pub use index::{FrameIndex, MatchRule, NearMatch, VideoFrames};
 use crate::config::{DedupSettings, NearDuplicatePolicy};
 use crate::domain::ContentHash;
 use crate::storage::{RepoError, Repository, Signature};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 pub struct NearDuplicates {
     index: RwLock<FrameIndex>,
@@ -56,6 +56,24 @@ impl NearDuplicates {
         }
         let hashes: Vec<FrameHash> = signature.samples.iter().map(|(_, h, _)| *h).collect();
         self.index.read().unwrap_or_else(|p| p.into_inner()).best_match(&hashes, signature.duration_ms, &self.rule)
+    }
+
+    /// `add`, `replace` and `remove` take the index's write lock, which waits
+    /// for every `find` in progress (a scan of up to millions of frames):
+    /// callers on an event loop use these, which wait on a blocking thread.
+    pub async fn add_blocking(self: &Arc<Self>, hash: ContentHash, signature: Signature) {
+        let this = self.clone();
+        let _ = tokio::task::spawn_blocking(move || this.add(hash, &signature)).await;
+    }
+
+    pub async fn replace_blocking(self: &Arc<Self>, hash: ContentHash, signature: Signature) {
+        let this = self.clone();
+        let _ = tokio::task::spawn_blocking(move || this.replace(hash, &signature)).await;
+    }
+
+    pub async fn remove_blocking(self: &Arc<Self>, hash: ContentHash) {
+        let this = self.clone();
+        let _ = tokio::task::spawn_blocking(move || this.remove(&hash)).await;
     }
 
     pub fn add(&self, hash: ContentHash, signature: &Signature) {

@@ -97,7 +97,7 @@ pub async fn read(
 pub async fn delete(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let hash = ContentHash::parse(&path)?;
     let video = state.repo.delete_video(&hash).await?.ok_or_else(unknown_video)?;
-    state.near.remove(&hash);
+    state.near.remove_blocking(hash).await;
     // The record is gone first, so no reader is sent to a file being removed.
     if let Ok(key) = ObjectKey::from_stored(&video.file_path) {
         let store = state.store.clone();

@@ -257,8 +257,9 @@ impl Committer {
                 let signature = signature_of(&analysis);
                 match self.repo.put_signature(&hash, &signature).await {
                     Ok(()) => {
-                        self.near.replace(hash, &signature);
-                        tracing::info!(%hash, samples = signature.samples.len(), "signature completed after the upload");
+                        let samples = signature.samples.len();
+                        self.near.replace_blocking(hash, signature).await;
+                        tracing::info!(%hash, samples, "signature completed after the upload");
                     }
                     Err(e) => tracing::warn!(%hash, error = %e, "could not keep the completed signature"),
                 }
@@ -304,7 +305,7 @@ impl Committer {
                 self.job_queued.notify_one();
             }
             if let Some(signature) = &new.signature {
-                self.near.add(hash, signature);
+                self.near.add_blocking(hash, signature.clone()).await;
             }
             return Ok(IngestResult {
                 hash: hash.to_hex(),
