@@ -262,3 +262,101 @@ async fn a_corrupt_video_closes_its_session(backend: Backend) {
     assert_eq!(open_deleted_files_of(&id), Vec::<String>::new());
 }
 crate::both_backends!(a_corrupt_video_closes_its_session);
+
+/// A disk that fills up under a tus PATCH and under chunks, after their
+/// inits were accepted (something else took the space): each answers 507,
+/// keeps exactly what it acknowledged, and completes with the file's own
+/// hash once the space is back.
+#[actix_web::test]
+async fn a_disk_filled_by_something_else_mid_upload_leaves_tus_and_chunked_uploads_resumable() {
+    let dir = tempfile::tempdir().unwrap();
+    let video = dir.path().join("mid.mp4");
+    ffmpeg_to(
+        &video,
+        "-f lavfi -i testsrc2=size=1280x720:rate=25,noise=alls=60:allf=t -t 4 -c:v libx264 -preset ultrafast \
+         -b:v 30M -maxrate 30M -bufsize 30M -pix_fmt yuv420p -movflags +faststart",
+    );
+    let bytes = std::fs::read(&video).unwrap();
+    let size_mb = (bytes.len() >> 20) as u32 + 1;
+    let disk = Tmpfs::mount(&dir.path().join("disk"), 2 * size_mb + 8);
+    let root = disk.0.join("store");
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.storage.root = root.clone();
+        s.upload.reserve_bytes = 1 << 20;
+    })
+    .await;
+    app.wait_ready(10).await;
+
+    // Both inits fit; then a filler leaves room for about half of one file.
+    let created = app
+        .client
+        .post(app.url("/files/"))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", bytes.len().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let tus_url = app.url(created.headers()["location"].to_str().unwrap());
+    let chunk = 1 << 20;
+    let init = crate::chunked::init_chunked(&app, "mid.mp4", bytes.len(), chunk).await;
+    let chunked_id = init["upload_id"].as_str().unwrap().to_owned();
+    let filler = disk.0.join("filler");
+    let free_mb = |path: &Path| {
+        let out = Command::new("df").args(["--output=avail", "-m"]).arg(path).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().nth(1).unwrap().trim().parse::<u64>().unwrap()
+    };
+    let fill_to = |leave_mb: u64| {
+        let take = free_mb(&disk.0).saturating_sub(leave_mb);
+        std::fs::write(&filler, vec![7u8; (take as usize) << 20]).unwrap();
+    };
+    fill_to(u64::from(size_mb) / 2);
+
+    // tus: one PATCH of the whole file.
+    let patch = |offset: usize| {
+        app.client
+            .patch(&tus_url)
+            .header("tus-resumable", "1.0.0")
+            .header("upload-offset", offset.to_string())
+            .header("content-type", "application/offset+octet-stream")
+            .body(bytes[offset..].to_vec())
+            .send()
+    };
+    let response = patch(0).await.unwrap();
+    assert_eq!(response.status(), 507, "{:?}", response.text().await);
+    let (_, offset) = crate::tus::tus_offset(&app.client, &tus_url).await;
+    let offset = offset.unwrap() as usize;
+    assert!(offset < bytes.len());
+    let spool = bytes_under(&root.join(".spool"));
+    assert_eq!(spool, offset as u64, "the tus spool holds exactly the acknowledged bytes");
+
+    // Chunked: chunks until the disk refuses one.
+    let mut refused = None;
+    for (i, piece) in bytes.chunks(chunk).enumerate() {
+        let response = crate::chunked::send_chunk(&app, &chunked_id, i, piece, false).await;
+        if response.status() != 200 {
+            assert_error(response, 507, "insufficient-storage").await;
+            refused = Some(i);
+            break;
+        }
+    }
+    assert!(refused.is_some(), "the disk filled up under the chunks");
+
+    // Space again: both finish from what the server reports, exactly.
+    std::fs::remove_file(&filler).unwrap();
+    let response = patch(offset).await.unwrap();
+    assert_eq!(response.status(), 204);
+    let result: serde_json::Value =
+        app.client.get(format!("{tus_url}/result")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(result["hash"], blake3_hex(&bytes), "{result}");
+    let status = app.get_json(&format!("/videos/upload/{chunked_id}")).await;
+    for index in status["missing"].as_array().unwrap() {
+        let i = index.as_u64().unwrap() as usize;
+        let piece = &bytes[i * chunk..((i + 1) * chunk).min(bytes.len())];
+        assert_eq!(crate::chunked::send_chunk(&app, &chunked_id, i, piece, false).await.status(), 200);
+    }
+    let finalized: serde_json::Value =
+        app.client.post(app.url(&format!("/videos/finalize/{chunked_id}"))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(finalized["hash"], blake3_hex(&bytes), "{finalized}");
+    assert_eq!(finalized["status"], "duplicate", "the same bytes as the tus upload");
+}
