@@ -114,9 +114,11 @@ pub async fn delete(state: web::Data<AppState>, path: web::Path<String>) -> Resu
 }
 
 /// The `transcode` object of the metadata: status, the error of a failed
-/// one, and once ready the manifests, renditions and storyboard.
+/// one, and, once renditions are published, the manifests, renditions and
+/// storyboard. They stay while the video is transcoded again (an older
+/// ladder's renditions are served until the new ones replace them).
 pub(super) fn transcode_of(video: &crate::storage::entities::video::Model) -> serde_json::Value {
-    let ready = video.transcode_status == "ready";
+    let ready = video.transcode_status == "ready" || video.renditions.is_some();
     let url = |tail: &str| ready.then(|| format!("/media/{}/{tail}", video.hash));
     let renditions: Option<serde_json::Value> =
         video.renditions.as_deref().filter(|_| ready).and_then(|r| serde_json::from_str(r).ok());

@@ -368,13 +368,16 @@ impl Repository {
         error: Option<&str>,
         renditions: Option<&serde_json::Value>,
     ) -> Result<bool, RepoError> {
-        let updated = video::Entity::update_many()
+        let mut update = video::Entity::update_many()
             .col_expr(video::Column::TranscodeStatus, Expr::value(status))
-            .col_expr(video::Column::TranscodeError, Expr::value(error.map(str::to_owned)))
-            .col_expr(video::Column::Renditions, Expr::value(renditions.map(|r| r.to_string())))
-            .filter(video::Column::Hash.eq(hash.to_hex()))
-            .exec(&self.db)
-            .await?;
+            .col_expr(video::Column::TranscodeError, Expr::value(error.map(str::to_owned)));
+        // The renditions of the last published ladder stay until new ones are
+        // published: they are served meanwhile (a video transcoded again by a
+        // newer ladder stays playable while it is queued and processed).
+        if let Some(renditions) = renditions {
+            update = update.col_expr(video::Column::Renditions, Expr::value(Some(renditions.to_string())));
+        }
+        let updated = update.filter(video::Column::Hash.eq(hash.to_hex())).exec(&self.db).await?;
         Ok(updated.rows_affected > 0)
     }
 

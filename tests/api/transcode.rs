@@ -470,8 +470,11 @@ async fn an_old_ladder_is_found_and_transcoded_again(backend: Backend) {
     let master = app.client.get(app.url(&format!("/media/{hash}/hls/master.m3u8"))).send().await.unwrap();
     assert_eq!(master.status(), 200, "the old renditions are served meanwhile");
 
-    // The command queues it; the daemon's worker transcodes it.
+    // The command queues it; the daemon's worker transcodes it. Meanwhile
+    // the video stays playable: /meta keeps its manifest URLs.
     assert!(requeue_outdated(&app, false).starts_with("1 outdated, 1 queued\n"));
+    let meta = app.get_json(&format!("/meta/{hash}")).await;
+    assert_eq!(meta["transcode"]["hls_url"], format!("/media/{hash}/hls/master.m3u8"), "{meta}");
     wait_for_transcode(&app, &hash, "ready", 120).await;
     assert!(abr.join("seg-v2").is_dir() && !abr.join("seg").exists(), "replaced whole");
     assert_eq!(requeue_outdated(&app, true).trim(), "0 outdated, 0 queued");
