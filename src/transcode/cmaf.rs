@@ -53,8 +53,6 @@ impl fmt::Display for Codec {
 pub struct Init {
     pub timescale: u32,
     pub codec: Codec,
-    /// Coded size of a video track's sample entry.
-    pub size: Option<(u16, u16)>,
 }
 
 /// How a video segment's first sample begins.
@@ -79,7 +77,6 @@ pub struct Segment {
     pub duration: u64,
     /// Size of the whole segment file.
     pub bytes: u64,
-    pub samples: u32,
     pub start: SegmentStart,
 }
 
@@ -156,9 +153,6 @@ impl<'a> Reader<'a> {
     fn u8(&mut self) -> Result<u8, InspectError> {
         Ok(self.take(1)?[0])
     }
-    fn u16(&mut self) -> Result<u16, InspectError> {
-        Ok(u16::from_be_bytes(self.take(2)?.try_into().expect("2 bytes")))
-    }
     fn u32(&mut self) -> Result<u32, InspectError> {
         Ok(u32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")))
     }
@@ -192,21 +186,21 @@ pub fn read_init(data: &[u8]) -> Result<Init, InspectError> {
     match &kind {
         b"avc1" | b"avc3" => {
             let mut r = Reader::new(entry, "avc1");
-            r.take(24)?;
-            let size = (r.u16()?, r.u16()?);
-            r.take(50)?;
+            // Reserved fields, the data reference, the coded size, the
+            // resolution, the frame count, the compressor name and the depth.
+            r.take(78)?;
             let avcc = child(r.rest(), b"avcC")?;
             let mut r = Reader::new(avcc, "avcC");
             r.u8()?;
             let (profile, constraints, level) = (r.u8()?, r.u8()?, r.u8()?);
             let nal_length_size = (r.u8()? & 3) + 1;
-            Ok(Init { timescale, codec: Codec::Avc { profile, constraints, level, nal_length_size }, size: Some(size) })
+            Ok(Init { timescale, codec: Codec::Avc { profile, constraints, level, nal_length_size } })
         }
         b"mp4a" => {
             let mut r = Reader::new(entry, "mp4a");
             r.take(28)?;
             let esds = child(r.rest(), b"esds")?;
-            Ok(Init { timescale, codec: Codec::Mp4a { object_type: audio_object_type(esds)? }, size: None })
+            Ok(Init { timescale, codec: Codec::Mp4a { object_type: audio_object_type(esds)? } })
         }
         other => Err(bad("stsd", format!("unexpected sample entry {}", name(other)))),
     }
@@ -289,7 +283,6 @@ pub fn read_segment(init: &Init, data: &[u8]) -> Result<Segment, InspectError> {
     let decode_time = if version == 1 { r.u64()? } else { u64::from(r.u32()?) };
 
     let mut duration = 0u64;
-    let mut samples = 0u32;
     let mut first: Option<(usize, usize)> = None;
     for Bmff { kind, payload: trun, .. } in boxes(traf)? {
         if &kind != b"trun" {
@@ -323,7 +316,6 @@ pub fn read_segment(init: &Init, data: &[u8]) -> Result<Segment, InspectError> {
                 first = Some((start, s as usize));
             }
         }
-        samples += count;
     }
     let start = match (&init.codec, first) {
         (Codec::Avc { nal_length_size, .. }, Some((at, len))) => {
@@ -335,7 +327,7 @@ pub fn read_segment(init: &Init, data: &[u8]) -> Result<Segment, InspectError> {
         }
         _ => SegmentStart::Unknown,
     };
-    Ok(Segment { decode_time, duration, bytes: data.len() as u64, samples, start })
+    Ok(Segment { decode_time, duration, bytes: data.len() as u64, start })
 }
 
 /// The type of the first coded slice (NAL unit types 1 to 5) of a sample
@@ -375,7 +367,7 @@ mod tests {
         assert!(boxes(&[0, 0, 0, 100, b'm', b'o', b'o', b'f']).is_err());
         assert!(boxes(&[0, 0, 0, 4, b'm', b'o', b'o', b'f']).is_err());
         assert!(read_init(b"").is_err());
-        let init = Init { timescale: 1, codec: Codec::Mp4a { object_type: 2 }, size: None };
+        let init = Init { timescale: 1, codec: Codec::Mp4a { object_type: 2 } };
         assert!(read_segment(&init, &[0, 0, 0, 8, b'm', b'd', b'a', b't']).is_err());
     }
 

@@ -56,10 +56,6 @@ pub struct LadderOutput {
     pub frames: u64,
     pub has_audio: bool,
     pub duration_s: f64,
-    /// The source's frame rate, which every rung keeps.
-    pub frame_rate: f64,
-    /// What the segments were measured to be (sizes, bit rates, codecs).
-    pub facts: LadderFacts,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -458,7 +454,7 @@ pub(crate) fn write_ladder(
         .zip(&rungs)
         .map(|(&(width, height), r)| Rendition { width, height, video_kbps: r.video_kbps })
         .collect();
-    Ok(LadderOutput { renditions, frames, has_audio: audio_id.is_some(), duration_s, frame_rate, facts })
+    Ok(LadderOutput { renditions, frames, has_audio: audio_id.is_some(), duration_s })
 }
 
 /// A rung's thread: scales each frame from `frames` to the rung's size,

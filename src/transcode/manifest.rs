@@ -51,11 +51,6 @@ impl Track {
         let bytes: u64 = self.segments.iter().map(|s| s.bytes).sum();
         ((bytes * 8) as f64 / self.duration_s().max(1e-3)).ceil() as u64
     }
-
-    /// Segment start times in seconds.
-    pub fn starts_s(&self) -> Vec<f64> {
-        self.segments.iter().map(|s| self.seconds(s.decode_time)).collect()
-    }
 }
 
 /// Every representation the ladder wrote, video rungs first.
@@ -222,14 +217,13 @@ mod tests {
     fn track(id: usize, codec: Codec, timescale: u32, segs: &[(u64, u64, u64)]) -> Track {
         Track {
             id,
-            init: Init { timescale, codec, size: None },
+            init: Init { timescale, codec },
             segments: segs
                 .iter()
                 .map(|&(decode_time, duration, bytes)| Segment {
                     decode_time,
                     duration,
                     bytes,
-                    samples: 1,
                     start: SegmentStart::Idr,
                 })
                 .collect(),

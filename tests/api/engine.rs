@@ -64,6 +64,19 @@ async fn the_readme_curl_session_works_as_printed() {
     assert_eq!(resolved["hash"], hash);
 }
 
+/// About 3.75 MB a second that no encoder can squeeze (noise at 30 Mb/s),
+/// written to `path` and answered as bytes.
+fn incompressible_video(path: &Path, secs: u32) -> Vec<u8> {
+    ffmpeg_to(
+        path,
+        &format!(
+            "-f lavfi -i testsrc2=size=1280x720:rate=25,noise=alls=60:allf=t -t {secs} -c:v libx264 -preset ultrafast \
+             -b:v 30M -maxrate 30M -bufsize 30M -pix_fmt yuv420p -movflags +faststart"
+        ),
+    );
+    std::fs::read(path).unwrap()
+}
+
 /// A tmpfs of a given size, unmounted when dropped.
 struct Tmpfs(PathBuf);
 
@@ -115,14 +128,7 @@ fn bytes_under(dir: &Path) -> u64 {
 #[actix_web::test]
 async fn a_full_disk_answers_507_frees_the_space_and_the_upload_resumes_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    let video = dir.path().join("big.mp4");
-    // About 30 MB that no encoder can squeeze: noise at a high bitrate.
-    ffmpeg_to(
-        &video,
-        "-f lavfi -i testsrc2=size=1280x720:rate=25,noise=alls=60:allf=t -t 8 -c:v libx264 -preset ultrafast \
-         -b:v 30M -maxrate 30M -bufsize 30M -pix_fmt yuv420p -movflags +faststart",
-    );
-    let bytes = std::fs::read(&video).unwrap();
+    let bytes = incompressible_video(&dir.path().join("big.mp4"), 8);
     assert!(bytes.len() > 24 << 20, "the video must not fit on the small disk: {} bytes", bytes.len());
     let disk = Tmpfs::mount(&dir.path().join("disk"), 16);
     let root = disk.0.join("store");
@@ -270,13 +276,7 @@ crate::both_backends!(a_corrupt_video_closes_its_session);
 #[actix_web::test]
 async fn a_disk_filled_by_something_else_mid_upload_leaves_tus_and_chunked_uploads_resumable() {
     let dir = tempfile::tempdir().unwrap();
-    let video = dir.path().join("mid.mp4");
-    ffmpeg_to(
-        &video,
-        "-f lavfi -i testsrc2=size=1280x720:rate=25,noise=alls=60:allf=t -t 4 -c:v libx264 -preset ultrafast \
-         -b:v 30M -maxrate 30M -bufsize 30M -pix_fmt yuv420p -movflags +faststart",
-    );
-    let bytes = std::fs::read(&video).unwrap();
+    let bytes = incompressible_video(&dir.path().join("mid.mp4"), 4);
     let size_mb = (bytes.len() >> 20) as u32 + 1;
     let disk = Tmpfs::mount(&dir.path().join("disk"), 2 * size_mb + 8);
     let root = disk.0.join("store");
