@@ -41,12 +41,19 @@ fn main() {
     let mut index = FrameIndex::new();
     for (i, hashes) in videos.iter().enumerate() {
         let video = ContentHash::from(blake3::hash(&(i as u64).to_le_bytes()));
-        index.insert(&VideoFrames { video, hashes: hashes.clone(), duration_ms: 30_000 });
+        let frames = hashes.iter().enumerate().map(|(i, h)| (i as u64 * 1000, *h)).collect();
+        index.insert(&VideoFrames { video, frames, duration_ms: 30_000 });
     }
     let build = started.elapsed().as_secs_f64();
     let per_signature = (rss_bytes().saturating_sub(before)) as f64 / index.len() as f64;
-    let rule =
-        MatchRule { max_frame_distance: 13, min_matched_share: 0.6, min_matched_frames: 3, min_duration_ratio: 0.6 };
+    let rule = MatchRule {
+        max_frame_distance: 13,
+        min_matched_share: 0.6,
+        min_matched_frames: 3,
+        min_duration_ratio: 0.6,
+        min_frame_information: 24,
+        max_audio_error: 0.25,
+    };
 
     // Video queries: half are stored videos with 0-6 bits flipped per frame, half are new.
     let mut video_ms = Vec::new();
@@ -68,6 +75,7 @@ fn main() {
             (0..FRAMES).map(|_| FrameHash(rng.next())).collect()
         };
         let t = Instant::now();
+        let query: Vec<(u64, FrameHash)> = query.iter().enumerate().map(|(i, h)| (i as u64 * 1000, *h)).collect();
         let matched = index.best_match(&query, 30_000, &rule);
         video_ms.push(t.elapsed().as_secs_f64() * 1000.0);
         found += usize::from(matched.is_some());

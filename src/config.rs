@@ -117,10 +117,23 @@ impl KafkaSettings {
 /// Near-duplicate detection (`[dedup]`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct DedupSettings {
-    /// `merge`: a near-duplicate becomes an alias of the stored video and its
-    /// bytes are not kept. `keep`: it is stored as new, with
-    /// `near_duplicate_of` in the answer and meta. `off`: no perceptual check.
+    /// `merge`: a near-duplicate is answered as a duplicate of the stored
+    /// video (its URL an alias of it), and its bytes are kept as a variant
+    /// of that video (see `variant_retention`). `keep`: it is stored as new,
+    /// with `near_duplicate_of` in the answer and meta. `off`: no perceptual
+    /// check.
     pub near_duplicate: NearDuplicatePolicy,
+    /// How long a variant's bytes are kept: `keep` (the default: until the
+    /// video is deleted or the variant unmerged) or a number of days, after
+    /// which they are removed. Removing them is an opt-in: a wrong merge can
+    /// then no longer be undone, and the upload's own bytes are gone.
+    pub variant_retention: VariantRetention,
+    /// A sampled frame votes only when this many of its hash's 64 bits are
+    /// decided by a clear brightness step; flat and near-blank frames do not.
+    pub min_frame_information: u8,
+    /// When both videos have audible sound, their audio fingerprints must
+    /// agree within this bit error rate (0 to 0.5).
+    pub max_audio_error: f64,
     /// Two sampled frames match within this Hamming distance (of 64 bits).
     pub max_frame_distance: u32,
     /// Share of the shorter video's samples that must match, in time order.
@@ -139,6 +152,34 @@ pub enum NearDuplicatePolicy {
     Off,
 }
 
+/// `dedup.variant_retention`: `"keep"` or a number of days.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VariantRetention {
+    Keep,
+    Days(u32),
+}
+
+impl<'de> Deserialize<'de> for VariantRetention {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Days(u32),
+            Word(String),
+        }
+        match Form::deserialize(d)? {
+            Form::Days(days) => Ok(Self::Days(days)),
+            Form::Word(w) if w == "keep" => Ok(Self::Keep),
+            Form::Word(w) => match w.parse::<u32>() {
+                Ok(days) => Ok(Self::Days(days)),
+                Err(_) => Err(serde::de::Error::custom(format!(
+                    "dedup.variant_retention must be \"keep\" or a number of days, not {w:?}"
+                ))),
+            },
+        }
+    }
+}
+
 impl DedupSettings {
     pub fn rule(&self) -> crate::dedup::MatchRule {
         crate::dedup::MatchRule {
@@ -146,6 +187,8 @@ impl DedupSettings {
             min_matched_share: self.min_matched_share,
             min_matched_frames: self.min_matched_frames,
             min_duration_ratio: self.min_duration_ratio,
+            min_frame_information: self.min_frame_information,
+            max_audio_error: self.max_audio_error,
         }
     }
 }
@@ -362,6 +405,9 @@ impl Settings {
             .set_default("dedup.min_matched_share", 0.6)?
             .set_default("dedup.min_matched_frames", 3)?
             .set_default("dedup.min_duration_ratio", 0.6)?
+            .set_default("dedup.variant_retention", "keep")?
+            .set_default("dedup.min_frame_information", 24)?
+            .set_default("dedup.max_audio_error", 0.25)?
             .set_default("transcode.on_upload", true)?
             .set_default("transcode.workers", 1)?
             .set_default("transcode.ladder", "1080:5000,720:3000,480:1500,240:400")?
@@ -401,6 +447,11 @@ impl Settings {
         {
             return Err(config::ConfigError::Message(
                 "dedup: max_frame_distance must be at most 32, and the shares between 0 and 1".into(),
+            ));
+        }
+        if !(0.0..=0.5).contains(&d.max_audio_error) || d.min_frame_information > 64 {
+            return Err(config::ConfigError::Message(
+                "dedup: max_audio_error must be between 0 and 0.5, and min_frame_information at most 64".into(),
             ));
         }
         if self.analysis.sample_interval_ms == 0 || self.analysis.max_samples == 0 {

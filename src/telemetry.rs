@@ -14,6 +14,12 @@ pub struct Metrics {
     pub duplicates: IntCounter,
     /// Uploads found to near-duplicate a stored video (merged or kept).
     pub near_duplicates: IntCounter,
+    /// Perceptual matches merged into a stored video, their bytes kept as a
+    /// variant; and variants made their own video again.
+    pub perceptual_merges: IntCounter,
+    pub unmerges: IntCounter,
+    /// Uploads whose pictures matched a stored video but whose sound did not.
+    pub audio_vetoes: IntCounter,
     /// Videos stored on a partial analysis whose complete one failed.
     pub damaged_after_commit: IntCounter,
     /// Finalizes that used a partial analysis while the rest went on.
@@ -51,6 +57,13 @@ impl Metrics {
         let duplicates =
             counter("duplicates_total", "Uploads whose bytes (or, perceptually, video) were already stored.");
         let near_duplicates = counter("near_duplicates_total", "Uploads that near-duplicate a stored video.");
+        let perceptual_merges = counter(
+            "perceptual_merges_total",
+            "Uploads merged into a stored video on a perceptual match, their bytes kept as a variant.",
+        );
+        let unmerges = counter("unmerges_total", "Variants made their own video again (POST /video/{hash}/unmerge).");
+        let audio_vetoes =
+            counter("audio_vetoes_total", "Uploads whose pictures matched a stored video and whose sound did not.");
         let analyses_handed_over = counter(
             "analyses_handed_over_total",
             "Finalizes that used a partial analysis while the pass went on in the background.",
@@ -116,6 +129,9 @@ impl Metrics {
             upload_received_bytes,
             duplicates,
             near_duplicates,
+            perceptual_merges,
+            unmerges,
+            audio_vetoes,
             damaged_after_commit,
             analyses_handed_over,
             upload_finalize_seconds,

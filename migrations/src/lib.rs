@@ -9,6 +9,7 @@ mod m20261121_000002_doors;
 mod m20261122_000003_signatures;
 mod m20261122_000004_jobs;
 mod m20261122_000005_transcode;
+mod m20261201_000006_variants;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_signatures::Migration),
             Box::new(m20261122_000004_jobs::Migration),
             Box::new(m20261122_000005_transcode::Migration),
+            Box::new(m20261201_000006_variants::Migration),
         ]
     }
 }

@@ -18,16 +18,17 @@ use super::FrameHash;
 use crate::domain::ContentHash;
 use std::collections::HashMap;
 
-/// The sampled frames of one video, in time order.
+/// The informative sampled frames of one video, in time order.
 #[derive(Debug, Clone)]
 pub struct VideoFrames {
     pub video: ContentHash,
-    pub hashes: Vec<FrameHash>,
+    /// (presentation time in ms, hash) of each frame.
+    pub frames: Vec<(u64, FrameHash)>,
     /// Length of the video, in milliseconds (0: unknown).
     pub duration_ms: u64,
 }
 
-/// A stored video that the new one matches.
+/// A stored video whose pictures the new one matches.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NearMatch {
     pub video: ContentHash,
@@ -35,6 +36,11 @@ pub struct NearMatch {
     pub distance: u32,
     /// Share of the shorter signature's frames matched in time order.
     pub share: f64,
+    /// Frames matched in time order.
+    pub matched: usize,
+    /// Where the new video's timeline sits in the stored one's: the median,
+    /// over matched frames, of the stored frame's time minus ours.
+    pub offset_ms: i64,
 }
 
 /// When two videos are the same video (`[dedup]` in the configuration).
@@ -48,6 +54,12 @@ pub struct MatchRule {
     pub min_matched_frames: usize,
     /// The shorter video must be at least this share of the longer one.
     pub min_duration_ratio: f64,
+    /// A frame votes only if this many of its hash's 64 bits are decided by
+    /// a clear step (`Sample::info`); others are not indexed or compared.
+    pub min_frame_information: u8,
+    /// Audible soundtracks on both sides must agree to within this bit
+    /// error rate of their fingerprints.
+    pub max_audio_error: f64,
 }
 
 /// Bits per block in which a video query's buckets may differ.
@@ -61,6 +73,8 @@ struct Video {
     first: u32,
     frames: u32,
     duration_ms: u64,
+    /// Presentation time of each frame, in ms.
+    times: Vec<u64>,
 }
 
 const BLOCKS: usize = 4;
@@ -135,11 +149,12 @@ impl FrameIndex {
         self.videos.push(Some(Video {
             hash: frames.video,
             first: self.entries.len() as u32,
-            frames: frames.hashes.len() as u32,
+            frames: frames.frames.len() as u32,
             duration_ms: frames.duration_ms,
+            times: frames.frames.iter().map(|(t, _)| *t).collect(),
         }));
         self.slots.insert(frames.video, slot);
-        for hash in &frames.hashes {
+        for (_, hash) in &frames.frames {
             let id = self.entries.len() as u32;
             self.entries.push(Entry { hash: hash.0, slot });
             for (i, table) in self.tables.iter_mut().enumerate() {
@@ -192,18 +207,25 @@ impl FrameIndex {
     }
 
     /// The best stored video that a new one (`frames`, `duration_ms`)
-    /// near-duplicates: enough of the shorter signature's frames match the
-    /// other's within `max_frame_distance`, counted only along a time-ordered
-    /// chain (matched positions increase in both videos), and the lengths
-    /// are comparable. Best: the highest share, then the smallest distance.
-    pub fn best_match(&self, frames: &[FrameHash], duration_ms: u64, rule: &MatchRule) -> Option<NearMatch> {
+    /// near-duplicates; see `matches`.
+    pub fn best_match(&self, frames: &[(u64, FrameHash)], duration_ms: u64, rule: &MatchRule) -> Option<NearMatch> {
+        self.matches(frames, duration_ms, rule).into_iter().next()
+    }
+
+    /// Every stored video whose pictures a new one (`frames`, `duration_ms`)
+    /// matches, best first: enough of the shorter signature's frames match
+    /// the other's within `max_frame_distance`, counted only along a
+    /// time-ordered chain (matched positions increase in both videos), and
+    /// the lengths are comparable. Best: the highest share, then the
+    /// smallest distance.
+    pub fn matches(&self, frames: &[(u64, FrameHash)], duration_ms: u64, rule: &MatchRule) -> Vec<NearMatch> {
         if frames.is_empty() {
-            return None;
+            return Vec::new();
         }
         // Candidates: stored videos with frames near ours.
         let (max, k) = (rule.max_frame_distance, CANDIDATE_BLOCK_BITS.min(rule.max_frame_distance / BLOCKS as u32));
         let mut hits: HashMap<u32, u32> = HashMap::new();
-        for hash in frames {
+        for (_, hash) in frames {
             self.scan(hash.0, max, k, |id, _| {
                 *hits.entry(self.entries[id as usize].slot).or_default() += 1;
             });
@@ -212,7 +234,7 @@ impl FrameIndex {
         candidates.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         candidates.truncate(MAX_CANDIDATES);
 
-        let mut best: Option<NearMatch> = None;
+        let mut found: Vec<NearMatch> = Vec::new();
         for (slot, _) in candidates {
             let Some(stored) = &self.videos[slot as usize] else { continue };
             let (short, long) = (duration_ms.min(stored.duration_ms), duration_ms.max(stored.duration_ms));
@@ -223,7 +245,7 @@ impl FrameIndex {
             // For each of our frames, its nearest frame of theirs within the rule.
             let matches: Vec<Option<(u32, u32)>> = frames
                 .iter()
-                .map(|ours| {
+                .map(|(_, ours)| {
                     theirs
                         .iter()
                         .enumerate()
@@ -238,22 +260,34 @@ impl FrameIndex {
             if share < rule.min_matched_share || chain.len() < rule.min_matched_frames.min(shorter) {
                 continue;
             }
-            let mut distances: Vec<u32> = chain.iter().map(|&(_, d)| d).collect();
+            let mut distances: Vec<u32> = chain.iter().map(|&(_, _, d)| d).collect();
             distances.sort_unstable();
             let distance = distances[distances.len() / 2];
-            let better = best.as_ref().is_none_or(|b| share > b.share || (share == b.share && distance < b.distance));
-            if better {
-                best = Some(NearMatch { video: stored.hash, distance, share: share.min(1.0) });
-            }
+            let mut offsets: Vec<i64> = chain
+                .iter()
+                .map(|&(ours, theirs, _)| stored.times[theirs as usize] as i64 - frames[ours].0 as i64)
+                .collect();
+            offsets.sort_unstable();
+            let offset_ms = offsets[offsets.len() / 2];
+            found.push(NearMatch {
+                video: stored.hash,
+                distance,
+                share: share.min(1.0),
+                matched: chain.len(),
+                offset_ms,
+            });
         }
-        best
+        found.sort_by(|a, b| b.share.total_cmp(&a.share).then(a.distance.cmp(&b.distance)));
+        found
     }
 }
 
 /// The longest run of matches whose stored positions increase with the new
-/// video's frame order (O(n^2); n is a few hundred sampled frames at most).
-fn longest_ordered_chain(matches: &[Option<(u32, u32)>]) -> Vec<(u32, u32)> {
-    let points: Vec<(u32, u32)> = matches.iter().flatten().copied().collect();
+/// video's frame order (O(n^2); n is a few hundred sampled frames at most),
+/// as (our frame, their frame, distance).
+fn longest_ordered_chain(matches: &[Option<(u32, u32)>]) -> Vec<(usize, u32, u32)> {
+    let points: Vec<(usize, u32, u32)> =
+        matches.iter().enumerate().filter_map(|(i, m)| m.map(|(pos, d)| (i, pos, d))).collect();
     if points.is_empty() {
         return Vec::new();
     }
@@ -261,7 +295,7 @@ fn longest_ordered_chain(matches: &[Option<(u32, u32)>]) -> Vec<(u32, u32)> {
     let mut prev = vec![usize::MAX; points.len()];
     for i in 0..points.len() {
         for j in 0..i {
-            if points[j].0 <= points[i].0 && len[j] + 1 > len[i] {
+            if points[j].1 <= points[i].1 && len[j] + 1 > len[i] {
                 len[i] = len[j] + 1;
                 prev[i] = j;
             }
@@ -285,7 +319,11 @@ mod tests {
         ContentHash::from(blake3::hash(&[seed]))
     }
 
-    /// A pseudo-random frame sequence, and a copy with a few bits flipped.
+    /// A pseudo-random frame sequence (one a second), and a copy with a few bits flipped.
+    fn timed(hashes: &[FrameHash]) -> Vec<(u64, FrameHash)> {
+        hashes.iter().enumerate().map(|(i, h)| (i as u64 * 1000, *h)).collect()
+    }
+
     fn frames(seed: u64, n: usize) -> Vec<FrameHash> {
         let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         (0..n)
@@ -308,7 +346,7 @@ mod tests {
         let all: Vec<(ContentHash, Vec<FrameHash>)> =
             (0..20).map(|s| (video(s), frames(u64::from(s) + 1, 50))).collect();
         for (v, f) in &all {
-            index.insert(&VideoFrames { video: *v, hashes: f.clone(), duration_ms: 0 });
+            index.insert(&VideoFrames { video: *v, frames: timed(f), duration_ms: 0 });
         }
         let query = FrameHash(all[3].1[7].0 ^ 0b1011_0000_0000_0000_0001_0000_0000_0100_0001);
         let mut got: Vec<_> = index.within(query, 10).into_iter().map(|(v, p, d)| (v.to_hex(), p, d)).collect();
@@ -328,7 +366,7 @@ mod tests {
         let mut index = FrameIndex::new();
         let all: Vec<Vec<FrameHash>> = (0..50).map(|s| frames(s + 100, 40)).collect();
         for (i, f) in all.iter().enumerate() {
-            index.insert(&VideoFrames { video: video(i as u8), hashes: f.clone(), duration_ms: 0 });
+            index.insert(&VideoFrames { video: video(i as u8), frames: timed(f), duration_ms: 0 });
         }
         let mut x = 0x1234_5678_9abc_def1u64;
         let mut next = move || {
@@ -362,24 +400,32 @@ mod tests {
     fn a_noisy_trimmed_copy_matches_its_source_and_nothing_else() {
         let mut index = FrameIndex::new();
         let source = frames(7, 60);
-        index.insert(&VideoFrames { video: video(1), hashes: source.clone(), duration_ms: 60_000 });
-        index.insert(&VideoFrames { video: video(2), hashes: frames(8, 60), duration_ms: 60_000 });
-        // Trimmed by 10 frames at the start, 3 bits of noise per frame.
-        let copy = noisy(&source[10..], 3);
-        let rule =
-            MatchRule { max_frame_distance: 6, min_matched_share: 0.6, min_matched_frames: 3, min_duration_ratio: 0.5 };
+        index.insert(&VideoFrames { video: video(1), frames: timed(&source), duration_ms: 60_000 });
+        index.insert(&VideoFrames { video: video(2), frames: timed(&frames(8, 60)), duration_ms: 60_000 });
+        // Trimmed by 10 frames (10 s) at the start, 3 bits of noise per frame.
+        let copy = timed(&noisy(&source[10..], 3));
+        let rule = MatchRule {
+            max_frame_distance: 6,
+            min_matched_share: 0.6,
+            min_matched_frames: 3,
+            min_duration_ratio: 0.5,
+            min_frame_information: 16,
+            max_audio_error: 0.25,
+        };
         let found = index.best_match(&copy, 50_000, &rule).expect("the copy matches");
         assert_eq!(found.video, video(1));
         assert_eq!(found.distance, 3);
         assert!(found.share > 0.95);
+        assert_eq!(found.offset_ms, 10_000, "our 0 s is their 10 s");
+        assert_eq!(found.matched, 50);
         // Another sequence matches nothing.
-        assert!(index.best_match(&frames(9, 40), 40_000, &rule).is_none());
+        assert!(index.best_match(&timed(&frames(9, 40)), 40_000, &rule).is_none());
         // Frames in reverse order are not a copy.
         let reversed: Vec<_> = source.iter().rev().copied().collect();
-        assert!(index.best_match(&reversed, 60_000, &rule).is_none());
-        // A removed video is not found any more.
+        assert!(index.best_match(&timed(&reversed), 60_000, &rule).is_none());
         // A short clip of the source is not the same video.
-        assert!(index.best_match(&source[..20], 20_000, &rule).is_none());
+        assert!(index.best_match(&timed(&source[..20]), 20_000, &rule).is_none());
+        // A removed video is not found any more.
         index.remove(&video(1));
         assert!(index.best_match(&copy, 50_000, &rule).is_none());
     }

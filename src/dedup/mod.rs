@@ -6,7 +6,10 @@
 //! `NearDuplicates` is the index the commit asks and feeds. It lives in
 //! memory only: start-up rebuilds it from the signatures in the database.
 
+mod audio;
 mod index;
+
+pub use audio::{AudioPrint, AudioVerdict, ITEM_MS, SILENCE_DBFS};
 
 pub use index::{FrameIndex, MatchRule, NearMatch, VideoFrames};
 
@@ -21,12 +24,43 @@ pub struct NearDuplicates {
     rule: MatchRule,
 }
 
+/// What a lookup found: the match, and how many videos whose pictures
+/// matched were ruled out by their sound.
+#[derive(Debug, Default)]
+pub struct Lookup {
+    pub found: Option<PerceptualMatch>,
+    pub vetoed: u64,
+}
+
+/// Why a new video was taken for a stored one: what the operator sees in
+/// `/meta` and `GET /videos/{id}`, and what `unmerge` undoes.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PerceptualMatch {
+    /// The stored video.
+    pub video: String,
+    /// Median Hamming distance (of 64 bits) of the matched frames.
+    pub distance: u32,
+    /// Share of the shorter video's informative frames matched in time order.
+    pub share: f64,
+    /// Informative frames matched in time order.
+    pub matched_samples: usize,
+    /// Where the new video starts in the stored one, in ms.
+    pub offset_ms: i64,
+    /// `agree` (the soundtracks are the same) or `no-audio` (one side has
+    /// none, so the pictures decided alone).
+    pub audio: String,
+    /// Bit error rate of the aligned audio fingerprints, when compared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audio_error: Option<f64>,
+}
+
 impl NearDuplicates {
     pub fn new(settings: &DedupSettings) -> Self {
         Self { index: RwLock::new(FrameIndex::new()), policy: settings.near_duplicate, rule: settings.rule() }
     }
 
-    /// Reads every stored signature into the index.
+    /// Reads every stored signature into the index (variants excepted: a
+    /// new upload is matched against the videos users see).
     pub async fn rebuild(&self, repo: &Repository) -> Result<usize, RepoError> {
         let mut fresh = FrameIndex::new();
         let (mut after, mut videos) = (None::<String>, 0);
@@ -35,7 +69,7 @@ impl NearDuplicates {
             let Some((last, _)) = page.last() else { break };
             after = Some(last.to_hex());
             for (hash, signature) in &page {
-                fresh.insert(&frames_of(*hash, signature));
+                fresh.insert(&self.frames_of(*hash, signature));
                 videos += 1;
             }
         }
@@ -44,18 +78,54 @@ impl NearDuplicates {
     }
 
     /// The stored video that `signature` near-duplicates, if any (and if the
-    /// policy looks at all).
-    pub fn find(&self, signature: &Signature) -> Option<NearMatch> {
+    /// policy looks at all). Pictures propose (the index, informative frames
+    /// only); sound disposes: when both videos have audible audio, their
+    /// fingerprints must agree at the offset the frames matched at. Runs the
+    /// index scan on a blocking thread.
+    pub async fn find(self: &Arc<Self>, signature: &Signature, repo: &Repository) -> Result<Lookup, RepoError> {
+        let mut lookup = Lookup { found: None, vetoed: 0 };
         if self.policy == NearDuplicatePolicy::Off {
-            return None;
+            return Ok(lookup);
         }
-        // Too little of a video to tell (what finalize had of an upload that
-        // arrived faster than it decodes): no decision.
-        if signature.partial && signature.samples.len() < self.rule.min_matched_frames {
-            return None;
+        let ours = self.frames_of(ContentHash::from(blake3::hash(b"query")), signature);
+        // Too few frames that say anything (a still, a black screen, a blank
+        // page, or what finalize had of an upload that arrived faster than
+        // it decodes): never matched on pictures.
+        if ours.frames.len() < self.rule.min_matched_frames {
+            return Ok(lookup);
         }
-        let hashes: Vec<FrameHash> = signature.samples.iter().map(|(_, h, _)| *h).collect();
-        self.index.read().unwrap_or_else(|p| p.into_inner()).best_match(&hashes, signature.duration_ms, &self.rule)
+        let this = self.clone();
+        let candidates = tokio::task::spawn_blocking(move || {
+            this.index.read().unwrap_or_else(|p| p.into_inner()).matches(&ours.frames, ours.duration_ms, &this.rule)
+        })
+        .await
+        .unwrap_or_default();
+        for candidate in candidates {
+            let theirs = repo.find_audio(&candidate.video).await?;
+            let verdict = signature.audio.compare(&theirs, candidate.offset_ms, self.rule.max_audio_error);
+            if !verdict.allows_match() {
+                tracing::info!(
+                    near = %candidate.video,
+                    distance = candidate.distance,
+                    audio = verdict.as_str(),
+                    audio_error = verdict.error(),
+                    "the pictures match a stored video, the sound does not"
+                );
+                lookup.vetoed += 1;
+                continue;
+            }
+            lookup.found = Some(PerceptualMatch {
+                video: candidate.video.to_hex(),
+                distance: candidate.distance,
+                share: candidate.share,
+                matched_samples: candidate.matched,
+                offset_ms: candidate.offset_ms,
+                audio: verdict.as_str().to_owned(),
+                audio_error: verdict.error(),
+            });
+            break;
+        }
+        Ok(lookup)
     }
 
     /// `add`, `replace` and `remove` take the index's write lock, which waits
@@ -77,14 +147,16 @@ impl NearDuplicates {
     }
 
     pub fn add(&self, hash: ContentHash, signature: &Signature) {
-        self.index.write().unwrap_or_else(|p| p.into_inner()).insert(&frames_of(hash, signature));
+        let frames = self.frames_of(hash, signature);
+        self.index.write().unwrap_or_else(|p| p.into_inner()).insert(&frames);
     }
 
     /// Replaces a video's frames (its signature was completed).
     pub fn replace(&self, hash: ContentHash, signature: &Signature) {
+        let frames = self.frames_of(hash, signature);
         let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
         index.remove(&hash);
-        index.insert(&frames_of(hash, signature));
+        index.insert(&frames);
     }
 
     pub fn remove(&self, hash: &ContentHash) {
@@ -95,13 +167,19 @@ impl NearDuplicates {
     pub fn frames(&self) -> usize {
         self.index.read().unwrap_or_else(|p| p.into_inner()).len()
     }
-}
 
-fn frames_of(video: ContentHash, signature: &Signature) -> VideoFrames {
-    VideoFrames {
-        video,
-        hashes: signature.samples.iter().map(|(_, h, _)| *h).collect(),
-        duration_ms: signature.duration_ms,
+    /// The frames of a signature that vote: the informative ones.
+    fn frames_of(&self, video: ContentHash, signature: &Signature) -> VideoFrames {
+        VideoFrames {
+            video,
+            frames: signature
+                .samples
+                .iter()
+                .filter(|s| s.info >= self.rule.min_frame_information)
+                .map(|s| (s.pts_ms, s.hash))
+                .collect(),
+            duration_ms: signature.duration_ms,
+        }
     }
 }
 

@@ -99,7 +99,7 @@ impl Fetcher {
             let hash =
                 crate::domain::ContentHash::parse(&alias.hash).map_err(|e| UploadError::Internal(e.to_string()))?;
             if let Some(stored) = self.repo.find_video(&hash).await.map_err(UploadError::from)? {
-                return Ok(IngestResult::of_stored(&stored, IngestStatus::UrlAlias, 0));
+                return Ok(IngestResult::of_stored(&stored, IngestStatus::UrlAlias));
             }
         }
         if let Some(ip) = ip_literal(request.url.as_url())

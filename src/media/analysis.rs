@@ -22,7 +22,7 @@
 use super::probe::{describe, init_ffmpeg, rational};
 use super::streaming::BufferReader;
 use super::{MediaInfo, ProbeError};
-use crate::dedup::FrameHash;
+use crate::dedup::{AudioPrint, FrameHash};
 use ffmpeg_next::format::context::Input;
 use ffmpeg_next::software::scaling;
 use std::path::Path;
@@ -71,6 +71,10 @@ pub struct Sample {
     pub hash: FrameHash,
     /// Sampled because it is a keyframe (a scene change), not by the clock.
     pub keyframe: bool,
+    /// How much the frame says: of the hash's 64 bits, how many are decided
+    /// by a clear brightness step (`Hasher::information`). Black, white and
+    /// near-blank frames score near 0; their hashes are noise.
+    pub info: u8,
 }
 
 /// What the analysis found.
@@ -91,6 +95,8 @@ pub struct Analysis {
     /// A 320-pixel-wide JPEG of the frame a tenth into the video (at most
     /// 1 s in), the video's thumbnail.
     pub thumbnail: Option<Vec<u8>>,
+    /// The sound: its fingerprint, or why there is none.
+    pub audio: AudioPrint,
     /// When the first bytes arrived (stream analysis only).
     pub first_byte_at: Option<SystemTime>,
     /// When the first sample was hashed.
@@ -112,6 +118,7 @@ impl Analysis {
             partial: true,
             handed_over: false,
             thumbnail: None,
+            audio: AudioPrint::Unknown,
             first_byte_at: None,
             first_hash_at: None,
             bytes_complete_at: None,
@@ -299,6 +306,13 @@ fn run(
         thumbnail: None,
         thumbnail_fallback: None,
     };
+    // The sound is decoded in the same pass, every packet of it (cheap
+    // beside the video, even while the video is skimmed).
+    let (mut audio, mut no_audio) = match super::audio::AudioPass::open(&ictx) {
+        None => (None, AudioPrint::Absent),
+        Some(Ok(pass)) => (Some(pass), AudioPrint::Unknown),
+        Some(Err(())) => (None, AudioPrint::Unknown),
+    };
     let (mut keyframes_ms, mut packets, mut skipped) = (Vec::new(), 0u64, 0u64);
     let (mut read_errors, mut errors_in_a_row, mut skimming, mut last_end_ms) = (0u64, 0usize, false, 0u64);
     let mut stopped = false;
@@ -320,6 +334,12 @@ fn run(
                 }
                 continue;
             }
+        }
+        if let Some(audio) = audio.as_mut()
+            && packet.stream() == audio.index()
+        {
+            audio.send(&packet);
+            continue;
         }
         if packet.stream() != index {
             continue;
@@ -380,6 +400,9 @@ fn run(
     }
     keyframes_ms.sort_unstable();
     keyframes_ms.dedup();
+    if let Some(pass) = audio.take() {
+        no_audio = pass.finish();
+    }
     Ok(Analysis {
         media,
         samples: pass.samples,
@@ -392,6 +415,7 @@ fn run(
             Some((_, jpeg)) => jpeg,
             None => pass.thumbnail_fallback.as_ref().and_then(thumbnail_of),
         },
+        audio: no_audio,
         first_byte_at: None,
         first_hash_at: pass.first_hash_at,
         bytes_complete_at: None,
@@ -437,6 +461,8 @@ impl Pass<'_> {
                 Some((_, jpeg)) => jpeg.clone(),
                 None => self.thumbnail_fallback.as_ref().and_then(thumbnail_of),
             },
+            // The sound is fingerprinted at the end of the pass only.
+            audio: AudioPrint::Unknown,
             first_byte_at: None,
             first_hash_at: self.first_hash_at,
             bytes_complete_at: None,
@@ -497,9 +523,9 @@ impl Pass<'_> {
             if !(by_clock || scene) || self.samples.len() >= self.settings.max_samples {
                 continue;
             }
-            let Some(hash) = self.hasher.hash(&frame) else { continue };
+            let Some((hash, info)) = self.hasher.hash(&frame) else { continue };
             self.first_hash_at.get_or_insert_with(SystemTime::now);
-            self.samples.push(Sample { pts_ms, hash, keyframe: !by_clock });
+            self.samples.push(Sample { pts_ms, hash, keyframe: !by_clock, info });
             self.last_sample_ms = Some(pts_ms);
             if by_clock {
                 self.next_due_ms = (pts_ms / interval + 1) * interval;
@@ -508,20 +534,32 @@ impl Pass<'_> {
     }
 }
 
-/// Scales a frame to 32x32 grey and hashes it; keeps its scaler while the
-/// frame format stays the same.
+/// Scales a frame to grey, cuts away black borders (letterbox, pillarbox),
+/// hashes what is left at 32x32 and scores how informative it is; keeps its
+/// scaler while the frame format stays the same.
 #[derive(Default)]
 struct Hasher {
     scaler: Option<(scaling::Context, (ffmpeg_next::format::Pixel, u32, u32))>,
 }
 
+/// The grey image borders are looked for in (each side), before the crop is
+/// scaled to `SIDE`.
+const WORK: u32 = 128;
 const SIDE: u32 = 32;
+/// A row or column of the frame is border while no pixel in it is brighter
+/// than this (video black is 16; compression noise adds a little).
+const BORDER_MAX_LUMA: u8 = 32;
+/// Borders are cut only if at least this share of each side is left.
+const MIN_CONTENT_SHARE: f32 = 0.5;
+/// A hash bit counts as decided when the two cells it compares differ by at
+/// least this much brightness (of 255), on the 9x8 grid the hash is made of.
+const DECIDED_STEP: f32 = 2.0;
 
 /// Width of the thumbnail, in pixels.
 pub const THUMBNAIL_WIDTH: u32 = 320;
 
 impl Hasher {
-    fn hash(&mut self, frame: &ffmpeg_next::frame::Video) -> Option<FrameHash> {
+    fn hash(&mut self, frame: &ffmpeg_next::frame::Video) -> Option<(FrameHash, u8)> {
         let key = (frame.format(), frame.width(), frame.height());
         if key.1 == 0 || key.2 == 0 || key.0 == ffmpeg_next::format::Pixel::None {
             return None;
@@ -532,8 +570,8 @@ impl Hasher {
                 key.1,
                 key.2,
                 ffmpeg_next::format::Pixel::GRAY8,
-                SIDE,
-                SIDE,
+                WORK,
+                WORK,
                 scaling::Flags::AREA,
             )
             .ok()?;
@@ -543,13 +581,72 @@ impl Hasher {
         let mut grey = ffmpeg_next::frame::Video::empty();
         scaler.run(frame, &mut grey).ok()?;
         let (stride, data) = (grey.stride(0), grey.data(0));
-        let mut packed = Vec::with_capacity((SIDE * SIDE) as usize);
-        for row in 0..SIDE as usize {
-            packed.extend_from_slice(&data[row * stride..row * stride + SIDE as usize]);
+        let mut packed = Vec::with_capacity((WORK * WORK) as usize);
+        for row in 0..WORK as usize {
+            packed.extend_from_slice(&data[row * stride..row * stride + WORK as usize]);
         }
-        let image = image::GrayImage::from_raw(SIDE, SIDE, packed)?;
-        Some(FrameHash::of_image(&image))
+        let image = image::GrayImage::from_raw(WORK, WORK, packed)?;
+        Some(hash_grey(&image))
     }
+}
+
+/// Hash and information score of a grey frame (any size): borders cut, then
+/// scaled to 32x32.
+pub fn hash_grey(image: &image::GrayImage) -> (FrameHash, u8) {
+    let (x, y, w, h) = content_box(image);
+    let content = image::imageops::crop_imm(image, x, y, w, h).to_image();
+    let small = image::imageops::resize(&content, SIDE, SIDE, image::imageops::FilterType::Triangle);
+    (FrameHash::of_image(&small), information(&small))
+}
+
+/// The part of the image inside its black borders: (x, y, width, height).
+/// The whole image when the borders would leave too little (a dark frame is
+/// not all border).
+fn content_box(image: &image::GrayImage) -> (u32, u32, u32, u32) {
+    let (w, h) = image.dimensions();
+    let row_lit = |y: u32| (0..w).any(|x| image.get_pixel(x, y).0[0] > BORDER_MAX_LUMA);
+    let col_lit = |x: u32| (0..h).any(|y| image.get_pixel(x, y).0[0] > BORDER_MAX_LUMA);
+    let (Some(top), Some(bottom)) = ((0..h).find(|&y| row_lit(y)), (0..h).rev().find(|&y| row_lit(y))) else {
+        return (0, 0, w, h);
+    };
+    let (Some(left), Some(right)) = ((0..w).find(|&x| col_lit(x)), (0..w).rev().find(|&x| col_lit(x))) else {
+        return (0, 0, w, h);
+    };
+    let (cw, ch) = (right - left + 1, bottom - top + 1);
+    if (cw as f32) < MIN_CONTENT_SHARE * w as f32 || (ch as f32) < MIN_CONTENT_SHARE * h as f32 {
+        return (0, 0, w, h);
+    }
+    (left, top, cw, ch)
+}
+
+/// How many of the 64 bits of the frame's gradient hash are decided by a
+/// clear step between neighbouring cells of its 9x8 grid. The idea of PDQ's
+/// quality metric (gradient energy), measured where the hash looks: a flat
+/// or near-blank frame's bits are decided by noise, so its hash says nothing
+/// about what it shows (see ARCHITECTURE.md, "Which frames vote").
+pub fn information(small: &image::GrayImage) -> u8 {
+    let (w, h) = small.dimensions();
+    // Mean brightness of each cell of a 9x8 grid, unrounded.
+    let cell = |cx: u32, cy: u32| {
+        let (x0, x1) = (cx * w / 9, ((cx + 1) * w / 9).max(cx * w / 9 + 1));
+        let (y0, y1) = (cy * h / 8, ((cy + 1) * h / 8).max(cy * h / 8 + 1));
+        let mut sum = 0u32;
+        for y in y0..y1 {
+            for x in x0..x1 {
+                sum += u32::from(small.get_pixel(x, y).0[0]);
+            }
+        }
+        sum as f32 / ((x1 - x0) * (y1 - y0)) as f32
+    };
+    let mut decided = 0u8;
+    for y in 0..8 {
+        for x in 0..8 {
+            if (cell(x, y) - cell(x + 1, y)).abs() >= DECIDED_STEP {
+                decided += 1;
+            }
+        }
+    }
+    decided
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! burns CPU, so it runs on the `Prober` SyncArbiter, never on an event loop.
 
 pub mod analysis;
+mod audio;
 pub mod frames;
 mod probe;
 pub mod streaming;

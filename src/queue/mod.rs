@@ -190,6 +190,18 @@ impl Queue {
         Ok(queued)
     }
 
+    /// Makes a variant its own video and queues its transcode, in one
+    /// transaction. `None` when it is not a variant.
+    pub async fn unmerge(
+        &self,
+        variant: &crate::domain::ContentHash,
+    ) -> Result<Option<crate::storage::entities::video::Model>, QueueError> {
+        let job = self.job_for(&variant.to_hex()).to_json();
+        let row = self.repo.unmerge(variant, Some((TRANSCODE_TOPIC, &job))).await?;
+        self.queued.notify_one();
+        Ok(row)
+    }
+
     /// Kafka reachable (metadata answered); the embedded queue always is.
     pub async fn ping(&self) -> Result<(), QueueError> {
         match &self.kafka {

@@ -30,9 +30,13 @@ pub async fn meta(state: web::Data<AppState>, path: web::Path<String>) -> Result
     let client_meta: serde_json::Value = serde_json::from_str(&video.meta).unwrap_or_else(|_| json!({}));
     let time =
         |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+    let min_information = state.settings.dedup.min_frame_information;
     let analysis = state.repo.find_signature(&hash).await?.map(|s| {
         json!({
             "samples": s.samples.len(),
+            // The samples that vote in near-duplicate matching.
+            "informative_samples": s.samples.iter().filter(|x| x.info >= min_information).count(),
+            "audio": s.audio.kind(),
             "keyframes": s.keyframes_ms.len(),
             "frames_decoded": s.frames_decoded,
             "packets_skipped": s.packets_skipped,
@@ -42,9 +46,31 @@ pub async fn meta(state: web::Data<AppState>, path: web::Path<String>) -> Result
             "analysed_at": time(Some(s.analysed_at)),
         })
     });
+    let mut variants = Vec::new();
+    for variant in state.repo.variants_of(&hash).await? {
+        let urls = match ContentHash::parse(&variant.hash) {
+            Ok(h) => state.repo.aliases_via(&h).await?,
+            Err(_) => Vec::new(),
+        };
+        let matched = match_of(&variant);
+        variants.push(json!({
+            "hash": variant.hash,
+            "size_bytes": variant.size_bytes,
+            "url": urls.first(),
+            "urls": urls,
+            "phash_distance": matched.as_ref().map(|m| m.distance),
+            "match": matched,
+            "first_seen": variant.first_seen.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        }));
+    }
     Ok(HttpResponse::Ok().json(json!({
         "near_duplicate_of": video.near_duplicate_of,
         "phash_distance": video.phash_distance,
+        // A variant: the stored video its upload was merged into.
+        "variant_of": video.variant_of,
+        // Why it was matched (a variant, or kept near another video).
+        "match": match_of(&video),
+        "variants": variants,
         "analysis": analysis,
         "hash": video.hash,
         "size_bytes": video.size_bytes,
@@ -93,24 +119,79 @@ pub async fn read(
     send_file(&req, file, len, reply).await
 }
 
+/// Deletes a video with its aliases and its variants (the kept bytes of
+/// uploads merged into it: their URLs are its aliases, so they go with it).
+/// Deleting a variant removes its bytes only; its URLs stay aliases of the
+/// video it was merged into.
 #[tracing::instrument(skip_all, fields(hash = %path.as_str()))]
 pub async fn delete(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let hash = ContentHash::parse(&path)?;
-    let video = state.repo.delete_video(&hash).await?.ok_or_else(unknown_video)?;
-    state.near.remove_blocking(hash).await;
-    // The record is gone first, so no reader is sent to a file being removed.
-    if let Ok(key) = ObjectKey::from_stored(&video.file_path) {
-        let store = state.store.clone();
-        if let Ok(Err(e)) = web::block(move || store.delete_object(&key)).await {
-            tracing::warn!(error = %e, "could not remove a deleted video's object");
+    let removed = state.repo.delete_video(&hash).await?;
+    if removed.is_empty() {
+        return Err(unknown_video());
+    }
+    // The records are gone first, so no reader is sent to a file being removed.
+    for video in removed {
+        let Ok(gone) = ContentHash::parse(&video.hash) else { continue };
+        state.near.remove_blocking(gone).await;
+        if let Ok(key) = ObjectKey::from_stored(&video.file_path) {
+            let store = state.store.clone();
+            if let Ok(Err(e)) = web::block(move || store.delete_object(&key)).await {
+                tracing::warn!(error = %e, "could not remove a deleted video's object");
+            }
         }
+        let store = state.store.clone();
+        if let Ok(Err(e)) = web::block(move || store.delete_derived(&gone)).await {
+            tracing::warn!(error = %e, "could not remove a deleted video's derived media");
+        }
+        state.queue.events().publish(crate::queue::Event::new(
+            "video.deleted",
+            &video.hash,
+            json!({"hash": video.hash, "variant_of": video.variant_of}),
+        ));
     }
-    let store = state.store.clone();
-    if let Ok(Err(e)) = web::block(move || store.delete_derived(&hash)).await {
-        tracing::warn!(error = %e, "could not remove a deleted video's derived media");
-    }
-    state.queue.events().publish(crate::queue::Event::new("video.deleted", &video.hash, json!({"hash": video.hash})));
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// `POST /video/{hash}/unmerge`: a variant (the kept bytes of an upload
+/// merged into a stored video on a perceptual match) becomes its own video:
+/// the URLs its upload brought resolve to it again, its video entries show
+/// it, it joins the near-duplicate index, and its transcode is queued. The
+/// match stays on record as `near_duplicate_of` and `match`.
+#[tracing::instrument(skip_all, fields(hash = %path.as_str()))]
+pub async fn unmerge(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let hash = ContentHash::parse(&path)?;
+    let video = state.repo.find_video(&hash).await?.ok_or_else(unknown_video)?;
+    if video.variant_of.is_none() {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::CONFLICT,
+            "not-a-variant",
+            "this video was not merged into another one; only a variant can be unmerged",
+        ));
+    }
+    let merged_into = video.variant_of.clone();
+    if state.queue.unmerge(&hash).await?.is_none() {
+        // Unmerged (or deleted) by another request in between.
+        return Err(ApiError::new(actix_web::http::StatusCode::CONFLICT, "not-a-variant", "no longer a variant"));
+    }
+    if let Some(signature) = state.repo.find_signature(&hash).await? {
+        state.near.add_blocking(hash, signature).await;
+    }
+    state.metrics.unmerges.inc();
+    let aliases = state.repo.aliases_of(&hash).await?;
+    tracing::info!(%hash, merged_into = ?merged_into, "a variant was made its own video");
+    Ok(HttpResponse::Ok().json(json!({
+        "hash": video.hash,
+        "status": "unmerged",
+        "near_duplicate_of": merged_into,
+        "aliases": aliases,
+        "transcode": {"status": "queued"},
+    })))
+}
+
+/// Why a video was matched to another, from its stored `match_info`.
+fn match_of(video: &crate::storage::entities::video::Model) -> Option<crate::dedup::PerceptualMatch> {
+    video.match_info.as_deref().and_then(|m| serde_json::from_str(m).ok())
 }
 
 /// The `transcode` object of the metadata: status, the error of a failed

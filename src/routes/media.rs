@@ -90,6 +90,13 @@ pub async fn transcode(state: web::Data<AppState>, path: web::Path<String>) -> R
         .find_video(&hash)
         .await?
         .ok_or_else(|| ApiError::not_found("unknown-video", "no video with that hash is stored"))?;
+    if video.variant_of.is_some() {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::CONFLICT,
+            "is-a-variant",
+            "this video's bytes are kept as a variant of another video, which is the one transcoded; unmerge it first",
+        ));
+    }
     let derived = state.store.derived_dir(&hash);
     let published = web::block(move || crate::transcode::is_published(&derived)).await.unwrap_or(false);
     let status = video.transcode_status.as_str();

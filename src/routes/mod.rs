@@ -111,6 +111,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/media/{hash}/thumbnail.jpg").route(web::get().to(frames::thumbnail)))
         .service(web::resource("/video/{hash}/frames").route(web::post().to(frames::batch)))
         .service(web::resource("/video/{hash}/transcode").route(web::post().to(media::transcode)))
+        .service(web::resource("/video/{hash}/unmerge").route(web::post().to(cache::unmerge)))
         .service(
             web::resource("/media/{hash}/{tail:.*}")
                 .route(web::get().to(media::file))

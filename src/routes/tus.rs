@@ -251,13 +251,28 @@ pub async fn terminate(
 /// upload that holds all its bytes but was not committed (the daemon died
 /// in between, and start-up has not got to it yet) is committed now: the
 /// client has nothing left to send, so it must not wait for a PATCH.
+///
+/// A whole upload whose commit is already under way (start-up got to it
+/// first, or another request did) is waited for, up to `COMMIT_WAIT`, so the
+/// client gets its answer rather than a 409 for bytes it has all sent.
 pub async fn result(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    const COMMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+    let deadline = std::time::Instant::now() + COMMIT_WAIT;
     let mut record = tus_record(&state, &path).await?;
-    if record.state == SessionState::Receiving
-        && record.total_size == Some(record.durable_bytes)
-        && state.uploads.commit_if_whole(&record.id).await?.is_some()
-    {
+    loop {
+        let whole = record.total_size == Some(record.durable_bytes);
+        let open = matches!(record.state, SessionState::Receiving | SessionState::Committing);
+        if !whole || !open || std::time::Instant::now() >= deadline {
+            break;
+        }
+        match state.uploads.commit_if_whole(&record.id).await {
+            Ok(_) | Err(UploadError::Busy) => {}
+            Err(e) => return Err(e.into()),
+        }
         record = tus_record(&state, &path).await?;
+        if matches!(record.state, SessionState::Receiving | SessionState::Committing) {
+            actix_web::rt::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
     match (record.state, record.result) {
         (SessionState::Complete, Some(mut result)) => {

@@ -29,6 +29,13 @@ pub mod video {
         pub transcode_error: Option<String>,
         /// JSON `[{"width", "height", "video_kbps"}]` of a finished transcode.
         pub renditions: Option<String>,
+        /// A variant: the stored video it was matched to perceptually. Its
+        /// bytes are kept, it is not transcoded, and its upload's URLs are
+        /// aliases of that video until it is unmerged.
+        pub variant_of: Option<String>,
+        /// JSON `PerceptualMatch`: why it was matched (a variant, or kept
+        /// with `near_duplicate_of`).
+        pub match_info: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -40,8 +47,9 @@ pub mod video {
 pub mod signature {
     use sea_orm::entity::prelude::*;
 
-    /// `samples` is JSON `[[pts_ms, "16 hex digits", keyframe], ...]` in time
-    /// order; `keyframes_ms` is a JSON array of milliseconds.
+    /// `samples` is JSON `[[pts_ms, "16 hex digits", keyframe, info], ...]`
+    /// in time order (`info` missing in rows from before frames were
+    /// scored); `keyframes_ms` is a JSON array of milliseconds.
     #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
     #[sea_orm(table_name = "video_signatures")]
     pub struct Model {
@@ -56,6 +64,8 @@ pub mod signature {
         pub first_hash_at: Option<DateTimeUtc>,
         pub bytes_complete_at: Option<DateTimeUtc>,
         pub analysed_at: DateTimeUtc,
+        /// `AudioPrint::to_stored`; NULL before audio was fingerprinted.
+        pub audio: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -74,6 +84,8 @@ pub mod alias {
         pub url: String,
         pub hash: String,
         pub created_at: DateTimeUtc,
+        /// The variant whose upload brought this URL (`unmerge` gives it back).
+        pub via: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

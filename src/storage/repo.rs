@@ -159,6 +159,12 @@ pub struct NewVideo {
     pub signature: Option<Signature>,
     /// Kept although it near-duplicates this video, at this distance.
     pub near_duplicate_of: Option<(ContentHash, u32)>,
+    /// Kept as a variant of this stored video (a perceptual match under
+    /// `merge`): not transcoded, and the upload's URL becomes an alias of
+    /// that video, `via` this one.
+    pub variant_of: Option<ContentHash>,
+    /// Why it was matched (with `variant_of` or `near_duplicate_of`).
+    pub match_info: Option<crate::dedup::PerceptualMatch>,
     /// A transcode job queued in the same transaction as the video (topic
     /// and payload), so a video is never stored without its job.
     pub transcode_job: Option<(String, serde_json::Value)>,
@@ -168,8 +174,10 @@ pub struct NewVideo {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Signature {
     pub duration_ms: u64,
-    /// (presentation time in ms, frame hash, sampled as a keyframe), in time order.
-    pub samples: Vec<(u64, crate::dedup::FrameHash, bool)>,
+    /// The sampled frames, in time order.
+    pub samples: Vec<crate::media::Sample>,
+    /// The sound's fingerprint, or why there is none.
+    pub audio: crate::dedup::AudioPrint,
     pub keyframes_ms: Vec<u64>,
     pub frames_decoded: u64,
     pub packets_skipped: u64,
@@ -185,14 +193,27 @@ pub struct Signature {
 impl Signature {
     fn from_row(row: signature::Model) -> Option<(ContentHash, Self)> {
         let hash = ContentHash::parse(&row.hash).ok()?;
-        let raw: Vec<(u64, String, bool)> = serde_json::from_str(&row.samples).ok()?;
+        let raw: Vec<StoredSample> = serde_json::from_str(&row.samples).ok()?;
         let samples = raw
             .into_iter()
-            .map(|(ms, hex, key)| crate::dedup::FrameHash::from_hex(&hex).map(|h| (ms, h, key)))
+            .map(|stored| {
+                // A sample stored before frames were scored carries no vote.
+                let (pts_ms, hex, keyframe, info) = match stored {
+                    StoredSample::Scored(ms, hex, key, info) => (ms, hex, key, info),
+                    StoredSample::Unscored(ms, hex, key) => (ms, hex, key, 0),
+                };
+                crate::dedup::FrameHash::from_hex(&hex).map(|hash| crate::media::Sample {
+                    pts_ms,
+                    hash,
+                    keyframe,
+                    info,
+                })
+            })
             .collect::<Option<Vec<_>>>()?;
         let signature = Self {
             duration_ms: row.duration_ms.max(0) as u64,
             samples,
+            audio: crate::dedup::AudioPrint::from_stored(row.audio.as_deref()),
             keyframes_ms: serde_json::from_str(&row.keyframes_ms).ok()?,
             frames_decoded: row.frames_decoded.max(0) as u64,
             packets_skipped: row.packets_skipped.max(0) as u64,
@@ -206,8 +227,8 @@ impl Signature {
     }
 
     fn to_row(&self, hash: &ContentHash) -> signature::ActiveModel {
-        let samples: Vec<(u64, String, bool)> =
-            self.samples.iter().map(|(ms, h, key)| (*ms, h.to_hex(), *key)).collect();
+        let samples: Vec<(u64, String, bool, u8)> =
+            self.samples.iter().map(|s| (s.pts_ms, s.hash.to_hex(), s.keyframe, s.info)).collect();
         signature::ActiveModel {
             hash: Set(hash.to_hex()),
             duration_ms: Set(self.duration_ms as i64),
@@ -219,8 +240,18 @@ impl Signature {
             first_hash_at: Set(self.first_hash_at),
             bytes_complete_at: Set(self.bytes_complete_at),
             analysed_at: Set(self.analysed_at),
+            audio: Set(Some(self.audio.to_stored())),
         }
     }
+}
+
+/// A sample as stored: `[pts_ms, "hex", keyframe, info]`, or without `info`
+/// as stored before frames were scored.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum StoredSample {
+    Scored(u64, String, bool, u8),
+    Unscored(u64, String, bool),
 }
 
 #[derive(Clone, Debug)]
@@ -309,6 +340,8 @@ impl Repository {
             first_seen: Set(now),
             near_duplicate_of: Set(new.near_duplicate_of.map(|(h, _)| h.to_hex())),
             phash_distance: Set(new.near_duplicate_of.map(|(_, d)| d as i32)),
+            variant_of: Set(new.variant_of.map(|h| h.to_hex())),
+            match_info: Set(new.match_info.as_ref().and_then(|m| serde_json::to_string(m).ok())),
         };
         let inserted = video::Entity::insert(row)
             .on_conflict(OnConflict::column(video::Column::Hash).do_nothing().to_owned())
@@ -319,7 +352,10 @@ impl Repository {
             return Ok(false);
         }
         if let Some(url) = url {
-            Self::insert_alias_in(&txn, url, &new.hash, now).await?;
+            match new.variant_of {
+                Some(stored) => Self::insert_alias_via(&txn, url, &stored, Some(&new.hash), now).await?,
+                None => Self::insert_alias_in(&txn, url, &new.hash, now).await?,
+            }
         }
         if let Some(sig) = &new.signature {
             signature::Entity::insert(sig.to_row(&new.hash))
@@ -405,6 +441,109 @@ impl Repository {
         Ok(())
     }
 
+    /// What a stored video's analysis knew of its sound (`Unknown` without
+    /// a signature).
+    pub async fn find_audio(&self, hash: &ContentHash) -> Result<crate::dedup::AudioPrint, RepoError> {
+        let stored: Option<Option<String>> = signature::Entity::find_by_id(hash.to_hex())
+            .select_only()
+            .column(signature::Column::Audio)
+            .into_tuple()
+            .one(&self.db)
+            .await?;
+        Ok(crate::dedup::AudioPrint::from_stored(stored.flatten().as_deref()))
+    }
+
+    /// The variants kept of a stored video, oldest first.
+    pub async fn variants_of(&self, hash: &ContentHash) -> Result<Vec<video::Model>, RepoError> {
+        Ok(video::Entity::find()
+            .filter(video::Column::VariantOf.eq(hash.to_hex()))
+            .order_by_asc(video::Column::FirstSeen)
+            .order_by_asc(video::Column::Hash)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// The URLs a variant's uploads brought (aliases of the stored video).
+    pub async fn aliases_via(&self, variant: &ContentHash) -> Result<Vec<String>, RepoError> {
+        Ok(alias::Entity::find()
+            .select_only()
+            .column(alias::Column::Url)
+            .filter(alias::Column::Via.eq(variant.to_hex()))
+            .order_by_asc(alias::Column::CreatedAt)
+            .order_by_asc(alias::Column::Url)
+            .into_tuple()
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Makes a variant its own video again, in one transaction: it is no
+    /// longer a variant, it is marked as a near-duplicate of the video it was
+    /// merged into (the match stays on record), the URLs its uploads brought
+    /// become its aliases again, and the video entries of those uploads
+    /// point at it. With `transcode_job`, the job is queued with it.
+    /// `None` when `variant` is not a variant.
+    pub async fn unmerge(
+        &self,
+        variant: &ContentHash,
+        transcode_job: Option<(&str, &serde_json::Value)>,
+    ) -> Result<Option<video::Model>, RepoError> {
+        let txn = self.db.begin().await?;
+        let Some(row) = video::Entity::find_by_id(variant.to_hex()).one(&txn).await? else {
+            txn.rollback().await?;
+            return Ok(None);
+        };
+        let Some(stored) = row.variant_of.clone() else {
+            txn.rollback().await?;
+            return Ok(None);
+        };
+        let status = if transcode_job.is_some() { "queued" } else { "none" };
+        video::Entity::update_many()
+            .col_expr(video::Column::VariantOf, Expr::value(Option::<String>::None))
+            .col_expr(video::Column::NearDuplicateOf, Expr::value(Some(stored.clone())))
+            .col_expr(video::Column::TranscodeStatus, Expr::value(status))
+            .filter(video::Column::Hash.eq(variant.to_hex()))
+            .exec(&txn)
+            .await?;
+        alias::Entity::update_many()
+            .col_expr(alias::Column::Hash, Expr::value(variant.to_hex()))
+            .col_expr(alias::Column::Via, Expr::value(Option::<String>::None))
+            .filter(alias::Column::Via.eq(variant.to_hex()))
+            .exec(&txn)
+            .await?;
+        let uploads: Vec<String> = upload_session::Entity::find()
+            .select_only()
+            .column(upload_session::Column::Id)
+            .filter(upload_session::Column::CommitHash.eq(variant.to_hex()))
+            .into_tuple()
+            .all(&txn)
+            .await?;
+        if !uploads.is_empty() {
+            video_entry::Entity::update_many()
+                .col_expr(video_entry::Column::Hash, Expr::value(Some(variant.to_hex())))
+                .filter(video_entry::Column::UploadId.is_in(uploads))
+                .exec(&txn)
+                .await?;
+        }
+        if let Some((topic, payload)) = transcode_job {
+            Self::enqueue_job_in(&txn, topic, &variant.to_hex(), payload).await?;
+        }
+        txn.commit().await?;
+        Ok(Some(row))
+    }
+
+    /// Variants first seen before `before` (for `dedup.variant_retention`).
+    pub async fn variants_before(&self, before: DateTime<Utc>) -> Result<Vec<ContentHash>, RepoError> {
+        let rows: Vec<String> = video::Entity::find()
+            .select_only()
+            .column(video::Column::Hash)
+            .filter(video::Column::VariantOf.is_not_null())
+            .filter(video::Column::FirstSeen.lt(before))
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(rows.iter().filter_map(|h| ContentHash::parse(h).ok()).collect())
+    }
+
     /// The signature of a stored video, if its analysis recorded one.
     pub async fn find_signature(&self, hash: &ContentHash) -> Result<Option<Signature>, RepoError> {
         let row = signature::Entity::find_by_id(hash.to_hex()).one(&self.db).await?;
@@ -424,6 +563,11 @@ impl Repository {
         Ok(query.all(&self.db).await?.into_iter().filter_map(Signature::from_row).collect())
     }
 
+    /// Adds `url` as an alias of `hash`, brought by its variant `via`.
+    pub async fn add_alias_via(&self, url: &SourceUrl, hash: &ContentHash, via: &ContentHash) -> Result<(), RepoError> {
+        Self::insert_alias_via(&self.db, url, hash, Some(via), Utc::now()).await
+    }
+
     /// Adds `url` as an alias of `hash`; a URL already known keeps its first owner.
     pub async fn add_alias(&self, url: &SourceUrl, hash: &ContentHash) -> Result<(), RepoError> {
         Self::insert_alias_in(&self.db, url, hash, Utc::now()).await
@@ -435,8 +579,22 @@ impl Repository {
         hash: &ContentHash,
         now: DateTime<Utc>,
     ) -> Result<(), RepoError> {
-        let row =
-            alias::ActiveModel { url: Set(url.as_str().to_owned()), hash: Set(hash.to_hex()), created_at: Set(now) };
+        Self::insert_alias_via(conn, url, hash, None, now).await
+    }
+
+    async fn insert_alias_via<C: ConnectionTrait>(
+        conn: &C,
+        url: &SourceUrl,
+        hash: &ContentHash,
+        via: Option<&ContentHash>,
+        now: DateTime<Utc>,
+    ) -> Result<(), RepoError> {
+        let row = alias::ActiveModel {
+            url: Set(url.as_str().to_owned()),
+            hash: Set(hash.to_hex()),
+            created_at: Set(now),
+            via: Set(via.map(ContentHash::to_hex)),
+        };
         alias::Entity::insert(row)
             .on_conflict(OnConflict::column(alias::Column::Url).do_nothing().to_owned())
             .exec_without_returning(conn)
@@ -458,19 +616,34 @@ impl Repository {
         Ok(rows.iter().filter_map(|h| ContentHash::parse(h).ok()).collect())
     }
 
-    /// Removes a video and every alias of it. Returns the removed row, if any.
-    pub async fn delete_video(&self, hash: &ContentHash) -> Result<Option<video::Model>, RepoError> {
+    /// Removes a video, every alias of it, and its variants (copies of it
+    /// whose URLs are its aliases), in one transaction. Returns the removed
+    /// rows, the video's first, or nothing if there was no such video.
+    pub async fn delete_video(&self, hash: &ContentHash) -> Result<Vec<video::Model>, RepoError> {
         let txn = self.db.begin().await?;
         let Some(row) = video::Entity::find_by_id(hash.to_hex()).one(&txn).await? else {
             txn.rollback().await?;
-            return Ok(None);
+            return Ok(Vec::new());
         };
-        alias::Entity::delete_many().filter(alias::Column::Hash.eq(hash.to_hex())).exec(&txn).await?;
-        video_entry::Entity::delete_many().filter(video_entry::Column::Hash.eq(hash.to_hex())).exec(&txn).await?;
-        signature::Entity::delete_by_id(hash.to_hex()).exec(&txn).await?;
-        video::Entity::delete_by_id(hash.to_hex()).exec(&txn).await?;
+        let variants = video::Entity::find().filter(video::Column::VariantOf.eq(hash.to_hex())).all(&txn).await?;
+        let mut removed = vec![row];
+        removed.extend(variants);
+        for row in &removed {
+            let hash = &row.hash;
+            alias::Entity::delete_many().filter(alias::Column::Hash.eq(hash)).exec(&txn).await?;
+            // A deleted variant's URLs stay aliases of the video it was
+            // merged into (they are removed above if that is deleted too).
+            alias::Entity::update_many()
+                .col_expr(alias::Column::Via, Expr::value(Option::<String>::None))
+                .filter(alias::Column::Via.eq(hash))
+                .exec(&txn)
+                .await?;
+            video_entry::Entity::delete_many().filter(video_entry::Column::Hash.eq(hash)).exec(&txn).await?;
+            signature::Entity::delete_by_id(hash).exec(&txn).await?;
+            video::Entity::delete_by_id(hash).exec(&txn).await?;
+        }
         txn.commit().await?;
-        Ok(Some(row))
+        Ok(removed)
     }
 
     // ---- upload sessions ----

@@ -7,7 +7,7 @@
 
 use super::UploadError;
 use crate::config::NearDuplicatePolicy;
-use crate::dedup::NearDuplicates;
+use crate::dedup::{NearDuplicates, PerceptualMatch};
 use crate::domain::{ContentHash, ObjectKey, UploadId};
 use crate::media::{Analysis, AnalyzeFile, MediaInfo, ProbeError, Prober};
 use crate::storage::{NewVideo, Repository, SessionRecord, SessionState, Signature, Store};
@@ -38,29 +38,68 @@ pub struct IngestResult {
     /// near-duplicates (`phash_distance` says how near).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub near_duplicate_of: Option<String>,
+    /// A duplicate: `exact` (the same bytes) or `perceptual` (the same video
+    /// by its pictures and sound; the upload's bytes are kept as `variant`).
+    #[serde(rename = "match", skip_serializing_if = "Option::is_none")]
+    pub match_kind: Option<MatchKind>,
+    /// A perceptual duplicate: the hash the upload's own bytes are kept
+    /// under (`GET /video/{variant}` reads them back).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchKind {
+    Exact,
+    Perceptual,
 }
 
 impl IngestResult {
-    /// The answer about a stored video; a duplicate of it at `distance`
-    /// (0: the same bytes).
-    pub fn of_stored(row: &crate::storage::entities::video::Model, status: IngestStatus, distance: u32) -> Self {
+    /// The answer about a stored video: new, an alias, or an exact duplicate
+    /// of it. A variant's row stands for the video it was merged into.
+    pub fn of_stored(row: &crate::storage::entities::video::Model, status: IngestStatus) -> Self {
+        let duplicate = status == IngestStatus::Duplicate;
         Self {
             hash: row.hash.clone(),
             status,
             file_path: row.file_path.clone(),
             size_bytes: row.size_bytes as u64,
             duration_s: row.duration_s,
-            phash_distance: (status == IngestStatus::Duplicate).then_some(distance),
+            phash_distance: duplicate.then_some(0),
             near_duplicate_of: None,
+            match_kind: duplicate.then_some(MatchKind::Exact),
+            variant: None,
         }
     }
+
+    /// The answer for bytes kept as `variant` of the stored video `stored`.
+    pub fn of_variant(stored: &crate::storage::entities::video::Model, variant: &str, distance: u32) -> Self {
+        Self {
+            phash_distance: Some(distance),
+            match_kind: Some(MatchKind::Perceptual),
+            variant: Some(variant.to_owned()),
+            ..Self::of_stored(stored, IngestStatus::Duplicate)
+        }
+    }
+}
+
+/// What a perceptual match makes of an upload.
+#[derive(Debug, Clone)]
+enum Matched {
+    /// Nothing near: a new video.
+    Nothing,
+    /// `dedup.near_duplicate = "keep"`: a new video, marked as near that one.
+    Kept(PerceptualMatch),
+    /// `"merge"`: kept as a variant of that one, answered as its duplicate.
+    Variant(PerceptualMatch),
 }
 
 /// What the analysis of a committed upload found.
 struct Found {
     media: MediaInfo,
     signature: Option<Signature>,
-    near_duplicate_of: Option<(ContentHash, u32)>,
+    matched: Matched,
 }
 
 #[derive(Clone)]
@@ -89,7 +128,8 @@ fn utc(t: Option<std::time::SystemTime>) -> Option<chrono::DateTime<chrono::Utc>
 fn signature_of(analysis: &Analysis) -> Signature {
     Signature {
         duration_ms: analysis.media.duration_s.map(|d| (d * 1000.0) as u64).unwrap_or(0),
-        samples: analysis.samples.iter().map(|s| (s.pts_ms, s.hash, s.keyframe)).collect(),
+        samples: analysis.samples.clone(),
+        audio: analysis.audio.clone(),
         keyframes_ms: analysis.keyframes_ms.clone(),
         frames_decoded: analysis.frames_decoded,
         packets_skipped: analysis.packets_skipped,
@@ -99,6 +139,15 @@ fn signature_of(analysis: &Analysis) -> Signature {
         analysed_at: utc(Some(analysis.finished_at)).unwrap_or_else(chrono::Utc::now),
         partial: analysis.partial,
     }
+}
+
+/// The frame distance a stored variant was matched at.
+fn distance_of(variant: &crate::storage::entities::video::Model) -> u32 {
+    variant
+        .match_info
+        .as_deref()
+        .and_then(|m| serde_json::from_str::<PerceptualMatch>(m).ok())
+        .map_or(0, |m| m.distance)
 }
 
 fn refused(e: ProbeError) -> UploadError {
@@ -158,7 +207,7 @@ impl Committer {
         // upload is still whole and a retry, or start-up, answers the same.
         let id = &session.id;
         if let Some(stored) = self.repo.find_video(&hash).await? {
-            return self.duplicate_of(&stored, session, 0).await;
+            return self.duplicate_of(&stored, session).await;
         }
 
         // The analysis that ran while the bytes arrived saw exactly these
@@ -189,26 +238,9 @@ impl Committer {
         }
         // No samples (analysis disabled): nothing to compare or keep.
         let signature = (!analysis.samples.is_empty()).then(|| signature_of(&analysis));
-        let near = match signature.clone() {
-            Some(signature) => {
-                let index = self.near.clone();
-                tokio::task::spawn_blocking(move || index.find(&signature))
-                    .await
-                    .map_err(|e| UploadError::Internal(e.to_string()))?
-            }
-            None => None,
-        };
-        let mut near_duplicate_of = None;
-        if let Some(found) = near {
-            tracing::info!(near = %found.video, distance = found.distance, share = found.share, "near-duplicate");
-            self.metrics.near_duplicates.inc();
-            if self.near.policy == NearDuplicatePolicy::Merge
-                && let Some(stored) = self.repo.find_video(&found.video).await?
-            {
-                return self.duplicate_of(&stored, session, found.distance).await;
-            }
-            near_duplicate_of = Some((found.video, found.distance));
-        }
+        // A perceptual match never discards the upload: its bytes are
+        // committed like a new video's, as a variant or marked as near.
+        let matched = self.decide(signature.as_ref()).await?;
 
         let key = ObjectKey::new(&session.bucket, &session.prefix, &hash, analysis.media.ext);
         self.repo.begin_commit(id, &hash, &key).await?;
@@ -224,12 +256,14 @@ impl Committer {
             return Err(e);
         }
         let thumbnail = analysis.thumbnail;
-        let found = Found { media: analysis.media, signature, near_duplicate_of };
+        let found = Found { media: analysis.media, signature, matched };
         let result = self
             .record(session, hash, size, found, key)
             .await
             .map_err(|e| UploadError::CommitInterrupted(e.to_string()))?;
-        if let (IngestStatus::New, Some(jpeg)) = (result.status, thumbnail) {
+        // This upload's bytes became an object (a new video or a variant).
+        let stored_here = result.status == IngestStatus::New || result.variant == Some(hash.to_hex());
+        if let (true, Some(jpeg)) = (stored_here, thumbnail) {
             let store = self.store.clone();
             if let Ok(Err(e)) =
                 tokio::task::spawn_blocking(move || store.put_derived(&hash, "thumbnail.jpg", &jpeg)).await
@@ -237,11 +271,32 @@ impl Committer {
                 tracing::warn!(error = %e, "could not keep the thumbnail");
             }
         }
-        if let (IngestStatus::New, Some(refined)) = (result.status, refined) {
+        if let (true, Some(refined)) = (stored_here, refined) {
             let this = self.clone();
             actix::spawn(async move { this.refine(hash, refined).await });
         }
         Ok(result)
+    }
+
+    /// Whether `signature` matches a stored video, and what that makes of
+    /// the upload under the policy.
+    async fn decide(&self, signature: Option<&Signature>) -> Result<Matched, UploadError> {
+        let Some(signature) = signature else { return Ok(Matched::Nothing) };
+        let lookup = self.near.find(signature, &self.repo).await?;
+        self.metrics.audio_vetoes.inc_by(lookup.vetoed);
+        let Some(found) = lookup.found else { return Ok(Matched::Nothing) };
+        tracing::info!(
+            near = %found.video,
+            distance = found.distance,
+            share = found.share,
+            audio = %found.audio,
+            "near-duplicate"
+        );
+        self.metrics.near_duplicates.inc();
+        Ok(match self.near.policy {
+            NearDuplicatePolicy::Merge => Matched::Variant(found),
+            NearDuplicatePolicy::Keep | NearDuplicatePolicy::Off => Matched::Kept(found),
+        })
     }
 
     /// The complete analysis of a video stored on a partial one, when it
@@ -251,14 +306,15 @@ impl Committer {
         match refined.await {
             Ok(Ok(analysis)) if !analysis.samples.is_empty() => {
                 // Deleted meanwhile: nothing to complete.
-                if !matches!(self.repo.find_video(&hash).await, Ok(Some(_))) {
-                    return;
-                }
+                let Ok(Some(row)) = self.repo.find_video(&hash).await else { return };
                 let signature = signature_of(&analysis);
                 match self.repo.put_signature(&hash, &signature).await {
                     Ok(()) => {
                         let samples = signature.samples.len();
-                        self.near.replace_blocking(hash, signature).await;
+                        // A variant is not in the index (unmerge puts it there).
+                        if row.variant_of.is_none() {
+                            self.near.replace_blocking(hash, signature).await;
+                        }
                         tracing::info!(%hash, samples, "signature completed after the upload");
                     }
                     Err(e) => tracing::warn!(%hash, error = %e, "could not keep the completed signature"),
@@ -283,6 +339,11 @@ impl Committer {
         found: Found,
         key: ObjectKey,
     ) -> Result<IngestResult, UploadError> {
+        let (variant_of, near_duplicate_of, match_info) = match found.matched {
+            Matched::Nothing => (None, None, None),
+            Matched::Kept(m) => (None, ContentHash::parse(&m.video).ok().map(|h| (h, m.distance)), Some(m)),
+            Matched::Variant(m) => (ContentHash::parse(&m.video).ok(), None, Some(m)),
+        };
         let new = NewVideo {
             hash,
             size_bytes: size,
@@ -292,15 +353,16 @@ impl Committer {
             file_path: key.as_str().to_owned(),
             meta: session.meta.clone(),
             signature: found.signature,
-            near_duplicate_of: found.near_duplicate_of,
-            transcode_job: self.transcode.as_ref().map(|settings| {
-                (
-                    crate::queue::TRANSCODE_TOPIC.to_owned(),
-                    crate::queue::TranscodeJob::new(&hash.to_hex(), settings).to_json(),
-                )
-            }),
+            near_duplicate_of,
+            variant_of,
+            match_info,
+            // A variant is not transcoded: the video it was merged into is.
+            transcode_job: self.transcode_job(&hash).filter(|_| variant_of.is_none()),
         };
         if self.repo.insert_video(&new, session.url.as_ref()).await? {
+            if let Some(stored) = new.variant_of {
+                return self.settle_variant(hash, stored, &new).await;
+            }
             if new.transcode_job.is_some() {
                 self.job_queued.notify_one();
             }
@@ -315,6 +377,8 @@ impl Committer {
                 duration_s: new.media.duration_s,
                 phash_distance: new.near_duplicate_of.map(|(_, d)| d),
                 near_duplicate_of: new.near_duplicate_of.map(|(h, _)| h.to_hex()),
+                match_kind: None,
+                variant: None,
             });
         }
 
@@ -328,7 +392,44 @@ impl Committer {
         if stored.file_path != key.as_str() {
             self.delete_object(key).await;
         }
-        self.duplicate_of(&stored, session, 0).await
+        self.duplicate_of(&stored, session).await
+    }
+
+    /// A variant is recorded: the answer is about the video it was merged
+    /// into. If that video was deleted between the decision and the record,
+    /// the variant is made its own video (nothing is lost either way).
+    async fn settle_variant(
+        &self,
+        hash: ContentHash,
+        stored: ContentHash,
+        new: &NewVideo,
+    ) -> Result<IngestResult, UploadError> {
+        let distance = new.match_info.as_ref().map_or(0, |m| m.distance);
+        if let Some(row) = self.repo.find_video(&stored).await? {
+            self.metrics.perceptual_merges.inc();
+            self.metrics.duplicates.inc();
+            return Ok(IngestResult::of_variant(&row, &hash.to_hex(), distance));
+        }
+        let job = self.transcode_job(&hash);
+        let own = self.repo.unmerge(&hash, job.as_ref().map(|(t, p)| (t.as_str(), p))).await?;
+        if job.is_some() {
+            self.job_queued.notify_one();
+        }
+        if let Some(signature) = &new.signature {
+            self.near.add_blocking(hash, signature.clone()).await;
+        }
+        let own = own.ok_or_else(|| UploadError::Internal("a variant vanished as it was recorded".into()))?;
+        Ok(IngestResult::of_stored(&own, IngestStatus::New))
+    }
+
+    /// The transcode job a new video gets, if `transcode.on_upload` is set.
+    fn transcode_job(&self, hash: &ContentHash) -> Option<(String, serde_json::Value)> {
+        self.transcode.as_ref().map(|settings| {
+            (
+                crate::queue::TRANSCODE_TOPIC.to_owned(),
+                crate::queue::TranscodeJob::new(&hash.to_hex(), settings).to_json(),
+            )
+        })
     }
 
     /// At start-up, before any upload is served: finishes every commit that a
@@ -372,13 +473,17 @@ impl Committer {
             // insert) or by another one. (Its spool and parts go once the
             // session is closed, in `recover_interrupted`.)
             if stored.file_path == key.as_str() {
-                if let Some(url) = &session.url {
-                    self.repo.add_alias(url, &hash).await?;
-                }
-                return Ok(Some(IngestResult::of_stored(&stored, IngestStatus::New, 0)));
+                // The insert wrote the alias in its transaction.
+                return match stored.variant_of.as_deref().map(ContentHash::parse) {
+                    Some(Ok(primary)) => match self.repo.find_video(&primary).await? {
+                        Some(row) => Ok(Some(IngestResult::of_variant(&row, &stored.hash, distance_of(&stored)))),
+                        None => Ok(Some(IngestResult::of_stored(&stored, IngestStatus::New))),
+                    },
+                    _ => Ok(Some(IngestResult::of_stored(&stored, IngestStatus::New))),
+                };
             }
             self.delete_object(key).await;
-            return self.duplicate_of(&stored, session, 0).await.map(Some);
+            return self.duplicate_of(&stored, session).await.map(Some);
         }
         let store = self.store.clone();
         let (spool, object) = {
@@ -398,11 +503,13 @@ impl Committer {
                 self.repo.reopen_session(&id).await?;
                 Ok(None)
             }
-            // Renamed but not recorded: analyse what is there and record it.
+            // Renamed but not recorded: analyse what is there, decide again
+            // (the same bytes give the same answer), and record it.
             (false, Some((size, path))) => match self.prober.send(AnalyzeFile(path)).await? {
                 Ok(analysis) => {
                     let signature = (!analysis.samples.is_empty()).then(|| signature_of(&analysis));
-                    let found = Found { media: analysis.media, signature, near_duplicate_of: None };
+                    let matched = self.decide(signature.as_ref()).await?;
+                    let found = Found { media: analysis.media, signature, matched };
                     self.record(session, hash, size, found, key).await.map(Some)
                 }
                 Err(e) => {
@@ -417,19 +524,27 @@ impl Committer {
         }
     }
 
-    /// Settles an upload as a duplicate of `stored`, `distance` away (0:
-    /// the same bytes); its URL becomes one more alias.
+    /// Settles an upload whose bytes are stored already as `stored`; its
+    /// URL becomes one more alias. Bytes stored as a variant stand for the
+    /// video that variant was merged into.
     async fn duplicate_of(
         &self,
         stored: &crate::storage::entities::video::Model,
         session: &SessionRecord,
-        distance: u32,
     ) -> Result<IngestResult, UploadError> {
+        self.metrics.duplicates.inc();
+        if let Some(primary) = stored.variant_of.as_deref().and_then(|h| ContentHash::parse(h).ok())
+            && let Some(row) = self.repo.find_video(&primary).await?
+        {
+            if let (Some(url), Ok(variant)) = (&session.url, ContentHash::parse(&stored.hash)) {
+                self.repo.add_alias_via(url, &primary, &variant).await?;
+            }
+            return Ok(IngestResult::of_variant(&row, &stored.hash, distance_of(stored)));
+        }
         if let (Some(url), Ok(hash)) = (&session.url, ContentHash::parse(&stored.hash)) {
             self.repo.add_alias(url, &hash).await?;
         }
-        self.metrics.duplicates.inc();
-        Ok(IngestResult::of_stored(stored, IngestStatus::Duplicate, distance))
+        Ok(IngestResult::of_stored(stored, IngestStatus::Duplicate))
     }
 
     async fn delete_object(&self, key: ObjectKey) {

@@ -1,7 +1,11 @@
 //! The near-duplicate corpus, generated with the ffmpeg CLI from
-//! `tests/corpus.json`: visually different lavfi sources, and transformed
-//! copies of each (CRF 38, scaled to 240p, cropped to the central 95%, a
-//! translucent logo box in a corner, trimmed by 2 s, 15 fps instead of 25).
+//! `tests/corpus.json`: visually different lavfi sources (three with a
+//! generated soundtrack), and transformed copies of each (CRF 38 with Opus
+//! audio, scaled to 240p with mono 22 kHz audio, cropped to the central 95%,
+//! a translucent logo box in a corner, trimmed by 2 s, 15 fps instead of 25,
+//! letterboxed, grey). And the look-alikes: distinct videos that look or
+//! sound alike (stills, black and blank screens, slides, a shared intro, two
+//! halves of one video, one picture sequence with two soundtracks).
 //! `life` and `cellauto` are drawn coarse (160x90 cells scaled up): at full
 //! resolution they are noise that no frame hash can follow. Made once per
 //! run and cached in the temp dir; `tests/bench/dedup_bench.py` builds the
@@ -69,9 +73,17 @@ pub fn corpus() -> Vec<(String, String, PathBuf)> {
                 copies.push((name.clone(), t.clone(), dir.join(format!("{name}-{t}.mp4"))));
             }
             let (dir, transforms, source_args) = (&dir, &transforms, &source_args);
+            let audio = def["sources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["name"] == name.as_str())
+                .and_then(|s| s["audio"].as_str())
+                .map(|a| format!("-f lavfi -i {a} -c:a aac -b:a 128k -shortest"))
+                .unwrap_or_default();
             scope.spawn(move || {
                 if !path.exists() {
-                    ffmpeg(&format!("-f lavfi -i {graph} {source_args}"), None, &path);
+                    ffmpeg(&format!("-f lavfi -i {graph} {audio} {source_args}"), None, &path);
                 }
                 for (t, args) in transforms {
                     let out = dir.join(format!("{name}-{t}.mp4"));
@@ -84,4 +96,28 @@ pub fn corpus() -> Vec<(String, String, PathBuf)> {
     });
     all.extend(copies);
     all
+}
+
+/// The look-alikes: (name, path), every one a different video.
+pub fn lookalikes() -> Vec<(String, PathBuf)> {
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let def = definition();
+    let dir = dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let all: Vec<(String, PathBuf, String)> = entries(&def, "lookalikes", "args")
+        .into_iter()
+        .map(|(name, args)| (name.clone(), dir.join(format!("lookalike-{name}.mp4")), args))
+        .collect();
+    std::thread::scope(|scope| {
+        for chunk in all.chunks(4) {
+            scope.spawn(move || {
+                for (_, path, args) in chunk {
+                    if !path.exists() {
+                        ffmpeg(args, None, path);
+                    }
+                }
+            });
+        }
+    });
+    all.into_iter().map(|(name, path, _)| (name, path)).collect()
 }

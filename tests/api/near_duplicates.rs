@@ -64,9 +64,11 @@ async fn a_near_duplicate_is_merged_into_the_stored_video_and_survives_a_restart
         .await;
         let source = upload_file(&app, "https://m.test/source", &path("life", "source")).await;
         assert_eq!(source["status"], "new");
-        let copy = upload_file(&app, "https://m.test/240p", &path("life", "240p")).await;
+        let copy_bytes = std::fs::read(path("life", "240p")).unwrap();
+        let copy = app.upload("https://m.test/240p", "corpus", None, copy_bytes.clone()).await;
         assert_eq!(copy["status"], "duplicate", "{copy}");
         assert_eq!(copy["hash"], source["hash"]);
+        assert_eq!(copy["match"], "perceptual", "{copy}");
         let d = copy["phash_distance"].as_u64().expect("a distance");
         assert!((1..=13).contains(&d), "a perceptual, not an exact, match: {copy}");
         let resolved = app.get_json("/resolve?url=https://m.test/240p").await;
@@ -74,7 +76,23 @@ async fn a_near_duplicate_is_merged_into_the_stored_video_and_survives_a_restart
         let meta = app.get_json(&format!("/meta/{}", source["hash"].as_str().unwrap())).await;
         assert_eq!(meta["aliases"].as_array().unwrap().len(), 2, "{meta}");
         assert!(meta["analysis"]["samples"].as_u64().unwrap() >= 10, "{meta}");
-        assert_eq!(crate::helpers::files_under(&root.join("corpus")).len(), 1, "the copy's bytes are not kept");
+        assert_eq!(meta["analysis"]["audio"], "fingerprinted", "{meta}");
+        // The copy's bytes are kept, as a variant, and read back whole.
+        let variant = copy["variant"].as_str().expect("the variant's hash").to_owned();
+        assert_eq!(variant, blake3_hex(&copy_bytes));
+        assert_eq!(crate::helpers::files_under(&root.join("corpus")).len(), 2, "the copy's bytes are kept");
+        let read = app.client.get(app.url(&format!("/video/{variant}"))).send().await.unwrap();
+        assert_eq!(blake3_hex(&read.bytes().await.unwrap()), variant);
+        let listed = &meta["variants"][0];
+        assert_eq!(listed["hash"], variant.as_str(), "{meta}");
+        assert_eq!(listed["url"], "https://m.test/240p");
+        assert_eq!(listed["match"]["audio"], "agree", "the soundtracks agree: {meta}");
+        assert!(listed["match"]["matched_samples"].as_u64().unwrap() >= 3, "{meta}");
+        let own = app.get_json(&format!("/meta/{variant}")).await;
+        assert_eq!(own["variant_of"], source["hash"], "{own}");
+        assert_eq!(own["transcode"]["status"], "none", "a variant is not transcoded");
+        let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        assert!(metrics.contains("vidcache_perceptual_merges_total 1"), "{metrics}");
         source["hash"].as_str().unwrap().to_owned()
     };
     // A second daemon on the same database (its own storage root, since the
@@ -89,9 +107,15 @@ async fn a_near_duplicate_is_merged_into_the_stored_video_and_survives_a_restart
     assert!(other.get("phash_distance").is_none());
     let again = upload_file(&app, "https://m.test/again", &path("life", "source")).await;
     assert_eq!((again["status"].as_str(), again["phash_distance"].as_u64()), (Some("duplicate"), Some(0)));
-    // Deleted, the source is forgotten: its copy is new now.
+    // Deleted, the source is forgotten, with its variants: its copy is new now.
+    let variants = app.get_json(&format!("/meta/{source_hash}")).await["variants"].clone();
+    assert_eq!(variants.as_array().unwrap().len(), 2, "{variants}");
     let deleted = app.client.delete(app.url(&format!("/video/{source_hash}"))).send().await.unwrap();
     assert_eq!(deleted.status(), 204);
+    for variant in variants.as_array().unwrap() {
+        let gone = app.client.get(app.url(&format!("/meta/{}", variant["hash"].as_str().unwrap()))).send().await;
+        assert_eq!(gone.unwrap().status(), 404, "a deleted video's variants go with it");
+    }
     let copy_bytes = std::fs::read(path("life", "watermark")).unwrap();
     let after = app.upload("https://m.test/wm", "corpus", None, copy_bytes.clone()).await;
     assert_eq!(after["status"], "new", "{after}");
@@ -142,4 +166,68 @@ async fn a_signature_handed_over_at_finalize_is_completed_after_the_upload() {
     let app_ok = spawn_app_with(Backend::Sqlite, |s| s.database.url = app.database_url.clone()).await;
     let copy = upload_file(&app_ok, "https://h.test/copy", &path("crop5")).await;
     assert_eq!((copy["status"].as_str(), copy["hash"].as_str()), (Some("duplicate"), Some(hash.as_str())), "{copy}");
+}
+
+/// Every look-alike is a different video: none may be answered `duplicate`
+/// (stills and black screens with different sound, blank pages, slides, a
+/// shared intro, two halves of one video, one picture sequence with two
+/// soundtracks), on both databases, under the default policy (merge).
+async fn no_look_alike_is_taken_for_another(backend: Backend) {
+    let app = spawn_app_with(backend, |_| {}).await;
+    let mut merged = Vec::new();
+    for (name, path) in crate::corpus::lookalikes() {
+        let result = upload_file(&app, &format!("https://look.test/{name}"), &path).await;
+        if result["status"] != "new" {
+            merged.push(format!("{name}: {result}"));
+        }
+    }
+    assert!(merged.is_empty(), "look-alikes taken for another video:\n{}", merged.join("\n"));
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("vidcache_perceptual_merges_total 0"), "no perceptual merge");
+    // The ones with the same pictures were told apart by their sound.
+    let vetoes = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("vidcache_audio_vetoes_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(vetoes >= 3, "the episodes and the re-scored pictures were vetoed by their sound: {vetoes}");
+}
+crate::both_backends!(no_look_alike_is_taken_for_another);
+
+/// A wrong merge undone: the variant becomes its own video, with its URL,
+/// its video entry, a transcode, and a place in the index (a copy of it
+/// now matches it).
+#[actix_web::test]
+async fn unmerge_makes_a_variant_its_own_video_again() {
+    let app = spawn_app_with(Backend::Postgres, |_| {}).await;
+    let corpus = corpus();
+    let path = |variant: &str| corpus.iter().find(|(f, v, _)| f == "testsrc2" && v == variant).unwrap().2.clone();
+    let source = upload_file(&app, "https://u.test/source", &path("source")).await;
+    let copy = upload_file(&app, "https://u.test/copy", &path("watermark")).await;
+    assert_eq!(copy["match"], "perceptual", "{copy}");
+    let variant = copy["variant"].as_str().unwrap().to_owned();
+    // Not a variant: refused with a reason.
+    let refused = app.client.post(app.url(&format!("/video/{}/unmerge", source["hash"].as_str().unwrap()))).send();
+    let refused = refused.await.unwrap();
+    assert_eq!(refused.status(), 409);
+    assert_eq!(refused.json::<Value>().await.unwrap()["code"], "not-a-variant");
+    let transcode = app.client.post(app.url(&format!("/video/{variant}/transcode"))).send().await.unwrap();
+    assert_eq!(transcode.status(), 409, "a variant is not transcoded");
+
+    let done = app.client.post(app.url(&format!("/video/{variant}/unmerge"))).send().await.unwrap();
+    assert_eq!(done.status(), 200);
+    let done: Value = done.json().await.unwrap();
+    assert_eq!(done["aliases"], serde_json::json!(["https://u.test/copy"]), "{done}");
+    assert_eq!(app.get_json("/resolve?url=https://u.test/copy").await["hash"], variant.as_str());
+    let meta = app.get_json(&format!("/meta/{variant}")).await;
+    assert_eq!(meta["variant_of"], Value::Null, "{meta}");
+    assert_eq!(meta["near_duplicate_of"], source["hash"], "the match stays on record");
+    assert!(["queued", "processing", "ready"].contains(&meta["transcode"]["status"].as_str().unwrap()), "{meta}");
+    let stored = app.get_json(&format!("/meta/{}", source["hash"].as_str().unwrap())).await;
+    assert_eq!(stored["variants"], serde_json::json!([]), "{stored}");
+    assert_eq!(stored["aliases"], serde_json::json!(["https://u.test/source"]));
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("vidcache_unmerges_total 1"), "{metrics}");
+    let again = app.client.post(app.url(&format!("/video/{variant}/unmerge"))).send().await.unwrap();
+    assert_eq!(again.status(), 409, "unmerged once");
 }

@@ -185,6 +185,83 @@ async fn interrupted_commits_are_finished_at_start_up(backend: Backend) {
 }
 both_backends!(interrupted_commits_are_finished_at_start_up);
 
+/// The commit window of a near-duplicate: its bytes are kept as a variant,
+/// so a kill -9 anywhere in the merge leaves them whole. (1) renamed into
+/// place and never recorded: start-up analyses the object, decides again
+/// and records it as a variant; (2) commit begun, spool not renamed: the
+/// upload is receiving with every byte, and its finalize merges it.
+async fn a_near_duplicate_killed_mid_merge_keeps_its_bytes(backend: Backend) {
+    use vidcache::domain::{Bucket, ContentHash, ObjectKey, Prefix, UploadId};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    std::fs::create_dir_all(&root).unwrap();
+    let database_url = fresh_database(backend, &root).await;
+    let client = crate::helpers::http_client();
+    let corpus = crate::corpus::corpus();
+    let file = |variant: &str| {
+        std::fs::read(corpus.iter().find(|(f, v, _)| f == "life" && v == variant).unwrap().2.clone()).unwrap()
+    };
+    let (source, renamed_copy, spooled_copy) = (file("source"), file("240p"), file("crop5"));
+
+    let mut daemon = Daemon::start(&root, &database_url, free_port()).await;
+    let first = init_upload(&client, &daemon.address, "https://v.test/source.mp4").await;
+    let stored: serde_json::Value =
+        resume_upload(&client, &daemon.address, &first, 0, &source).await.json().await.unwrap();
+    assert_eq!(stored["status"], "new", "{stored}");
+    let renamed = init_upload(&client, &daemon.address, "https://v.test/renamed.mp4").await;
+    let spooled = init_upload(&client, &daemon.address, "https://v.test/spooled.mp4").await;
+    daemon.kill9();
+
+    let repo = vidcache::storage::Repository::connect(&database_url, 1).await.unwrap();
+    let key_for = |bytes: &[u8]| {
+        let hash = ContentHash::parse(&blake3_hex(bytes)).unwrap();
+        (hash, ObjectKey::new(&Bucket::parse("b").unwrap(), &Prefix::default(), &hash, "mp4"))
+    };
+    let (copy_hash, copy_key) = key_for(&renamed_copy);
+    repo.begin_commit(&UploadId::parse(&renamed).unwrap(), &copy_hash, &copy_key).await.unwrap();
+    std::fs::write(root.join(copy_key.as_str()), &renamed_copy).unwrap();
+    let (spool_hash, spool_key) = key_for(&spooled_copy);
+    let id = UploadId::parse(&spooled).unwrap();
+    repo.record_progress(&id, spooled_copy.len() as u64).await.unwrap();
+    repo.begin_commit(&id, &spool_hash, &spool_key).await.unwrap();
+    std::fs::write(root.join(".spool").join(format!("{spooled}.part")), &spooled_copy).unwrap();
+    drop(repo);
+
+    let mut daemon = Daemon::start(&root, &database_url, free_port()).await;
+    let recovered = status(&client, &daemon.address, &renamed).await;
+    assert_eq!(recovered["state"], "complete", "{recovered}");
+    let result = &recovered["result"];
+    assert_eq!(result["status"], "duplicate", "{result}");
+    assert_eq!(result["match"], "perceptual", "{result}");
+    assert_eq!(result["hash"], stored["hash"], "answered as the stored video");
+    assert_eq!(result["variant"], copy_hash.to_hex().as_str(), "its own bytes kept");
+    let bytes = client.get(format!("{}/video/{copy_hash}", daemon.address)).send().await.unwrap();
+    assert_eq!(blake3_hex(&bytes.bytes().await.unwrap()), copy_hash.to_hex());
+
+    let second = status(&client, &daemon.address, &spooled).await;
+    assert_eq!(second["state"], "receiving", "{second}");
+    let finished = resume_upload(&client, &daemon.address, &spooled, spooled_copy.len(), &[]).await;
+    let finished: serde_json::Value = finished.json().await.unwrap();
+    assert_eq!((finished["status"].as_str(), finished["match"].as_str()), (Some("duplicate"), Some("perceptual")));
+    assert_eq!(finished["variant"], spool_hash.to_hex().as_str(), "{finished}");
+    let meta: serde_json::Value = client
+        .get(format!("{}/meta/{}", daemon.address, stored["hash"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut kept: Vec<&str> =
+        meta["variants"].as_array().unwrap().iter().map(|v| v["hash"].as_str().unwrap()).collect();
+    kept.sort_unstable();
+    let mut want = vec![copy_hash.to_hex(), spool_hash.to_hex()];
+    want.sort_unstable();
+    assert_eq!(kept, want, "{meta}");
+    daemon.kill9();
+}
+both_backends!(a_near_duplicate_killed_mid_merge_keeps_its_bytes);
+
 #[actix_web::test]
 async fn migrate_creates_the_schema_on_a_fresh_root() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,63 @@
+//! Prints what the near-duplicate analysis sees in each file: the
+//! information score of every sample, the audio, and for every pair the
+//! picture match and the audio verdict. Used to choose
+//! `dedup.min_frame_information` and `dedup.max_audio_error`:
+//! `cargo run --release --example dedup_eval -- FILE...`
+
+use vidcache::dedup::{FrameIndex, MatchRule, VideoFrames};
+use vidcache::domain::ContentHash;
+use vidcache::media::{AnalysisSettings, analysis::analyze_file};
+
+fn main() {
+    vidcache::media::init_ffmpeg();
+    let files: Vec<String> = std::env::args().skip(1).collect();
+    let settings = AnalysisSettings::default();
+    let rule = MatchRule {
+        max_frame_distance: 13,
+        min_matched_share: 0.6,
+        min_matched_frames: 3,
+        min_duration_ratio: 0.6,
+        min_frame_information: std::env::var("MIN_INFO").ok().and_then(|v| v.parse().ok()).unwrap_or(24),
+        max_audio_error: 0.25,
+    };
+    let mut all = Vec::new();
+    for file in &files {
+        let analysis = analyze_file(std::path::Path::new(file), &settings).expect("analysable");
+        let mut infos: Vec<u8> = analysis.samples.iter().map(|s| s.info).collect();
+        infos.sort_unstable();
+        let name = std::path::Path::new(file).file_stem().unwrap().to_string_lossy().into_owned();
+        println!(
+            "{name:28} samples {:3} info min {:2} median {:2} max {:2}  audio {}",
+            infos.len(),
+            infos.first().unwrap_or(&0),
+            infos.get(infos.len() / 2).unwrap_or(&0),
+            infos.last().unwrap_or(&0),
+            analysis.audio.kind()
+        );
+        all.push((name, analysis));
+    }
+    for (i, (a, x)) in all.iter().enumerate() {
+        for (b, y) in all.iter().skip(i + 1) {
+            let mut index = FrameIndex::new();
+            let frames = |s: &vidcache::media::Analysis| -> Vec<(u64, vidcache::dedup::FrameHash)> {
+                s.samples.iter().filter(|s| s.info >= rule.min_frame_information).map(|s| (s.pts_ms, s.hash)).collect()
+            };
+            let video = ContentHash::from(blake3::hash(b"stored"));
+            let duration = |s: &vidcache::media::Analysis| s.media.duration_s.map_or(0, |d| (d * 1000.0) as u64);
+            index.insert(&VideoFrames { video, frames: frames(y), duration_ms: duration(y) });
+            let ours = frames(x);
+            let matched =
+                if ours.len() < rule.min_matched_frames { None } else { index.best_match(&ours, duration(x), &rule) };
+            let offset = matched.as_ref().map_or(0, |m| m.offset_ms);
+            let audio = x.audio.compare(&y.audio, offset, rule.max_audio_error);
+            if matched.is_some() || audio.error().is_some_and(|e| e < 0.35) {
+                println!(
+                    "{a:28} ~ {b:28} pictures {:?} audio {} {:?}",
+                    matched.map(|m| (m.distance, (m.share * 100.0) as u32, m.matched, m.offset_ms)),
+                    audio.as_str(),
+                    audio.error().map(|e| (e * 1000.0).round() / 1000.0)
+                );
+            }
+        }
+    }
+}

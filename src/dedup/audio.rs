@@ -1,0 +1,206 @@
+//! Audio fingerprints: what a video's soundtrack is, so that two videos with
+//! the same pictures and different sound (podcast episodes over one cover
+//! image, a slide deck narrated twice) are never taken for one another.
+//!
+//! The analysis makes a Chromaprint fingerprint (`rusty-chromaprint`,
+//! `preset_test2`, the configuration AcoustID uses: 11,025 Hz mono, one
+//! 32-bit item every 0.124 s) in the same pass that samples frames. Two
+//! soundtracks agree when, aligned at the time offset their frames matched
+//! at (give or take `ALIGN_SLACK_MS`), their items differ in few bits: a
+//! re-encode (AAC to Opus, another bitrate, sample rate or channel layout)
+//! keeps the bit error rate under 0.2, other audio sits near 0.5.
+
+use base64::Engine;
+
+/// What a video's analysis knows of its sound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AudioPrint {
+    /// No audio stream.
+    Absent,
+    /// An audio stream that is silent throughout (quieter than
+    /// `SILENCE_DBFS`): counts as no audio.
+    Silent,
+    /// Not known: the analysis did not read the audio (a partial analysis,
+    /// or a signature stored before audio was fingerprinted). Never agrees
+    /// and never lets pictures decide alone.
+    Unknown,
+    /// The fingerprint of audible audio.
+    Print(Vec<u32>),
+}
+
+/// RMS level under which a whole soundtrack is silence, in dB full scale.
+pub const SILENCE_DBFS: f64 = -50.0;
+/// Seconds of audio one fingerprint item stands for (`preset_test2`:
+/// 4,096-sample frames overlapping by two thirds at 11,025 Hz).
+pub const ITEM_MS: f64 = 4096.0 / 3.0 / 11025.0 * 1000.0;
+/// How far from the frames' offset the best audio alignment is looked for.
+const ALIGN_SLACK_MS: f64 = 1500.0;
+/// Items that must overlap for a comparison to mean anything (about 2.5 s).
+const MIN_OVERLAP_ITEMS: usize = 20;
+
+/// How two videos' soundtracks compare.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AudioVerdict {
+    /// Both have audible audio, and it is the same (bit error rate).
+    Agree(f64),
+    /// Both have audible audio, and it is not the same.
+    Disagree(f64),
+    /// At least one side has no audible audio: the pictures decide alone.
+    NoAudio,
+    /// Cannot tell (a side is unknown, or too little overlaps): no match.
+    Undecided,
+}
+
+impl AudioVerdict {
+    /// May the videos be matched, as far as the sound goes?
+    pub fn allows_match(self) -> bool {
+        matches!(self, Self::Agree(_) | Self::NoAudio)
+    }
+
+    /// For answers and meta: `agree`, `disagree`, `no-audio`, `undecided`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Agree(_) => "agree",
+            Self::Disagree(_) => "disagree",
+            Self::NoAudio => "no-audio",
+            Self::Undecided => "undecided",
+        }
+    }
+
+    pub fn error(self) -> Option<f64> {
+        match self {
+            Self::Agree(e) | Self::Disagree(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl AudioPrint {
+    /// Compares `self` (the new video) with `other` (a stored one), whose
+    /// frames matched ours `offset_ms` later in its timeline. `max_error`:
+    /// the highest bit error rate that is still the same audio.
+    pub fn compare(&self, other: &AudioPrint, offset_ms: i64, max_error: f64) -> AudioVerdict {
+        match (self, other) {
+            (Self::Unknown, _) | (_, Self::Unknown) => AudioVerdict::Undecided,
+            (Self::Absent | Self::Silent, _) | (_, Self::Absent | Self::Silent) => AudioVerdict::NoAudio,
+            (Self::Print(ours), Self::Print(theirs)) => match best_error(ours, theirs, offset_ms as f64) {
+                None => AudioVerdict::Undecided,
+                Some(e) if e <= max_error => AudioVerdict::Agree(e),
+                Some(e) => AudioVerdict::Disagree(e),
+            },
+        }
+    }
+
+    /// Storage form: `absent`, `silent`, `unknown`, or `p:` and the items
+    /// as little-endian bytes in base64.
+    pub fn to_stored(&self) -> String {
+        match self {
+            Self::Absent => "absent".into(),
+            Self::Silent => "silent".into(),
+            Self::Unknown => "unknown".into(),
+            Self::Print(items) => {
+                let bytes: Vec<u8> = items.iter().flat_map(|i| i.to_le_bytes()).collect();
+                format!("p:{}", base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes))
+            }
+        }
+    }
+
+    /// Reads the storage form; anything else (a row from before audio was
+    /// fingerprinted) is `Unknown`.
+    pub fn from_stored(stored: Option<&str>) -> Self {
+        match stored {
+            Some("absent") => Self::Absent,
+            Some("silent") => Self::Silent,
+            Some(s) if s.starts_with("p:") => match base64::engine::general_purpose::STANDARD_NO_PAD.decode(&s[2..]) {
+                Ok(bytes) if bytes.len() % 4 == 0 => {
+                    Self::Print(bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+                }
+                _ => Self::Unknown,
+            },
+            _ => Self::Unknown,
+        }
+    }
+
+    /// For meta: `absent`, `silent`, `unknown` or `fingerprinted`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Absent => "absent",
+            Self::Silent => "silent",
+            Self::Unknown => "unknown",
+            Self::Print(_) => "fingerprinted",
+        }
+    }
+}
+
+/// The lowest bit error rate of `ours` against `theirs` over the shifts
+/// within `ALIGN_SLACK_MS` of `offset_ms`; `None` when no shift overlaps
+/// enough. Item `i` of ours is at the same moment as item `i + shift` of
+/// theirs.
+fn best_error(ours: &[u32], theirs: &[u32], offset_ms: f64) -> Option<f64> {
+    let centre = (offset_ms / ITEM_MS).round() as i64;
+    let slack = (ALIGN_SLACK_MS / ITEM_MS).ceil() as i64;
+    let needed = MIN_OVERLAP_ITEMS.max(ours.len().min(theirs.len()) / 2);
+    let mut best: Option<f64> = None;
+    for shift in centre - slack..=centre + slack {
+        let (mut bits, mut items) = (0u64, 0usize);
+        for (i, a) in ours.iter().enumerate() {
+            let j = i as i64 + shift;
+            if j < 0 {
+                continue;
+            }
+            let Some(b) = theirs.get(j as usize) else { break };
+            bits += u64::from((a ^ b).count_ones());
+            items += 1;
+        }
+        if items >= needed {
+            let error = bits as f64 / (items as f64 * 32.0);
+            best = Some(best.map_or(error, |b: f64| b.min(error)));
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn items(seed: u32, n: usize) -> Vec<u32> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_same_items_shifted_agree_and_others_do_not() {
+        let a = AudioPrint::Print(items(3, 200));
+        // Theirs starts 16 items (about 2 s) earlier: ours is a trimmed copy.
+        let mut longer = items(99, 16);
+        longer.extend(items(3, 200));
+        let b = AudioPrint::Print(longer);
+        let offset = (16.0 * ITEM_MS) as i64;
+        assert!(matches!(a.compare(&b, offset, 0.25), AudioVerdict::Agree(e) if e < 0.01));
+        let c = AudioPrint::Print(items(4, 200));
+        assert!(matches!(a.compare(&c, 0, 0.25), AudioVerdict::Disagree(e) if e > 0.4));
+        // Silence, no audio: the pictures decide. Unknown: nothing does.
+        assert_eq!(a.compare(&AudioPrint::Silent, 0, 0.25), AudioVerdict::NoAudio);
+        assert_eq!(AudioPrint::Absent.compare(&a, 0, 0.25), AudioVerdict::NoAudio);
+        assert_eq!(a.compare(&AudioPrint::Unknown, 0, 0.25), AudioVerdict::Undecided);
+        // Too little overlap to tell.
+        assert_eq!(a.compare(&AudioPrint::Print(items(3, 5)), 0, 0.25), AudioVerdict::Undecided);
+    }
+
+    #[test]
+    fn the_stored_form_reads_back() {
+        for print in [AudioPrint::Absent, AudioPrint::Silent, AudioPrint::Unknown, AudioPrint::Print(items(5, 33))] {
+            assert_eq!(AudioPrint::from_stored(Some(&print.to_stored())), print);
+        }
+        assert_eq!(AudioPrint::from_stored(None), AudioPrint::Unknown);
+        assert_eq!(AudioPrint::from_stored(Some("p:!!!")), AudioPrint::Unknown);
+    }
+}
