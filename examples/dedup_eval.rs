@@ -34,6 +34,16 @@ fn main() {
             infos.last().unwrap_or(&0),
             analysis.audio.kind()
         );
+        if let vidcache::dedup::AudioPrint::Print(items) = &analysis.audio {
+            let changes: u32 = items.windows(2).map(|w| (w[0] ^ w[1]).count_ones()).sum();
+            let distinct: std::collections::HashSet<u32> = items.iter().copied().collect();
+            println!(
+                "    audio items {} change per item {:.3} distinct {}",
+                items.len(),
+                f64::from(changes) / (items.len().max(2) - 1) as f64 / 32.0,
+                distinct.len()
+            );
+        }
         all.push((name, analysis));
     }
     for (i, (a, x)) in all.iter().enumerate() {

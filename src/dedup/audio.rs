@@ -37,6 +37,13 @@ pub const ITEM_MS: f64 = 4096.0 / 3.0 / 11025.0 * 1000.0;
 const ALIGN_SLACK_MS: f64 = 1500.0;
 /// Items that must overlap for a comparison to mean anything (about 2.5 s).
 const MIN_OVERLAP_ITEMS: usize = 20;
+/// A print with fewer different items than this, or whose items change by
+/// less than `MIN_CHANGE` of their bits from one to the next, is a steady
+/// sound (a test tone, a hum): Chromaprint gives every steady tone nearly
+/// the same print (440 Hz and 660 Hz agree at 0.06, measured), so it tells
+/// nothing about which sound it is.
+const MIN_DISTINCT_ITEMS: usize = 4;
+const MIN_CHANGE: f64 = 0.02;
 
 /// How two videos' soundtracks compare.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -83,6 +90,7 @@ impl AudioPrint {
         match (self, other) {
             (Self::Unknown, _) | (_, Self::Unknown) => AudioVerdict::Undecided,
             (Self::Absent | Self::Silent, _) | (_, Self::Absent | Self::Silent) => AudioVerdict::NoAudio,
+            (Self::Print(ours), Self::Print(theirs)) if steady(ours) || steady(theirs) => AudioVerdict::Undecided,
             (Self::Print(ours), Self::Print(theirs)) => match best_error(ours, theirs, offset_ms as f64) {
                 None => AudioVerdict::Undecided,
                 Some(e) if e <= max_error => AudioVerdict::Agree(e),
@@ -130,6 +138,14 @@ impl AudioPrint {
             Self::Print(_) => "fingerprinted",
         }
     }
+}
+
+/// A steady sound's print: its items hardly change.
+fn steady(items: &[u32]) -> bool {
+    let distinct: std::collections::HashSet<u32> = items.iter().copied().collect();
+    let changed: u64 = items.windows(2).map(|w| u64::from((w[0] ^ w[1]).count_ones())).sum();
+    let change = changed as f64 / (items.len().max(2) - 1) as f64 / 32.0;
+    distinct.len() < MIN_DISTINCT_ITEMS || change < MIN_CHANGE
 }
 
 /// The lowest bit error rate of `ours` against `theirs` over the shifts
@@ -193,6 +209,9 @@ mod tests {
         assert_eq!(a.compare(&AudioPrint::Unknown, 0, 0.25), AudioVerdict::Undecided);
         // Too little overlap to tell.
         assert_eq!(a.compare(&AudioPrint::Print(items(3, 5)), 0, 0.25), AudioVerdict::Undecided);
+        // A steady tone's print says nothing about which tone it is.
+        let tone = AudioPrint::Print(vec![0x5a5a_0f0f; 80]);
+        assert_eq!(tone.compare(&tone, 0, 0.25), AudioVerdict::Undecided);
     }
 
     #[test]

@@ -652,6 +652,7 @@ pub fn information(small: &image::GrayImage) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dedup::AudioVerdict;
     use crate::media::streaming::streaming_buffer;
     use std::io::Write;
 
@@ -666,6 +667,54 @@ mod tests {
             .expect("ffmpeg is installed");
         assert!(status.success());
         path
+    }
+
+    /// Audio fingerprints from real encodes: the same soundtrack re-encoded
+    /// (AAC to Opus, 22 kHz mono) agrees, another does not, silence is no
+    /// audio, a video without a stream has none, and a steady tone never
+    /// agrees with anything.
+    #[test]
+    fn audio_fingerprints_agree_across_encodes_and_tell_soundtracks_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let song = |notes: &str| format!("-f lavfi -i aevalsrc=0.3*sin(2*PI*t*({notes})):s=44100:d=10");
+        let picture = "-f lavfi -i testsrc2=size=320x180:rate=25:duration=10";
+        let a = song("330+110*mod(floor(t*3)\\,4)");
+        let b = song("262*pow(2\\,mod(floor(t*2)\\,5)/6)");
+        let x264 = "-c:v libx264 -preset ultrafast -pix_fmt yuv420p -shortest";
+        let files = [
+            ("aac", format!("{picture} {a} {x264} -c:a aac -b:a 128k")),
+            ("opus", format!("{picture} {a} {x264} -c:a libopus -b:a 48k")),
+            ("mono", format!("{picture} {a} {x264} -c:a aac -ac 1 -ar 22050 -b:a 48k")),
+            ("other", format!("{picture} {b} {x264} -c:a aac -b:a 128k")),
+            ("silent", format!("{picture} -f lavfi -i anullsrc=r=44100:cl=stereo {x264} -c:a aac")),
+            ("none", format!("{picture} {x264}")),
+            ("tone", format!("{picture} -f lavfi -i sine=frequency=440:sample_rate=44100 {x264} -c:a aac")),
+            ("tone2", format!("{picture} -f lavfi -i sine=frequency=660:sample_rate=44100 {x264} -c:a aac")),
+        ];
+        let mut prints = std::collections::HashMap::new();
+        for (name, args) in &files {
+            let path = dir.path().join(format!("{name}.mp4"));
+            let status = std::process::Command::new("ffmpeg")
+                .args(["-hide_banner", "-loglevel", "error", "-y"])
+                .args(args.split_whitespace())
+                .arg(&path)
+                .status()
+                .unwrap();
+            assert!(status.success(), "{args}");
+            prints.insert(*name, analyze_file(&path, &AnalysisSettings::default()).unwrap().audio);
+        }
+        let verdict = |x: &str, y: &str| prints[x].compare(&prints[y], 0, 0.25);
+        assert!(matches!(verdict("aac", "opus"), AudioVerdict::Agree(_)), "{:?}", verdict("aac", "opus"));
+        assert!(matches!(verdict("mono", "aac"), AudioVerdict::Agree(_)), "{:?}", verdict("mono", "aac"));
+        assert!(
+            matches!(verdict("aac", "other"), AudioVerdict::Disagree(e) if e > 0.35),
+            "{:?}",
+            verdict("aac", "other")
+        );
+        assert_eq!(prints["silent"], AudioPrint::Silent);
+        assert_eq!(prints["none"], AudioPrint::Absent);
+        assert_eq!(verdict("aac", "silent"), AudioVerdict::NoAudio);
+        assert_eq!(verdict("tone", "tone2"), AudioVerdict::Undecided, "steady tones never agree");
     }
 
     #[test]
