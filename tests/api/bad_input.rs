@@ -172,6 +172,9 @@ async fn reads_refuse_bad_hashes_queries_paths_and_methods() {
     assert_error(post("/video/abc/transcode".into()).await.unwrap(), 400, "invalid-hash").await;
     assert_error(post(format!("/video/{unknown}/transcode")).await.unwrap(), 404, "unknown-video").await;
     assert_error(get(format!("/video/{unknown}/transcode")).await.unwrap(), 405, "method-not-allowed").await;
+    assert_error(post("/video/abc/unmerge".into()).await.unwrap(), 400, "invalid-hash").await;
+    assert_error(post(format!("/video/{unknown}/unmerge")).await.unwrap(), 404, "unknown-video").await;
+    assert_error(get(format!("/video/{unknown}/unmerge")).await.unwrap(), 405, "method-not-allowed").await;
     for media in [
         format!("/media/{unknown}/hls/master.m3u8"),
         format!("/media/{unknown}/dash/manifest.mpd"),

@@ -287,5 +287,5 @@ async fn migrate_creates_the_schema_on_a_fresh_root() {
     .unwrap()
     .try_get::<i64>("", "n")
     .unwrap();
-    assert_eq!(applied, 5, "every migration was applied");
+    assert_eq!(applied, 6, "every migration was applied");
 }
