@@ -8,8 +8,8 @@
 //! halves of one video, one picture sequence with two soundtracks).
 //! `life` and `cellauto` are drawn coarse (160x90 cells scaled up): at full
 //! resolution they are noise that no frame hash can follow. Made once per
-//! run and cached in the temp dir; `tests/bench/dedup_bench.py` builds the
-//! same corpus from the same file for videohash and vpdq.
+//! run and cached in the temp dir (a dedup benchmark against videohash and
+//! vpdq on the same file is still to be written).
 
 use serde_json::Value;
 use std::path::PathBuf;
