@@ -128,6 +128,8 @@ pub struct DedupSettings {
     /// which they are removed. Removing them is an opt-in: a wrong merge can
     /// then no longer be undone, and the upload's own bytes are gone.
     pub variant_retention: VariantRetention,
+    /// How often variants past `variant_retention` days are looked for.
+    pub variant_sweep_secs: u64,
     /// A sampled frame votes only when this many of its hash's 64 bits are
     /// decided by a clear brightness step; flat and near-blank frames do not.
     pub min_frame_information: u8,
@@ -406,6 +408,7 @@ impl Settings {
             .set_default("dedup.min_matched_frames", 3)?
             .set_default("dedup.min_duration_ratio", 0.6)?
             .set_default("dedup.variant_retention", "keep")?
+            .set_default("dedup.variant_sweep_secs", 3600)?
             .set_default("dedup.min_frame_information", 24)?
             .set_default("dedup.max_audio_error", 0.25)?
             .set_default("transcode.on_upload", true)?

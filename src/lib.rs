@@ -19,6 +19,7 @@ pub mod error;
 pub mod ingest;
 pub mod media;
 pub mod queue;
+pub mod removal;
 pub mod routes;
 pub mod startup;
 pub mod storage;

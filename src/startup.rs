@@ -146,6 +146,16 @@ impl Application {
             queue.start_ingest(Arc::new(KafkaIngest { fetcher: fetcher.clone(), events: queue.events().clone() })),
         );
         tracing::info!(queue = queue.backend(), workers = settings.transcode.workers, "queue ready");
+        let removal = crate::removal::Removal {
+            repo: repo.clone(),
+            store: store.clone(),
+            near: near.clone(),
+            events: queue.events().clone(),
+        };
+        background.extend(removal.clone().start_variant_sweep(
+            settings.dedup.variant_retention,
+            Duration::from_secs(settings.dedup.variant_sweep_secs.max(1)),
+        ));
         let state = web::Data::new(AppState {
             uploads,
             fetcher,
@@ -158,6 +168,7 @@ impl Application {
             frames: SyncArbiter::start(FRAME_THREADS, || FrameGrabber),
             near,
             queue,
+            removal,
         });
 
         let listener =

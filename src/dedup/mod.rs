@@ -87,16 +87,16 @@ impl NearDuplicates {
         if self.policy == NearDuplicatePolicy::Off {
             return Ok(lookup);
         }
-        let ours = self.frames_of(ContentHash::from(blake3::hash(b"query")), signature);
-        // Too few frames that say anything (a still, a black screen, a blank
-        // page, or what finalize had of an upload that arrived faster than
-        // it decodes): never matched on pictures.
-        if ours.frames.len() < self.rule.min_matched_frames {
+        let ours = self.informative(signature);
+        // Too few frames that say anything (a black screen, a blank page, or
+        // what finalize had of an upload that arrived faster than it
+        // decodes): never matched.
+        if ours.len() < self.rule.min_matched_frames {
             return Ok(lookup);
         }
-        let this = self.clone();
+        let (this, duration_ms) = (self.clone(), signature.duration_ms);
         let candidates = tokio::task::spawn_blocking(move || {
-            this.index.read().unwrap_or_else(|p| p.into_inner()).matches(&ours.frames, ours.duration_ms, &this.rule)
+            this.index.read().unwrap_or_else(|p| p.into_inner()).matches(&ours, duration_ms, &this.rule)
         })
         .await
         .unwrap_or_default();
@@ -168,18 +168,19 @@ impl NearDuplicates {
         self.index.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    /// The frames of a signature that vote: the informative ones.
+    /// The frames of a signature that vote: the informative ones, as
+    /// (time in ms, hash).
+    fn informative(&self, signature: &Signature) -> Vec<(u64, FrameHash)> {
+        signature
+            .samples
+            .iter()
+            .filter(|s| s.info >= self.rule.min_frame_information)
+            .map(|s| (s.pts_ms, s.hash))
+            .collect()
+    }
+
     fn frames_of(&self, video: ContentHash, signature: &Signature) -> VideoFrames {
-        VideoFrames {
-            video,
-            frames: signature
-                .samples
-                .iter()
-                .filter(|s| s.info >= self.rule.min_frame_information)
-                .map(|s| (s.pts_ms, s.hash))
-                .collect(),
-            duration_ms: signature.duration_ms,
-        }
+        VideoFrames { video, frames: self.informative(signature), duration_ms: signature.duration_ms }
     }
 }
 

@@ -126,29 +126,8 @@ pub async fn read(
 #[tracing::instrument(skip_all, fields(hash = %path.as_str()))]
 pub async fn delete(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let hash = ContentHash::parse(&path)?;
-    let removed = state.repo.delete_video(&hash).await?;
-    if removed.is_empty() {
+    if state.removal.remove(&hash).await?.is_empty() {
         return Err(unknown_video());
-    }
-    // The records are gone first, so no reader is sent to a file being removed.
-    for video in removed {
-        let Ok(gone) = ContentHash::parse(&video.hash) else { continue };
-        state.near.remove_blocking(gone).await;
-        if let Ok(key) = ObjectKey::from_stored(&video.file_path) {
-            let store = state.store.clone();
-            if let Ok(Err(e)) = web::block(move || store.delete_object(&key)).await {
-                tracing::warn!(error = %e, "could not remove a deleted video's object");
-            }
-        }
-        let store = state.store.clone();
-        if let Ok(Err(e)) = web::block(move || store.delete_derived(&gone)).await {
-            tracing::warn!(error = %e, "could not remove a deleted video's derived media");
-        }
-        state.queue.events().publish(crate::queue::Event::new(
-            "video.deleted",
-            &video.hash,
-            json!({"hash": video.hash, "variant_of": video.variant_of}),
-        ));
     }
     Ok(HttpResponse::NoContent().finish())
 }

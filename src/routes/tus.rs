@@ -253,27 +253,13 @@ pub async fn terminate(
 /// client has nothing left to send, so it must not wait for a PATCH.
 ///
 /// A whole upload whose commit is already under way (start-up got to it
-/// first, or another request did) is waited for, up to `COMMIT_WAIT`, so the
-/// client gets its answer rather than a 409 for bytes it has all sent.
+/// first, or another request did) is waited for, up to `COMMIT_WAIT`
+/// (`Uploads::settle_whole`), so the client gets its answer rather than a
+/// 409 for bytes it has all sent.
 pub async fn result(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     const COMMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
-    let deadline = std::time::Instant::now() + COMMIT_WAIT;
-    let mut record = tus_record(&state, &path).await?;
-    loop {
-        let whole = record.total_size == Some(record.durable_bytes);
-        let open = matches!(record.state, SessionState::Receiving | SessionState::Committing);
-        if !whole || !open || std::time::Instant::now() >= deadline {
-            break;
-        }
-        match state.uploads.commit_if_whole(&record.id).await {
-            Ok(_) | Err(UploadError::Busy) => {}
-            Err(e) => return Err(e.into()),
-        }
-        record = tus_record(&state, &path).await?;
-        if matches!(record.state, SessionState::Receiving | SessionState::Committing) {
-            actix_web::rt::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-    }
+    let record = tus_record(&state, &path).await?;
+    let record = state.uploads.settle_whole(&record.id, COMMIT_WAIT).await?;
     match (record.state, record.result) {
         (SessionState::Complete, Some(mut result)) => {
             result["video_id"] = json!(record.entry_id);

@@ -550,13 +550,23 @@ impl Repository {
         Ok(row.and_then(Signature::from_row).map(|(_, s)| s))
     }
 
-    /// Every stored signature, a page at a time (to rebuild the index).
+    /// Every stored signature but the variants', a page at a time (to rebuild the index).
     pub async fn signatures_page(
         &self,
         after: Option<&str>,
         limit: u64,
     ) -> Result<Vec<(ContentHash, Signature)>, RepoError> {
-        let mut query = signature::Entity::find().order_by_asc(signature::Column::Hash).limit(limit);
+        // Variants are not indexed: uploads are matched against the videos
+        // users see (an unmerged variant is one of those again).
+        let variants = sea_orm::sea_query::Query::select()
+            .column(video::Column::Hash)
+            .from(video::Entity)
+            .and_where(video::Column::VariantOf.is_not_null())
+            .to_owned();
+        let mut query = signature::Entity::find()
+            .filter(signature::Column::Hash.not_in_subquery(variants))
+            .order_by_asc(signature::Column::Hash)
+            .limit(limit);
         if let Some(after) = after {
             query = query.filter(signature::Column::Hash.gt(after));
         }

@@ -474,13 +474,7 @@ impl Committer {
             // session is closed, in `recover_interrupted`.)
             if stored.file_path == key.as_str() {
                 // The insert wrote the alias in its transaction.
-                return match stored.variant_of.as_deref().map(ContentHash::parse) {
-                    Some(Ok(primary)) => match self.repo.find_video(&primary).await? {
-                        Some(row) => Ok(Some(IngestResult::of_variant(&row, &stored.hash, distance_of(&stored)))),
-                        None => Ok(Some(IngestResult::of_stored(&stored, IngestStatus::New))),
-                    },
-                    _ => Ok(Some(IngestResult::of_stored(&stored, IngestStatus::New))),
-                };
+                return self.answer_for(&stored, IngestStatus::New).await.map(Some);
             }
             self.delete_object(key).await;
             return self.duplicate_of(&stored, session).await.map(Some);
@@ -533,18 +527,32 @@ impl Committer {
         session: &SessionRecord,
     ) -> Result<IngestResult, UploadError> {
         self.metrics.duplicates.inc();
+        let result = self.answer_for(stored, IngestStatus::Duplicate).await?;
+        if let (Some(url), Ok(hash), Ok(own)) =
+            (&session.url, ContentHash::parse(&result.hash), ContentHash::parse(&stored.hash))
+        {
+            match result.variant {
+                Some(_) => self.repo.add_alias_via(url, &hash, &own).await?,
+                None => self.repo.add_alias(url, &hash).await?,
+            }
+        }
+        Ok(result)
+    }
+
+    /// The answer about bytes stored as `stored`: a variant stands for the
+    /// video it was merged into (while that is there); anything else is
+    /// answered as itself, with `plain`.
+    async fn answer_for(
+        &self,
+        stored: &crate::storage::entities::video::Model,
+        plain: IngestStatus,
+    ) -> Result<IngestResult, UploadError> {
         if let Some(primary) = stored.variant_of.as_deref().and_then(|h| ContentHash::parse(h).ok())
             && let Some(row) = self.repo.find_video(&primary).await?
         {
-            if let (Some(url), Ok(variant)) = (&session.url, ContentHash::parse(&stored.hash)) {
-                self.repo.add_alias_via(url, &primary, &variant).await?;
-            }
             return Ok(IngestResult::of_variant(&row, &stored.hash, distance_of(stored)));
         }
-        if let (Some(url), Ok(hash)) = (&session.url, ContentHash::parse(&stored.hash)) {
-            self.repo.add_alias(url, &hash).await?;
-        }
-        Ok(IngestResult::of_stored(stored, IngestStatus::Duplicate))
+        Ok(IngestResult::of_stored(stored, plain))
     }
 
     async fn delete_object(&self, key: ObjectKey) {

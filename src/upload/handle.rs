@@ -245,6 +245,28 @@ impl Uploads {
         Ok(self.append_tus(id, record.durable_bytes, empty, None).await?.result)
     }
 
+    /// The session of a tus upload once it is settled, if it holds all its
+    /// declared bytes: committed here, or, when a commit is already under
+    /// way (start-up, or another request, holds the lease), waited for up
+    /// to `wait`. An upload still missing bytes is answered at once.
+    pub async fn settle_whole(&self, id: &UploadId, wait: std::time::Duration) -> Result<SessionRecord, UploadError> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let record = self.status(id).await?;
+            let whole = record.total_size == Some(record.durable_bytes);
+            let open = matches!(record.state, SessionState::Receiving | SessionState::Committing);
+            if !whole || !open || std::time::Instant::now() >= deadline {
+                return Ok(record);
+            }
+            match self.commit_if_whole(id).await {
+                Ok(Some(_)) => {}
+                // Committing elsewhere: look again shortly.
+                Ok(None) | Err(UploadError::Busy) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Finalizes a chunked upload (every chunk must be there) or completes a
     /// multipart one with the client's ordered parts. Idempotent.
     pub async fn finish_pieces(

@@ -96,6 +96,12 @@ async fn a_near_duplicate_is_merged_into_the_stored_video_and_survives_a_restart
         assert!(metrics.contains("vidcache_perceptual_merges_total 1"), "{metrics}");
         source["hash"].as_str().unwrap().to_owned()
     };
+    // The index a restart rebuilds holds the stored video, not its variant.
+    let repo = vidcache::storage::Repository::connect(&db, 1).await.unwrap();
+    let settings = vidcache::config::Settings::load(None).unwrap();
+    let indexed = vidcache::dedup::NearDuplicates::new(&settings.dedup).rebuild(&repo).await.unwrap();
+    assert_eq!(indexed, 1, "variants are not indexed");
+    drop(repo);
     // A second daemon on the same database (its own storage root, since the
     // first still holds this one) rebuilds the index at start-up.
     let app = spawn_app_with(Backend::Sqlite, |s| s.database.url = db.clone()).await;
@@ -231,4 +237,35 @@ async fn unmerge_makes_a_variant_its_own_video_again() {
     assert!(metrics.contains("vidcache_unmerges_total 1"), "{metrics}");
     let again = app.client.post(app.url(&format!("/video/{variant}/unmerge"))).send().await.unwrap();
     assert_eq!(again.status(), 409, "unmerged once");
+}
+
+/// `dedup.variant_retention` in days is the operator's opt-in to lose
+/// variant bytes: once past it, the sweep removes the variant, and its URL
+/// stays an alias of the video it was merged into. (With `keep`, the
+/// default, the merge test above finds its variants after a restart.)
+#[actix_web::test]
+async fn variants_past_their_retention_are_removed_and_their_urls_stay() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.dedup.variant_retention = vidcache::config::VariantRetention::Days(0);
+        s.dedup.variant_sweep_secs = 1;
+    })
+    .await;
+    let corpus = corpus();
+    let path = |variant: &str| corpus.iter().find(|(f, v, _)| f == "gradients" && v == variant).unwrap().2.clone();
+    let source = upload_file(&app, "https://r.test/source", &path("source")).await;
+    let copy = upload_file(&app, "https://r.test/copy", &path("crf38")).await;
+    let variant = copy["variant"].as_str().expect("kept as a variant first").to_owned();
+    let mut status = 200;
+    for _ in 0..100 {
+        status = app.client.get(app.url(&format!("/video/{variant}"))).send().await.unwrap().status().as_u16();
+        if status == 404 {
+            break;
+        }
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 404, "the variant was removed");
+    assert_eq!(app.get_json("/resolve?url=https://r.test/copy").await["hash"], source["hash"]);
+    let meta = app.get_json(&format!("/meta/{}", source["hash"].as_str().unwrap())).await;
+    assert_eq!(meta["variants"], serde_json::json!([]), "{meta}");
+    assert_eq!(app.objects().len(), 1, "only the stored video's bytes are left");
 }
