@@ -355,7 +355,9 @@ fn run(
             let mut sorted = keyframes_ms.clone();
             sorted.sort_unstable();
             sorted.dedup();
-            handoff(pass.snapshot(&media, sorted, skipped));
+            let mut snapshot = pass.snapshot(&media, sorted, skipped);
+            snapshot.audio = audio.as_ref().map_or(no_audio.clone(), |a| a.so_far());
+            handoff(snapshot);
             now = pacing.pace();
         }
         if !packet.is_key() && (skimming || now != Pace::Full) {
@@ -461,7 +463,7 @@ impl Pass<'_> {
                 Some((_, jpeg)) => jpeg.clone(),
                 None => self.thumbnail_fallback.as_ref().and_then(thumbnail_of),
             },
-            // The sound is fingerprinted at the end of the pass only.
+            // The caller adds what the sound says so far.
             audio: AudioPrint::Unknown,
             first_byte_at: None,
             first_hash_at: self.first_hash_at,

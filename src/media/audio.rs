@@ -113,6 +113,21 @@ impl AudioPass {
         self.printer.consume(&pcm);
     }
 
+    /// What the audio decoded so far says, for an analysis handed over
+    /// before the end: its print so far when it is audible, else `Unknown`
+    /// (quiet so far is not silent throughout).
+    pub(super) fn so_far(&self) -> AudioPrint {
+        if self.failed || self.samples == 0 || self.level_dbfs() < SILENCE_DBFS {
+            return AudioPrint::Unknown;
+        }
+        AudioPrint::Print(self.printer.fingerprint().to_vec())
+    }
+
+    fn level_dbfs(&self) -> f64 {
+        let rms = (self.sum_squares / self.samples.max(1) as f64).sqrt() / 32768.0;
+        if rms > 0.0 { 20.0 * rms.log10() } else { f64::NEG_INFINITY }
+    }
+
     /// The fingerprint of everything decoded, or what the audio is instead.
     pub(super) fn finish(mut self) -> AudioPrint {
         if !self.failed {
@@ -125,8 +140,7 @@ impl AudioPass {
         if self.samples == 0 {
             return AudioPrint::Silent;
         }
-        let rms = (self.sum_squares / self.samples as f64).sqrt() / 32768.0;
-        if rms <= 0.0 || 20.0 * rms.log10() < SILENCE_DBFS {
+        if self.level_dbfs() < SILENCE_DBFS {
             return AudioPrint::Silent;
         }
         self.printer.finish();

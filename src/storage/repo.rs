@@ -433,6 +433,7 @@ impl Repository {
                         C::FirstHashAt,
                         C::BytesCompleteAt,
                         C::AnalysedAt,
+                        C::Audio,
                     ])
                     .to_owned(),
             )

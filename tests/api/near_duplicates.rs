@@ -164,6 +164,7 @@ async fn a_signature_handed_over_at_finalize_is_completed_after_the_upload() {
         samples = meta["analysis"]["samples"].as_u64().unwrap_or(0);
         if samples >= 10 {
             assert_eq!(meta["analysis"]["packets_skipped"], 0, "the background pass decoded every frame: {meta}");
+            assert_eq!(meta["analysis"]["audio"], "fingerprinted", "and its sound: {meta}");
             break;
         }
         actix_web::rt::time::sleep(std::time::Duration::from_millis(100)).await;
