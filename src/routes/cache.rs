@@ -169,7 +169,7 @@ pub async fn unmerge(state: web::Data<AppState>, path: web::Path<String>) -> Res
 }
 
 /// Why a video was matched to another, from its stored `match_info`.
-fn match_of(video: &crate::storage::entities::video::Model) -> Option<crate::dedup::PerceptualMatch> {
+pub(super) fn match_of(video: &crate::storage::entities::video::Model) -> Option<crate::dedup::PerceptualMatch> {
     video.match_info.as_deref().and_then(|m| serde_json::from_str(m).ok())
 }
 

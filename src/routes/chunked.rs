@@ -290,6 +290,11 @@ pub fn entry_json(entry: &Entry) -> serde_json::Value {
         "dash_url": transcode["dash_url"],
         "transcode": transcode,
         "thumbnail_url": video.map(|v| format!("/media/{}/thumbnail.jpg", v.hash)),
+        // A perceptual match: the hash the upload's own bytes are kept under
+        // and why it was matched (`GET /videos/{id}`), or, kept with `keep`,
+        // why it is marked near another video.
+        "variant": entry.variant.as_ref().map(|v| v.hash.clone()),
+        "match": entry.variant.as_ref().or(video).and_then(super::cache::match_of),
         "created_at": entry.entry.created_at.to_rfc3339(),
     })
 }

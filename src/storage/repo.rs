@@ -134,6 +134,9 @@ pub struct Piece {
 pub struct Entry {
     pub entry: video_entry::Model,
     pub video: Option<video::Model>,
+    /// The variant this entry's upload was kept as, when it was merged into
+    /// `video` on a perceptual match (`find_entry` only).
+    pub variant: Option<video::Model>,
 }
 
 /// What a door's init records about the video it will fill.
@@ -777,7 +780,25 @@ impl Repository {
             Some(hash) => video::Entity::find_by_id(hash.clone()).one(&self.db).await?,
             None => None,
         };
-        Ok(Some(Entry { entry, video }))
+        // The upload's own bytes: a variant when they differ from `video`.
+        let committed: Option<Option<String>> = match &entry.upload_id {
+            Some(upload) => {
+                upload_session::Entity::find_by_id(upload.clone())
+                    .select_only()
+                    .column(upload_session::Column::CommitHash)
+                    .into_tuple()
+                    .one(&self.db)
+                    .await?
+            }
+            None => None,
+        };
+        let variant = match committed.flatten().filter(|h| Some(h) != entry.hash.as_ref()) {
+            Some(own) => {
+                video::Entity::find_by_id(own).filter(video::Column::VariantOf.is_not_null()).one(&self.db).await?
+            }
+            None => None,
+        };
+        Ok(Some(Entry { entry, video, variant }))
     }
 
     /// Entries, newest first.
@@ -798,7 +819,7 @@ impl Repository {
             .into_iter()
             .map(|entry| {
                 let video = entry.hash.as_ref().and_then(|h| videos.iter().find(|v| &v.hash == h).cloned());
-                Entry { entry, video }
+                Entry { entry, video, variant: None }
             })
             .collect())
     }

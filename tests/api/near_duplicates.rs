@@ -236,6 +236,19 @@ async fn unmerge_makes_a_variant_its_own_video_again() {
     assert_eq!(stored["aliases"], serde_json::json!(["https://u.test/source"]));
     let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("vidcache_unmerges_total 1"), "{metrics}");
+    // Through the chunked door, `GET /videos/{id}` says why its upload was merged.
+    let bytes = std::fs::read(path("crop5")).unwrap();
+    let init = crate::chunked::init_chunked(&app, "crop.mp4", bytes.len(), 1 << 20).await;
+    let id = init["upload_id"].as_str().unwrap().to_owned();
+    for (i, chunk) in bytes.chunks(1 << 20).enumerate() {
+        assert_eq!(crate::chunked::send_chunk(&app, &id, i, chunk, false).await.status(), 200);
+    }
+    let finished: Value =
+        app.client.post(app.url(&format!("/videos/finalize/{id}"))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(finished["match"], "perceptual", "{finished}");
+    let entry = app.get_json(&format!("/videos/{}", finished["video_id"])).await;
+    assert_eq!(entry["variant"], blake3_hex(&bytes).as_str(), "{entry}");
+    assert!(entry["match"]["distance"].is_u64() && entry["match"]["audio"].is_string(), "{entry}");
     let again = app.client.post(app.url(&format!("/video/{variant}/unmerge"))).send().await.unwrap();
     assert_eq!(again.status(), 409, "unmerged once");
 }
