@@ -134,12 +134,16 @@ impl Application {
         )
         .start();
         let uploads =
-            Uploads::new(registry, committer, settings.upload.checkpoint_bytes, settings.upload.reserve_bytes);
+            Uploads::new(registry, committer.clone(), settings.upload.checkpoint_bytes, settings.upload.reserve_bytes);
         let guard = NetworkGuard::new(settings.ingest.allow_private_networks, &settings.ingest.allow_networks)
             .map_err(anyhow::Error::msg)?;
         let fetcher = Fetcher::new(guard, uploads.clone(), repo.clone(), &settings.ingest)?;
         let mut background = start_workers(&settings, &queue, &repo, &store, &metrics);
         background.push(actix_web::rt::spawn(commit_whole_tus_uploads(repo.clone(), uploads.clone())));
+        background.push(actix_web::rt::spawn({
+            let committer = committer.clone();
+            async move { committer.complete_pending_signatures().await }
+        }));
         background.extend(queue.start_relay());
         background.extend(queue.start_event_tail());
         background.extend(

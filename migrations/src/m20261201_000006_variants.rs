@@ -1,5 +1,6 @@
 //! Near-duplicates that keep their bytes: the audio fingerprint of each
-//! signature; a video's `variant_of` (the stored video it was matched to)
+//! signature, and whether its completion is pending (finalize went on a
+//! partial analysis; start-up analyses such videos again); a video's `variant_of` (the stored video it was matched to)
 //! and `match_info` (why); and each alias's `via` (the variant whose upload
 //! brought it, so that unmerging gives it back).
 
@@ -17,6 +18,14 @@ impl MigrationTrait for Migration {
                 Table::alter()
                     .table(VideoSignatures::Table)
                     .add_column(ColumnDef::new(VideoSignatures::Audio).text())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(VideoSignatures::Table)
+                    .add_column(ColumnDef::new(VideoSignatures::Pending).boolean().not_null().default(false))
                     .to_owned(),
             )
             .await?;
@@ -48,6 +57,9 @@ impl MigrationTrait for Migration {
         manager.alter_table(Table::alter().table(Videos::Table).drop_column(Videos::MatchInfo).to_owned()).await?;
         manager.alter_table(Table::alter().table(Videos::Table).drop_column(Videos::VariantOf).to_owned()).await?;
         manager
+            .alter_table(Table::alter().table(VideoSignatures::Table).drop_column(VideoSignatures::Pending).to_owned())
+            .await?;
+        manager
             .alter_table(Table::alter().table(VideoSignatures::Table).drop_column(VideoSignatures::Audio).to_owned())
             .await
     }
@@ -57,6 +69,7 @@ impl MigrationTrait for Migration {
 enum VideoSignatures {
     Table,
     Audio,
+    Pending,
 }
 
 #[derive(DeriveIden)]

@@ -66,6 +66,9 @@ pub mod signature {
         pub analysed_at: DateTimeUtc,
         /// `AudioPrint::to_stored`; NULL before audio was fingerprinted.
         pub audio: Option<String>,
+        /// What finalize had while the analysis went on; the complete one
+        /// replaces it (start-up analyses the video again if a crash lost it).
+        pub pending: bool,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

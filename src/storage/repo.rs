@@ -191,6 +191,9 @@ pub struct Signature {
     /// What finalize had while the analysis went on (not stored: the
     /// complete signature replaces it).
     pub partial: bool,
+    /// Stored as handed over at finalize: the complete signature is still
+    /// to come (start-up analyses the video again if a crash lost it).
+    pub pending: bool,
 }
 
 impl Signature {
@@ -225,6 +228,7 @@ impl Signature {
             bytes_complete_at: row.bytes_complete_at,
             analysed_at: row.analysed_at,
             partial: false,
+            pending: row.pending,
         };
         Some((hash, signature))
     }
@@ -244,6 +248,7 @@ impl Signature {
             bytes_complete_at: Set(self.bytes_complete_at),
             analysed_at: Set(self.analysed_at),
             audio: Set(Some(self.audio.to_stored())),
+            pending: Set(self.pending),
         }
     }
 }
@@ -437,6 +442,7 @@ impl Repository {
                         C::BytesCompleteAt,
                         C::AnalysedAt,
                         C::Audio,
+                        C::Pending,
                     ])
                     .to_owned(),
             )
@@ -455,6 +461,18 @@ impl Repository {
             .one(&self.db)
             .await?;
         Ok(crate::dedup::AudioPrint::from_stored(stored.flatten().as_deref()))
+    }
+
+    /// Videos whose signature is still the partial one finalize had.
+    pub async fn pending_signatures(&self) -> Result<Vec<ContentHash>, RepoError> {
+        let rows: Vec<String> = signature::Entity::find()
+            .select_only()
+            .column(signature::Column::Hash)
+            .filter(signature::Column::Pending.eq(true))
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(rows.iter().filter_map(|h| ContentHash::parse(h).ok()).collect())
     }
 
     /// The variants kept of a stored video, oldest first.

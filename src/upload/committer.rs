@@ -138,6 +138,7 @@ fn signature_of(analysis: &Analysis) -> Signature {
         bytes_complete_at: utc(analysis.bytes_complete_at),
         analysed_at: utc(Some(analysis.finished_at)).unwrap_or_else(chrono::Utc::now),
         partial: analysis.partial,
+        pending: analysis.handed_over,
     }
 }
 
@@ -326,6 +327,28 @@ impl Committer {
                 self.metrics.damaged_after_commit.inc();
                 tracing::warn!(%hash, error = %e, "a stored video turned out damaged past the part analysed at finalize");
             }
+        }
+    }
+
+    /// At start-up, in the background: analyses again every stored video
+    /// whose signature is still the partial one finalize had (the daemon
+    /// died before the background pass completed it), so that its copies
+    /// are found as they would have been.
+    pub async fn complete_pending_signatures(&self) {
+        let pending = match self.repo.pending_signatures().await {
+            Ok(pending) => pending,
+            Err(e) => return tracing::warn!(error = %e, "could not list partial signatures"),
+        };
+        for hash in pending {
+            let Ok(Some(row)) = self.repo.find_video(&hash).await else { continue };
+            let Ok(key) = ObjectKey::from_stored(&row.file_path) else { continue };
+            let analysed = match self.prober.send(AnalyzeFile(self.store.object_path(&key))).await {
+                Ok(analysed) => analysed,
+                Err(e) => return tracing::warn!(error = %e, "the prober is gone"),
+            };
+            let (tx, refined) = tokio::sync::oneshot::channel();
+            let _ = tx.send(analysed);
+            self.refine(hash, refined).await;
         }
     }
 

@@ -209,8 +209,7 @@ async fn a_near_duplicate_killed_mid_merge_keeps_its_bytes(backend: Backend) {
         resume_upload(&client, &daemon.address, &first, 0, &source).await.json().await.unwrap();
     assert_eq!(stored["status"], "new", "{stored}");
     // Its signature complete (finalize may have gone on a partial analysis,
-    // completed in the background): a kill before that leaves the partial
-    // one, which matches less (see ARCHITECTURE.md, known gaps).
+    // completed in the background; a kill before that is the next test's).
     let meta_url = format!("{}/meta/{}", daemon.address, stored["hash"].as_str().unwrap());
     for _ in 0..300 {
         let meta: serde_json::Value = client.get(&meta_url).send().await.unwrap().json().await.unwrap();
@@ -272,6 +271,59 @@ async fn a_near_duplicate_killed_mid_merge_keeps_its_bytes(backend: Backend) {
     daemon.kill9();
 }
 both_backends!(a_near_duplicate_killed_mid_merge_keeps_its_bytes);
+
+/// A signature finalize took from a partial analysis is completed by the
+/// background pass; killed before that, start-up analyses the video again,
+/// so its copies are found as they would have been.
+async fn a_signature_left_partial_by_a_kill_is_completed_at_start_up(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    std::fs::create_dir_all(&root).unwrap();
+    let database_url = fresh_database(backend, &root).await;
+    let client = crate::helpers::http_client();
+    let corpus = crate::corpus::corpus();
+    let source =
+        std::fs::read(corpus.iter().find(|(f, v, _)| f == "life" && v == "source").unwrap().2.clone()).unwrap();
+    let mut daemon = Daemon::start(&root, &database_url, free_port()).await;
+    let id = init_upload(&client, &daemon.address, "https://p.test/source.mp4").await;
+    let stored: serde_json::Value =
+        resume_upload(&client, &daemon.address, &id, 0, &source).await.json().await.unwrap();
+    daemon.kill9();
+    // As finalize would have stored it, handed a partial analysis: one
+    // sample, the sound not yet known.
+    let hash = vidcache::domain::ContentHash::parse(stored["hash"].as_str().unwrap()).unwrap();
+    let repo = vidcache::storage::Repository::connect(&database_url, 1).await.unwrap();
+    let mut partial = repo.find_signature(&hash).await.unwrap().expect("a signature");
+    partial.samples.truncate(1);
+    partial.audio = vidcache::dedup::AudioPrint::Unknown;
+    partial.pending = true;
+    repo.put_signature(&hash, &partial).await.unwrap();
+    drop(repo);
+
+    let mut daemon = Daemon::start(&root, &database_url, free_port()).await;
+    let meta_url = format!("{}/meta/{hash}", daemon.address);
+    let mut meta = serde_json::Value::Null;
+    for _ in 0..300 {
+        meta = client.get(&meta_url).send().await.unwrap().json().await.unwrap();
+        if meta["analysis"]["samples"].as_u64().unwrap_or(0) >= 10 && meta["analysis"]["audio"] == "fingerprinted" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(meta["analysis"]["samples"].as_u64().unwrap() >= 10, "completed at start-up: {meta}");
+    assert_eq!(meta["analysis"]["audio"], "fingerprinted", "{meta}");
+    // And its copy is found by it.
+    let copy = std::fs::read(corpus.iter().find(|(f, v, _)| f == "life" && v == "crf38").unwrap().2.clone()).unwrap();
+    let id = init_upload(&client, &daemon.address, "https://p.test/copy.mp4").await;
+    let merged: serde_json::Value = resume_upload(&client, &daemon.address, &id, 0, &copy).await.json().await.unwrap();
+    assert_eq!(
+        (merged["status"].as_str(), merged["match"].as_str()),
+        (Some("duplicate"), Some("perceptual")),
+        "{merged}"
+    );
+    daemon.kill9();
+}
+both_backends!(a_signature_left_partial_by_a_kill_is_completed_at_start_up);
 
 #[actix_web::test]
 async fn migrate_creates_the_schema_on_a_fresh_root() {
