@@ -136,7 +136,12 @@ impl Uploads {
     /// Where a session stands (for clients that resume).
     pub async fn status(&self, id: &UploadId) -> Result<SessionRecord, UploadError> {
         match self.registry.send(FindSession(id.clone())).await?? {
-            Found::Live(addr) => Ok(addr.send(Snapshot).await?),
+            Found::Live(addr) => match addr.send(Snapshot).await {
+                Ok(record) => Ok(record),
+                // It stopped between the look-up and the ask (it has just
+                // settled, or gone idle): its row says where it is.
+                Err(_) => self.committer.repo.find_session(id).await?.ok_or(UploadError::UnknownSession),
+            },
             Found::Closed(record) => Ok(*record),
         }
     }
@@ -262,7 +267,16 @@ impl Uploads {
                 Ok(Some(_)) => {}
                 // Committing elsewhere: look again shortly.
                 Ok(None) | Err(UploadError::Busy) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
-                Err(e) => return Err(e),
+                Err(e) => {
+                    // A commit elsewhere may have settled it as this one
+                    // started (its actor stopping under the request): the
+                    // row tells; an upload still open failed for real.
+                    let record = self.status(id).await?;
+                    if matches!(record.state, SessionState::Receiving | SessionState::Committing) {
+                        return Err(e);
+                    }
+                    return Ok(record);
+                }
             }
         }
     }
