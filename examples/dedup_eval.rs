@@ -3,6 +3,7 @@
 //! picture match and the audio verdict. Used to choose
 //! `dedup.min_frame_information` and `dedup.max_audio_error`:
 //! `cargo run --release --example dedup_eval -- FILE...`
+#![allow(clippy::disallowed_methods)] // a one-shot measurement, not the daemon (clippy.toml)
 
 use vidcache::dedup::{FrameIndex, MatchRule, VideoFrames};
 use vidcache::domain::ContentHash;

@@ -4,6 +4,7 @@
 //! and the same frame queries by a linear scan in the same run.
 //!
 //! `cargo run --release --example index_bench [-- SIGNATURES]`
+#![allow(clippy::disallowed_methods)] // a one-shot measurement, not the daemon (clippy.toml)
 
 use std::time::Instant;
 use vidcache::dedup::{FrameHash, FrameIndex, MatchRule, VideoFrames};

@@ -5,6 +5,7 @@
 //! is wired in).
 //!
 //! `cargo run --release --example ladder_bench -- SRC OUTDIR`
+#![allow(clippy::disallowed_methods)] // a one-shot measurement, not the daemon (clippy.toml)
 
 use std::time::Instant;
 use vidcache::transcode::{LadderSpec, transcode_ladder};

@@ -6,6 +6,7 @@
 //! better) and of different videos' frames (higher is better).
 //!
 //! `cargo run --release --example phash_eval -- /tmp/vidcache-corpus-0.1.0-1`
+#![allow(clippy::disallowed_methods)] // a one-shot measurement, not the daemon (clippy.toml)
 
 use image_hasher::{HashAlg, HasherConfig};
 use std::collections::BTreeMap;

@@ -23,7 +23,9 @@ pub struct Auth {
 
 impl Auth {
     /// Takes the configured secret, or the one kept under the storage root
-    /// (made on first start), so presigned URLs survive a restart.
+    /// (made on first start), so presigned URLs survive a restart. Start-up
+    /// only, before serving: it reads and writes a file.
+    #[allow(clippy::disallowed_methods)]
     pub fn from_settings(settings: &AuthSettings, root: &Path) -> std::io::Result<Self> {
         let secret = if settings.presign_secret.is_empty() {
             let path = root.join(".presign-secret");

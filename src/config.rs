@@ -3,6 +3,7 @@
 //!
 //! The key names below are relied on by scripts and documented in README.md;
 //! rename none of them.
+#![allow(clippy::disallowed_methods)] // read once at start-up, before serving (clippy.toml)
 
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -52,6 +53,10 @@ pub struct TranscodeSettings {
     /// Seconds between storyboard tiles (more, for long videos, so that
     /// there are at most 200 tiles).
     pub storyboard_interval_secs: u32,
+    /// At shutdown, jobs in progress get this long to finish (their outputs
+    /// published, their offsets or rows recorded) before they are cut off
+    /// and delivered again later.
+    pub drain_secs: u64,
 }
 
 impl TranscodeSettings {
@@ -421,6 +426,7 @@ impl Settings {
             .set_default("transcode.lease_secs", 60)?
             .set_default("transcode.poll_interval_ms", 500)?
             .set_default("transcode.storyboard_interval_secs", 2)?
+            .set_default("transcode.drain_secs", 120)?
             .set_default("kafka.brokers", "")?
             .set_default("kafka.topic_prefix", "vidcache.")?
             .set_default("kafka.group_id", "vidcache-transcode")?

@@ -145,6 +145,19 @@ impl From<crate::ingest::IngestError> for ApiError {
     }
 }
 
+impl From<crate::library::LibraryError> for ApiError {
+    fn from(e: crate::library::LibraryError) -> Self {
+        use crate::library::LibraryError as E;
+        match e {
+            E::Unknown => Self::not_found("unknown-video", e.to_string()),
+            E::NotAVariant => Self::new(StatusCode::CONFLICT, "not-a-variant", e.to_string()),
+            E::IsAVariant => Self::new(StatusCode::CONFLICT, "is-a-variant", e.to_string()),
+            E::Repo(e) => e.into(),
+            E::Queue(e) => e.into(),
+        }
+    }
+}
+
 impl From<crate::queue::QueueError> for ApiError {
     fn from(e: crate::queue::QueueError) -> Self {
         use crate::queue::QueueError as E;

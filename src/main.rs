@@ -85,6 +85,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Worker => vidcache::startup::run_worker(settings).await?,
         Command::Migrate => {
             // The default SQLite file lives in the storage root; make sure it exists.
+            #[allow(clippy::disallowed_methods)] // a one-shot command, nothing else runs
             std::fs::create_dir_all(&settings.storage.root)?;
             vidcache::storage::Repository::connect(&settings.database.url, 1).await?;
             tracing::info!("database schema is up to date");

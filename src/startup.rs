@@ -37,7 +37,11 @@ pub struct Application {
     server: Server,
     state: web::Data<AppState>,
     _lock: RootLock,
-    /// Queue consumers and relays; stopped with the application.
+    /// Transcode consumers: drained when the server stops.
+    consumers: Vec<tokio::task::JoinHandle<()>>,
+    drain: crate::queue::Drain,
+    drain_limit: std::time::Duration,
+    /// Relays, tails and sweeps; stopped with the application.
     background: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -49,6 +53,7 @@ pub fn start_workers(
     repo: &Repository,
     store: &Arc<dyn Store>,
     metrics: &Metrics,
+    shutdown: crate::queue::Shutdown,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     if settings.transcode.workers == 0 {
         return Vec::new();
@@ -61,7 +66,7 @@ pub fn start_workers(
         transcoder: SyncArbiter::start(settings.transcode.workers, || Transcoder),
         settings: Arc::new(settings.transcode.clone()),
     };
-    queue.start_workers(Arc::new(worker))
+    queue.start_workers(Arc::new(worker), shutdown)
 }
 
 /// `vidcache worker`: only the transcode consumers, on the same database
@@ -80,18 +85,19 @@ pub async fn run_worker(settings: Settings) -> anyhow::Result<()> {
     let store: Arc<dyn Store> = Arc::new(store);
     let mut settings = settings;
     settings.transcode.workers = settings.transcode.workers.max(1);
-    let tasks = start_workers(&settings, &queue, &repo, &store, &metrics);
+    let (drain, shutdown) = crate::queue::Drain::new();
+    let tasks = start_workers(&settings, &queue, &repo, &store, &metrics, shutdown);
     tracing::info!(queue = queue.backend(), workers = settings.transcode.workers, "vidcache worker running");
-    tokio::signal::ctrl_c().await?;
-    for task in tasks {
-        task.abort();
-    }
+    stop_signal().await?;
+    // Jobs in progress finish (within `transcode.drain_secs`); no new one starts.
+    drain.run(tasks, std::time::Duration::from_secs(settings.transcode.drain_secs)).await;
     Ok(())
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let root = &settings.storage.root;
+        #[allow(clippy::disallowed_methods)] // start-up, before anything is served
         std::fs::create_dir_all(root).with_context(|| format!("creating storage root {}", root.display()))?;
         let lock = RootLock::acquire(root)?;
         let store = LocalStore::open(root).with_context(|| format!("opening storage root {}", root.display()))?;
@@ -138,7 +144,10 @@ impl Application {
         let guard = NetworkGuard::new(settings.ingest.allow_private_networks, &settings.ingest.allow_networks)
             .map_err(anyhow::Error::msg)?;
         let fetcher = Fetcher::new(guard, uploads.clone(), repo.clone(), &settings.ingest)?;
-        let mut background = start_workers(&settings, &queue, &repo, &store, &metrics);
+        let (drain, shutdown) = crate::queue::Drain::new();
+        let drain_limit = std::time::Duration::from_secs(settings.transcode.drain_secs);
+        let consumers = start_workers(&settings, &queue, &repo, &store, &metrics, shutdown);
+        let mut background = Vec::new();
         background.push(actix_web::rt::spawn(commit_whole_tus_uploads(repo.clone(), uploads.clone())));
         background.push(actix_web::rt::spawn({
             let committer = committer.clone();
@@ -150,13 +159,15 @@ impl Application {
             queue.start_ingest(Arc::new(KafkaIngest { fetcher: fetcher.clone(), events: queue.events().clone() })),
         );
         tracing::info!(queue = queue.backend(), workers = settings.transcode.workers, "queue ready");
-        let removal = crate::removal::Removal {
+        let library = crate::library::Library {
             repo: repo.clone(),
             store: store.clone(),
             near: near.clone(),
             events: queue.events().clone(),
+            queue: queue.clone(),
+            metrics: metrics.clone(),
         };
-        background.extend(removal.clone().start_variant_sweep(
+        background.extend(library.clone().start_variant_sweep(
             settings.dedup.variant_retention,
             Duration::from_secs(settings.dedup.variant_sweep_secs.max(1)),
         ));
@@ -172,7 +183,7 @@ impl Application {
             frames: SyncArbiter::start(FRAME_THREADS, || FrameGrabber),
             near,
             queue,
-            removal,
+            library,
         });
 
         let listener =
@@ -211,7 +222,7 @@ impl Application {
             server = server.workers(settings.server.workers);
         }
         tracing::info!(port, root = %root.display(), "vidcache listening; upload page at http://{address}/, player at http://{address}/player");
-        Ok(Self { port, server: server.run(), state, _lock: lock, background })
+        Ok(Self { port, server: server.run(), state, _lock: lock, consumers, drain, drain_limit, background })
     }
 
     pub fn port(&self) -> u16 {
@@ -225,8 +236,11 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let Self { server, _lock, background, .. } = self;
+        let Self { server, _lock, consumers, drain, drain_limit, background, .. } = self;
         let result = server.await;
+        // The server has stopped (SIGTERM, SIGINT): transcode jobs in
+        // progress finish and are recorded before the process ends.
+        drain.run(consumers, drain_limit).await;
         for task in background {
             task.abort();
         }
@@ -299,20 +313,7 @@ async fn recover_sessions(repo: &Repository, store: &LocalStore) -> anyhow::Resu
         }
         let path = store.spool_path(&session.id);
         let durable = session.durable_bytes;
-        let on_disk = tokio::task::spawn_blocking(move || -> std::io::Result<Option<u64>> {
-            match std::fs::OpenOptions::new().write(true).open(&path) {
-                Ok(file) => {
-                    let len = file.metadata()?.len();
-                    if len > durable {
-                        file.set_len(durable)?;
-                    }
-                    Ok(Some(len.min(durable)))
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(e),
-            }
-        })
-        .await??;
+        let on_disk = tokio::task::spawn_blocking(move || crate::storage::cut_spool(&path, durable)).await??;
         match on_disk {
             Some(len) if len < durable => repo.record_progress(&session.id, len).await?,
             None if durable > 0 => {
@@ -331,10 +332,7 @@ async fn recover_sessions(repo: &Repository, store: &LocalStore) -> anyhow::Resu
 /// start-up, so no finished upload keeps its size on the disk.
 async fn sweep_orphan_spools(repo: &Repository, store: &LocalStore) -> anyhow::Result<()> {
     let dir = store.root().join(".spool");
-    let names = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<String>> {
-        Ok(std::fs::read_dir(dir)?.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
-    })
-    .await??;
+    let names = tokio::task::spawn_blocking(move || crate::storage::file_names(&dir)).await??;
     for name in names {
         let Some(raw) = name.strip_suffix(".part").or_else(|| name.strip_suffix(".pieces")) else { continue };
         let Ok(id) = UploadId::parse(raw) else { continue };
@@ -398,5 +396,14 @@ fn redact(url: &str) -> String {
             parsed.to_string()
         }
         _ => url.to_owned(),
+    }
+}
+
+/// SIGTERM or SIGINT, whichever comes first.
+async fn stop_signal() -> std::io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => Ok(()),
+        interrupted = tokio::signal::ctrl_c() => interrupted,
     }
 }

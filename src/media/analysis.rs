@@ -18,6 +18,7 @@
 //! every keyframe that is not within a quarter interval of a sample (encoders
 //! put keyframes at scene cuts, so this is the cheap scene-change detector).
 //! Each sample is scaled to 32x32 grey by swscale (area filter) and hashed.
+#![allow(clippy::disallowed_methods)] // a blocking module: runs on the Prober SyncArbiter and probe threads (clippy.toml)
 
 use super::probe::{describe, init_ffmpeg, rational};
 use super::streaming::BufferReader;

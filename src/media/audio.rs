@@ -2,6 +2,7 @@
 //! its packets go by, resamples it with swresample to what Chromaprint
 //! reads (11,025 Hz mono, 16 bit), measures its level and fingerprints it.
 //! Never fails the analysis: audio that does not decode is `Unknown`.
+#![allow(clippy::disallowed_methods)] // a blocking module (clippy.toml)
 
 use crate::dedup::{AudioPrint, SILENCE_DBFS};
 use ffmpeg_next::software::resampling;

@@ -7,6 +7,7 @@
 //! video is split by time between up to `MAX_WORKERS` decoders on threads of
 //! their own, each with its own file handle. Runs on the `FrameGrabber`
 //! threads.
+#![allow(clippy::disallowed_methods)] // a blocking module: runs on the FrameGrabber SyncArbiter (clippy.toml)
 
 use super::probe::init_ffmpeg;
 use actix::{Actor, Handler, Message, SyncContext};

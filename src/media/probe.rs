@@ -1,5 +1,6 @@
 //! The probe: is this file a video we can serve, and what is in it
 //! (duration, size, codecs, frame rate, container)?
+#![allow(clippy::disallowed_methods)] // a blocking module: runs on the Prober SyncArbiter (clippy.toml)
 
 use actix::{Actor, Handler, Message, SyncContext};
 use std::path::{Path, PathBuf};

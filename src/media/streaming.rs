@@ -10,6 +10,7 @@
 //! never by polling. End of file is reported only after the writer closes.
 //! The writer never waits for the reader: a slow decoder falls behind, it
 //! does not hold the upload back.
+#![allow(clippy::disallowed_methods)] // a blocking module: the reader runs on probe threads (clippy.toml)
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};

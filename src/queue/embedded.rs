@@ -17,8 +17,10 @@ pub(super) async fn run(
     handler: Arc<dyn JobHandler>,
     worker: Arc<str>,
     queued: Arc<tokio::sync::Notify>,
+    mut shutdown: super::Shutdown,
 ) {
-    let slots = Arc::new(Semaphore::new(settings.workers.max(1)));
+    let workers = settings.workers.max(1);
+    let slots = Arc::new(Semaphore::new(workers));
     let lease = chrono::Duration::seconds(settings.lease_secs as i64);
     let idle = Duration::from_millis(settings.poll_interval_ms.max(10));
     tracing::info!(%worker, workers = settings.workers, "embedded queue: transcode workers started");
@@ -28,7 +30,17 @@ pub(super) async fn run(
             purged_at = std::time::Instant::now();
             purge(&repo).await;
         }
-        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let slot = tokio::select! {
+            biased;
+            () = shutdown.requested() => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => return,
+            },
+        };
+        if shutdown.is_requested() {
+            break;
+        }
         match repo.lease_job(TRANSCODE_TOPIC, &worker, lease).await {
             Ok(Some(job)) => {
                 let (repo, settings, handler, worker) =
@@ -40,7 +52,10 @@ pub(super) async fn run(
             }
             Ok(None) => {
                 drop(slot);
-                let _ = tokio::time::timeout(idle, queued.notified()).await;
+                tokio::select! {
+                    () = shutdown.requested() => {}
+                    _ = tokio::time::timeout(idle, queued.notified()) => {}
+                }
             }
             Err(e) => {
                 drop(slot);
@@ -49,6 +64,9 @@ pub(super) async fn run(
             }
         }
     }
+    // Draining: every job in progress ends (its row recorded) before this does.
+    let _ = slots.acquire_many(workers as u32).await;
+    tracing::info!(%worker, "embedded queue: transcode workers stopped");
 }
 
 /// How often finished jobs older than `KEEP_DONE` are deleted.

@@ -322,10 +322,21 @@ pub(super) async fn relay(kafka: Arc<Kafka>, repo: Repository, worker: Arc<str>,
 
 /// One transcode consumer of the group: a job at a time, its offset stored
 /// once it is handled (done, sent again for a retry, or dead-lettered).
-pub(super) async fn consume_jobs(kafka: Arc<Kafka>, settings: Arc<TranscodeSettings>, handler: Arc<dyn JobHandler>) {
+/// Once `shutdown` is asked for it takes no new message; the job in hand is
+/// finished and its offset stored, and dropping the consumer commits it.
+pub(super) async fn consume_jobs(
+    kafka: Arc<Kafka>,
+    settings: Arc<TranscodeSettings>,
+    handler: Arc<dyn JobHandler>,
+    mut shutdown: super::Shutdown,
+) {
     let Some(consumer) = kafka.subscribed(&kafka.settings.group_id, &kafka.topics.transcode).await else { return };
     loop {
-        let message = next_message(&consumer).await;
+        let message = tokio::select! {
+            biased;
+            () = shutdown.requested() => return,
+            message = next_message(&consumer) => message,
+        };
         let key = message.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
         match TranscodeJob::parse(message.payload().unwrap_or_default()) {
             Err(error) => {

@@ -129,6 +129,56 @@ pub trait IngestHandler: Send + Sync + 'static {
     fn ingest(&self, request: serde_json::Value) -> BoxFuture<'static, ()>;
 }
 
+/// Asks consumers to take no new work. Each finishes the job it holds
+/// (outputs published, offset or row recorded), then returns.
+#[derive(Clone)]
+pub struct Shutdown(tokio::sync::watch::Receiver<bool>);
+
+/// The side that asks: `Drain::run` asks, then waits for the consumers.
+pub struct Drain(tokio::sync::watch::Sender<bool>);
+
+impl Drain {
+    pub fn new() -> (Self, Shutdown) {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        (Self(tx), Shutdown(rx))
+    }
+
+    /// Asks for the drain, then waits up to `limit` for `tasks` to end;
+    /// those still running then are aborted (their jobs are delivered again).
+    pub async fn run(self, tasks: Vec<JoinHandle<()>>, limit: std::time::Duration) {
+        let _ = self.0.send(true);
+        let waiting = tasks.iter().filter(|t| !t.is_finished()).count();
+        if waiting > 0 {
+            tracing::info!(consumers = waiting, limit_s = limit.as_secs(), "draining: waiting for jobs in progress");
+        }
+        let aborts: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
+        if tokio::time::timeout(limit, futures_util::future::join_all(tasks)).await.is_err() {
+            tracing::warn!("draining took too long: jobs still in progress are cut off and will be delivered again");
+            for abort in aborts {
+                abort.abort();
+            }
+        }
+    }
+}
+
+impl Shutdown {
+    /// A shutdown that never comes (tests, one-shot commands).
+    pub fn never() -> Self {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        std::mem::forget(tx);
+        Self(rx)
+    }
+
+    pub fn is_requested(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once a shutdown is asked for.
+    pub async fn requested(&mut self) {
+        let _ = self.0.wait_for(|stop| *stop).await;
+    }
+}
+
 /// The queue handle every part of the daemon shares.
 #[derive(Clone)]
 pub struct Queue {
@@ -195,7 +245,7 @@ impl Queue {
     pub async fn unmerge(
         &self,
         variant: &crate::domain::ContentHash,
-    ) -> Result<Option<crate::storage::entities::video::Model>, QueueError> {
+    ) -> Result<Option<crate::storage::Video>, QueueError> {
         let job = self.job_for(&variant.to_hex()).to_json();
         let row = self.repo.unmerge(variant, Some((TRANSCODE_TOPIC, &job))).await?;
         self.queued.notify_one();
@@ -217,8 +267,9 @@ impl Queue {
         Some(tokio::spawn(kafka::relay(kafka, self.repo.clone(), self.worker_id.clone(), self.queued.clone())))
     }
 
-    /// Starts `transcode.workers` consumers of transcode jobs.
-    pub fn start_workers(&self, handler: Arc<dyn JobHandler>) -> Vec<JoinHandle<()>> {
+    /// Starts `transcode.workers` consumers of transcode jobs, which stop
+    /// taking jobs once `shutdown` is asked for and end when theirs are done.
+    pub fn start_workers(&self, handler: Arc<dyn JobHandler>, shutdown: Shutdown) -> Vec<JoinHandle<()>> {
         let workers = self.transcode.workers;
         if workers == 0 {
             return Vec::new();
@@ -230,9 +281,17 @@ impl Queue {
                 handler,
                 self.worker_id.clone(),
                 self.queued.clone(),
+                shutdown,
             ))],
             Some(kafka) => (0..workers)
-                .map(|_| tokio::spawn(kafka::consume_jobs(kafka.clone(), self.transcode.clone(), handler.clone())))
+                .map(|_| {
+                    tokio::spawn(kafka::consume_jobs(
+                        kafka.clone(),
+                        self.transcode.clone(),
+                        handler.clone(),
+                        shutdown.clone(),
+                    ))
+                })
                 .collect(),
         }
     }
@@ -254,6 +313,7 @@ impl Queue {
     }
 }
 
+#[allow(clippy::disallowed_methods)] // a read of procfs, once at start-up
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "host".into())
 }

@@ -5,6 +5,7 @@ use super::AppState;
 use super::files::{FileReply, send_file};
 use crate::domain::{ContentHash, ObjectKey, SourceUrl};
 use crate::error::ApiError;
+use crate::storage::TranscodeStatus;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
@@ -27,7 +28,6 @@ pub async fn meta(state: web::Data<AppState>, path: web::Path<String>) -> Result
     let hash = ContentHash::parse(&path)?;
     let video = state.repo.find_video(&hash).await?.ok_or_else(unknown_video)?;
     let aliases = state.repo.aliases_of(&hash).await?;
-    let client_meta: serde_json::Value = serde_json::from_str(&video.meta).unwrap_or_else(|_| json!({}));
     let time =
         |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
     let min_information = state.settings.dedup.min_frame_information;
@@ -48,11 +48,8 @@ pub async fn meta(state: web::Data<AppState>, path: web::Path<String>) -> Result
     });
     let mut variants = Vec::new();
     for variant in state.repo.variants_of(&hash).await? {
-        let urls = match ContentHash::parse(&variant.hash) {
-            Ok(h) => state.repo.aliases_via(&h).await?,
-            Err(_) => Vec::new(),
-        };
-        let matched = match_of(&variant);
+        let urls = state.repo.aliases_via(&variant.hash).await?;
+        let matched = &variant.match_info;
         variants.push(json!({
             "hash": variant.hash,
             "size_bytes": variant.size_bytes,
@@ -69,7 +66,7 @@ pub async fn meta(state: web::Data<AppState>, path: web::Path<String>) -> Result
         // A variant: the stored video its upload was merged into.
         "variant_of": video.variant_of,
         // Why it was matched (a variant, or kept near another video).
-        "match": match_of(&video),
+        "match": video.match_info,
         "variants": variants,
         "analysis": analysis,
         "hash": video.hash,
@@ -77,7 +74,7 @@ pub async fn meta(state: web::Data<AppState>, path: web::Path<String>) -> Result
         "duration_s": video.duration_s,
         "first_seen": video.first_seen.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         "aliases": aliases,
-        "meta": client_meta,
+        "meta": video.meta,
         "bucket": video.bucket,
         "prefix": video.prefix,
         "file_path": video.file_path,
@@ -113,7 +110,7 @@ pub async fn read(
         })?;
     let reply = FileReply {
         content_type: video.content_type.clone(),
-        etag: format!("\"{}\"", video.hash),
+        etag: format!("\"{}\"", video.hash.to_hex()),
         cache_control: "public, max-age=31536000, immutable",
     };
     send_file(&req, file, len, reply).await
@@ -126,64 +123,38 @@ pub async fn read(
 #[tracing::instrument(skip_all, fields(hash = %path.as_str()))]
 pub async fn delete(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let hash = ContentHash::parse(&path)?;
-    if state.removal.remove(&hash).await?.is_empty() {
+    if state.library.remove(&hash).await?.is_empty() {
         return Err(unknown_video());
     }
     Ok(HttpResponse::NoContent().finish())
 }
 
 /// `POST /video/{hash}/unmerge`: a variant (the kept bytes of an upload
-/// merged into a stored video on a perceptual match) becomes its own video:
-/// the URLs its upload brought resolve to it again, its video entries show
-/// it, it joins the near-duplicate index, and its transcode is queued. The
-/// match stays on record as `near_duplicate_of` and `match`.
+/// merged into a stored video on a perceptual match) becomes its own video
+/// (`Library::unmerge`).
 #[tracing::instrument(skip_all, fields(hash = %path.as_str()))]
 pub async fn unmerge(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let hash = ContentHash::parse(&path)?;
-    let video = state.repo.find_video(&hash).await?.ok_or_else(unknown_video)?;
-    if video.variant_of.is_none() {
-        return Err(ApiError::new(
-            actix_web::http::StatusCode::CONFLICT,
-            "not-a-variant",
-            "this video was not merged into another one; only a variant can be unmerged",
-        ));
-    }
-    let merged_into = video.variant_of.clone();
-    if state.queue.unmerge(&hash).await?.is_none() {
-        // Unmerged (or deleted) by another request in between.
-        return Err(ApiError::new(actix_web::http::StatusCode::CONFLICT, "not-a-variant", "no longer a variant"));
-    }
-    if let Some(signature) = state.repo.find_signature(&hash).await? {
-        state.near.add_blocking(hash, signature).await;
-    }
-    state.metrics.unmerges.inc();
-    let aliases = state.repo.aliases_of(&hash).await?;
-    tracing::info!(%hash, merged_into = ?merged_into, "a variant was made its own video");
+    let unmerged = state.library.unmerge(&hash).await?;
     Ok(HttpResponse::Ok().json(json!({
-        "hash": video.hash,
+        "hash": unmerged.video.hash,
         "status": "unmerged",
-        "near_duplicate_of": merged_into,
-        "aliases": aliases,
+        "near_duplicate_of": unmerged.merged_into,
+        "aliases": unmerged.aliases,
         "transcode": {"status": "queued"},
     })))
-}
-
-/// Why a video was matched to another, from its stored `match_info`.
-pub(super) fn match_of(video: &crate::storage::entities::video::Model) -> Option<crate::dedup::PerceptualMatch> {
-    video.match_info.as_deref().and_then(|m| serde_json::from_str(m).ok())
 }
 
 /// The `transcode` object of the metadata: status, the error of a failed
 /// one, and, once renditions are published, the manifests, renditions and
 /// storyboard. They stay while the video is transcoded again (an older
 /// ladder's renditions are served until the new ones replace them).
-pub(super) fn transcode_of(video: &crate::storage::entities::video::Model) -> serde_json::Value {
-    let ready = video.transcode_status == "ready" || video.renditions.is_some();
+pub(super) fn transcode_of(video: &crate::storage::Video) -> serde_json::Value {
+    let ready = video.transcode == TranscodeStatus::Ready || video.renditions.is_some();
     let url = |tail: &str| ready.then(|| format!("/media/{}/{tail}", video.hash));
-    let renditions: Option<serde_json::Value> =
-        video.renditions.as_deref().filter(|_| ready).and_then(|r| serde_json::from_str(r).ok());
+    let renditions = video.renditions.as_ref().filter(|_| ready);
     json!({
-        "status": video.transcode_status,
+        "status": video.transcode,
         "error": video.transcode_error,
         "hls_url": url("hls/master.m3u8"),
         "dash_url": url("dash/manifest.mpd"),

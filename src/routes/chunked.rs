@@ -270,7 +270,9 @@ pub fn entry_json(entry: &Entry) -> serde_json::Value {
     let transcode = video.map(super::cache::transcode_of).unwrap_or(serde_json::Value::Null);
     // Once stored, the transcode status (issue 5) tells more than "uploaded".
     let status = match video {
-        Some(v) if entry.entry.status == "uploaded" && v.transcode_status != "none" => v.transcode_status.clone(),
+        Some(v) if entry.entry.status == "uploaded" && v.transcode != crate::storage::TranscodeStatus::None => {
+            v.transcode.as_str().to_owned()
+        }
         _ => entry.entry.status.clone(),
     };
     json!({
@@ -293,8 +295,8 @@ pub fn entry_json(entry: &Entry) -> serde_json::Value {
         // A perceptual match: the hash the upload's own bytes are kept under
         // and why it was matched (`GET /videos/{id}`), or, kept with `keep`,
         // why it is marked near another video.
-        "variant": entry.variant.as_ref().map(|v| v.hash.clone()),
-        "match": entry.variant.as_ref().or(video).and_then(super::cache::match_of),
+        "variant": entry.variant.as_ref().map(|v| v.hash),
+        "match": entry.variant.as_ref().or(video).and_then(|v| v.match_info.as_ref()),
         "created_at": entry.entry.created_at.to_rfc3339(),
     })
 }

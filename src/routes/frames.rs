@@ -156,7 +156,7 @@ pub async fn thumbnail(state: web::Data<AppState>, path: web::Path<String>) -> R
     let file = state.store.derived_dir(&hash).join("thumbnail.jpg");
     let cached = {
         let file = file.clone();
-        web::block(move || std::fs::read(file).ok()).await.map_err(|e| ApiError::internal(e.to_string()))?
+        web::block(move || crate::storage::read_file(&file)).await.map_err(|e| ApiError::internal(e.to_string()))?
     };
     let bytes = match cached {
         Some(bytes) => bytes,
@@ -165,7 +165,7 @@ pub async fn thumbnail(state: web::Data<AppState>, path: web::Path<String>) -> R
             let pts_ns = (at_s * 1e9) as i64;
             let bytes = grab(
                 &state,
-                &video.hash,
+                &video.hash.to_hex(),
                 vec![pts_ns],
                 ImageFormat::Jpeg,
                 Some(crate::media::analysis::THUMBNAIL_WIDTH),

@@ -7,6 +7,7 @@ use super::AppState;
 use super::files::{FileReply, send_file};
 use crate::domain::ContentHash;
 use crate::error::ApiError;
+use crate::library::TranscodeRequest;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
 
@@ -58,13 +59,9 @@ pub async fn file(
     for part in &parts {
         file.push(part);
     }
-    let opened = web::block(move || -> std::io::Result<(std::fs::File, std::fs::Metadata)> {
-        let file = std::fs::File::open(file)?;
-        let meta = file.metadata()?;
-        Ok((file, meta))
-    })
-    .await
-    .map_err(|e| ApiError::internal(e.to_string()))?;
+    let opened = web::block(move || crate::storage::open_with_metadata(&file))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
     let (file, meta) = match opened {
         Ok((file, meta)) if meta.is_file() => (file, meta),
         _ => return Err(not_found(req.path())),
@@ -85,28 +82,14 @@ pub async fn file(
 #[tracing::instrument(skip_all, fields(hash = %path.as_str()))]
 pub async fn transcode(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let hash = ContentHash::parse(&path)?;
-    let video = state
-        .repo
-        .find_video(&hash)
-        .await?
-        .ok_or_else(|| ApiError::not_found("unknown-video", "no video with that hash is stored"))?;
-    if video.variant_of.is_some() {
-        return Err(ApiError::new(
-            actix_web::http::StatusCode::CONFLICT,
-            "is-a-variant",
-            "this video's bytes are kept as a variant of another video, which is the one transcoded; unmerge it first",
-        ));
-    }
-    let derived = state.store.derived_dir(&hash);
-    let published = web::block(move || crate::transcode::is_published(&derived)).await.unwrap_or(false);
-    let status = video.transcode_status.as_str();
-    if (status == "ready" && published) || status == "processing" || status == "queued" {
-        return Ok(HttpResponse::Ok().json(json!({"hash": video.hash, "status": status, "queued": false})));
-    }
-    if !state.queue.requeue(&hash).await? {
-        return Err(ApiError::not_found("unknown-video", "no video with that hash is stored"));
-    }
-    Ok(HttpResponse::Accepted().json(json!({"hash": video.hash, "status": "queued", "queued": true})))
+    Ok(match state.library.request_transcode(&hash).await? {
+        TranscodeRequest::Settled(status) => {
+            HttpResponse::Ok().json(json!({"hash": hash, "status": status, "queued": false}))
+        }
+        TranscodeRequest::Queued => {
+            HttpResponse::Accepted().json(json!({"hash": hash, "status": "queued", "queued": true}))
+        }
+    })
 }
 
 #[cfg(test)]

@@ -41,8 +41,8 @@ pub struct AppState {
     pub near: Arc<crate::dedup::NearDuplicates>,
     /// Transcode jobs and events.
     pub queue: crate::queue::Queue,
-    /// Removes videos (with their variants, aliases and files).
-    pub removal: crate::removal::Removal,
+    /// The use-cases on stored videos: remove, unmerge, request a transcode.
+    pub library: crate::library::Library,
 }
 
 /// Largest JSON request body (init and ingest requests with client meta).

@@ -3,6 +3,7 @@
 //! moment leaves either no object or a whole one, never half of one.
 //!
 //! All methods block; callers run them on blocking threads.
+#![allow(clippy::disallowed_methods)] // a blocking module (clippy.toml)
 
 use crate::domain::{ContentHash, ObjectKey, UploadId};
 use std::fs::{self, File, OpenOptions};
@@ -182,6 +183,57 @@ fn ignore_missing(result: io::Result<()>) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         other => other,
     }
+}
+
+/// A whole file's bytes, or `None` if it cannot be read. Blocking.
+pub fn read_file(path: &Path) -> Option<Vec<u8>> {
+    fs::read(path).ok()
+}
+
+/// Opens a file for reading, with its metadata. Blocking.
+pub fn open_with_metadata(path: &Path) -> io::Result<(File, fs::Metadata)> {
+    let file = File::open(path)?;
+    let meta = file.metadata()?;
+    Ok((file, meta))
+}
+
+/// Removes a file; a missing one is not an error worth reporting. Blocking.
+pub fn remove_quietly(path: &Path) {
+    let _ = fs::remove_file(path);
+}
+
+/// Creates (truncating) a file a piece is received into, with its directory. Blocking.
+pub fn create_piece_file(path: &Path) -> io::Result<File> {
+    fs::create_dir_all(path.parent().ok_or_else(|| io::Error::other("a piece file needs a directory"))?)?;
+    OpenOptions::new().create(true).truncate(true).read(true).write(true).open(path)
+}
+
+/// Renames a whole piece to the name it is recorded under, durably. Blocking.
+pub fn keep_piece(incoming: &Path, target: &Path) -> io::Result<()> {
+    fs::rename(incoming, target)?;
+    File::open(target.parent().ok_or_else(|| io::Error::other("a piece file needs a directory"))?)?.sync_all()
+}
+
+/// Cuts a spool back to its last durable byte (a crash may have left more
+/// written than recorded); answers its length after that, or `None` if the
+/// spool is gone. Blocking.
+pub fn cut_spool(path: &Path, durable: u64) -> io::Result<Option<u64>> {
+    match OpenOptions::new().write(true).open(path) {
+        Ok(file) => {
+            let len = file.metadata()?.len();
+            if len > durable {
+                file.set_len(durable)?;
+            }
+            Ok(Some(len.min(durable)))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The names in a directory that are valid UTF-8. Blocking.
+pub fn file_names(dir: &Path) -> io::Result<Vec<String>> {
+    Ok(fs::read_dir(dir)?.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! One daemon per storage root: an exclusive advisory lock on `{root}/.lock`,
 //! held for the life of the process and released by the kernel when it dies
 //! (also on kill -9), so a crash never leaves a stale lock behind.
+#![allow(clippy::disallowed_methods)] // start-up only, before serving (clippy.toml)
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};

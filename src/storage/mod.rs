@@ -8,9 +8,13 @@ mod jobs;
 mod lock;
 mod repo;
 
-pub use blob::{LocalStore, Store};
+pub use blob::{
+    LocalStore, Store, create_piece_file, cut_spool, file_names, keep_piece, open_with_metadata, read_file,
+    remove_quietly,
+};
 pub use jobs::{Job, JobState};
 pub use lock::RootLock;
 pub use repo::{
-    Entry, NewEntry, NewVideo, Piece, RepoError, Repository, SessionRecord, SessionState, Signature, UploadKind,
+    Entry, NewEntry, NewVideo, Piece, RepoError, Repository, SessionRecord, SessionState, Signature, TranscodeStatus,
+    UploadKind, Video,
 };

@@ -121,6 +121,107 @@ impl UploadKind {
     }
 }
 
+/// Where a video's transcode stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TranscodeStatus {
+    /// Never asked for (`transcode.on_upload` off), or a variant.
+    None,
+    Queued,
+    Processing,
+    Ready,
+    Failed,
+}
+
+impl TranscodeStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Queued => "queued",
+            Self::Processing => "processing",
+            Self::Ready => "ready",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// A stored status; one this version does not know reads as `failed`,
+    /// which a transcode asked for again replaces.
+    fn from_stored(raw: &str) -> Self {
+        match raw {
+            "none" => Self::None,
+            "queued" => Self::Queued,
+            "processing" => Self::Processing,
+            "ready" => Self::Ready,
+            _ => Self::Failed,
+        }
+    }
+}
+
+/// A stored video as the rest of vidcache sees it: typed, not the row.
+#[derive(Debug, Clone)]
+pub struct Video {
+    pub hash: ContentHash,
+    pub size_bytes: u64,
+    pub duration_s: Option<f64>,
+    pub width: Option<i32>,
+    pub height: Option<i32>,
+    pub video_codec: Option<String>,
+    pub audio_codec: Option<String>,
+    pub fps: Option<f64>,
+    pub container: String,
+    pub content_type: String,
+    pub bucket: String,
+    pub prefix: String,
+    pub file_path: String,
+    /// The client's meta (a JSON object).
+    pub meta: serde_json::Value,
+    pub transcode: TranscodeStatus,
+    /// The last error of a failed transcode.
+    pub transcode_error: Option<String>,
+    /// `[{"width", "height", "video_kbps"}]` of the last published ladder.
+    pub renditions: Option<serde_json::Value>,
+    pub first_seen: DateTime<Utc>,
+    /// Kept near another video (`dedup.near_duplicate = "keep"`).
+    pub near_duplicate_of: Option<ContentHash>,
+    pub phash_distance: Option<i32>,
+    /// A variant: the stored video it was matched to perceptually.
+    pub variant_of: Option<ContentHash>,
+    /// Why it was matched (a variant, or kept near another video).
+    pub match_info: Option<crate::dedup::PerceptualMatch>,
+}
+
+impl Video {
+    /// The row as a video; a row whose hash is not one (written by hand)
+    /// is not a video vidcache can serve.
+    fn from_row(row: video::Model) -> Option<Self> {
+        let hash = |h: Option<&str>| h.and_then(|h| ContentHash::parse(h).ok());
+        Some(Self {
+            hash: ContentHash::parse(&row.hash).ok()?,
+            size_bytes: row.size_bytes.max(0) as u64,
+            duration_s: row.duration_s,
+            width: row.width,
+            height: row.height,
+            video_codec: row.video_codec,
+            audio_codec: row.audio_codec,
+            fps: row.fps,
+            container: row.container,
+            content_type: row.content_type,
+            bucket: row.bucket,
+            prefix: row.prefix,
+            file_path: row.file_path,
+            meta: serde_json::from_str(&row.meta).unwrap_or_else(|_| serde_json::json!({})),
+            transcode: TranscodeStatus::from_stored(&row.transcode_status),
+            transcode_error: row.transcode_error,
+            renditions: row.renditions.as_deref().and_then(|r| serde_json::from_str(r).ok()),
+            first_seen: row.first_seen,
+            near_duplicate_of: hash(row.near_duplicate_of.as_deref()),
+            phash_distance: row.phash_distance,
+            variant_of: hash(row.variant_of.as_deref()),
+            match_info: row.match_info.as_deref().and_then(|m| serde_json::from_str(m).ok()),
+        })
+    }
+}
+
 /// A stored chunk or part: its number, size and BLAKE3.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Piece {
@@ -133,10 +234,10 @@ pub struct Piece {
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub entry: video_entry::Model,
-    pub video: Option<video::Model>,
+    pub video: Option<Video>,
     /// The variant this entry's upload was kept as, when it was merged into
     /// `video` on a perceptual match (`find_entry` only).
-    pub variant: Option<video::Model>,
+    pub variant: Option<Video>,
 }
 
 /// What a door's init records about the video it will fill.
@@ -302,8 +403,8 @@ impl Repository {
 
     // ---- videos and aliases ----
 
-    pub async fn find_video(&self, hash: &ContentHash) -> Result<Option<video::Model>, RepoError> {
-        Ok(video::Entity::find_by_id(hash.to_hex()).one(&self.db).await?)
+    pub async fn find_video(&self, hash: &ContentHash) -> Result<Option<Video>, RepoError> {
+        Ok(video::Entity::find_by_id(hash.to_hex()).one(&self.db).await?.and_then(Video::from_row))
     }
 
     pub async fn find_alias(&self, url: &SourceUrl) -> Result<Option<alias::Model>, RepoError> {
@@ -408,12 +509,12 @@ impl Repository {
     pub async fn set_transcode_status(
         &self,
         hash: &ContentHash,
-        status: &str,
+        status: TranscodeStatus,
         error: Option<&str>,
         renditions: Option<&serde_json::Value>,
     ) -> Result<bool, RepoError> {
         let mut update = video::Entity::update_many()
-            .col_expr(video::Column::TranscodeStatus, Expr::value(status))
+            .col_expr(video::Column::TranscodeStatus, Expr::value(status.as_str()))
             .col_expr(video::Column::TranscodeError, Expr::value(error.map(str::to_owned)));
         // The renditions of the last published ladder stay until new ones are
         // published: they are served meanwhile (a video transcoded again by a
@@ -476,13 +577,16 @@ impl Repository {
     }
 
     /// The variants kept of a stored video, oldest first.
-    pub async fn variants_of(&self, hash: &ContentHash) -> Result<Vec<video::Model>, RepoError> {
+    pub async fn variants_of(&self, hash: &ContentHash) -> Result<Vec<Video>, RepoError> {
         Ok(video::Entity::find()
             .filter(video::Column::VariantOf.eq(hash.to_hex()))
             .order_by_asc(video::Column::FirstSeen)
             .order_by_asc(video::Column::Hash)
             .all(&self.db)
-            .await?)
+            .await?
+            .into_iter()
+            .filter_map(Video::from_row)
+            .collect())
     }
 
     /// The URLs a variant's uploads brought (aliases of the stored video).
@@ -508,7 +612,7 @@ impl Repository {
         &self,
         variant: &ContentHash,
         transcode_job: Option<(&str, &serde_json::Value)>,
-    ) -> Result<Option<video::Model>, RepoError> {
+    ) -> Result<Option<Video>, RepoError> {
         let txn = self.db.begin().await?;
         let Some(row) = video::Entity::find_by_id(variant.to_hex()).one(&txn).await? else {
             txn.rollback().await?;
@@ -518,11 +622,11 @@ impl Repository {
             txn.rollback().await?;
             return Ok(None);
         };
-        let status = if transcode_job.is_some() { "queued" } else { "none" };
+        let status = if transcode_job.is_some() { TranscodeStatus::Queued } else { TranscodeStatus::None };
         video::Entity::update_many()
             .col_expr(video::Column::VariantOf, Expr::value(Option::<String>::None))
             .col_expr(video::Column::NearDuplicateOf, Expr::value(Some(stored.clone())))
-            .col_expr(video::Column::TranscodeStatus, Expr::value(status))
+            .col_expr(video::Column::TranscodeStatus, Expr::value(status.as_str()))
             .filter(video::Column::Hash.eq(variant.to_hex()))
             .exec(&txn)
             .await?;
@@ -550,7 +654,7 @@ impl Repository {
             Self::enqueue_job_in(&txn, topic, &variant.to_hex(), payload).await?;
         }
         txn.commit().await?;
-        Ok(Some(row))
+        Ok(Video::from_row(row))
     }
 
     /// Variants first seen before `before` (for `dedup.variant_retention`).
@@ -636,11 +740,11 @@ impl Repository {
 
     /// The hashes of the videos whose transcode status is `status`, in hash
     /// order (`vidcache requeue-outdated` walks the `ready` ones).
-    pub async fn hashes_with_transcode_status(&self, status: &str) -> Result<Vec<ContentHash>, RepoError> {
+    pub async fn hashes_with_transcode_status(&self, status: TranscodeStatus) -> Result<Vec<ContentHash>, RepoError> {
         let rows: Vec<String> = video::Entity::find()
             .select_only()
             .column(video::Column::Hash)
-            .filter(video::Column::TranscodeStatus.eq(status))
+            .filter(video::Column::TranscodeStatus.eq(status.as_str()))
             .order_by_asc(video::Column::Hash)
             .into_tuple()
             .all(&self.db)
@@ -651,7 +755,7 @@ impl Repository {
     /// Removes a video, every alias of it, and its variants (copies of it
     /// whose URLs are its aliases), in one transaction. Returns the removed
     /// rows, the video's first, or nothing if there was no such video.
-    pub async fn delete_video(&self, hash: &ContentHash) -> Result<Vec<video::Model>, RepoError> {
+    pub async fn delete_video(&self, hash: &ContentHash) -> Result<Vec<Video>, RepoError> {
         let txn = self.db.begin().await?;
         let Some(row) = video::Entity::find_by_id(hash.to_hex()).one(&txn).await? else {
             txn.rollback().await?;
@@ -675,7 +779,7 @@ impl Repository {
             video::Entity::delete_by_id(hash).exec(&txn).await?;
         }
         txn.commit().await?;
-        Ok(removed)
+        Ok(removed.into_iter().filter_map(Video::from_row).collect())
     }
 
     // ---- upload sessions ----
@@ -795,7 +899,7 @@ impl Repository {
             return Ok(None);
         };
         let video = match &entry.hash {
-            Some(hash) => video::Entity::find_by_id(hash.clone()).one(&self.db).await?,
+            Some(hash) => video::Entity::find_by_id(hash.clone()).one(&self.db).await?.and_then(Video::from_row),
             None => None,
         };
         // The upload's own bytes: a variant when they differ from `video`.
@@ -811,9 +915,11 @@ impl Repository {
             None => None,
         };
         let variant = match committed.flatten().filter(|h| Some(h) != entry.hash.as_ref()) {
-            Some(own) => {
-                video::Entity::find_by_id(own).filter(video::Column::VariantOf.is_not_null()).one(&self.db).await?
-            }
+            Some(own) => video::Entity::find_by_id(own)
+                .filter(video::Column::VariantOf.is_not_null())
+                .one(&self.db)
+                .await?
+                .and_then(Video::from_row),
             None => None,
         };
         Ok(Some(Entry { entry, video, variant }))
@@ -833,10 +939,11 @@ impl Repository {
         } else {
             video::Entity::find().filter(video::Column::Hash.is_in(hashes)).all(&self.db).await?
         };
+        let videos: Vec<Video> = videos.into_iter().filter_map(Video::from_row).collect();
         Ok(entries
             .into_iter()
             .map(|entry| {
-                let video = entry.hash.as_ref().and_then(|h| videos.iter().find(|v| &v.hash == h).cloned());
+                let video = entry.hash.as_ref().and_then(|h| videos.iter().find(|v| v.hash.to_hex() == *h).cloned());
                 Entry { entry, video, variant: None }
             })
             .collect())

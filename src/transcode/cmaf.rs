@@ -8,6 +8,7 @@
 //! `startWithSAP="1"`) from the first NAL unit of each segment's first
 //! sample. Only ISO BMFF boxes the dash muxer writes are read; anything else
 //! is an [`InspectError`], never a panic.
+#![allow(clippy::disallowed_methods)] // a blocking module: runs on the Transcoder SyncArbiter (clippy.toml)
 
 use std::fmt;
 

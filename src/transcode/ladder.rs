@@ -2,6 +2,7 @@
 //! `{dir}/master.m3u8` and their fMP4 segments, written to a temporary
 //! directory beside `dir` and published by rename, so a half-written
 //! rendition is never served.
+#![allow(clippy::disallowed_methods)] // a blocking module: runs on the Transcoder SyncArbiter (clippy.toml)
 
 use super::manifest::{Broken, LadderFacts};
 use crate::media::init_ffmpeg;

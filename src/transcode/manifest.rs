@@ -7,6 +7,7 @@
 //! wrote ([`super::cmaf`]), checks its guarantees ([`LadderFacts::check`]),
 //! and writes the HLS master and the MPD's `bandwidth` and `codecs` from
 //! what it measured.
+#![allow(clippy::disallowed_methods)] // a blocking module: runs on the Transcoder SyncArbiter (clippy.toml)
 
 use super::cmaf::{self, Codec, Init, Segment, SegmentStart};
 use std::fmt::Write as _;

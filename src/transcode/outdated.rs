@@ -17,7 +17,7 @@ pub async fn requeue_outdated(settings: &Settings, dry_run: bool) -> anyhow::Res
     let repo = Repository::connect(&settings.database.url, 1).await?;
     let store = LocalStore::open(&settings.storage.root)?;
     let mut outdated = Vec::new();
-    for hash in repo.hashes_with_transcode_status("ready").await? {
+    for hash in repo.hashes_with_transcode_status(crate::storage::TranscodeStatus::Ready).await? {
         let derived = store.derived_dir(&hash);
         let version = tokio::task::spawn_blocking(move || published_version(&derived)).await?.unwrap_or(0);
         if version < LADDER_VERSION {

@@ -16,6 +16,7 @@
 //! Everything is written to `.abr.tmp` first (one name per video, so a
 //! job that runs again after a crash clears what the crashed run left),
 //! made durable, and renamed to `abr`: a reader sees all of it or none.
+#![allow(clippy::disallowed_methods)] // a blocking module: runs on the Transcoder SyncArbiter (clippy.toml)
 
 use super::ladder::{LadderOutput, LadderSpec, TranscodeError, write_ladder};
 use super::storyboard::Storyboard;

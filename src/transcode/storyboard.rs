@@ -2,6 +2,7 @@
 //! the frames the ladder decodes anyway, laid out in one JPEG sprite, and
 //! a WebVTT file that maps each time range to its tile
 //! (`storyboard.jpg#xywh=x,y,w,h`), as players' thumbnail tracks read it.
+#![allow(clippy::disallowed_methods)] // a blocking module: runs on the Transcoder SyncArbiter (clippy.toml)
 
 use ffmpeg_next::format::Pixel;
 use ffmpeg_next::frame;

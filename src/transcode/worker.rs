@@ -9,7 +9,7 @@ use super::publish;
 use crate::config::TranscodeSettings;
 use crate::domain::{ContentHash, ObjectKey};
 use crate::queue::{Event, EventBus, JobHandler, TranscodeJob};
-use crate::storage::{Repository, Store};
+use crate::storage::{Repository, Store, TranscodeStatus};
 use crate::telemetry::Metrics;
 use actix::{Actor, Addr, Handler, Message, SyncContext};
 use futures_util::future::BoxFuture;
@@ -79,8 +79,7 @@ impl TranscodeWorker {
         let check = derived.clone();
         if tokio::task::spawn_blocking(move || publish::is_published(&check)).await.unwrap_or(false) {
             // Delivered again after its outputs were published.
-            let renditions = video.renditions.as_deref().and_then(|r| serde_json::from_str(r).ok());
-            self.set_status(&hash, "ready", None, renditions.as_ref()).await?;
+            self.set_status(&hash, TranscodeStatus::Ready, None, video.renditions.as_ref()).await?;
             self.metrics.transcodes.with_label_values(&["reused"]).inc();
             self.events.publish(Event::new(
                 "transcode.completed",
@@ -90,7 +89,7 @@ impl TranscodeWorker {
             return Ok(());
         }
 
-        self.set_status(&hash, "processing", None, None).await?;
+        self.set_status(&hash, TranscodeStatus::Processing, None, None).await?;
         self.events.publish(Event::new(
             "transcode.started",
             &job.hash,
@@ -132,7 +131,7 @@ impl TranscodeWorker {
         match result {
             Ok(Ok(output)) => {
                 let renditions = serde_json::to_value(&output.renditions).unwrap_or_default();
-                if !self.set_status(&hash, "ready", None, Some(&renditions)).await? {
+                if !self.set_status(&hash, TranscodeStatus::Ready, None, Some(&renditions)).await? {
                     // Deleted while it was transcoded: drop what was made.
                     let store = self.store.clone();
                     let _ = tokio::task::spawn_blocking(move || store.delete_derived(&hash)).await;
@@ -167,7 +166,7 @@ impl TranscodeWorker {
         tracing::warn!(%error, "transcode attempt failed");
         self.metrics.transcodes.with_label_values(&["attempt_failed"]).inc();
         if job.attempt < self.settings.max_attempts {
-            self.set_status(hash, "queued", Some(&error), None).await?;
+            self.set_status(hash, TranscodeStatus::Queued, Some(&error), None).await?;
         }
         Err(error)
     }
@@ -200,7 +199,7 @@ impl TranscodeWorker {
     async fn set_status(
         &self,
         hash: &ContentHash,
-        status: &str,
+        status: TranscodeStatus,
         error: Option<&str>,
         renditions: Option<&serde_json::Value>,
     ) -> Result<bool, String> {
@@ -218,7 +217,7 @@ impl JobHandler for TranscodeWorker {
         Box::pin(async move {
             this.metrics.transcodes.with_label_values(&["failed"]).inc();
             if let Ok(hash) = ContentHash::parse(&job.hash)
-                && let Err(e) = this.set_status(&hash, "failed", Some(&error), None).await
+                && let Err(e) = this.set_status(&hash, TranscodeStatus::Failed, Some(&error), None).await
             {
                 tracing::warn!(error = %e, "could not record a failed transcode");
             }

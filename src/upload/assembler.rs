@@ -9,6 +9,7 @@
 //! The joined prefix is only a head start: complete checks that it is a
 //! prefix of the client's list (same numbers, same hashes) and otherwise
 //! starts over, so a re-sent or skipped part can never leak into the object.
+#![allow(clippy::disallowed_methods)] // a blocking module: used on blocking threads (clippy.toml)
 
 use super::writer::SpoolWriter;
 use crate::domain::UploadId;

@@ -10,7 +10,7 @@ use crate::config::NearDuplicatePolicy;
 use crate::dedup::{NearDuplicates, PerceptualMatch};
 use crate::domain::{ContentHash, ObjectKey, UploadId};
 use crate::media::{Analysis, AnalyzeFile, MediaInfo, ProbeError, Prober};
-use crate::storage::{NewVideo, Repository, SessionRecord, SessionState, Signature, Store};
+use crate::storage::{NewVideo, Repository, SessionRecord, SessionState, Signature, Store, Video};
 use crate::telemetry::Metrics;
 use actix::Addr;
 use serde::{Deserialize, Serialize};
@@ -58,13 +58,13 @@ pub enum MatchKind {
 impl IngestResult {
     /// The answer about a stored video: new, an alias, or an exact duplicate
     /// of it. A variant's row stands for the video it was merged into.
-    pub fn of_stored(row: &crate::storage::entities::video::Model, status: IngestStatus) -> Self {
+    pub fn of_stored(row: &Video, status: IngestStatus) -> Self {
         let duplicate = status == IngestStatus::Duplicate;
         Self {
-            hash: row.hash.clone(),
+            hash: row.hash.to_hex(),
             status,
             file_path: row.file_path.clone(),
-            size_bytes: row.size_bytes as u64,
+            size_bytes: row.size_bytes,
             duration_s: row.duration_s,
             phash_distance: duplicate.then_some(0),
             near_duplicate_of: None,
@@ -74,7 +74,7 @@ impl IngestResult {
     }
 
     /// The answer for bytes kept as `variant` of the stored video `stored`.
-    pub fn of_variant(stored: &crate::storage::entities::video::Model, variant: &str, distance: u32) -> Self {
+    pub fn of_variant(stored: &Video, variant: &str, distance: u32) -> Self {
         Self {
             phash_distance: Some(distance),
             match_kind: Some(MatchKind::Perceptual),
@@ -100,6 +100,82 @@ struct Found {
     media: MediaInfo,
     signature: Option<Signature>,
     matched: Matched,
+}
+
+/// How a commit ended. Every way it can end is one variant, and the session
+/// maps each to its end in one exhaustive `match` (`Outcome::end`), so a new
+/// outcome cannot be added without deciding what it leaves behind.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The bytes became a new object (`status: new`, perhaps marked near
+    /// another video under `dedup.near_duplicate = "keep"`).
+    Stored(IngestResult),
+    /// The same bytes were stored already: the spool is surplus.
+    Duplicate(IngestResult),
+    /// A perceptual match under `merge`: the bytes became an object of their
+    /// own, kept as a variant, answered as a duplicate of the stored video.
+    Variant(IngestResult),
+    /// Not a video, or a damaged one: the upload fails for good.
+    Refused(UploadError),
+    /// The spool became the object, but its record could not be written:
+    /// start-up recovery writes it (the session stays `committing`).
+    Interrupted(String),
+    /// Failed before anything irreversible (database, disk, a lost actor):
+    /// the spool is intact and the upload can be finalized again.
+    Retryable(UploadError),
+}
+
+/// What a session becomes after an outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Closed in this state; then its spool and parts are removed.
+    Closed(SessionState),
+    /// Left `committing` for start-up recovery; nothing is removed.
+    Committing,
+    /// Still receiving: a retry finalizes again from the same bytes.
+    Open,
+}
+
+impl Outcome {
+    /// Sorts what `commit_once` answered. The error variants that are
+    /// outcomes are matched by name; every other error happened before the
+    /// rename (its only irreversible step), so it is retryable.
+    fn of(result: Result<IngestResult, UploadError>) -> Self {
+        match result {
+            Ok(r) if r.status == IngestStatus::New => Self::Stored(r),
+            Ok(r) if r.variant.is_some() => Self::Variant(r),
+            Ok(r) => Self::Duplicate(r),
+            Err(e @ (UploadError::NotAVideo(_) | UploadError::CorruptVideo(_))) => Self::Refused(e),
+            Err(UploadError::CommitInterrupted(why)) => Self::Interrupted(why),
+            Err(e) => Self::Retryable(e),
+        }
+    }
+
+    pub fn end(&self) -> End {
+        match self {
+            Self::Stored(_) | Self::Duplicate(_) | Self::Variant(_) => End::Closed(SessionState::Complete),
+            Self::Refused(_) => End::Closed(SessionState::Failed),
+            Self::Interrupted(_) => End::Committing,
+            Self::Retryable(_) => End::Open,
+        }
+    }
+
+    /// The ingest result, for outcomes that have one.
+    pub fn result(&self) -> Option<&IngestResult> {
+        match self {
+            Self::Stored(r) | Self::Duplicate(r) | Self::Variant(r) => Some(r),
+            Self::Refused(_) | Self::Interrupted(_) | Self::Retryable(_) => None,
+        }
+    }
+
+    /// What the client is answered.
+    pub fn into_answer(self) -> Result<IngestResult, UploadError> {
+        match self {
+            Self::Stored(r) | Self::Duplicate(r) | Self::Variant(r) => Ok(r),
+            Self::Refused(e) | Self::Retryable(e) => Err(e),
+            Self::Interrupted(why) => Err(UploadError::CommitInterrupted(why)),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -143,12 +219,8 @@ fn signature_of(analysis: &Analysis) -> Signature {
 }
 
 /// The frame distance a stored variant was matched at.
-fn distance_of(variant: &crate::storage::entities::video::Model) -> u32 {
-    variant
-        .match_info
-        .as_deref()
-        .and_then(|m| serde_json::from_str::<PerceptualMatch>(m).ok())
-        .map_or(0, |m| m.distance)
+fn distance_of(variant: &Video) -> u32 {
+    variant.match_info.as_ref().map_or(0, |m| m.distance)
 }
 
 fn refused(e: ProbeError) -> UploadError {
@@ -168,12 +240,12 @@ impl Committer {
         size: u64,
         early: Option<Result<Analysis, ProbeError>>,
         refined: Option<super::early_probe::Refined>,
-    ) -> Result<IngestResult, UploadError> {
-        let result = self.commit_once(session, hash, size, early, refined).await;
-        if let Ok(result) = &result {
+    ) -> Outcome {
+        let outcome = Outcome::of(self.commit_once(session, hash, size, early, refined).await);
+        if let Some(result) = outcome.result() {
             self.announce(session, result);
         }
-        result
+        outcome
     }
 
     /// `upload.completed` for a new video, `video.duplicate` otherwise,
@@ -544,16 +616,10 @@ impl Committer {
     /// Settles an upload whose bytes are stored already as `stored`; its
     /// URL becomes one more alias. Bytes stored as a variant stand for the
     /// video that variant was merged into.
-    async fn duplicate_of(
-        &self,
-        stored: &crate::storage::entities::video::Model,
-        session: &SessionRecord,
-    ) -> Result<IngestResult, UploadError> {
+    async fn duplicate_of(&self, stored: &Video, session: &SessionRecord) -> Result<IngestResult, UploadError> {
         self.metrics.duplicates.inc();
         let result = self.answer_for(stored, IngestStatus::Duplicate).await?;
-        if let (Some(url), Ok(hash), Ok(own)) =
-            (&session.url, ContentHash::parse(&result.hash), ContentHash::parse(&stored.hash))
-        {
+        if let (Some(url), Ok(hash), own) = (&session.url, ContentHash::parse(&result.hash), stored.hash) {
             match result.variant {
                 Some(_) => self.repo.add_alias_via(url, &hash, &own).await?,
                 None => self.repo.add_alias(url, &hash).await?,
@@ -565,15 +631,11 @@ impl Committer {
     /// The answer about bytes stored as `stored`: a variant stands for the
     /// video it was merged into (while that is there); anything else is
     /// answered as itself, with `plain`.
-    async fn answer_for(
-        &self,
-        stored: &crate::storage::entities::video::Model,
-        plain: IngestStatus,
-    ) -> Result<IngestResult, UploadError> {
-        if let Some(primary) = stored.variant_of.as_deref().and_then(|h| ContentHash::parse(h).ok())
+    async fn answer_for(&self, stored: &Video, plain: IngestStatus) -> Result<IngestResult, UploadError> {
+        if let Some(primary) = stored.variant_of
             && let Some(row) = self.repo.find_video(&primary).await?
         {
-            return Ok(IngestResult::of_variant(&row, &stored.hash, distance_of(stored)));
+            return Ok(IngestResult::of_variant(&row, &stored.hash.to_hex(), distance_of(stored)));
         }
         Ok(IngestResult::of_stored(stored, plain))
     }

@@ -7,6 +7,7 @@
 //! Bounded: at most `slots` probes run at once. An upload that finds no free
 //! slot simply has none, and is probed from its file at finalize, as before.
 //! The writer never waits for the probe.
+#![allow(clippy::disallowed_methods)] // `EarlyProbe::start` runs on blocking threads (`Core::probe_starter`) (clippy.toml)
 
 use crate::domain::UploadId;
 use crate::media::analysis::analyze_stream;

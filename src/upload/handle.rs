@@ -5,8 +5,8 @@ use super::committer::{Committer, IngestResult};
 use super::pieces::{BeginPiece, EndPiece, FinishPieces, PieceTarget, Tally};
 use super::pump::{Checked, Digest, DigestKind, PumpEnd, PumpLimits, pump};
 use super::ranged::ChunkSink;
-use super::registry::{FindSession, Found, Registry, SweepNow};
-use super::session::{Abandon, Durable, Fail, Lease, ReturnLease, Snapshot, TakeLease, UploadSession};
+use super::registry::{FindSession, Found, Registry, SessionAddr, SweepNow};
+use super::session::{AppendDoor, Durable, Fail, Lease, ReturnLease, TakeLease, UploadSession};
 use super::{SpoolWriter, UploadError};
 use crate::domain::{Bucket, ContentHash, Prefix, SourceUrl, UploadId};
 use crate::storage::{NewEntry, Piece, SessionRecord, SessionState, UploadKind};
@@ -136,7 +136,7 @@ impl Uploads {
     /// Where a session stands (for clients that resume).
     pub async fn status(&self, id: &UploadId) -> Result<SessionRecord, UploadError> {
         match self.registry.send(FindSession(id.clone())).await?? {
-            Found::Live(addr) => match addr.send(Snapshot).await {
+            Found::Live(addr) => match addr.snapshot().await {
                 Ok(record) => Ok(record),
                 // It stopped between the look-up and the ask (it has just
                 // settled, or gone idle): its row says where it is.
@@ -159,7 +159,7 @@ impl Uploads {
     /// Abandons an upload on its client's request and frees its disk.
     pub async fn abort(&self, id: &UploadId) -> Result<(), UploadError> {
         match self.registry.send(FindSession(id.clone())).await?? {
-            Found::Live(addr) => match addr.send(Abandon { state: SessionState::Aborted }).await? {
+            Found::Live(addr) => match addr.abandon(SessionState::Aborted).await? {
                 true => Ok(()),
                 false => Err(UploadError::Busy),
             },
@@ -171,7 +171,7 @@ impl Uploads {
         }
     }
 
-    async fn live(&self, id: &UploadId) -> Result<Addr<UploadSession>, UploadError> {
+    async fn live(&self, id: &UploadId) -> Result<SessionAddr, UploadError> {
         match self.registry.send(FindSession(id.clone())).await?? {
             Found::Live(addr) => Ok(addr),
             // Closed sessions are not receiving; one that reads as such is
@@ -195,7 +195,7 @@ impl Uploads {
         E: std::fmt::Display + 'static,
     {
         let addr = match self.registry.send(FindSession(id.clone())).await?? {
-            Found::Live(addr) => addr,
+            Found::Live(addr) => addr.append()?,
             Found::Closed(record) => return Self::closed_outcome(*record),
         };
         let lease = addr.send(TakeLease { offset }).await??;
@@ -222,7 +222,7 @@ impl Uploads {
         S: Stream<Item = Result<Bytes, E>> + Unpin + 'static,
         E: std::fmt::Display + 'static,
     {
-        let addr = self.live(id).await?;
+        let addr = self.live(id).await?.append()?;
         let lease = addr.send(TakeLease { offset: Some(offset) }).await??;
         let total = lease.record.total_size.ok_or(UploadError::WrongDoor)?;
         let this = self.clone();
@@ -289,13 +289,13 @@ impl Uploads {
         parts: Option<Vec<(u32, String)>>,
         min_part_bytes: u64,
     ) -> Result<IngestResult, UploadError> {
-        let addr = match self.registry.send(FindSession(id.clone())).await?? {
-            Found::Live(addr) => addr,
+        let session = match self.registry.send(FindSession(id.clone())).await?? {
+            Found::Live(addr) => addr.pieces()?,
             Found::Closed(record) => return Self::closed_outcome(*record),
         };
         let started = std::time::Instant::now();
         let metrics = self.committer.metrics.clone();
-        let outcome = addr.send(FinishPieces { parts, min_part_bytes }).await?;
+        let outcome = session.finish.send(FinishPieces { parts, min_part_bytes }).await?;
         metrics.upload_finalize_seconds.observe(started.elapsed().as_secs_f64());
         match &outcome {
             Ok(_) => metrics.uploads_completed.inc(),
@@ -318,8 +318,8 @@ impl Uploads {
         S: Stream<Item = Result<Bytes, E>> + Unpin + 'static,
         E: std::fmt::Display + 'static,
     {
-        let addr = self.live(id).await?;
-        let grant = addr.send(BeginPiece { number }).await??;
+        let session = self.live(id).await?.pieces()?;
+        let grant = session.begin.send(BeginPiece { number }).await??;
         let this = self.clone();
         let id = id.clone();
         // As with a lease, the piece is worked in a task of its own, so that
@@ -327,8 +327,8 @@ impl Uploads {
         actix_web::rt::spawn(async move {
             let outcome = this.work_piece(&id, number, grant, body, checksum, max_piece_bytes).await;
             let recorded = match &outcome {
-                Ok((piece, _)) => addr.send(EndPiece { number, piece: piece.clone() }).await,
-                Err(_) => addr.send(EndPiece { number, piece: None }).await,
+                Ok((piece, _)) => session.end.send(EndPiece { number, piece: piece.clone() }).await,
+                Err(_) => session.end.send(EndPiece { number, piece: None }).await,
             };
             let (_, hash) = outcome?;
             Ok(PieceOutcome { tally: recorded??, hash })
@@ -396,10 +396,7 @@ impl Uploads {
             PieceTarget::File { incoming } => {
                 let path = incoming.clone();
                 let writer = tokio::task::spawn_blocking(move || -> std::io::Result<SpoolWriter> {
-                    std::fs::create_dir_all(path.parent().expect("pieces live in a directory"))?;
-                    let file =
-                        std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path)?;
-                    SpoolWriter::create(file)
+                    SpoolWriter::create(crate::storage::create_piece_file(&path)?)
                 })
                 .await
                 .map_err(|e| UploadError::Internal(e.to_string()))??;
@@ -422,15 +419,14 @@ impl Uploads {
                     let (size, hash) = match kept {
                         Ok(kept) => kept,
                         Err(e) => {
-                            let _ = std::fs::remove_file(&incoming);
+                            crate::storage::remove_quietly(&incoming);
                             return Err(e);
                         }
                     };
                     // Named by its hash, so the record never points at a file
                     // a later re-send of the same part number is overwriting.
                     let target = store.piece_path(&id, number, &hash.to_hex());
-                    std::fs::rename(&incoming, &target)?;
-                    std::fs::File::open(target.parent().expect("pieces live in a directory"))?.sync_all()?;
+                    crate::storage::keep_piece(&incoming, &target)?;
                     Ok((Some(Piece { number, size, hash }), hash))
                 })
                 .await
@@ -457,7 +453,7 @@ impl Uploads {
     /// back. Answers the new durable length and, if finalized, the result.
     async fn work_lease<S, E>(
         self,
-        addr: Addr<UploadSession>,
+        addr: Addr<UploadSession<AppendDoor>>,
         lease: Lease,
         body: S,
         max_bytes: u64,

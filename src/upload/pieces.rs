@@ -12,10 +12,11 @@ use super::UploadError;
 use super::assembler::Assembler;
 use super::committer::IngestResult;
 use super::ranged::RangedSpool;
-use super::session::UploadSession;
+use super::session::{ChunkedDoor, Core, Door, MultipartDoor, PieceBook, UploadSession};
 use crate::domain::ContentHash;
-use crate::storage::{Piece, UploadKind};
+use crate::storage::Piece;
 use actix::prelude::*;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -62,8 +63,8 @@ pub struct Tally {
     pub received_pieces: usize,
 }
 
-/// Finishes the upload: chunked when every chunk is there; multipart with
-/// the client's ordered list of `(part number, ETag)`.
+/// Finishes the upload: chunked when every chunk is there (`parts` unused);
+/// multipart with the client's ordered list of `(part number, ETag)`.
 #[derive(Message)]
 #[rtype(result = "Result<IngestResult, UploadError>")]
 pub struct FinishPieces {
@@ -76,203 +77,362 @@ pub fn chunk_layout(size: u64, chunk_size: u64) -> u32 {
     size.div_ceil(chunk_size.max(1)) as u32
 }
 
-impl UploadSession {
-    fn load_pieces(&mut self) -> ResponseActFuture<Self, Result<(), UploadError>> {
-        if self.pieces.is_some() {
-            return Box::pin(fut::ready(Ok(())));
-        }
-        let repo = self.committer.repo.clone();
-        let id = self.record.id.clone();
-        Box::pin(async move { repo.pieces_of(&id).await }.into_actor(self).map(|loaded, act, _| {
-            let loaded = loaded?;
-            if act.pieces.is_none() {
-                act.pieces = Some(loaded.into_iter().map(|p| (p.number, p)).collect());
-            }
-            Ok(())
-        }))
-    }
+/// What chunked and multipart doors share: a book of pieces, and what to
+/// do when one is recorded.
+pub trait PieceDoor: Door {
+    fn book(&mut self) -> &mut PieceBook;
+    fn book_ref(&self) -> &PieceBook;
+    /// Piece `piece` is recorded (replacing `replaced`, if there was one):
+    /// start what can be done ahead of finalize, on blocking threads.
+    fn recorded(&mut self, core: &Core, piece: &Piece, replaced: Option<Piece>);
+}
 
-    fn check_receiving(&self) -> Result<(), UploadError> {
-        super::check_receiving(&self.record)?;
-        if self.leased { Err(UploadError::Busy) } else { Ok(()) }
-    }
-
-    /// Chunked: the declared size and chunk size.
-    fn layout(&self) -> Result<(u64, u64), UploadError> {
-        match (self.record.kind, self.record.total_size, self.record.chunk_size) {
-            (UploadKind::Chunked, Some(size), Some(chunk)) if chunk > 0 => Ok((size, chunk)),
-            _ => Err(UploadError::WrongDoor),
-        }
-    }
-
-    fn ranged_spool(&mut self, size: u64) -> Result<Arc<RangedSpool>, UploadError> {
-        if let Some(spool) = &self.ranged {
-            return Ok(spool.clone());
-        }
-        // An open and a set_len: cheap enough to do on the actor.
-        let spool = Arc::new(RangedSpool::open(self.committer.store.open_spool(&self.record.id)?, size)?);
-        // A fresh upload is probed while its chunks arrive; a revived one
-        // (its hash restarts from 0 and catches up) is probed from its file.
-        if self.pieces.as_ref().is_none_or(|p| p.is_empty())
-            && let Some(feed) = self.start_probe()
-        {
-            spool.feed_probe(feed);
-        }
-        self.ranged = Some(spool.clone());
-        Ok(spool)
-    }
-
-    fn assembler(&mut self) -> Arc<Assembler> {
-        self.assembler
-            .get_or_insert_with(|| Arc::new(Assembler::new(self.committer.store.clone(), self.record.id.clone())))
-            .clone()
-    }
-
-    /// Multipart: the parts 1, 2, 3, ... stored so far without a gap.
-    fn leading_parts(&self) -> Vec<Piece> {
-        let pieces = self.pieces.as_ref();
-        (1..=MAX_PART_NUMBER).map_while(|n| pieces.and_then(|p| p.get(&n)).cloned()).collect()
-    }
-
-    fn grant(&mut self, number: u32) -> Result<PieceGrant, UploadError> {
-        self.check_receiving()?;
-        if self.in_flight.contains(&number) {
-            return Err(UploadError::PieceBusy(number));
-        }
-        let stored = self.pieces.as_ref().and_then(|p| p.get(&number)).cloned();
-        let (target, expected) = match self.record.kind {
-            UploadKind::Chunked => {
-                let (size, chunk) = self.layout()?;
-                let count = chunk_layout(size, chunk);
-                if number >= count {
-                    return Err(UploadError::BadPiece(format!(
-                        "chunk index {number} is out of range: this upload has chunks 0..={}",
-                        count - 1
-                    )));
-                }
-                let offset = u64::from(number) * chunk;
-                let expected = chunk.min(size - offset);
-                let spool = self.ranged_spool(size)?;
-                (PieceTarget::At { spool, offset, write: stored.is_none() }, Some(expected))
-            }
-            UploadKind::Multipart => {
-                if !(1..=MAX_PART_NUMBER).contains(&number) {
-                    return Err(UploadError::BadPiece(format!(
-                        "part number {number} is out of range 1..={MAX_PART_NUMBER}"
-                    )));
-                }
-                let tag = format!("incoming-{}", crate::domain::UploadId::generate());
-                (PieceTarget::File { incoming: self.committer.store.piece_path(&self.record.id, number, &tag) }, None)
-            }
-            UploadKind::Stream | UploadKind::Tus => return Err(UploadError::WrongDoor),
-        };
-        // A chunk already stored is only compared, which writes nothing.
-        if !matches!(target, PieceTarget::At { write: false, .. }) {
-            self.in_flight.insert(number);
-        }
-        self.last_activity = Instant::now();
-        Ok(PieceGrant { target, expected, stored })
-    }
-
+impl PieceBook {
     fn tally(&self) -> Tally {
-        let pieces = self.pieces.as_ref();
+        let pieces = self.stored.as_ref();
         Tally {
             received_bytes: pieces.map_or(0, |p| p.values().map(|p| p.size).sum()),
             received_pieces: pieces.map_or(0, |p| p.len()),
         }
     }
 
-    /// Chunked: where the run of chunks from index 0 ends, in bytes.
-    fn contiguous_end(&self) -> u64 {
-        let Ok((size, chunk)) = self.layout() else { return 0 };
-        let pieces = self.pieces.as_ref();
-        let first_missing = (0..chunk_layout(size, chunk)).find(|i| !pieces.is_some_and(|p| p.contains_key(i)));
-        first_missing.map_or(size, |i| u64::from(i) * chunk)
+    fn get(&self, number: u32) -> Option<Piece> {
+        self.stored.as_ref().and_then(|p| p.get(&number)).cloned()
     }
 }
 
-impl Handler<BeginPiece> for UploadSession {
+impl ChunkedDoor {
+    fn count(&self) -> u32 {
+        chunk_layout(self.size, self.chunk)
+    }
+
+    /// Where the run of chunks from index 0 ends, in bytes.
+    fn contiguous_end(&self) -> u64 {
+        let pieces = self.book.stored.as_ref();
+        let first_missing = (0..self.count()).find(|i| !pieces.is_some_and(|p| p.contains_key(i)));
+        first_missing.map_or(self.size, |i| u64::from(i) * self.chunk)
+    }
+}
+
+impl PieceDoor for ChunkedDoor {
+    fn book(&mut self) -> &mut PieceBook {
+        &mut self.book
+    }
+
+    fn book_ref(&self) -> &PieceBook {
+        &self.book
+    }
+
+    fn recorded(&mut self, _: &Core, _: &Piece, _: Option<Piece>) {
+        if let Some(spool) = self.spool.clone() {
+            // Hash the newly contiguous bytes while they are still in the
+            // page cache, off the actor and off the request.
+            let end = self.contiguous_end();
+            actix_web::rt::task::spawn_blocking(move || {
+                if let Err(e) = spool.advance_to(end) {
+                    tracing::warn!(error = %e, "could not advance an upload's hash");
+                }
+            });
+        }
+    }
+}
+
+impl MultipartDoor {
+    fn assembler(&mut self, core: &Core) -> Arc<Assembler> {
+        self.assembler
+            .get_or_insert_with(|| Arc::new(Assembler::new(core.committer.store.clone(), core.record.id.clone())))
+            .clone()
+    }
+
+    /// The parts 1, 2, 3, ... stored so far without a gap.
+    fn leading_parts(&self) -> Vec<Piece> {
+        (1..=MAX_PART_NUMBER).map_while(|n| self.book.get(n)).collect()
+    }
+}
+
+impl PieceDoor for MultipartDoor {
+    fn book(&mut self) -> &mut PieceBook {
+        &mut self.book
+    }
+
+    fn book_ref(&self) -> &PieceBook {
+        &self.book
+    }
+
+    fn recorded(&mut self, core: &Core, piece: &Piece, replaced: Option<Piece>) {
+        if let Some(old) = replaced.filter(|old| old.hash != piece.hash) {
+            let path = core.committer.store.piece_path(&core.record.id, old.number, &old.hash.to_hex());
+            actix_web::rt::task::spawn_blocking(move || crate::storage::remove_quietly(&path));
+        }
+        // Join the leading parts now, while they are in the page cache.
+        let (assembler, leading) = (self.assembler(core), self.leading_parts());
+        actix_web::rt::task::spawn_blocking(move || {
+            if let Err(e) = assembler.join(&leading) {
+                tracing::warn!(error = %e, "could not join the parts of an upload ahead of complete");
+            }
+        });
+    }
+}
+
+impl<D: PieceDoor> UploadSession<D> {
+    fn load_pieces(&mut self) -> ResponseActFuture<Self, Result<(), UploadError>> {
+        if self.door.book_ref().stored.is_some() {
+            return Box::pin(fut::ready(Ok(())));
+        }
+        let repo = self.core.committer.repo.clone();
+        let id = self.core.record.id.clone();
+        Box::pin(async move { repo.pieces_of(&id).await }.into_actor(self).map(|loaded, act, _| {
+            let loaded = loaded?;
+            let book = act.door.book();
+            if book.stored.is_none() {
+                book.stored = Some(loaded.into_iter().map(|p| (p.number, p)).collect());
+            }
+            Ok(())
+        }))
+    }
+
+    fn check_receiving(&self) -> Result<(), UploadError> {
+        super::check_receiving(&self.core.record)?;
+        if self.core.leased { Err(UploadError::Busy) } else { Ok(()) }
+    }
+
+    /// Hands out piece `number` (to `target`, of `expected` bytes) once the
+    /// door has checked it.
+    fn grant(&mut self, number: u32, target: PieceTarget, expected: Option<u64>) -> PieceGrant {
+        let stored = self.door.book_ref().get(number);
+        // A chunk already stored is only compared, which writes nothing.
+        if !matches!(target, PieceTarget::At { write: false, .. }) {
+            self.door.book().in_flight.insert(number);
+        }
+        self.core.last_activity = Instant::now();
+        PieceGrant { target, expected, stored }
+    }
+
+    /// Refuses a piece that may not start now.
+    fn check_piece(&self, number: u32) -> Result<(), UploadError> {
+        self.check_receiving()?;
+        if self.door.book_ref().in_flight.contains(&number) {
+            return Err(UploadError::PieceBusy(number));
+        }
+        Ok(())
+    }
+
+    /// Takes the lease for a finish, if nothing is in flight.
+    fn take_finish(&mut self) -> Result<BTreeMap<u32, Piece>, UploadError> {
+        self.check_receiving()?;
+        if !self.door.quiet() {
+            return Err(UploadError::Busy);
+        }
+        Ok(self.door.book_ref().stored.clone().unwrap_or_default())
+    }
+
+    /// Runs the blocking `prepared` (the upload's hash and size) and
+    /// finishes with it. The lease is taken.
+    fn finish_prepared(&mut self, prepared: Prepared) -> ResponseActFuture<Self, Result<IngestResult, UploadError>> {
+        self.core.leased = true;
+        Box::pin(
+            async move {
+                tokio::task::spawn_blocking(prepared)
+                    .await
+                    .map_err(|e| UploadError::Internal(e.to_string()))?
+                    .map_err(UploadError::Io)
+            }
+            .into_actor(self)
+            .then(|joined, act, _| -> ResponseActFuture<Self, _> {
+                match joined {
+                    Ok((hash, size)) => act.finish(hash, size, None),
+                    Err(e) => {
+                        act.core.leased = false;
+                        Box::pin(fut::ready(Err(e)))
+                    }
+                }
+            }),
+        )
+    }
+}
+
+impl UploadSession<ChunkedDoor> {
+    /// Opens the ranged spool if it is not open yet, on a blocking thread
+    /// (an open and a set_len). A fresh upload is probed while its chunks
+    /// arrive; a revived one (its hash restarts from 0 and catches up) is
+    /// probed from its file at finalize.
+    fn open_spool(&mut self) -> ResponseActFuture<Self, Result<Arc<RangedSpool>, UploadError>> {
+        if let Some(spool) = &self.door.spool {
+            return Box::pin(fut::ready(Ok(spool.clone())));
+        }
+        let (store, id, size) = (self.core.committer.store.clone(), self.core.record.id.clone(), self.door.size);
+        let fresh = self.door.book.stored.as_ref().is_none_or(|p| p.is_empty()) && self.core.probe.is_none();
+        let probe = fresh.then(|| self.core.probe_starter());
+        Box::pin(
+            async move {
+                tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+                    let spool = Arc::new(RangedSpool::open(store.open_spool(&id)?, size)?);
+                    Ok((spool, probe.and_then(|start| start())))
+                })
+                .await
+                .map_err(|e| UploadError::Internal(e.to_string()))?
+                .map_err(UploadError::storage)
+            }
+            .into_actor(self)
+            .map(|opened, act, _| {
+                let (spool, probe) = opened?;
+                if let Some(probe) = probe {
+                    spool.feed_probe(probe.feed.clone());
+                    act.core.probe = Some(probe);
+                }
+                act.door.spool = Some(spool.clone());
+                Ok(spool)
+            }),
+        )
+    }
+}
+
+impl Handler<BeginPiece> for UploadSession<ChunkedDoor> {
+    // Atomic: the spool is opened once, and no other piece is granted while
+    // it is being opened.
+    type Result = AtomicResponse<Self, Result<PieceGrant, UploadError>>;
+
+    fn handle(&mut self, msg: BeginPiece, _: &mut Context<Self>) -> Self::Result {
+        let number = msg.number;
+        AtomicResponse::new(Box::pin(
+            self.load_pieces()
+                .map(move |loaded, act, _| {
+                    loaded?;
+                    act.check_piece(number)?;
+                    let count = act.door.count();
+                    if number >= count {
+                        return Err(UploadError::BadPiece(format!(
+                            "chunk index {number} is out of range: this upload has chunks 0..={}",
+                            count - 1
+                        )));
+                    }
+                    Ok(())
+                })
+                .then(|checked, act, _| -> ResponseActFuture<Self, _> {
+                    match checked {
+                        Ok(()) => act.open_spool(),
+                        Err(e) => Box::pin(fut::ready(Err(e))),
+                    }
+                })
+                .map(move |spool, act, _| {
+                    let spool = spool?;
+                    let offset = u64::from(number) * act.door.chunk;
+                    let expected = act.door.chunk.min(act.door.size - offset);
+                    let write = act.door.book.get(number).is_none();
+                    Ok(act.grant(number, PieceTarget::At { spool, offset, write }, Some(expected)))
+                }),
+        ))
+    }
+}
+
+impl Handler<BeginPiece> for UploadSession<MultipartDoor> {
     type Result = ResponseActFuture<Self, Result<PieceGrant, UploadError>>;
 
     fn handle(&mut self, msg: BeginPiece, _: &mut Context<Self>) -> Self::Result {
+        let number = msg.number;
         Box::pin(self.load_pieces().map(move |loaded, act, _| {
             loaded?;
-            act.grant(msg.number)
+            act.check_piece(number)?;
+            if !(1..=MAX_PART_NUMBER).contains(&number) {
+                return Err(UploadError::BadPiece(format!(
+                    "part number {number} is out of range 1..={MAX_PART_NUMBER}"
+                )));
+            }
+            let tag = format!("incoming-{}", crate::domain::UploadId::generate());
+            let incoming = act.core.committer.store.piece_path(&act.core.record.id, number, &tag);
+            Ok(act.grant(number, PieceTarget::File { incoming }, None))
         }))
     }
 }
 
-impl Handler<EndPiece> for UploadSession {
+impl<D: PieceDoor> Handler<EndPiece> for UploadSession<D> {
     type Result = ResponseActFuture<Self, Result<Tally, UploadError>>;
 
     fn handle(&mut self, msg: EndPiece, _: &mut Context<Self>) -> Self::Result {
-        self.last_activity = Instant::now();
+        self.core.last_activity = Instant::now();
         let Some(piece) = msg.piece else {
-            self.in_flight.remove(&msg.number);
-            return Box::pin(fut::ready(Ok(self.tally())));
+            self.door.book().in_flight.remove(&msg.number);
+            return Box::pin(fut::ready(Ok(self.door.book_ref().tally())));
         };
-        let repo = self.committer.repo.clone();
-        let id = self.record.id.clone();
+        let repo = self.core.committer.repo.clone();
+        let id = self.core.record.id.clone();
         let recorded = piece.clone();
         Box::pin(async move { repo.put_piece(&id, &recorded).await }.into_actor(self).map(move |put, act, _| {
             // Still in flight until recorded, so a finish cannot miss it.
-            act.in_flight.remove(&msg.number);
+            act.door.book().in_flight.remove(&msg.number);
             put?;
-            let replaced = act.pieces.get_or_insert_with(Default::default).insert(piece.number, piece.clone());
-            if act.record.kind == UploadKind::Multipart
-                && let Some(old) = replaced.filter(|old| old.hash != piece.hash)
-            {
-                let path = act.committer.store.piece_path(&act.record.id, old.number, &old.hash.to_hex());
-                actix_web::rt::task::spawn_blocking(move || std::fs::remove_file(path));
-            }
-            if act.record.kind == UploadKind::Multipart {
-                // Join the leading parts now, while they are in the page cache.
-                let (assembler, leading) = (act.assembler(), act.leading_parts());
-                actix_web::rt::task::spawn_blocking(move || {
-                    if let Err(e) = assembler.join(&leading) {
-                        tracing::warn!(error = %e, "could not join the parts of an upload ahead of complete");
-                    }
-                });
-            }
-            if let Some(spool) = act.ranged.clone() {
-                // Hash the newly contiguous bytes while they are still in the
-                // page cache, off the actor and off the request.
-                let end = act.contiguous_end();
-                actix_web::rt::task::spawn_blocking(move || {
-                    if let Err(e) = spool.advance_to(end) {
-                        tracing::warn!(error = %e, "could not advance an upload's hash");
-                    }
-                });
-            }
-            Ok(act.tally())
+            let replaced =
+                act.door.book().stored.get_or_insert_with(Default::default).insert(piece.number, piece.clone());
+            act.door.recorded(&act.core, &piece, replaced);
+            Ok(act.door.book_ref().tally())
         }))
     }
 }
 
-impl Handler<FinishPieces> for UploadSession {
+impl Handler<FinishPieces> for UploadSession<ChunkedDoor> {
+    type Result = ResponseActFuture<Self, Result<IngestResult, UploadError>>;
+
+    fn handle(&mut self, _: FinishPieces, _: &mut Context<Self>) -> Self::Result {
+        Box::pin(
+            self.load_pieces()
+                .map(|loaded, act, _| {
+                    loaded?;
+                    let pieces = act.take_finish()?;
+                    let missing: Vec<u32> = (0..act.door.count()).filter(|i| !pieces.contains_key(i)).collect();
+                    if !missing.is_empty() {
+                        return Err(UploadError::MissingPieces(missing));
+                    }
+                    // Leased while the spool opens, so no chunk slips in.
+                    act.core.leased = true;
+                    Ok(())
+                })
+                .then(|checked, act, _| -> ResponseActFuture<Self, _> {
+                    match checked {
+                        Ok(()) => act.open_spool(),
+                        Err(e) => Box::pin(fut::ready(Err(e))),
+                    }
+                })
+                .then(|spool, act, _| -> ResponseActFuture<Self, _> {
+                    let spool = match spool {
+                        Ok(spool) => spool,
+                        Err(e) => {
+                            act.core.leased = false;
+                            return Box::pin(fut::ready(Err(e)));
+                        }
+                    };
+                    let size = act.door.size;
+                    act.finish_prepared(Box::new(move || {
+                        spool.advance_to(size)?;
+                        let hash =
+                            spool.hash().ok_or_else(|| std::io::Error::other("the hash did not reach the end"))?;
+                        spool.sync()?;
+                        Ok((hash.into(), size))
+                    }))
+                }),
+        )
+    }
+}
+
+impl Handler<FinishPieces> for UploadSession<MultipartDoor> {
     type Result = ResponseActFuture<Self, Result<IngestResult, UploadError>>;
 
     fn handle(&mut self, msg: FinishPieces, _: &mut Context<Self>) -> Self::Result {
         Box::pin(self.load_pieces().then(move |loaded, act, _| -> ResponseActFuture<Self, _> {
-            match loaded.and_then(|()| act.prepare_finish(msg)) {
-                Ok(prepared) => Box::pin(
-                    async move {
-                        tokio::task::spawn_blocking(prepared)
-                            .await
-                            .map_err(|e| UploadError::Internal(e.to_string()))?
-                            .map_err(UploadError::Io)
-                    }
-                    .into_actor(act)
-                    .then(|joined, act, _| -> ResponseActFuture<Self, _> {
-                        match joined {
-                            Ok((hash, size)) => act.finish(hash, size, None),
-                            Err(e) => {
-                                act.leased = false;
-                                Box::pin(fut::ready(Err(e)))
-                            }
-                        }
-                    }),
-                ),
+            let chosen = loaded
+                .and_then(|()| act.take_finish())
+                .and_then(|pieces| check_parts(&msg.parts.unwrap_or_default(), &pieces, msg.min_part_bytes));
+            match chosen {
+                Ok(chosen) => {
+                    // Taken: a retry after a failed commit starts a fresh one.
+                    let assembler = act.door.assembler(&act.core);
+                    act.door.assembler = None;
+                    act.finish_prepared(Box::new(move || {
+                        // Mostly joined already, in the background; this adds
+                        // what is left, through the hasher, a block at a time.
+                        let (hash, size) = assembler.finish(&chosen)?;
+                        Ok((hash.into(), size))
+                    }))
+                }
                 Err(e) => Box::pin(fut::ready(Err(e))),
             }
         }))
@@ -280,50 +440,6 @@ impl Handler<FinishPieces> for UploadSession {
 }
 
 type Prepared = Box<dyn FnOnce() -> std::io::Result<(ContentHash, u64)> + Send>;
-
-impl UploadSession {
-    /// Checks that the upload can finish and returns the blocking work that
-    /// yields its hash and size. Takes the lease on success.
-    fn prepare_finish(&mut self, msg: FinishPieces) -> Result<Prepared, UploadError> {
-        self.check_receiving()?;
-        if !self.in_flight.is_empty() {
-            return Err(UploadError::Busy);
-        }
-        let pieces = self.pieces.clone().unwrap_or_default();
-        let prepared: Prepared = match self.record.kind {
-            UploadKind::Chunked => {
-                let (size, chunk) = self.layout()?;
-                let missing: Vec<u32> = (0..chunk_layout(size, chunk)).filter(|i| !pieces.contains_key(i)).collect();
-                if !missing.is_empty() {
-                    return Err(UploadError::MissingPieces(missing));
-                }
-                let spool = self.ranged_spool(size)?;
-                Box::new(move || {
-                    spool.advance_to(size)?;
-                    let hash = spool.hash().ok_or_else(|| std::io::Error::other("the hash did not reach the end"))?;
-                    spool.sync()?;
-                    Ok((hash.into(), size))
-                })
-            }
-            UploadKind::Multipart => {
-                let parts = msg.parts.unwrap_or_default();
-                let chosen = check_parts(&parts, &pieces, msg.min_part_bytes)?;
-                // Taken: a retry after a failed commit starts a fresh one.
-                let assembler = self.assembler();
-                self.assembler = None;
-                Box::new(move || {
-                    // Mostly joined already, in the background; this adds
-                    // what is left, through the hasher, a block at a time.
-                    let (hash, size) = assembler.finish(&chosen)?;
-                    Ok((hash.into(), size))
-                })
-            }
-            UploadKind::Stream | UploadKind::Tus => return Err(UploadError::WrongDoor),
-        };
-        self.leased = true;
-        Ok(prepared)
-    }
-}
 
 /// The contract's rules for complete: ascending, stored, matching ETags, and
 /// every part but the last at least `min_part_bytes`.

@@ -5,6 +5,7 @@
 //!
 //! Which byte ranges are received is the session actor's business (it records
 //! them); this type only writes, syncs and hashes. Blocking; used on blocking threads.
+#![allow(clippy::disallowed_methods)] // a blocking module: used on blocking threads (clippy.toml)
 
 use super::pump::BlockSink;
 use crate::media::streaming::BufferWriter;

@@ -4,15 +4,80 @@
 
 use super::UploadError;
 use super::committer::Committer;
-use super::session::{Abandon, UploadSession};
+use super::pieces::{BeginPiece, EndPiece, FinishPieces};
+use super::session::{Abandon, AppendDoor, ChunkedDoor, MultipartDoor, Snapshot, UploadSession};
 use crate::domain::UploadId;
-use crate::storage::{SessionRecord, SessionState};
+use crate::storage::{SessionRecord, SessionState, UploadKind};
 use actix::prelude::*;
 use std::collections::HashMap;
 use std::time::Duration;
 
+/// The live actor of one upload, typed by its door.
+#[derive(Clone)]
+pub enum SessionAddr {
+    /// Streamed and tus uploads.
+    Append(Addr<UploadSession<AppendDoor>>),
+    Chunked(Addr<UploadSession<ChunkedDoor>>),
+    Multipart(Addr<UploadSession<MultipartDoor>>),
+}
+
+/// A chunked or multipart session, through the messages both doors take.
+pub struct PieceSession {
+    pub begin: Recipient<BeginPiece>,
+    pub end: Recipient<EndPiece>,
+    pub finish: Recipient<FinishPieces>,
+}
+
+impl SessionAddr {
+    fn connected(&self) -> bool {
+        match self {
+            Self::Append(a) => a.connected(),
+            Self::Chunked(a) => a.connected(),
+            Self::Multipart(a) => a.connected(),
+        }
+    }
+
+    pub async fn snapshot(&self) -> Result<SessionRecord, MailboxError> {
+        match self {
+            Self::Append(a) => a.send(Snapshot).await,
+            Self::Chunked(a) => a.send(Snapshot).await,
+            Self::Multipart(a) => a.send(Snapshot).await,
+        }
+    }
+
+    pub async fn abandon(&self, state: SessionState) -> Result<bool, MailboxError> {
+        match self {
+            Self::Append(a) => a.send(Abandon { state }).await,
+            Self::Chunked(a) => a.send(Abandon { state }).await,
+            Self::Multipart(a) => a.send(Abandon { state }).await,
+        }
+    }
+
+    /// The session of a body door (stream, tus); another door's upload is
+    /// not written through one.
+    pub fn append(self) -> Result<Addr<UploadSession<AppendDoor>>, UploadError> {
+        match self {
+            Self::Append(a) => Ok(a),
+            Self::Chunked(_) | Self::Multipart(_) => Err(UploadError::WrongDoor),
+        }
+    }
+
+    /// The session of a piece door (chunked, multipart).
+    pub fn pieces(self) -> Result<PieceSession, UploadError> {
+        match self {
+            Self::Chunked(a) => {
+                Ok(PieceSession { begin: a.clone().recipient(), end: a.clone().recipient(), finish: a.recipient() })
+            }
+            Self::Multipart(a) => {
+                Ok(PieceSession { begin: a.clone().recipient(), end: a.clone().recipient(), finish: a.recipient() })
+            }
+            Self::Append(_) => Err(UploadError::WrongDoor),
+        }
+    }
+}
+
 pub struct Registry {
-    sessions: HashMap<UploadId, Addr<UploadSession>>,
+    sessions: HashMap<UploadId, SessionAddr>,
     committer: Committer,
     ttl: Duration,
     sweep_every: Duration,
@@ -23,15 +88,30 @@ impl Registry {
         Self { sessions: HashMap::new(), committer, ttl, sweep_every }
     }
 
-    /// The live actor for a receiving session, starting one if there is none.
-    fn live(&mut self, record: SessionRecord, ctx: &mut Context<Self>) -> Addr<UploadSession> {
+    /// The live actor for a receiving session, starting one with the door
+    /// its record was opened through if there is none.
+    fn live(&mut self, record: SessionRecord, ctx: &mut Context<Self>) -> Result<SessionAddr, UploadError> {
         if let Some(addr) = self.sessions.get(&record.id).filter(|a| a.connected()) {
-            return addr.clone();
+            return Ok(addr.clone());
         }
         let id = record.id.clone();
-        let addr = UploadSession::new(record, self.committer.clone(), ctx.address()).start();
+        let (committer, registry) = (self.committer.clone(), ctx.address());
+        let addr = match (record.kind, record.total_size, record.chunk_size) {
+            (UploadKind::Stream | UploadKind::Tus, _, _) => {
+                SessionAddr::Append(UploadSession::new(record, AppendDoor::default(), committer, registry).start())
+            }
+            (UploadKind::Chunked, Some(size), Some(chunk)) if chunk > 0 => SessionAddr::Chunked(
+                UploadSession::new(record, ChunkedDoor::new(size, chunk), committer, registry).start(),
+            ),
+            (UploadKind::Chunked, _, _) => {
+                return Err(UploadError::Internal(format!("chunked upload {id} has no size or chunk size on record")));
+            }
+            (UploadKind::Multipart, _, _) => {
+                SessionAddr::Multipart(UploadSession::new(record, MultipartDoor::new(), committer, registry).start())
+            }
+        };
         self.sessions.insert(id, addr.clone());
-        addr
+        Ok(addr)
     }
 
     fn sweep(&mut self, ctx: &mut Context<Self>) {
@@ -49,9 +129,9 @@ impl Registry {
                 for record in records {
                     let id = record.id.clone();
                     // Expiry goes through the session actor, so it cannot race a writer.
-                    let addr = act.live(record, ctx);
+                    let Ok(addr) = act.live(record, ctx) else { continue };
                     actix::spawn(async move {
-                        if let Ok(true) = addr.send(Abandon { state: SessionState::Expired }).await {
+                        if let Ok(true) = addr.abandon(SessionState::Expired).await {
                             tracing::info!(upload_id = %id, "expired an abandoned upload");
                         }
                     });
@@ -71,7 +151,7 @@ impl Actor for Registry {
 
 pub enum Found {
     /// Still taking bytes: talk to its actor.
-    Live(Addr<UploadSession>),
+    Live(SessionAddr),
     /// Complete, failed or expired: the record says how it ended.
     Closed(Box<SessionRecord>),
 }
@@ -90,7 +170,7 @@ impl Handler<FindSession> for Registry {
         let repo = self.committer.repo.clone();
         Box::pin(async move { repo.find_session(&msg.0).await }.into_actor(self).map(|found, act, ctx| match found? {
             None => Err(UploadError::UnknownSession),
-            Some(record) if record.state == SessionState::Receiving => Ok(Found::Live(act.live(record, ctx))),
+            Some(record) if record.state == SessionState::Receiving => act.live(record, ctx).map(Found::Live),
             Some(record) => Ok(Found::Closed(Box::new(record))),
         }))
     }

@@ -1,9 +1,17 @@
-//! `UploadSession`: the actor that owns one upload. It hands its spool writer
-//! out to one body at a time (a lease), records durable progress as the
-//! writer reports it, and finalizes exactly once.
+//! `UploadSession<D>`: the actor that owns one upload. `D` is its door, the
+//! state of the one protocol the upload was opened through: `AppendDoor`
+//! (streamed and tus bodies: one append-only spool writer, leased to one
+//! body at a time), `ChunkedDoor` (chunks written at their offsets into a
+//! ranged spool) or `MultipartDoor` (parts in files of their own, joined by
+//! the assembler). A message a door does not take is not implemented for its
+//! session type, so no session checks at run time which door it is; the
+//! registry hands out typed addresses (`SessionAddr`).
+//!
+//! Every door ends the same way: `finish` commits the spool and maps the
+//! commit's `Outcome` to the session's end in one exhaustive match.
 
 use super::assembler::Assembler;
-use super::committer::{Committer, IngestResult};
+use super::committer::{Committer, End, IngestResult, Outcome};
 use super::early_probe::EarlyProbe;
 use super::ranged::RangedSpool;
 use super::registry::{Registry, SessionStopped};
@@ -20,57 +28,19 @@ use std::time::{Duration, Instant};
 /// next request revives it from the database (re-hashing its durable prefix once).
 const IDLE_STOP_AFTER: Duration = Duration::from_secs(600);
 
-pub struct UploadSession {
+/// What every session has, whatever its door.
+pub struct Core {
     pub(super) record: SessionRecord,
-    /// `None` while leased out, or before first use after a revival.
-    pub(super) writer: Option<SpoolWriter>,
     /// A body is being written, or the upload is being committed.
     pub(super) leased: bool,
     pub(super) committer: Committer,
     registry: Addr<Registry>,
     pub(super) last_activity: Instant,
-    /// Chunked and multipart uploads: the pieces recorded so far (loaded
-    /// from the database on first use), and those being received right now.
-    pub(super) pieces: Option<BTreeMap<u32, Piece>>,
-    pub(super) in_flight: BTreeSet<u32>,
-    /// Chunked uploads: the spool that chunks are written into at their offsets.
-    pub(super) ranged: Option<Arc<RangedSpool>>,
-    /// Multipart uploads: joins parts into the spool as they arrive in order.
-    pub(super) assembler: Option<Arc<Assembler>>,
     /// The probe running while the bytes arrive, if this upload got one.
     pub(super) probe: Option<EarlyProbe>,
 }
 
-impl UploadSession {
-    pub fn new(record: SessionRecord, committer: Committer, registry: Addr<Registry>) -> Self {
-        Self {
-            record,
-            writer: None,
-            leased: false,
-            committer,
-            registry,
-            last_activity: Instant::now(),
-            pieces: None,
-            in_flight: BTreeSet::new(),
-            ranged: None,
-            assembler: None,
-            probe: None,
-        }
-    }
-
-    /// Starts the early probe of a fresh upload (nothing written yet), if a
-    /// slot is free, and returns what feeds it.
-    pub(super) fn start_probe(&mut self) -> Option<Arc<BufferWriter>> {
-        if self.probe.is_none() {
-            let store = self.committer.store.clone();
-            // The spool must exist for the probe to open it.
-            store.open_spool(&self.record.id).ok()?;
-            self.probe =
-                EarlyProbe::start(&*store, &self.record.id, self.record.total_size, &self.committer.early_probes);
-        }
-        self.probe.as_ref().map(|p| p.feed.clone())
-    }
-
+impl Core {
     /// Stops the early probe: the bytes it read are about to change, or the
     /// upload ends without an object.
     pub(super) fn stop_probe(&mut self) {
@@ -79,25 +49,139 @@ impl UploadSession {
         }
     }
 
-    /// Nobody is writing and nothing is being committed.
-    pub(super) fn idle(&self) -> bool {
-        !self.leased && self.in_flight.is_empty()
+    /// The blocking work that starts an early probe over this upload's
+    /// spool (creating the spool, spawning the probe's thread), to be run on
+    /// a blocking thread; `None` inside if no slot is free.
+    pub(super) fn probe_starter(&self) -> impl FnOnce() -> Option<EarlyProbe> + Send + 'static {
+        let (store, id) = (self.committer.store.clone(), self.record.id.clone());
+        let (total, slots) = (self.record.total_size, self.committer.early_probes.clone());
+        move || {
+            // The spool must exist for the probe to open it.
+            store.open_spool(&id).ok()?;
+            EarlyProbe::start(&*store, &id, total, &slots)
+        }
     }
 }
 
-impl Actor for UploadSession {
+/// The protocol state a session holds: exactly one door's.
+pub trait Door: Unpin + Sized + 'static {
+    /// Nothing is being written besides a lease (no piece in flight).
+    fn quiet(&self) -> bool {
+        true
+    }
+    /// The upload ends without an object, or its spool is being committed:
+    /// let go of every handle that writes to the spool.
+    fn release(&mut self);
+    /// A commit failed before its rename: keep what a retry needs.
+    fn keep_for_retry(&mut self, _writer: Option<SpoolWriter>) {}
+}
+
+/// Streamed bodies and tus PATCHes: one writer, appending.
+#[derive(Default)]
+pub struct AppendDoor {
+    /// `None` while leased out, or before first use after a revival.
+    pub(super) writer: Option<SpoolWriter>,
+}
+
+impl Door for AppendDoor {
+    fn release(&mut self) {
+        self.writer = None;
+    }
+
+    fn keep_for_retry(&mut self, writer: Option<SpoolWriter>) {
+        self.writer = writer;
+    }
+}
+
+/// The pieces of a chunked or multipart upload: those recorded (loaded
+/// from the database on first use) and those being received right now.
+#[derive(Default)]
+pub struct PieceBook {
+    pub(super) stored: Option<BTreeMap<u32, Piece>>,
+    pub(super) in_flight: BTreeSet<u32>,
+}
+
+/// A chunked upload of a declared size, in chunks of a fixed size.
+pub struct ChunkedDoor {
+    pub(super) size: u64,
+    pub(super) chunk: u64,
+    pub(super) book: PieceBook,
+    /// The spool that chunks are written into at their offsets, once opened
+    /// (on a blocking thread).
+    pub(super) spool: Option<Arc<RangedSpool>>,
+}
+
+impl ChunkedDoor {
+    pub fn new(size: u64, chunk: u64) -> Self {
+        Self { size, chunk: chunk.max(1), book: PieceBook::default(), spool: None }
+    }
+}
+
+impl Door for ChunkedDoor {
+    fn quiet(&self) -> bool {
+        self.book.in_flight.is_empty()
+    }
+
+    fn release(&mut self) {
+        self.spool = None;
+    }
+}
+
+/// A multipart upload: parts of any size, in files of their own.
+pub struct MultipartDoor {
+    pub(super) book: PieceBook,
+    /// Joins the leading parts into the spool as they arrive.
+    pub(super) assembler: Option<Arc<Assembler>>,
+}
+
+impl MultipartDoor {
+    pub fn new() -> Self {
+        Self { book: PieceBook::default(), assembler: None }
+    }
+}
+
+impl Door for MultipartDoor {
+    fn quiet(&self) -> bool {
+        self.book.in_flight.is_empty()
+    }
+
+    fn release(&mut self) {
+        if let Some(assembler) = self.assembler.take() {
+            assembler.close();
+        }
+    }
+}
+
+pub struct UploadSession<D: Door> {
+    pub(super) core: Core,
+    pub(super) door: D,
+}
+
+impl<D: Door> UploadSession<D> {
+    pub fn new(record: SessionRecord, door: D, committer: Committer, registry: Addr<Registry>) -> Self {
+        let core = Core { record, leased: false, committer, registry, last_activity: Instant::now(), probe: None };
+        Self { core, door }
+    }
+
+    /// Nobody is writing and nothing is being committed.
+    pub(super) fn idle(&self) -> bool {
+        !self.core.leased && self.door.quiet()
+    }
+}
+
+impl<D: Door> Actor for UploadSession<D> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(IDLE_STOP_AFTER / 4, |act, ctx| {
-            if act.idle() && act.last_activity.elapsed() >= IDLE_STOP_AFTER {
+            if act.idle() && act.core.last_activity.elapsed() >= IDLE_STOP_AFTER {
                 ctx.stop();
             }
         });
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        self.registry.do_send(SessionStopped(self.record.id.clone()));
+        self.core.registry.do_send(SessionStopped(self.core.record.id.clone()));
     }
 }
 
@@ -106,11 +190,11 @@ impl Actor for UploadSession {
 #[rtype(result = "SessionRecord")]
 pub struct Snapshot;
 
-impl Handler<Snapshot> for UploadSession {
+impl<D: Door> Handler<Snapshot> for UploadSession<D> {
     type Result = MessageResult<Snapshot>;
 
     fn handle(&mut self, _: Snapshot, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.record.clone())
+        MessageResult(self.core.record.clone())
     }
 }
 
@@ -133,35 +217,51 @@ pub struct Lease {
     pub feed: Option<Arc<BufferWriter>>,
 }
 
-impl Handler<TakeLease> for UploadSession {
-    type Result = Result<Lease, UploadError>;
+impl Handler<TakeLease> for UploadSession<AppendDoor> {
+    type Result = ResponseActFuture<Self, Result<Lease, UploadError>>;
 
     fn handle(&mut self, msg: TakeLease, _: &mut Context<Self>) -> Self::Result {
-        super::check_receiving(&self.record)?;
-        if self.leased {
-            return Err(UploadError::Busy);
+        if let Err(e) = super::check_receiving(&self.core.record) {
+            return Box::pin(fut::ready(Err(e)));
         }
-        let durable = self.record.durable_bytes;
+        if self.core.leased {
+            return Box::pin(fut::ready(Err(UploadError::Busy)));
+        }
+        let durable = self.core.record.durable_bytes;
         let reset = match msg.offset {
             None => durable > 0,
             Some(got) if got == durable => false,
-            Some(got) => return Err(UploadError::OffsetMismatch { expected: durable, got }),
+            Some(got) => return Box::pin(fut::ready(Err(UploadError::OffsetMismatch { expected: durable, got }))),
         };
-        self.leased = true;
-        self.last_activity = Instant::now();
+        // Leased from here on: nothing else writes while the probe starts.
+        self.core.leased = true;
+        self.core.last_activity = Instant::now();
         if reset {
-            self.record.durable_bytes = 0;
+            self.core.record.durable_bytes = 0;
             // The probe has read bytes that are about to be overwritten.
-            self.stop_probe();
+            self.core.stop_probe();
         }
         // Only an upload read from its first byte can be probed early; a
-        // session revived mid-way is probed from its file at finalize.
-        let feed = if self.record.durable_bytes == 0 {
-            self.start_probe()
-        } else {
-            self.probe.as_ref().map(|p| p.feed.clone())
-        };
-        Ok(Lease { record: self.record.clone(), writer: self.writer.take(), reset, feed })
+        // session revived mid-way is probed from its file at finalize. The
+        // probe's spool and thread are made on a blocking thread.
+        let start =
+            (self.core.record.durable_bytes == 0 && self.core.probe.is_none()).then(|| self.core.probe_starter());
+        Box::pin(
+            async move {
+                match start {
+                    Some(start) => tokio::task::spawn_blocking(start).await.ok().flatten(),
+                    None => None,
+                }
+            }
+            .into_actor(self)
+            .map(move |started, act, _| {
+                if started.is_some() {
+                    act.core.probe = started;
+                }
+                let feed = act.core.probe.as_ref().map(|p| p.feed.clone());
+                Ok(Lease { record: act.core.record.clone(), writer: act.door.writer.take(), reset, feed })
+            }),
+        )
     }
 }
 
@@ -170,14 +270,14 @@ impl Handler<TakeLease> for UploadSession {
 #[rtype(result = "()")]
 pub struct Durable(pub u64);
 
-impl Handler<Durable> for UploadSession {
+impl Handler<Durable> for UploadSession<AppendDoor> {
     type Result = ();
 
     fn handle(&mut self, msg: Durable, ctx: &mut Context<Self>) {
-        self.record.durable_bytes = msg.0;
-        self.last_activity = Instant::now();
-        let repo = self.committer.repo.clone();
-        let id = self.record.id.clone();
+        self.core.record.durable_bytes = msg.0;
+        self.core.last_activity = Instant::now();
+        let repo = self.core.committer.repo.clone();
+        let id = self.core.record.id.clone();
         // `wait` keeps progress writes in order: a later checkpoint never
         // lands before an earlier one.
         ctx.wait(
@@ -199,11 +299,11 @@ pub struct ReturnLease {
     pub finish: bool,
 }
 
-impl Handler<ReturnLease> for UploadSession {
+impl Handler<ReturnLease> for UploadSession<AppendDoor> {
     type Result = ResponseActFuture<Self, Result<Option<IngestResult>, UploadError>>;
 
     fn handle(&mut self, msg: ReturnLease, _: &mut Context<Self>) -> Self::Result {
-        self.last_activity = Instant::now();
+        self.core.last_activity = Instant::now();
         match msg.writer {
             Some(writer) if msg.finish => {
                 let (size, hash) = (writer.written(), writer.hash().into());
@@ -211,28 +311,29 @@ impl Handler<ReturnLease> for UploadSession {
                 Box::pin(self.finish(hash, size, Some(writer)).map(|r, _, _| r.map(Some)))
             }
             other => {
-                self.writer = other;
-                self.leased = false;
+                self.door.writer = other;
+                self.core.leased = false;
                 Box::pin(fut::ready(Ok(None)))
             }
         }
     }
 }
 
-impl UploadSession {
-    /// Commits the spool, whose bytes hash to `hash`, and closes the session.
-    /// The caller has set `leased`, so nothing else writes meanwhile.
-    /// `writer` is kept for a retry if the commit fails before its rename.
+impl<D: Door> UploadSession<D> {
+    /// Commits the spool, whose bytes hash to `hash`, and ends the session
+    /// as the commit's outcome says. The caller has set `leased`, so nothing
+    /// else writes meanwhile. `writer` is kept for a retry if the commit
+    /// fails before its rename.
     pub(super) fn finish(
         &mut self,
         hash: ContentHash,
         size: u64,
         writer: Option<SpoolWriter>,
     ) -> ResponseActFuture<Self, Result<IngestResult, UploadError>> {
-        self.leased = true;
-        let committer = self.committer.clone();
-        let record = self.record.clone();
-        let probe = self.probe.take();
+        self.core.leased = true;
+        let committer = self.core.committer.clone();
+        let record = self.core.record.clone();
+        let probe = self.core.probe.take();
         Box::pin(
             async move {
                 let (early, refined) = match probe {
@@ -243,68 +344,62 @@ impl UploadSession {
                     None => (None, None),
                 };
                 let outcome = committer.commit(&record, hash, size, early, refined).await;
-                let closed = match &outcome {
-                    Ok(result) => {
-                        let json = serde_json::to_value(result).ok();
-                        committer.repo.close_session(&record.id, SessionState::Complete, json.as_ref(), None).await
-                    }
-                    // A refusal is final: the session is closed with its
-                    // reason (the spool is gone already), so its status, the
-                    // video list and a retry all say so.
-                    Err(refused @ (UploadError::NotAVideo(_) | UploadError::CorruptVideo(_))) => {
-                        let why = refused.to_string();
-                        committer.repo.close_session(&record.id, SessionState::Failed, None, Some(&why)).await
-                    }
-                    Err(_) => Ok(()),
-                };
-                // Settled and closed: the spool (unless it became the object)
-                // and the parts go only now, so a kill before the close finds
+                // The session is closed with its answer (or its reason)
+                // first; the spool (unless it became the object) and the
+                // parts go only after that, so a kill before the close finds
                 // the upload whole, and one after it finds the answer.
-                let settled = matches!(&outcome, Ok(_) | Err(UploadError::NotAVideo(_) | UploadError::CorruptVideo(_)));
-                if settled && closed.is_ok() {
+                let closed = match (outcome.end(), &outcome) {
+                    (End::Closed(state), Outcome::Refused(why)) => {
+                        committer.repo.close_session(&record.id, state, None, Some(&why.to_string())).await
+                    }
+                    (End::Closed(state), outcome) => {
+                        let json = outcome.result().and_then(|r| serde_json::to_value(r).ok());
+                        committer.repo.close_session(&record.id, state, json.as_ref(), None).await
+                    }
+                    (End::Committing | End::Open, _) => Ok(()),
+                };
+                if matches!(outcome.end(), End::Closed(_)) && closed.is_ok() {
                     committer.discard(&record.id).await;
                 }
                 (outcome, closed, writer)
             }
             .into_actor(self)
             .map(|(outcome, closed, writer), act, ctx| {
-                act.leased = false;
-                if let Err(e) = &closed {
-                    // The object is committed whatever the session row says; the
-                    // client gets its result, and a retry finds the video by hash.
-                    tracing::warn!(upload_id = %act.record.id, error = %e, "could not close a finished session");
+                act.core.leased = false;
+                match outcome.end() {
+                    End::Closed(state) => {
+                        if let Err(e) = &closed {
+                            // A stored object is committed whatever the row says:
+                            // the client gets its result, and a retry finds the
+                            // video by hash. A refusal must be recorded to be final.
+                            tracing::warn!(upload_id = %act.core.record.id, error = %e, "could not close a finished session");
+                            if state == SessionState::Failed
+                                && let Err(e) = closed
+                            {
+                                act.door.keep_for_retry(writer);
+                                return Err(e.into());
+                            }
+                        }
+                        act.core.record.state = state;
+                        match &outcome {
+                            Outcome::Refused(why) => act.core.record.error = Some(why.to_string()),
+                            other => act.core.record.result = other.result().and_then(|r| serde_json::to_value(r).ok()),
+                        }
+                        // The writer (dropped with `writer`) and every other
+                        // handle close: none stays on a removed spool.
+                        act.door.release();
+                        ctx.stop();
+                    }
+                    End::Committing => {
+                        // The spool is now the object: no writer may touch it
+                        // again. Start-up recovery records it.
+                        act.core.record.state = SessionState::Committing;
+                        act.door.release();
+                        ctx.stop();
+                    }
+                    End::Open => act.door.keep_for_retry(writer),
                 }
-                match outcome {
-                    Ok(result) => {
-                        act.record.state = SessionState::Complete;
-                        act.record.result = serde_json::to_value(&result).ok();
-                        ctx.stop();
-                        Ok(result)
-                    }
-                    Err(refused @ (UploadError::NotAVideo(_) | UploadError::CorruptVideo(_))) => {
-                        closed?;
-                        act.record.state = SessionState::Failed;
-                        act.record.error = Some(refused.to_string());
-                        // The writer (`writer` here, dropped with this arm)
-                        // closes its file: no handle stays on the unlinked spool.
-                        act.writer = None;
-                        ctx.stop();
-                        Err(refused)
-                    }
-                    Err(UploadError::CommitInterrupted(why)) => {
-                        // The spool is now the object: the writer must never
-                        // touch it again. Start-up recovery records it.
-                        act.record.state = SessionState::Committing;
-                        ctx.stop();
-                        Err(UploadError::CommitInterrupted(why))
-                    }
-                    Err(other) => {
-                        // Failed before the rename (database, disk): the spool
-                        // is intact, so keep the session open for a retry.
-                        act.writer = writer;
-                        Err(other)
-                    }
-                }
+                outcome.into_answer()
             }),
         )
     }
@@ -317,14 +412,14 @@ pub struct Fail {
     pub reason: String,
 }
 
-impl Handler<Fail> for UploadSession {
+impl<D: Door> Handler<Fail> for UploadSession<D> {
     type Result = ResponseActFuture<Self, Result<(), UploadError>>;
 
     fn handle(&mut self, msg: Fail, _: &mut Context<Self>) -> Self::Result {
-        self.writer = None;
-        self.stop_probe();
-        let committer = self.committer.clone();
-        let id = self.record.id.clone();
+        self.door.release();
+        self.core.stop_probe();
+        let committer = self.core.committer.clone();
+        let id = self.core.record.id.clone();
         let reason = msg.reason.clone();
         Box::pin(
             async move {
@@ -333,9 +428,9 @@ impl Handler<Fail> for UploadSession {
             }
             .into_actor(self)
             .map(move |closed, act, ctx| {
-                act.leased = false;
-                act.record.state = SessionState::Failed;
-                act.record.error = Some(msg.reason);
+                act.core.leased = false;
+                act.core.record.state = SessionState::Failed;
+                act.core.record.error = Some(msg.reason);
                 ctx.stop();
                 Ok(closed?)
             }),
@@ -351,27 +446,23 @@ pub struct Abandon {
     pub state: SessionState,
 }
 
-impl Handler<Abandon> for UploadSession {
+impl<D: Door> Handler<Abandon> for UploadSession<D> {
     type Result = ResponseActFuture<Self, bool>;
 
     fn handle(&mut self, msg: Abandon, _: &mut Context<Self>) -> Self::Result {
         let busy = match msg.state {
             // An abort also stops pieces in flight: their writes land in an unlinked file.
-            SessionState::Aborted => self.leased,
+            SessionState::Aborted => self.core.leased,
             _ => !self.idle(),
         };
-        if busy || self.record.state != SessionState::Receiving {
+        if busy || self.core.record.state != SessionState::Receiving {
             return Box::pin(fut::ready(false));
         }
-        self.writer = None;
-        self.ranged = None;
-        self.stop_probe();
-        if let Some(assembler) = self.assembler.take() {
-            assembler.close();
-        }
-        self.leased = true;
-        let committer = self.committer.clone();
-        let id = self.record.id.clone();
+        self.door.release();
+        self.core.stop_probe();
+        self.core.leased = true;
+        let committer = self.core.committer.clone();
+        let id = self.core.record.id.clone();
         Box::pin(
             async move {
                 committer.discard(&id).await;
@@ -379,7 +470,7 @@ impl Handler<Abandon> for UploadSession {
             }
             .into_actor(self)
             .map(move |closed, act, ctx| {
-                act.record.state = msg.state;
+                act.core.record.state = msg.state;
                 ctx.stop();
                 closed.is_ok()
             }),

@@ -1,6 +1,7 @@
 //! `SpoolWriter`: the spool file of one upload plus the BLAKE3 of its bytes,
 //! advanced as they are written, so that finalize knows the hash without
 //! reading the file again. Blocking; lives on a blocking thread while it writes.
+#![allow(clippy::disallowed_methods)] // a blocking module: used on blocking threads (clippy.toml)
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};

@@ -119,3 +119,35 @@ async fn hostile_input_to_the_doors(backend: Backend) {
     assert!(!files_under(&app.root.join(".spool")).iter().any(|p| p.to_string_lossy().contains(".pieces")));
 }
 both_backends!(hostile_input_to_the_doors);
+
+/// An upload is written only through the door it was opened by: a streamed
+/// body, a PUT or a tus PATCH to a chunked upload's id, and a chunk to a
+/// streamed upload's id, are refused and change nothing (before the doors
+/// were types of their own, a body sent to a chunked upload's id was
+/// written over its spool).
+async fn an_upload_takes_bytes_only_through_its_own_door(backend: Backend) {
+    let app = spawn_app_with(backend, |_| {}).await;
+    let chunked = init_chunked(&app, "doors.mp4", 3 << 20, 1 << 20).await;
+    let id = chunked["upload_id"].as_str().unwrap();
+    let sent = crate::chunked::send_chunk(&app, id, 0, &vec![7u8; 1 << 20], false).await;
+    assert_eq!(sent.status(), 200);
+
+    for request in
+        [app.client.post(app.url(&format!("/upload/{id}"))), app.client.put(app.url(&format!("/upload/{id}")))]
+    {
+        let response = request.header("content-type", "application/octet-stream").body(vec![1u8; 4096]).send().await;
+        assert_error(response.unwrap(), 400, "wrong-upload-api").await;
+    }
+    let status: serde_json::Value =
+        app.client.get(app.url(&format!("/videos/upload/{id}"))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(status["received"], json!([0]), "{status}");
+    let spool = app.root.join(".spool").join(format!("{id}.part"));
+    let bytes = std::fs::read(&spool).unwrap();
+    assert!(bytes[..1 << 20].iter().all(|&b| b == 7), "chunk 0 is still what was sent");
+
+    let streamed = crate::helpers::init_upload(&app.client, &app.address, "https://doors.test/streamed").await;
+    let response = crate::chunked::send_chunk(&app, &streamed, 0, &[1u8; 1024], false).await;
+    assert_error(response, 400, "wrong-upload-api").await;
+    assert!(app.objects().is_empty());
+}
+both_backends!(an_upload_takes_bytes_only_through_its_own_door);

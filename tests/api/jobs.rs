@@ -226,6 +226,59 @@ async fn a_worker_killed_mid_job_is_replaced_kafka() {
     a_worker_killed_mid_job_is_replaced(Backend::Sqlite, true).await
 }
 
+/// Asked to stop (SIGTERM) in the middle of a job, a worker takes no new
+/// job, finishes the one it holds (outputs published, row or offset
+/// recorded) and then exits cleanly: the job is not run a second time.
+async fn a_worker_asked_to_stop_finishes_its_job_first(kafka: bool) {
+    let brokers = kafka.then(kafka_brokers);
+    let mut prefix = String::new();
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        if let Some(brokers) = &brokers {
+            prefix = use_kafka(s, brokers);
+        }
+    })
+    .await;
+    let hash = upload(&app, "drained", source("drained", "testsrc2=size=1280x720:rate=30", 12)).await;
+    let mut worker = Worker::start(&app, brokers.as_deref().map(|b| (b, prefix.as_str())));
+    let work = derived(&app, &hash).join(".abr.tmp");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !(work.join("flat").exists() && std::fs::read_dir(work.join("flat")).unwrap().count() > 3) {
+        assert!(std::time::Instant::now() < deadline, "the worker never started writing");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(app.get_json(&format!("/meta/{hash}")).await["transcode"]["status"], "processing");
+    // SAFETY: kill(2) on the pid of a child this test owns and has not reaped.
+    assert_eq!(unsafe { libc::kill(worker.0.id() as i32, libc::SIGTERM) }, 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        if let Some(status) = worker.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "the worker did not stop after its job");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "a clean exit: {status:?}");
+    // Done by the worker that was asked to stop: no other worker runs.
+    let meta = app.get_json(&format!("/meta/{hash}")).await;
+    assert_eq!(meta["transcode"]["status"], "ready", "{meta}");
+    assert_eq!(names_in(&derived(&app, &hash)), vec!["abr", "thumbnail.jpg"], "one set of outputs, no leftovers");
+    if !kafka {
+        let repo = Repository::connect(&app.database_url, 1).await.unwrap();
+        let done = repo.jobs_in("transcode", JobState::Done, 10).await.unwrap();
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].attempts, 1, "run once, not delivered again");
+    }
+}
+
+#[actix_web::test]
+async fn a_worker_asked_to_stop_finishes_its_job_first_embedded() {
+    a_worker_asked_to_stop_finishes_its_job_first(false).await
+}
+#[actix_web::test]
+async fn a_worker_asked_to_stop_finishes_its_job_first_kafka() {
+    a_worker_asked_to_stop_finishes_its_job_first(true).await
+}
+
 fn python_client(args: &[&str]) -> String {
     let out = Command::new("python3")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/kafka/client.py"))

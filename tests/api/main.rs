@@ -1,5 +1,6 @@
 //! The integration suite: one binary, every test through HTTP against a real
 //! app with its own port, storage root and database.
+#![allow(clippy::disallowed_methods)] // tests may block; the rule is for the daemon (clippy.toml)
 
 mod analysis;
 mod bad_input;

@@ -19,7 +19,13 @@ in the same run:
      signature (goal p99 <= 5 ms);
   5. precision and recall on the corpus of `tests/corpus.json`, and how
      many of its look-alikes are taken for another video: vidcache,
-     videohash 3.0.1 and vpdq 0.2.5.
+     videohash 3.0.1 and vpdq 0.2.5;
+  6. the false-merge margin at scale (`--only scale`): 1,000 distinct
+     generated videos (fractals, cellular automata, noise, gradients, text
+     slides, moving shapes; with a tone, noise, a melody or no sound)
+     uploaded to one daemon with default settings (every near-duplicate
+     answer is a false merge), and the closest distance any two of them
+     reach against the threshold (`examples/dedup_margin.rs`).
 
     python3 tests/bench/analysis_bench.py --binary ~/.cache/vidcache/target/release/vidcache
 """
@@ -304,12 +310,122 @@ def dedup_vpdq(videos):
     return score(decisions), time.perf_counter() - t
 
 
+WORDS = ("alpha bravo cedar delta ember fjord gamma harbor indigo jasper kepler lumen magma nectar onyx "
+         "prism quartz raven sierra tundra umber vortex willow xenon yonder zephyr budget roadmap quarter "
+         "launch review summit garden kitchen orbit signal").split()
+FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+
+
+def scale_source(i):
+    """The lavfi graphs of distinct video number `i`: its pictures, its sound
+    (or None) and its length in seconds, all drawn from a generator seeded
+    with `i`."""
+    import random
+    r = random.Random(i)
+    size, rate = "320x240", 10
+    colour = lambda: "0x%06x" % r.randrange(1 << 24)  # noqa: E731
+    kind = i % 8
+    if kind == 0:
+        s = r.uniform(0.02, 2.5)
+        video = (f"mandelbrot=size={size}:rate={rate}:maxiter=200:start_x={r.uniform(-1.9, 0.4):.4f}:"
+                 f"start_y={r.uniform(-1.0, 1.0):.4f}:start_scale={s:.4f}:end_scale={s / r.uniform(2, 40):.5f}")
+    elif kind == 1:
+        video = (f"life=size={size}:rate={rate}:seed={r.randrange(1 << 30)}:ratio={r.uniform(0.1, 0.6):.2f}:"
+                 f"mold={r.randrange(0, 40)}:life_color={colour()}:death_color={colour()}:mold_color={colour()}")
+    elif kind == 2:
+        video = (f"cellauto=size={size}:rate={rate}:rule={r.choice([18, 22, 30, 45, 54, 60, 73, 90, 105, 110, 122, 126, 150, 182])}:"
+                 f"seed={r.randrange(1 << 30)}:random_fill_ratio={r.uniform(0.2, 0.8):.2f}:scroll=1,"
+                 f"colorchannelmixer=rr={r.uniform(0.2, 1):.2f}:gg={r.uniform(0.2, 1):.2f}:bb={r.uniform(0.2, 1):.2f}")
+    elif kind == 3:
+        video = (f"gradients=size={size}:rate={rate}:seed={r.randrange(1 << 30)}:n={r.randrange(2, 8)}:"
+                 f"speed={r.uniform(0.005, 0.05):.4f}:type={r.choice(['linear', 'radial', 'circular', 'spiral'])}")
+    elif kind == 4:
+        video = (f"color=c={colour()}:size={size}:rate={rate},"
+                 f"noise=alls={r.randrange(20, 100)}:allf=t+u:all_seed={r.randrange(1 << 30)}")
+    elif kind == 5:
+        slides = []
+        for n in range(2):
+            words = [" ".join(r.choice(WORDS) for _ in range(2)).upper() for _ in range(3)]
+            for line, text in enumerate(words):
+                slides.append(f"drawtext=fontfile={FONT}:text={text.replace(' ', '_')}:fontsize={r.randrange(20, 34)}:"
+                              f"fontcolor={colour()}:x={r.randrange(5, 60)}:y={30 + line * 60 + r.randrange(0, 20)}:"
+                              f"enable=between(t\\,{n * 5}\\,{n * 5 + 5})")
+        video = f"color=c={colour()}:size={size}:rate={rate}," + ",".join(slides)
+    elif kind == 6:
+        boxes = []
+        for _ in range(r.randrange(3, 7)):
+            w, h = r.randrange(20, 140), r.randrange(20, 120)
+            vx, vy = r.randrange(-60, 60), r.randrange(-40, 40)
+            boxes.append(f"drawbox=x=mod({r.randrange(0, 300)}+{vx}*t\\,300):y=mod({r.randrange(0, 220)}+{vy}*t\\,220):"
+                         f"w={w}:h={h}:color={colour()}:t=fill")
+        video = f"color=c={colour()}:size={size}:rate={rate}," + ",".join(boxes)
+    else:
+        video = (f"sierpinski=size={size}:rate={rate}:seed={r.randrange(1 << 30)}:jump={r.randrange(1, 40)}:"
+                 f"type={r.choice(['carpet', 'triangle'])},hue=h={r.randrange(0, 360)}:s={r.uniform(0.5, 2):.2f}")
+    sound = i // 8 % 4
+    if sound == 0:
+        audio = None
+    elif sound == 1:
+        audio = f"sine=f={r.randrange(150, 2500)}:sample_rate=44100"
+    elif sound == 2:
+        audio = f"anoisesrc=color={r.choice(['white', 'pink', 'brown'])}:seed={r.randrange(1 << 30)}:sample_rate=44100:amplitude=0.3"
+    else:
+        notes = [r.randrange(200, 900) for _ in range(4)]
+        pitch = "+".join(f"{f}*eq(mod(floor(t*{r.choice([2, 3, 4])})\\,4)\\,{k})" for k, f in enumerate(notes))
+        audio = f"aevalsrc=0.3*sin(2*PI*t*({pitch})):s=44100"
+    return video, audio, r.choice([4, 6, 8, 10, 12])
+
+
+def scale_corpus(work, n):
+    """`n` distinct generated videos (`scale_source`), two ffmpeg at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+    d = os.path.join(work, "scale")
+    os.makedirs(d, exist_ok=True)
+
+    def make(i):
+        video, audio, seconds = scale_source(i)
+        sound = f"-f lavfi -i {audio} -c:a aac -b:a 64k" if audio else ""
+        return ffmpeg(f"-f lavfi -i {video} {sound} -t {seconds} -c:v libx264 -preset veryfast -crf 26 "
+                      f"-pix_fmt yuv420p -movflags +faststart", os.path.join(d, f"distinct-{i:04}.mp4"))
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        return list(pool.map(make, range(n)))
+
+
+def scale(binary, work, n):
+    """Every one of `n` distinct videos uploaded to a daemon with default
+    settings: any near-duplicate answer is a false merge. Then the margin,
+    from the same analysis, by `examples/dedup_margin.rs`."""
+    t = time.perf_counter()
+    videos = scale_corpus(work, n)
+    generated = time.perf_counter() - t
+    # Default dedup settings; no transcoding, which would only compete for the CPU.
+    os.environ["VIDCACHE__TRANSCODE__ON_UPLOAD"] = "false"
+    daemon = fresh_daemon(binary, os.path.join(work, "store-scale"))
+    os.environ.pop("VIDCACHE__TRANSCODE__ON_UPLOAD")
+    try:
+        merges, t = [], time.perf_counter()
+        for path in videos:
+            result, _, _ = stream_upload(daemon, path, f"https://scale.test/{os.path.basename(path)}")
+            if result.get("near_duplicate_of") or result.get("status") == "duplicate":
+                merges.append(f"{os.path.basename(path)} -> {result.get('near_duplicate_of') or result['hash']}")
+        uploaded = time.perf_counter() - t
+    finally:
+        daemon.stop()
+    out = subprocess.run(["cargo", "run", "-q", "--release", "--example", "dedup_margin", "--", *videos], cwd=ROOT,
+                         check=True, capture_output=True, text=True)
+    return {"generated_s": round(generated, 1), "uploaded_s": round(uploaded, 1),
+            "daemon: false merges": len(merges), "daemon: merged": merges[:20],
+            "margin": json.loads(out.stdout)}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--binary", required=True)
     ap.add_argument("--dir", default="bench-out/analysis")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--only", default="first,overhead,frames,index,dedup")
+    ap.add_argument("--only", default="first,overhead,frames,index,dedup,scale")
+    ap.add_argument("--scale-videos", type=int, default=1000)
     args = ap.parse_args()
     os.makedirs(args.dir, exist_ok=True)
     binary = os.path.abspath(args.binary)
@@ -335,6 +451,8 @@ def main():
             result, seconds = run()
             report[f"corpus ({len(videos)} videos): {name}"] = {**result, "seconds": round(seconds, 1)}
             print(json.dumps(report, indent=2), flush=True)
+    if "scale" in only:
+        report[f"false-merge margin, {args.scale_videos} distinct videos"] = scale(binary, args.dir, args.scale_videos)
     print(json.dumps(report, indent=2))
 
 
