@@ -95,9 +95,7 @@ impl Fetcher {
 
     #[tracing::instrument(skip_all, fields(url = %request.url))]
     pub async fn ingest(&self, request: IngestRequest) -> Result<IngestResult, IngestError> {
-        if let Some(alias) = self.repo.find_alias(&request.url).await.map_err(UploadError::from)? {
-            let hash =
-                crate::domain::ContentHash::parse(&alias.hash).map_err(|e| UploadError::Internal(e.to_string()))?;
+        if let Some(hash) = self.repo.find_alias(&request.url).await.map_err(UploadError::from)? {
             if let Some(stored) = self.repo.find_video(&hash).await.map_err(UploadError::from)? {
                 return Ok(IngestResult::of_stored(&stored, IngestStatus::UrlAlias));
             }

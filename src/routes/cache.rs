@@ -18,7 +18,7 @@ pub struct ResolveQuery {
 pub async fn resolve(state: web::Data<AppState>, query: web::Query<ResolveQuery>) -> Result<HttpResponse, ApiError> {
     let url = SourceUrl::parse(&query.url)?;
     match state.repo.find_alias(&url).await? {
-        Some(alias) => Ok(HttpResponse::Ok().json(json!({"hash": alias.hash, "url": alias.url}))),
+        Some(hash) => Ok(HttpResponse::Ok().json(json!({"hash": hash, "url": url.as_str()}))),
         None => Err(ApiError::not_found("unknown-url", "no video was ingested from that URL")),
     }
 }

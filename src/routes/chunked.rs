@@ -5,7 +5,7 @@
 use super::{AppState, header_u64};
 use crate::domain::{Bucket, Prefix, UploadId};
 use crate::error::ApiError;
-use crate::storage::{Entry, NewEntry, SessionRecord, UploadKind};
+use crate::storage::{Entry, EntryStatus, NewEntry, SessionRecord, TranscodeStatus, UploadKind};
 use crate::upload::{DigestKind, NewUpload, UploadError, chunk_layout};
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -270,10 +270,10 @@ pub fn entry_json(entry: &Entry) -> serde_json::Value {
     let transcode = video.map(super::cache::transcode_of).unwrap_or(serde_json::Value::Null);
     // Once stored, the transcode status (issue 5) tells more than "uploaded".
     let status = match video {
-        Some(v) if entry.entry.status == "uploaded" && v.transcode != crate::storage::TranscodeStatus::None => {
-            v.transcode.as_str().to_owned()
+        Some(v) if entry.entry.status == EntryStatus::Uploaded && v.transcode != TranscodeStatus::None => {
+            v.transcode.as_str()
         }
-        _ => entry.entry.status.clone(),
+        _ => entry.entry.status.as_str(),
     };
     json!({
         "video_id": entry.entry.id,

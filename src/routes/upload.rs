@@ -4,7 +4,7 @@
 //! resumes there.
 
 use super::{AppState, ParsedSource, SourceRequest, header_u64};
-use crate::domain::{ContentHash, UploadId};
+use crate::domain::UploadId;
 use crate::error::ApiError;
 use crate::upload::NewUpload;
 use actix_web::http::{StatusCode, header};
@@ -15,8 +15,8 @@ use serde_json::json;
 pub async fn init(state: web::Data<AppState>, body: web::Json<SourceRequest>) -> Result<HttpResponse, ApiError> {
     let ParsedSource { url, bucket, prefix, meta } = body.into_inner().parse()?;
 
-    if let Some(alias) = state.repo.find_alias(&url).await?
-        && let Some(stored) = state.repo.find_video(&ContentHash::parse(&alias.hash)?).await?
+    if let Some(hash) = state.repo.find_alias(&url).await?
+        && let Some(stored) = state.repo.find_video(&hash).await?
     {
         return Ok(HttpResponse::Ok().json(json!({
             "status": "cached",

@@ -15,6 +15,6 @@ pub use blob::{
 pub use jobs::{Job, JobState};
 pub use lock::RootLock;
 pub use repo::{
-    Entry, NewEntry, NewVideo, Piece, RepoError, Repository, SessionRecord, SessionState, Signature, TranscodeStatus,
-    UploadKind, Video,
+    Entry, EntryRecord, EntryStatus, NewEntry, NewVideo, Piece, RepoError, Repository, SessionRecord, SessionState,
+    Signature, TranscodeStatus, UploadKind, Video,
 };

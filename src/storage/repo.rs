@@ -230,10 +230,88 @@ pub struct Piece {
     pub hash: ContentHash,
 }
 
+/// Where a user-facing video entry stands: its upload's state, as users see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryStatus {
+    Uploading,
+    Uploaded,
+    Failed,
+    Expired,
+    Aborted,
+}
+
+impl EntryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Uploading => "uploading",
+            Self::Uploaded => "uploaded",
+            Self::Failed => "failed",
+            Self::Expired => "expired",
+            Self::Aborted => "aborted",
+        }
+    }
+
+    /// The entry of an upload in `state`.
+    fn of(state: SessionState) -> Self {
+        match state {
+            SessionState::Complete => Self::Uploaded,
+            SessionState::Failed => Self::Failed,
+            SessionState::Expired => Self::Expired,
+            SessionState::Aborted => Self::Aborted,
+            SessionState::Receiving | SessionState::Committing => Self::Uploading,
+        }
+    }
+
+    fn from_stored(raw: &str) -> Self {
+        match raw {
+            "uploaded" => Self::Uploaded,
+            "failed" => Self::Failed,
+            "expired" => Self::Expired,
+            "aborted" => Self::Aborted,
+            _ => Self::Uploading,
+        }
+    }
+}
+
+/// A user-facing video entry (`video_id`), as its row says.
+#[derive(Debug, Clone)]
+pub struct EntryRecord {
+    pub id: i64,
+    pub upload_id: Option<String>,
+    /// The stored video, once its upload completed.
+    pub hash: Option<ContentHash>,
+    pub filename: String,
+    pub content_type: Option<String>,
+    pub project_id: Option<String>,
+    /// The door its upload came through (`chunked`, `multipart`, `tus`).
+    pub door: String,
+    pub status: EntryStatus,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl EntryRecord {
+    fn from_row(row: video_entry::Model) -> Self {
+        Self {
+            id: row.id,
+            upload_id: row.upload_id,
+            hash: row.hash.as_deref().and_then(|h| ContentHash::parse(h).ok()),
+            filename: row.filename,
+            content_type: row.content_type,
+            project_id: row.project_id,
+            door: row.door,
+            status: EntryStatus::from_stored(&row.status),
+            error: row.error,
+            created_at: row.created_at,
+        }
+    }
+}
+
 /// A user-facing video entry, with the stored video once its upload completed.
 #[derive(Debug, Clone)]
 pub struct Entry {
-    pub entry: video_entry::Model,
+    pub entry: EntryRecord,
     pub video: Option<Video>,
     /// The variant this entry's upload was kept as, when it was merged into
     /// `video` on a perceptual match (`find_entry` only).
@@ -407,8 +485,10 @@ impl Repository {
         Ok(video::Entity::find_by_id(hash.to_hex()).one(&self.db).await?.and_then(Video::from_row))
     }
 
-    pub async fn find_alias(&self, url: &SourceUrl) -> Result<Option<alias::Model>, RepoError> {
-        Ok(alias::Entity::find_by_id(url.as_str().to_owned()).one(&self.db).await?)
+    /// The video a URL was ingested as, if it is known.
+    pub async fn find_alias(&self, url: &SourceUrl) -> Result<Option<ContentHash>, RepoError> {
+        let row = alias::Entity::find_by_id(url.as_str().to_owned()).one(&self.db).await?;
+        Ok(row.and_then(|a| ContentHash::parse(&a.hash).ok()))
     }
 
     /// Every URL ever ingested for `hash`, oldest first.
@@ -801,7 +881,7 @@ impl Repository {
                 content_type: Set(entry.content_type.clone()),
                 project_id: Set(entry.project_id.clone()),
                 door: Set(record.kind.as_str().to_owned()),
-                status: Set("uploading".to_owned()),
+                status: Set(EntryStatus::Uploading.as_str().to_owned()),
                 error: Set(None),
                 created_at: Set(record.created_at),
                 updated_at: Set(record.created_at),
@@ -922,7 +1002,7 @@ impl Repository {
                 .and_then(Video::from_row),
             None => None,
         };
-        Ok(Some(Entry { entry, video, variant }))
+        Ok(Some(Entry { entry: EntryRecord::from_row(entry), video, variant }))
     }
 
     /// Entries, newest first.
@@ -944,7 +1024,7 @@ impl Repository {
             .into_iter()
             .map(|entry| {
                 let video = entry.hash.as_ref().and_then(|h| videos.iter().find(|v| v.hash.to_hex() == *h).cloned());
-                Entry { entry, video, variant: None }
+                Entry { entry: EntryRecord::from_row(entry), video, variant: None }
             })
             .collect())
     }
@@ -1032,15 +1112,8 @@ impl Repository {
         // The entry follows its upload in the same transaction, so a crash
         // never leaves a finished upload with an entry still "uploading".
         let hash = result.and_then(|r| r.get("hash")).and_then(|h| h.as_str()).map(str::to_owned);
-        let status = match state {
-            SessionState::Complete => "uploaded",
-            SessionState::Failed => "failed",
-            SessionState::Expired => "expired",
-            SessionState::Aborted => "aborted",
-            SessionState::Receiving | SessionState::Committing => "uploading",
-        };
         video_entry::Entity::update_many()
-            .col_expr(video_entry::Column::Status, status.into())
+            .col_expr(video_entry::Column::Status, EntryStatus::of(state).as_str().into())
             .col_expr(video_entry::Column::Hash, hash.into())
             .col_expr(video_entry::Column::Error, error.map(str::to_owned).into())
             .col_expr(video_entry::Column::UpdatedAt, now.into())

@@ -309,8 +309,12 @@ impl Committer {
             self.metrics.analyses_handed_over.inc();
             tracing::info!(samples = analysis.samples.len(), "finalize goes on a partial analysis");
         }
-        // No samples (analysis disabled): nothing to compare or keep.
-        let signature = (!analysis.samples.is_empty()).then(|| signature_of(&analysis));
+        // No samples (analysis disabled): nothing to compare or keep. A
+        // partial analysis handed over is kept even with no sample yet
+        // (finalize outran the decoder), marked pending: if a kill stops the
+        // background pass, start-up completes it; without a row it would
+        // never be analysed again and its copies never found.
+        let signature = (!analysis.samples.is_empty() || analysis.handed_over).then(|| signature_of(&analysis));
         // A perceptual match never discards the upload: its bytes are
         // committed like a new video's, as a variant or marked as near.
         let matched = self.decide(signature.as_ref()).await?;
@@ -377,7 +381,8 @@ impl Committer {
     /// in the index. (A sender dropped without sending means there is none.)
     async fn refine(&self, hash: ContentHash, refined: super::early_probe::Refined) {
         match refined.await {
-            Ok(Ok(analysis)) if !analysis.samples.is_empty() => {
+            // Kept even without samples: it is complete, no longer pending.
+            Ok(Ok(analysis)) => {
                 // Deleted meanwhile: nothing to complete.
                 let Ok(Some(row)) = self.repo.find_video(&hash).await else { return };
                 let signature = signature_of(&analysis);
@@ -393,7 +398,7 @@ impl Committer {
                     Err(e) => tracing::warn!(%hash, error = %e, "could not keep the completed signature"),
                 }
             }
-            Ok(Ok(_)) | Err(_) => {}
+            Err(_) => {}
             Ok(Err(e)) => {
                 // Stored on its first part, which decoded; the rest did not.
                 self.metrics.damaged_after_commit.inc();
