@@ -95,10 +95,10 @@ impl Fetcher {
 
     #[tracing::instrument(skip_all, fields(url = %request.url))]
     pub async fn ingest(&self, request: IngestRequest) -> Result<IngestResult, IngestError> {
-        if let Some(hash) = self.repo.find_alias(&request.url).await.map_err(UploadError::from)? {
-            if let Some(stored) = self.repo.find_video(&hash).await.map_err(UploadError::from)? {
-                return Ok(IngestResult::of_stored(&stored, IngestStatus::UrlAlias));
-            }
+        if let Some(hash) = self.repo.find_alias(&request.url).await.map_err(UploadError::from)?
+            && let Some(stored) = self.repo.find_video(&hash).await.map_err(UploadError::from)?
+        {
+            return Ok(IngestResult::of_stored(&stored, IngestStatus::UrlAlias));
         }
         if let Some(ip) = ip_literal(request.url.as_url())
             && !self.guard.permits(ip)
