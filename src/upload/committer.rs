@@ -672,3 +672,50 @@ impl Committer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(status: IngestStatus, variant: Option<&str>) -> IngestResult {
+        IngestResult {
+            hash: "h".into(),
+            status,
+            file_path: "b/h.mp4".into(),
+            size_bytes: 1,
+            duration_s: None,
+            phash_distance: None,
+            near_duplicate_of: None,
+            match_kind: None,
+            variant: variant.map(str::to_owned),
+        }
+    }
+
+    /// Each way a commit ends has one end for its session: closed with an
+    /// answer, closed as failed, left for recovery, or open for a retry.
+    #[test]
+    fn every_outcome_has_its_end() {
+        let cases = [
+            (Ok(result(IngestStatus::New, None)), "Stored", End::Closed(SessionState::Complete)),
+            (Ok(result(IngestStatus::Duplicate, None)), "Duplicate", End::Closed(SessionState::Complete)),
+            (Ok(result(IngestStatus::Duplicate, Some("v"))), "Variant", End::Closed(SessionState::Complete)),
+            (Err(UploadError::NotAVideo("x".into())), "Refused", End::Closed(SessionState::Failed)),
+            (Err(UploadError::CorruptVideo("x".into())), "Refused", End::Closed(SessionState::Failed)),
+            (Err(UploadError::CommitInterrupted("x".into())), "Interrupted", End::Committing),
+            (Err(UploadError::Internal("x".into())), "Retryable", End::Open),
+            (Err(UploadError::StorageFull("x".into())), "Retryable", End::Open),
+        ];
+        for (raw, kind, end) in cases {
+            let outcome = Outcome::of(raw);
+            assert!(format!("{outcome:?}").starts_with(kind), "{outcome:?} is not {kind}");
+            assert_eq!(outcome.end(), end, "{outcome:?}");
+            // Only the outcomes with an answer give one, and only those close `complete`.
+            assert_eq!(outcome.result().is_some(), end == End::Closed(SessionState::Complete), "{outcome:?}");
+            let answered = outcome.into_answer();
+            assert_eq!(answered.is_ok(), end == End::Closed(SessionState::Complete));
+            if kind == "Interrupted" {
+                assert_eq!(answered.unwrap_err().code(), "commit-interrupted");
+            }
+        }
+    }
+}
