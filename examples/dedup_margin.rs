@@ -55,15 +55,8 @@ fn main() {
     vidcache::media::init_ffmpeg();
     let files: Vec<String> = std::env::args().skip(1).collect();
     let settings = AnalysisSettings::default();
-    // The daemon's defaults (`src/config.rs`).
-    let rule = MatchRule {
-        max_frame_distance: 13,
-        min_matched_share: 0.6,
-        min_matched_frames: 3,
-        min_duration_ratio: 0.6,
-        min_frame_information: 24,
-        max_audio_error: 0.25,
-    };
+    // The daemon's defaults, read where the daemon reads them.
+    let rule = vidcache::config::Settings::defaults_only().expect("the built-in defaults parse").dedup.rule();
     let started = std::time::Instant::now();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let analysed = std::sync::Mutex::new(Vec::new());

@@ -169,6 +169,16 @@ fn derived(app: &TestApp, hash: &str) -> PathBuf {
     app.root.join(".media").join(hash)
 }
 
+/// Waits until a worker has written a few segments into `work` (its job's
+/// `.abr.tmp`): the job is under way.
+async fn wait_until_writing(work: &Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !(work.join("flat").exists() && std::fs::read_dir(work.join("flat")).unwrap().count() > 3) {
+        assert!(std::time::Instant::now() < deadline, "the worker never started writing");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn names_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> =
         std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
@@ -189,11 +199,7 @@ async fn a_worker_killed_mid_job_is_replaced(backend: Backend, kafka: bool) {
     let hash = upload(&app, "long", source("long", "testsrc2=size=1280x720:rate=30", 16)).await;
     let mut first = Worker::start(&app, brokers.as_deref().map(|b| (b, prefix.as_str())));
     let work = derived(&app, &hash).join(".abr.tmp");
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while !(work.join("flat").exists() && std::fs::read_dir(work.join("flat")).unwrap().count() > 3) {
-        assert!(std::time::Instant::now() < deadline, "the first worker never started writing");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_writing(&work).await;
     assert_eq!(app.get_json(&format!("/meta/{hash}")).await["transcode"]["status"], "processing");
     first.kill9();
     assert!(work.exists(), "the killed worker left its half-written outputs");
@@ -240,12 +246,7 @@ async fn a_worker_asked_to_stop_finishes_its_job_first(kafka: bool) {
     .await;
     let hash = upload(&app, "drained", source("drained", "testsrc2=size=1280x720:rate=30", 12)).await;
     let mut worker = Worker::start(&app, brokers.as_deref().map(|b| (b, prefix.as_str())));
-    let work = derived(&app, &hash).join(".abr.tmp");
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while !(work.join("flat").exists() && std::fs::read_dir(work.join("flat")).unwrap().count() > 3) {
-        assert!(std::time::Instant::now() < deadline, "the worker never started writing");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_writing(&derived(&app, &hash).join(".abr.tmp")).await;
     assert_eq!(app.get_json(&format!("/meta/{hash}")).await["transcode"]["status"], "processing");
     // SAFETY: kill(2) on the pid of a child this test owns and has not reaped.
     assert_eq!(unsafe { libc::kill(worker.0.id() as i32, libc::SIGTERM) }, 0);
