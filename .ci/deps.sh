@@ -29,6 +29,8 @@ command -v cargo >/dev/null || { echo "cargo is missing: install Rust with rustu
 python3 -c "import tusclient" 2>/dev/null || python3 -m pip install -q --disable-pip-version-check tuspy==1.1.0
 # The outside Kafka client of the tests and kafka/create-topics.py.
 python3 -c "import confluent_kafka" 2>/dev/null || python3 -m pip install -q --disable-pip-version-check confluent-kafka==2.12.1
+# The published Python client, run against a daemon with keys (tests/api/access.rs).
+python3 -c "import vidcache_client" 2>/dev/null || python3 -m pip install -q --disable-pip-version-check dwilson-vidcache-client==1.3.0
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
   $SUDO apt-get update -qq

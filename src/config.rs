@@ -294,9 +294,16 @@ pub struct AuthSettings {
     pub presign_secret: String,
     /// How long a presigned part URL is valid, in seconds.
     pub presign_ttl_secs: u64,
+    /// Default lifetime of a playback token, in seconds.
+    pub playback_ttl_secs: u64,
+    /// Serve anonymously on a non-loopback address with no keys configured.
+    /// Off: such a daemon refuses to start (section 8 of the contract).
+    pub allow_anonymous: bool,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+/// A key from configuration. Its secret is hashed at start-up and compared
+/// only as a MAC; `Debug` never shows it.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
 pub struct ApiKey {
     pub id: String,
     pub key: String,
@@ -304,6 +311,56 @@ pub struct ApiKey {
     /// `project_id = 7` is accepted as well as `"7"`.
     #[serde(deserialize_with = "string_or_number")]
     pub project_id: String,
+    /// What the key may do; all four scopes when left out, so keys written
+    /// before scopes existed keep working.
+    #[serde(default = "Scope::all")]
+    pub scopes: Vec<Scope>,
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKey")
+            .field("id", &self.id)
+            .field("key", &"<redacted>")
+            .field("project_id", &self.project_id)
+            .field("scopes", &self.scopes)
+            .finish()
+    }
+}
+
+/// What an API key may do. Every route names the one it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Start and finish uploads and ingests, re-queue a transcode, unmerge.
+    Upload,
+    /// Read videos, their metadata, media, frames and events.
+    Read,
+    /// Delete videos.
+    Delete,
+    /// Manage API keys; read metrics.
+    Admin,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 4] = [Scope::Upload, Scope::Read, Scope::Delete, Scope::Admin];
+
+    pub fn all() -> Vec<Scope> {
+        Self::ALL.to_vec()
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Upload => "upload",
+            Scope::Read => "read",
+            Scope::Delete => "delete",
+            Scope::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Scope> {
+        Self::ALL.into_iter().find(|scope| scope.as_str() == s)
+    }
 }
 
 fn string_or_number<'de, D: serde::Deserializer<'de>>(de: D) -> Result<String, D::Error> {
@@ -401,6 +458,8 @@ impl Settings {
             .set_default("auth.api_keys", Vec::<String>::new())?
             .set_default("auth.presign_secret", "")?
             .set_default("auth.presign_ttl_secs", 3600)?
+            .set_default("auth.allow_anonymous", false)?
+            .set_default("auth.playback_ttl_secs", 3600)?
             .set_default("analysis.enabled", true)?
             .set_default("analysis.sample_interval_ms", 1000)?
             .set_default("analysis.full_decode_bytes", 32u64 << 20)?
@@ -529,7 +588,11 @@ mod tests {
         let file = dir.path().join("vidcache.toml");
         std::fs::write(&file, "[[auth.api_keys]]\nid = \"k1\"\nkey = \"s3cret\"\nproject_id = \"7\"\n").unwrap();
         let s = Settings::load(Some(&file)).unwrap();
-        assert_eq!(s.auth.api_keys, vec![ApiKey { id: "k1".into(), key: "s3cret".into(), project_id: "7".into() }]);
+        assert_eq!(
+            s.auth.api_keys,
+            vec![ApiKey { id: "k1".into(), key: "s3cret".into(), project_id: "7".into(), scopes: Scope::all() }]
+        );
+        assert!(!format!("{:?}", s.auth.api_keys).contains("s3cret"), "Debug must not show a secret");
         // The project id as the number it is in every URL.
         std::fs::write(&file, "[[auth.api_keys]]\nid = \"k1\"\nkey = \"s3cret\"\nproject_id = 7\n").unwrap();
         let s = Settings::load(Some(&file)).unwrap();
@@ -539,6 +602,8 @@ mod tests {
             "api_keys": "[{\"id\": \"k2\", \"key\": \"x\", \"project_id\": \"p\"}]",
             "presign_secret": "",
             "presign_ttl_secs": 60,
+            "allow_anonymous": false,
+            "playback_ttl_secs": 3600,
         }))
         .unwrap();
         assert_eq!(from_env.api_keys[0].id, "k2");

@@ -171,6 +171,7 @@ impl Application {
             settings.dedup.variant_retention,
             Duration::from_secs(settings.dedup.variant_sweep_secs.max(1)),
         ));
+        let auth = Auth::start(&settings.auth, &settings.server.bind, root, &repo).await?;
         let state = web::Data::new(AppState {
             uploads,
             fetcher,
@@ -178,7 +179,7 @@ impl Application {
             store,
             metrics: metrics.clone(),
             upload_max_bytes: settings.upload.max_bytes,
-            auth: Auth::from_settings(&settings.auth, root).context("reading the presign secret")?,
+            auth,
             settings: Arc::new(settings.clone()),
             frames: SyncArbiter::start(FRAME_THREADS, || FrameGrabber),
             near,
@@ -199,6 +200,7 @@ impl Application {
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
                 .wrap(ErrorHandlers::new().handler(StatusCode::METHOD_NOT_ALLOWED, method_not_allowed))
+                .wrap(actix_web::middleware::from_fn(routes::access::guard))
                 .wrap_fn(move |req, srv| {
                     let metrics = metrics.clone();
                     let method = req.method().to_string();

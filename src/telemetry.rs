@@ -40,6 +40,9 @@ pub struct Metrics {
     /// `attempt_failed`, `failed` (dead-lettered).
     pub transcodes: IntCounterVec,
     pub transcode_seconds: Histogram,
+    /// Mutating calls and every refusal, by route, method and result
+    /// (`ok`, `refused`, `failed`): the audit log's counter.
+    pub audit: IntCounterVec,
 }
 
 impl Metrics {
@@ -115,7 +118,17 @@ impl Metrics {
         )
         .expect("static metric definitions are valid");
         registry.register(Box::new(transcode_seconds.clone())).expect("each metric is registered once");
+        let audit = IntCounterVec::new(
+            Opts::new(
+                "audit_events_total",
+                "Mutating calls and refused calls, by route, method and result (ok, refused, failed).",
+            ),
+            &["route", "method", "result"],
+        )
+        .expect("static metric definitions are valid");
+        registry.register(Box::new(audit.clone())).expect("each metric is registered once");
         Self {
+            audit,
             events,
             events_dropped,
             kafka_messages_skipped,

@@ -10,6 +10,7 @@ mod m20261122_000003_signatures;
 mod m20261122_000004_jobs;
 mod m20261122_000005_transcode;
 mod m20261201_000006_variants;
+mod m20261202_000007_api_keys;
 
 pub struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000004_jobs::Migration),
             Box::new(m20261122_000005_transcode::Migration),
             Box::new(m20261201_000006_variants::Migration),
+            Box::new(m20261202_000007_api_keys::Migration),
         ]
     }
 }

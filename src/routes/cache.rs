@@ -111,7 +111,7 @@ pub async fn read(
     let reply = FileReply {
         content_type: video.content_type.clone(),
         etag: format!("\"{}\"", video.hash.to_hex()),
-        cache_control: "public, max-age=31536000, immutable",
+        cache_control: super::files::cache_control(&req, state.auth.is_open(), true),
     };
     send_file(&req, file, len, reply).await
 }

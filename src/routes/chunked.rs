@@ -61,9 +61,14 @@ pub fn check_size(size: u64, max: u64) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Open uploads are limited per client address for the doors without keys.
+/// Whom open uploads are counted against (`upload.max_sessions_per_key`):
+/// the caller's API key, or its address when it came without one.
 pub fn client_owner(req: &HttpRequest) -> String {
-    format!("ip:{}", req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default())
+    use actix_web::HttpMessage;
+    match req.extensions().get::<crate::auth::Caller>().and_then(|c| c.key_id()) {
+        Some(id) => format!("key:{id}"),
+        None => format!("ip:{}", req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default()),
+    }
 }
 
 #[tracing::instrument(skip_all)]

@@ -19,7 +19,29 @@ const SLICE: usize = 64 << 10;
 pub(super) struct FileReply {
     pub content_type: String,
     pub etag: String,
-    pub cache_control: &'static str,
+    pub cache_control: String,
+}
+
+/// `Cache-Control` of a file reply. Shared caches may keep it only when
+/// anyone may read it (an open daemon); one read with a key is `private`;
+/// one read with a playback token is `private` and kept no longer than the
+/// token lives. `immutable` files (segments, originals) are kept a year,
+/// the others (manifests) a minute.
+pub(super) fn cache_control(req: &HttpRequest, open: bool, immutable: bool) -> String {
+    use actix_web::HttpMessage;
+    let longest: u64 = if immutable { 31_536_000 } else { 60 };
+    let token = req.extensions().get::<super::access::PlaybackExpiry>().copied();
+    match token {
+        Some(super::access::PlaybackExpiry(expires)) => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            format!("private, max-age={}", longest.min(expires.saturating_sub(now)))
+        }
+        None => {
+            let who = if open { "public" } else { "private" };
+            let forever = if immutable { ", immutable" } else { "" };
+            format!("{who}, max-age={longest}{forever}")
+        }
+    }
 }
 
 pub(super) async fn send_file(
@@ -36,7 +58,7 @@ pub(super) async fn send_file(
     if matches {
         return Ok(HttpResponse::NotModified()
             .insert_header((header::ETAG, reply.etag))
-            .insert_header((header::CACHE_CONTROL, reply.cache_control))
+            .insert_header((header::CACHE_CONTROL, reply.cache_control.as_str()))
             .finish());
     }
     let range = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()).map(|v| parse_range(v, len));
@@ -58,7 +80,7 @@ pub(super) async fn send_file(
         .insert_header((header::CONTENT_TYPE, reply.content_type))
         .insert_header((header::ACCEPT_RANGES, "bytes"))
         .insert_header((header::ETAG, reply.etag))
-        .insert_header((header::CACHE_CONTROL, reply.cache_control));
+        .insert_header((header::CACHE_CONTROL, reply.cache_control.as_str()));
     if status == StatusCode::PARTIAL_CONTENT {
         response.insert_header((header::CONTENT_RANGE, format!("bytes {start}-{}/{len}", start + count - 1)));
     }

@@ -7,7 +7,7 @@ use crate::domain::{ContentHash, ObjectKey};
 use crate::error::ApiError;
 use crate::media::frames::{FrameError, GrabFrames, ImageFormat};
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine;
 use serde_json::json;
 
@@ -146,8 +146,25 @@ pub async fn batch(
 /// tenth in, at most 1 s). The analysis of an upload makes it; for a video
 /// without one it is made on first request. Kept with the video's derived
 /// media (published by rename, so a half-written one is never served).
-pub async fn thumbnail(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let hash = ContentHash::parse(&path)?;
+pub async fn thumbnail(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    thumbnail_of(&state, &path, &req).await
+}
+
+/// `/media/t/{token}/{hash}/thumbnail.jpg`, for a token the guard checked.
+pub async fn signed_thumbnail(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    thumbnail_of(&state, &path.1, &req).await
+}
+
+async fn thumbnail_of(state: &AppState, hash: &str, req: &HttpRequest) -> Result<HttpResponse, ApiError> {
+    let hash = ContentHash::parse(hash)?;
     let video = state
         .repo
         .find_video(&hash)
@@ -164,7 +181,7 @@ pub async fn thumbnail(state: web::Data<AppState>, path: web::Path<String>) -> R
             let at_s = video.duration_s.map_or(0.0, |d| (d / 10.0).min(1.0));
             let pts_ns = (at_s * 1e9) as i64;
             let bytes = grab(
-                &state,
+                state,
                 &video.hash.to_hex(),
                 vec![pts_ns],
                 ImageFormat::Jpeg,
@@ -183,6 +200,6 @@ pub async fn thumbnail(state: web::Data<AppState>, path: web::Path<String>) -> R
     };
     Ok(HttpResponse::Ok()
         .content_type("image/jpeg")
-        .insert_header(("Cache-Control", "public, max-age=31536000, immutable"))
+        .insert_header(("Cache-Control", super::files::cache_control(req, state.auth.is_open(), true)))
         .body(bytes))
 }

@@ -1,4 +1,5 @@
-//! `/media/{hash}/...`: the published renditions (HLS and DASH over the
+//! `/media/{hash}/...` (and `/media/t/{token}/{hash}/...` with a playback
+//! token): the published renditions (HLS and DASH over the
 //! same CMAF segments) and the storyboard, with byte ranges, ETags, CORS
 //! (the app-wide middleware) and immutable caching for segments; and
 //! `POST /video/{hash}/transcode`, which queues a transcode again.
@@ -51,8 +52,24 @@ pub async fn file(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let (hash, tail) = path.into_inner();
-    let hash = ContentHash::parse(&hash).map_err(|_| not_found(req.path()))?;
-    let parts = safe_tail(&tail).ok_or_else(|| not_found(req.path()))?;
+    serve(&state, &hash, &tail, &req).await
+}
+
+/// `/media/t/{token}/{hash}/...`: the same files, for a playback token the
+/// guard has checked against `{hash}`.
+#[tracing::instrument(skip_all, fields(hash = %path.1))]
+pub async fn signed_file(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String, String)>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let (_token, hash, tail) = path.into_inner();
+    serve(&state, &hash, &tail, &req).await
+}
+
+async fn serve(state: &AppState, hash: &str, tail: &str, req: &HttpRequest) -> Result<HttpResponse, ApiError> {
+    let hash = ContentHash::parse(hash).map_err(|_| not_found(req.path()))?;
+    let parts = safe_tail(tail).ok_or_else(|| not_found(req.path()))?;
     let name = parts.last().copied().unwrap_or_default();
     let (content_type, immutable) = kind_of(name).ok_or_else(|| not_found(req.path()))?;
     let mut file = crate::transcode::renditions_dir(&state.store.derived_dir(&hash));
@@ -71,9 +88,9 @@ pub async fn file(
         content_type: content_type.to_owned(),
         // Size and time of publication: a transcode asked for again changes it.
         etag: format!("\"{:x}-{:x}\"", meta.len(), modified.map_or(0, |d| d.as_nanos())),
-        cache_control: if immutable { "public, max-age=31536000, immutable" } else { "public, max-age=60" },
+        cache_control: super::files::cache_control(req, state.auth.is_open(), immutable),
     };
-    send_file(&req, file, meta.len(), reply).await
+    send_file(req, file, meta.len(), reply).await
 }
 
 /// `POST /video/{hash}/transcode`: queues a transcode of a video whose

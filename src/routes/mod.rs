@@ -1,16 +1,21 @@
 //! HTTP handlers only: parse the request into domain types, call a handle,
-//! map the outcome. No storage, actor or ffmpeg details live here.
+//! map the outcome. No storage, actor or ffmpeg details live here. Which
+//! routes exist, and who may call each, is the table in `table.rs`.
 
+pub mod access;
 mod cache;
 mod chunked;
 mod events;
 mod files;
 mod frames;
 mod ingest;
+mod keys;
 mod media;
 mod multipart;
 mod ops;
 mod pages;
+mod playback;
+pub mod table;
 mod tus;
 mod upload;
 
@@ -52,93 +57,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::JsonConfig::default().limit(JSON_LIMIT).error_handler(json_error))
         .app_data(web::QueryConfig::default().error_handler(query_error))
         .app_data(web::PathConfig::default().error_handler(path_error))
-        .service(web::resource("/upload/init").route(web::post().to(upload::init)))
-        .service(
-            // PUT too: `curl -T file` sends PUT (the README's first command).
-            web::resource("/upload/{upload_id}")
-                .route(web::post().to(upload::body))
-                .route(web::put().to(upload::body))
-                .route(web::get().to(upload::status)),
-        )
-        .service(web::resource("/ingest").route(web::post().to(ingest::ingest)))
-        // Section 2: chunked uploads. `/videos/upload/...` before `/videos/{video_id}`.
-        .service(web::resource("/videos/init").route(web::post().to(chunked::init)))
-        .service(
-            web::resource("/videos/upload_chunk/{upload_id}/{chunk_index}")
-                .route(web::post().to(chunked::upload_chunk)),
-        )
-        .service(
-            web::resource("/videos/upload/{upload_id}")
-                .route(web::get().to(chunked::status))
-                .route(web::delete().to(chunked::abort)),
-        )
-        .service(web::resource("/videos/finalize/{upload_id}").route(web::post().to(chunked::finalize)))
-        .service(web::resource("/videos").route(web::get().to(chunked::list)))
-        .service(web::resource("/videos/{video_id}").route(web::get().to(chunked::one)))
-        // Section 3: multipart with presigned parts.
-        .service(
-            web::scope("/api/v1/project/{project_id}/direct_upload/s3/multipart")
-                .service(web::resource("").route(web::post().to(multipart::create)))
-                .service(web::resource("/{upload_id}/complete").route(web::post().to(multipart::complete)))
-                .service(
-                    web::resource("/{upload_id}/{part_number}")
-                        .route(web::get().to(multipart::sign_part))
-                        .route(web::put().to(multipart::put_part)),
-                )
-                .service(
-                    web::resource("/{upload_id}")
-                        .route(web::get().to(multipart::list_parts))
-                        .route(web::delete().to(multipart::abort)),
-                ),
-        )
-        // Section 4: tus 1.0.
-        .service(
-            web::scope("/files")
-                .wrap(actix_web::middleware::DefaultHeaders::new().add(("Tus-Resumable", tus::TUS_VERSION)))
-                .service(
-                    web::resource(["", "/"])
-                        .route(web::post().to(tus::create))
-                        .route(web::method(actix_web::http::Method::OPTIONS).to(tus::options)),
-                )
-                .service(web::resource("/{upload_id}/result").route(web::get().to(tus::result)))
-                .service(
-                    web::resource("/{upload_id}")
-                        .route(web::head().to(tus::head))
-                        .route(web::patch().to(tus::patch))
-                        .route(web::delete().to(tus::terminate))
-                        .route(web::method(actix_web::http::Method::OPTIONS).to(tus::options)),
-                ),
-        )
-        .service(web::resource("/video/{hash}/frame").route(web::get().to(frames::one)))
-        .service(web::resource("/media/{hash}/thumbnail.jpg").route(web::get().to(frames::thumbnail)))
-        .service(web::resource("/video/{hash}/frames").route(web::post().to(frames::batch)))
-        .service(web::resource("/video/{hash}/transcode").route(web::post().to(media::transcode)))
-        .service(web::resource("/video/{hash}/unmerge").route(web::post().to(cache::unmerge)))
-        .service(
-            web::resource("/media/{hash}/{tail:.*}")
-                .route(web::get().to(media::file))
-                .route(web::head().to(media::file)),
-        )
-        .service(web::resource("/events").route(web::get().to(events::stream)))
-        .service(web::resource("/resolve").route(web::get().to(cache::resolve)))
-        .service(web::resource("/meta/{hash}").route(web::get().to(cache::meta)))
-        .service(
-            web::resource("/video/{hash}")
-                .route(web::get().to(cache::read))
-                .route(web::head().to(cache::read))
-                .route(web::delete().to(cache::delete)),
-        )
-        // Section 7: the browser pages.
-        .service(web::resource("/").route(web::get().to(pages::upload_page)).route(web::head().to(pages::upload_page)))
-        .service(
-            web::resource("/player").route(web::get().to(pages::player_page)).route(web::head().to(pages::player_page)),
-        )
-        .service(
-            web::resource("/client/{name:.*}").route(web::get().to(pages::asset)).route(web::head().to(pages::asset)),
-        )
-        .service(web::resource("/healthz").route(web::get().to(ops::healthz)))
-        .service(web::resource("/readyz").route(web::get().to(ops::readyz)))
-        .service(web::resource("/metrics").route(web::get().to(ops::prometheus)));
+        .configure(table::register);
 }
 
 /// A header holding a whole number, if present; 400 if it is anything else.

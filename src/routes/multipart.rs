@@ -86,18 +86,6 @@ async fn project_session(
     Ok(record)
 }
 
-/// An API key of `project_id`, then its multipart session `upload_id`.
-async fn authorized(
-    state: &AppState,
-    req: &HttpRequest,
-    project_id: &str,
-    upload_id: &str,
-    key: Option<&str>,
-) -> Result<SessionRecord, ApiError> {
-    state.auth.authenticate(req, project_id)?;
-    project_session(state, project_id, upload_id, key).await
-}
-
 #[tracing::instrument(skip_all, fields(project = %path.as_str()))]
 pub async fn create(
     state: web::Data<AppState>,
@@ -105,7 +93,8 @@ pub async fn create(
     path: web::Path<String>,
     body: web::Json<CreateRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let api_key = state.auth.authenticate(&req, &path)?;
+    // The guard admitted a key of this project (or anyone, on an open daemon).
+    let owner = super::chunked::client_owner(&req);
     let body = body.into_inner();
     let filename = check_filename(&body.filename)?;
     let metadata = check_meta(body.metadata)?;
@@ -134,7 +123,7 @@ pub async fn create(
                 kind: UploadKind::Multipart,
                 total_size: size,
                 chunk_size: None,
-                owner: Some((format!("key:{}", api_key.id), state.settings.upload.max_sessions_per_key)),
+                owner: Some((owner, state.settings.upload.max_sessions_per_key)),
                 entry: Some(NewEntry {
                     filename,
                     content_type: content_type.filter(|t| t.len() <= 255),
@@ -159,7 +148,7 @@ pub async fn sign_part(
 ) -> Result<HttpResponse, ApiError> {
     let (project_id, upload_id, part) = path.into_inner();
     check_part_number(part)?;
-    let record = authorized(&state, &req, &project_id, &upload_id, query.key.as_deref()).await?;
+    let record = project_session(&state, &project_id, &upload_id, query.key.as_deref()).await?;
     let (expires, signature) = state.auth.presign("PUT", record.id.as_str(), part);
     let origin = if state.settings.server.public_url.is_empty() {
         let info = req.connection_info();
@@ -207,12 +196,11 @@ pub async fn put_part(
 #[tracing::instrument(skip_all, fields(project = %path.0, upload_id = %path.1))]
 pub async fn list_parts(
     state: web::Data<AppState>,
-    req: HttpRequest,
     path: web::Path<(String, String)>,
     query: web::Query<KeyQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (project_id, upload_id) = path.into_inner();
-    let record = authorized(&state, &req, &project_id, &upload_id, query.key.as_deref()).await?;
+    let record = project_session(&state, &project_id, &upload_id, query.key.as_deref()).await?;
     let parts = state.uploads.pieces(&record.id).await?;
     Ok(HttpResponse::Ok().json(
         parts
@@ -225,13 +213,12 @@ pub async fn list_parts(
 #[tracing::instrument(skip_all, fields(project = %path.0, upload_id = %path.1))]
 pub async fn complete(
     state: web::Data<AppState>,
-    req: HttpRequest,
     path: web::Path<(String, String)>,
     query: web::Query<KeyQuery>,
     body: web::Json<CompleteRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let (project_id, upload_id) = path.into_inner();
-    let record = authorized(&state, &req, &project_id, &upload_id, query.key.as_deref()).await?;
+    let record = project_session(&state, &project_id, &upload_id, query.key.as_deref()).await?;
     let parts = body.into_inner().parts.into_iter().map(|p| (p.part_number, p.etag)).collect();
     let min = state.settings.upload.min_part_bytes;
     let result = state.uploads.finish_pieces(&record.id, Some(parts), min).await?;
@@ -243,12 +230,11 @@ pub async fn complete(
 #[tracing::instrument(skip_all, fields(project = %path.0, upload_id = %path.1))]
 pub async fn abort(
     state: web::Data<AppState>,
-    req: HttpRequest,
     path: web::Path<(String, String)>,
     query: web::Query<KeyQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (project_id, upload_id) = path.into_inner();
-    let record = authorized(&state, &req, &project_id, &upload_id, query.key.as_deref()).await?;
+    let record = project_session(&state, &project_id, &upload_id, query.key.as_deref()).await?;
     match state.uploads.abort(&record.id).await {
         Ok(()) | Err(UploadError::UnknownSession) => Ok(HttpResponse::NoContent().finish()),
         Err(e) => Err(e.into()),

@@ -207,3 +207,27 @@ pub mod job {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod api_key {
+    use sea_orm::entity::prelude::*;
+
+    /// A key minted at run time. `scopes` is a comma-separated list; `mac`
+    /// is the hex HMAC of the secret (the secret itself is never stored).
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "api_keys")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub project_id: String,
+        pub scopes: String,
+        pub mac: String,
+        pub label: Option<String>,
+        pub created_by: Option<String>,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -5,6 +5,7 @@
 mod blob;
 pub mod entities;
 mod jobs;
+mod keys;
 mod lock;
 mod repo;
 
@@ -13,6 +14,7 @@ pub use blob::{
     remove_quietly,
 };
 pub use jobs::{Job, JobState};
+pub use keys::StoredKey;
 pub use lock::RootLock;
 pub use repo::{
     Entry, EntryRecord, EntryStatus, NewEntry, NewVideo, Piece, RepoError, Repository, SessionRecord, SessionState,

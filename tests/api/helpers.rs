@@ -61,6 +61,20 @@ pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder().pool_idle_timeout(std::time::Duration::from_secs(1)).build().expect("an HTTP client")
 }
 
+/// A client that sends `id:secret` as HTTP Basic on every request that does
+/// not set its own `Authorization` (reqwest fills only absent headers).
+pub fn http_client_as(id: &str, secret: &str) -> reqwest::Client {
+    use base64::Engine;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Basic {token}").parse().expect("a header value"));
+    reqwest::Client::builder()
+        .pool_idle_timeout(std::time::Duration::from_secs(1))
+        .default_headers(headers)
+        .build()
+        .expect("an HTTP client")
+}
+
 pub async fn spawn_app(backend: Backend) -> TestApp {
     spawn_app_with(backend, |_| {}).await
 }
@@ -92,11 +106,17 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
     tweak(&mut settings);
     let database_url = settings.database.url.clone();
     let kafka = settings.kafka.enabled();
+    // With keys configured, the app's client speaks as the first one; a
+    // test of refusals uses a client of its own.
+    let client = match settings.auth.api_keys.first() {
+        Some(key) => http_client_as(&key.id, &key.key),
+        None => http_client(),
+    };
     let app = Application::build(settings).await.expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let uploads = app.uploads();
     actix_web::rt::spawn(app.run_until_stopped());
-    let app = TestApp { address, root, client: http_client(), uploads: Some(uploads), database_url, _dir: dir };
+    let app = TestApp { address, root, client, uploads: Some(uploads), database_url, _dir: dir };
     if kafka {
         // The daemon starts without waiting for its broker; tests that
         // produce to its topics need them to exist first.

@@ -2,6 +2,7 @@
 //! app with its own port, storage root and database.
 #![allow(clippy::disallowed_methods)] // tests may block; the rule is for the daemon (clippy.toml)
 
+mod access;
 mod analysis;
 mod bad_input;
 mod bad_input_doors;
@@ -18,6 +19,7 @@ mod lifecycle;
 mod multipart;
 mod near_duplicates;
 mod pages;
+mod playback;
 mod queue;
 mod restart;
 mod restart_doors;

@@ -3,15 +3,15 @@
 use crate::both_backends;
 use crate::helpers::{Backend, TestApp, assert_error, blake3_hex, fixture, spawn_app_with};
 use serde_json::{Value, json};
-use vidcache::config::{ApiKey, Settings};
+use vidcache::config::{ApiKey, Scope, Settings};
 
 pub const PROJECT: &str = "p1";
 const MIB: usize = 1 << 20;
 
 pub fn with_keys(settings: &mut Settings) {
     settings.auth.api_keys = vec![
-        ApiKey { id: "key1".into(), key: "secret-1".into(), project_id: PROJECT.into() },
-        ApiKey { id: "key2".into(), key: "secret-2".into(), project_id: "p2".into() },
+        ApiKey { id: "key1".into(), key: "secret-1".into(), project_id: PROJECT.into(), scopes: Scope::all() },
+        ApiKey { id: "key2".into(), key: "secret-2".into(), project_id: "p2".into(), scopes: Scope::all() },
     ];
 }
 
@@ -96,7 +96,12 @@ async fn multipart_flow_with_validation(backend: Backend) {
     let video_id = created["video"]["id"].as_i64().expect("an integer video id");
 
     // Credentials: none, wrong secret, another project's key.
-    let no_auth = app.client.post(base(&app.address)).json(&json!({"filename": "a.mp4"})).send().await.unwrap();
+    let no_auth = crate::helpers::http_client()
+        .post(base(&app.address))
+        .json(&json!({"filename": "a.mp4"}))
+        .send()
+        .await
+        .unwrap();
     assert_error(no_auth, 401, "unauthorized").await;
     let wrong =
         app.client.get(format!("{}/{}", upload.base, upload.id)).basic_auth("key1", Some("nope")).send().await.unwrap();
@@ -108,7 +113,7 @@ async fn multipart_flow_with_validation(backend: Backend) {
         .send()
         .await
         .unwrap();
-    assert_error(other_project, 401, "unauthorized").await;
+    assert_error(other_project, 403, "wrong-project").await;
 
     // Parts out of order; a forged signature and one for another part fail.
     let mut etags = vec![String::new(); parts.len()];

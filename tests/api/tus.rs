@@ -177,7 +177,7 @@ both_backends!(an_expired_tus_upload_answers_410_and_frees_its_disk);
 
 /// The real clients, run as separate processes from `tests/clients/`, off
 /// the test's thread (which also runs the app's actors).
-async fn run_client(program: &str, args: &[&str]) -> Value {
+pub async fn run_client(program: &str, args: &[&str]) -> Value {
     let program = program.to_owned();
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     actix_web::rt::task::spawn_blocking(move || run_client_blocking(&program, &args)).await.unwrap()
@@ -199,11 +199,11 @@ fn run_client_blocking(program: &str, args: &[String]) -> Value {
     serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|_| panic!("no JSON summary in {stdout}"))
 }
 
-fn fixture_path(name: &str) -> String {
+pub fn fixture_path(name: &str) -> String {
     crate::helpers::fixture_path(name).to_string_lossy().into_owned()
 }
 
-fn python() -> String {
+pub fn python() -> String {
     std::env::var("VIDCACHE_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 

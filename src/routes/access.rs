@@ -1,0 +1,153 @@
+//! The guard every request passes before its handler: it finds the route's
+//! rule in the table, admits the caller under it (or answers 401/403 with
+//! the JSON error body), and writes the audit log: one structured line and
+//! one counter per mutating call and per refusal.
+
+use super::AppState;
+use super::table::{Lookup, lookup};
+use crate::auth::{Caller, Rule};
+use crate::error::ApiError;
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::{Method, StatusCode};
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage, ResponseError, web};
+
+/// The expiry (Unix seconds) of the playback token a media request came
+/// with: its replies may be cached no longer than that.
+#[derive(Debug, Clone, Copy)]
+pub struct PlaybackExpiry(pub u64);
+
+/// The audit log's target: `RUST_LOG=vidcache::audit=info` shows only it.
+const AUDIT: &str = "vidcache::audit";
+
+pub async fn guard<B: MessageBody>(
+    req: ServiceRequest,
+    srv: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
+    let Some(pattern) = req.match_pattern() else {
+        // Nothing is served here: the default service answers 404.
+        return srv.call(req).await.map(ServiceResponse::map_into_left_body);
+    };
+    let method = req.method().clone();
+    let decision = match lookup(&method, &pattern) {
+        Lookup::OtherMethod => return srv.call(req).await.map(ServiceResponse::map_into_left_body),
+        Lookup::Unlisted => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "no-access-rule",
+            "this route has no access rule, so nobody may call it",
+        )),
+        Lookup::Rule(Rule::Playback) => match req.app_data::<web::Data<AppState>>() {
+            Some(state) => {
+                let token = path_param(&pattern, req.path(), "token").unwrap_or_default();
+                let hash = path_param(&pattern, req.path(), "hash").unwrap_or_default();
+                match state.auth.check_playback(&token, &hash) {
+                    Ok(expires) => {
+                        req.extensions_mut().insert(PlaybackExpiry(expires));
+                        Ok(Caller::Anonymous)
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+            None => Err(ApiError::internal("the application state is missing")),
+        },
+        Lookup::Rule(rule) => match req.app_data::<web::Data<AppState>>() {
+            Some(state) => {
+                let project = path_param(&pattern, req.path(), "project_id");
+                state.auth.admit(rule, req.request(), project.as_deref())
+            }
+            None => Err(ApiError::internal("the application state is missing")),
+        },
+    };
+    let metrics = req.app_data::<web::Data<AppState>>().map(|s| s.metrics.clone());
+    let caller = match decision {
+        Ok(caller) => caller,
+        Err(refusal) => {
+            audit(metrics.as_ref(), &method, &pattern, req.path(), &Caller::Anonymous, refusal.status, "refused");
+            let response = refusal.error_response();
+            return Ok(req.into_response(response).map_into_right_body());
+        }
+    };
+    req.extensions_mut().insert(caller.clone());
+    let path = req.path().to_owned();
+    let response = srv.call(req).await?;
+    let mutating = matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
+    let status = response.status();
+    if mutating || matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+        let result = match status {
+            s if s.is_success() || s.is_redirection() => "ok",
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => "refused",
+            _ => "failed",
+        };
+        audit(metrics.as_ref(), &method, &pattern, &path, &caller, status, result);
+    }
+    Ok(response.map_into_left_body())
+}
+
+/// The value of `{name}` in `path` matched by `pattern` (routing has not
+/// filled `match_info` yet when the guard runs). Placeholders before it
+/// are single segments, as they are in every pattern that has one.
+fn path_param(pattern: &str, path: &str, name: &str) -> Option<String> {
+    let wanted = format!("{{{name}}}");
+    let index = pattern.split('/').position(|segment| segment == wanted)?;
+    let raw = path.split('/').nth(index)?;
+    Some(percent_encoding::percent_decode_str(raw).decode_utf8_lossy().into_owned())
+}
+
+/// One audit entry: who (key and project), what (method and route), on
+/// what (the path), and how it ended. Never a secret: only the key id.
+fn audit(
+    metrics: Option<&crate::telemetry::Metrics>,
+    method: &Method,
+    route: &str,
+    target: &str,
+    caller: &Caller,
+    status: StatusCode,
+    result: &'static str,
+) {
+    tracing::info!(
+        target: AUDIT,
+        key_id = caller.key_id().unwrap_or("-"),
+        project = caller.project().unwrap_or("-"),
+        action = %method,
+        route,
+        target,
+        status = status.as_u16(),
+        result,
+        "audit"
+    );
+    if let Some(metrics) = metrics {
+        metrics.audit.with_label_values(&[route, method.as_str(), result]).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::App;
+    use actix_web::test as web_test;
+
+    #[test]
+    fn a_path_parameter_is_read_by_its_place_in_the_pattern() {
+        let pattern = "/api/v1/project/{project_id}/direct_upload/s3/multipart/{upload_id}";
+        assert_eq!(
+            path_param(pattern, "/api/v1/project/p%201/direct_upload/s3/multipart/x", "project_id").as_deref(),
+            Some("p 1")
+        );
+        assert_eq!(path_param("/videos", "/videos", "project_id"), None);
+    }
+
+    #[actix_web::test]
+    async fn a_route_registered_around_the_table_is_refused() {
+        let app = web_test::init_service(
+            App::new()
+                .wrap(actix_web::middleware::from_fn(guard))
+                .route("/outside", web::get().to(|| async { "served" })),
+        )
+        .await;
+        let response = web_test::call_service(&app, web_test::TestRequest::get().uri("/outside").to_request()).await;
+        assert_eq!(response.status(), 403);
+        let body = web_test::read_body(response).await;
+        assert!(String::from_utf8_lossy(&body).contains("no-access-rule"));
+    }
+}
