@@ -28,9 +28,22 @@ function failureOf(status, text) {
   return new ApiFailure(status, code, message, body);
 }
 
+/** A signed upload URL's token (`/?upload_token=...`, minted by a backend
+ *  with `POST /api/v1/uploads`): sent with every call of the upload it
+ *  opens, in place of an API key. */
+const UPLOAD_TOKEN = new URLSearchParams(window.location.search).get('upload_token');
+
+/** Headers that carry the page's credential, if it has one. */
+function credentialHeaders() {
+  return UPLOAD_TOKEN ? { 'Upload-Token': UPLOAD_TOKEN } : {};
+}
+
 /** `fetch` for JSON endpoints: the parsed body, or an ApiFailure. */
 async function api(path, options = {}) {
-  const init = { ...options, headers: { Accept: 'application/json', ...(options.headers || {}) } };
+  const init = {
+    ...options,
+    headers: { Accept: 'application/json', ...credentialHeaders(), ...(options.headers || {}) },
+  };
   if (options.json !== undefined) {
     init.body = JSON.stringify(options.json);
     init.headers['Content-Type'] = 'application/json';

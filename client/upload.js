@@ -255,7 +255,9 @@ class Upload {
       flight.xhr = xhr;
       xhr.open('POST', `/videos/upload_chunk/${encodeURIComponent(this.id)}/${index}`);
       xhr.setRequestHeader('Content-Type', 'application/octet-stream');
-      for (const [name, value] of Object.entries(headers)) xhr.setRequestHeader(name, value);
+      for (const [name, value] of Object.entries({ ...credentialHeaders(), ...headers })) {
+        xhr.setRequestHeader(name, value);
+      }
       xhr.upload.onprogress = (event) => {
         flight.loaded = event.loaded;
         this.showProgress();

@@ -12,10 +12,12 @@
 //! keeps its secret: the ring holds HMAC-SHA256(server secret, id, secret)
 //! and compares MACs in constant time, and an unknown id costs the same MAC.
 
+mod grant;
 mod playback;
 mod presign;
 
 pub use crate::config::Scope;
+pub use grant::UploadGrant;
 pub use playback::TokenError;
 
 use crate::config::AuthSettings;
@@ -79,6 +81,12 @@ pub enum Rule {
     /// A playback token in the path (`{token}`), bound to the path's
     /// `{hash}`; checked by the guard.
     Playback,
+    /// An upload door's route on one upload (`{upload_id}`): a key with
+    /// `upload`, or a signed upload URL's token for that upload.
+    Door,
+    /// The route that creates a door's upload: a key with `upload`, or an
+    /// unexpired signed upload URL's token (which then names the upload).
+    DoorCreate,
 }
 
 /// Who is calling, as admitted by the guard.
@@ -88,6 +96,8 @@ pub enum Caller {
     /// open daemon.
     Anonymous,
     Key(Grant),
+    /// A signed upload URL's token, for its one upload.
+    Upload(Box<UploadGrant>),
 }
 
 /// An API key that proved its secret.
@@ -101,7 +111,7 @@ pub struct Grant {
 impl Caller {
     pub fn key_id(&self) -> Option<&str> {
         match self {
-            Caller::Anonymous => None,
+            Caller::Anonymous | Caller::Upload(_) => None,
             Caller::Key(grant) => Some(&grant.key_id),
         }
     }
@@ -110,6 +120,15 @@ impl Caller {
         match self {
             Caller::Anonymous => None,
             Caller::Key(grant) => Some(&grant.project),
+            Caller::Upload(grant) => grant.project.as_deref(),
+        }
+    }
+
+    /// The upload grant a signed upload URL's caller came with.
+    pub fn upload_grant(&self) -> Option<&UploadGrant> {
+        match self {
+            Caller::Upload(grant) => Some(grant),
+            _ => None,
         }
     }
 }
@@ -291,6 +310,7 @@ impl Auth {
         let scope = match rule {
             Rule::Public | Rule::Presigned | Rule::Playback => return Ok(Caller::Anonymous),
             Rule::Scope(scope) | Rule::ProjectScope(scope) => scope,
+            Rule::Door | Rule::DoorCreate => Scope::Upload,
         };
         if self.is_open() {
             return Ok(Caller::Anonymous);

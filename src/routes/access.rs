@@ -51,6 +51,12 @@ pub async fn guard<B: MessageBody>(
             }
             None => Err(ApiError::internal("the application state is missing")),
         },
+        Lookup::Rule(rule @ (Rule::Door | Rule::DoorCreate)) if upload_token(&req).is_some() => {
+            match req.app_data::<web::Data<AppState>>() {
+                Some(state) => admit_upload_token(state, rule, &pattern, &req),
+                None => Err(ApiError::internal("the application state is missing")),
+            }
+        }
         Lookup::Rule(rule) => match req.app_data::<web::Data<AppState>>() {
             Some(state) => {
                 let project = path_param(&pattern, req.path(), "project_id");
@@ -82,6 +88,53 @@ pub async fn guard<B: MessageBody>(
         audit(metrics.as_ref(), &method, &pattern, &path, &caller, status, result);
     }
     Ok(response.map_into_left_body())
+}
+
+/// A signed upload URL's token: the `upload_token` query parameter (what
+/// tus clients keep in the upload's URL) or the `Upload-Token` header.
+pub fn upload_token(req: &ServiceRequest) -> Option<String> {
+    if let Some(value) = req.headers().get("upload-token").and_then(|v| v.to_str().ok()) {
+        return Some(value.to_owned());
+    }
+    web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+        .ok()
+        .and_then(|q| q.get("upload_token").cloned())
+}
+
+/// The token a request came with, for handlers that hand it on (the tus
+/// `Location` of an upload created with one).
+#[derive(Debug, Clone)]
+pub struct UploadTokenUsed(pub String);
+
+/// Admits a signed upload URL's token on a door: creating its upload while
+/// unexpired, then that upload only; from its origin only, when it names one.
+fn admit_upload_token(state: &AppState, rule: Rule, pattern: &str, req: &ServiceRequest) -> Result<Caller, ApiError> {
+    let token = upload_token(req).unwrap_or_default();
+    let grant = state.auth.check_upload_token(&token)?;
+    if let (Some(allowed), Some(origin)) =
+        (grant.origin.as_deref(), req.headers().get("origin").and_then(|o| o.to_str().ok()))
+        && allowed != origin
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "origin-not-allowed",
+            "this upload URL was made for pages of another origin",
+        ));
+    }
+    match rule {
+        Rule::DoorCreate => grant.creatable()?,
+        _ => {
+            if path_param(pattern, req.path(), "upload_id").as_deref() != Some(grant.upload_id.as_str()) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "upload-token-mismatch",
+                    "this upload URL opens another upload",
+                ));
+            }
+        }
+    }
+    req.extensions_mut().insert(UploadTokenUsed(token));
+    Ok(Caller::Upload(Box::new(grant)))
 }
 
 /// The value of `{name}` in `path` matched by `pattern` (routing has not

@@ -75,6 +75,7 @@ pub fn client_owner(req: &HttpRequest) -> String {
 pub async fn init(
     state: web::Data<AppState>,
     req: HttpRequest,
+    caller: crate::auth::Caller,
     body: web::Json<InitRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
@@ -91,19 +92,24 @@ pub async fn init(
     if body.content_type.as_ref().is_some_and(|t| t.len() > 255 || t.chars().any(char::is_control)) {
         return Err(ApiError::bad_request("invalid-content-type", "content_type must be a short MIME type"));
     }
+    let creation =
+        super::signed_uploads::door_creation(&state, &caller, Some(body.size), body.content_type.as_deref()).await?;
     let record = state
         .uploads
-        .create(NewUpload {
-            url: None,
-            bucket: Bucket::parse(body.bucket.as_deref().unwrap_or(DEFAULT_BUCKET))?,
-            prefix: Prefix::parse(body.prefix.as_deref().unwrap_or(""))?,
-            meta: check_meta(body.meta)?,
-            kind: UploadKind::Chunked,
-            total_size: Some(body.size),
-            chunk_size: Some(chunk_size),
-            owner: Some((client_owner(&req), limits.max_sessions_per_key)),
-            entry: Some(NewEntry { filename, content_type: body.content_type, project_id: None }),
-        })
+        .create_with_id(
+            creation.id,
+            NewUpload {
+                url: None,
+                bucket: Bucket::parse(body.bucket.as_deref().unwrap_or(DEFAULT_BUCKET))?,
+                prefix: Prefix::parse(body.prefix.as_deref().unwrap_or(""))?,
+                meta: super::signed_uploads::merged_meta(check_meta(body.meta)?, creation.meta),
+                kind: UploadKind::Chunked,
+                total_size: Some(body.size),
+                chunk_size: Some(chunk_size),
+                owner: Some((client_owner(&req), limits.max_sessions_per_key)),
+                entry: Some(NewEntry { filename, content_type: body.content_type, project_id: creation.project }),
+            },
+        )
         .await?;
     Ok(HttpResponse::Created().json(json!({
         "upload_id": record.id.as_str(),

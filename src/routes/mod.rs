@@ -15,6 +15,7 @@ mod multipart;
 mod ops;
 mod pages;
 mod playback;
+mod signed_uploads;
 pub mod table;
 mod tus;
 mod upload;

@@ -8,7 +8,9 @@
 //! it, so `/videos/upload/{upload_id}` comes before `/videos/{video_id}`.
 //! Entries of one path are adjacent and become one resource.
 
-use super::{cache, chunked, events, frames, ingest, keys, media, multipart, ops, pages, playback, tus, upload};
+use super::{
+    cache, chunked, events, frames, ingest, keys, media, multipart, ops, pages, playback, signed_uploads, tus, upload,
+};
 use crate::auth::{Rule, Scope};
 use actix_web::http::Method;
 use actix_web::web;
@@ -38,6 +40,8 @@ const DELETE: Rule = Rule::Scope(Scope::Delete);
 const ADMIN: Rule = Rule::Scope(Scope::Admin);
 const PROJECT_UPLOAD: Rule = Rule::ProjectScope(Scope::Upload);
 const PUBLIC: Rule = Rule::Public;
+/// A chunked or tus upload's own routes: a key, or its signed upload URL.
+const DOOR: Rule = Rule::Door;
 
 pub static ENDPOINTS: &[Endpoint] = &[
     // Section 1: the content-addressed cache.
@@ -48,11 +52,11 @@ pub static ENDPOINTS: &[Endpoint] = &[
     endpoint!(GET "/upload/{upload_id}", UPLOAD, upload::status),
     endpoint!(POST "/ingest", UPLOAD, ingest::ingest),
     // Section 2: chunked uploads.
-    endpoint!(POST "/videos/init", UPLOAD, chunked::init),
-    endpoint!(POST "/videos/upload_chunk/{upload_id}/{chunk_index}", UPLOAD, chunked::upload_chunk),
-    endpoint!(GET "/videos/upload/{upload_id}", UPLOAD, chunked::status),
-    endpoint!(DELETE "/videos/upload/{upload_id}", UPLOAD, chunked::abort),
-    endpoint!(POST "/videos/finalize/{upload_id}", UPLOAD, chunked::finalize),
+    endpoint!(POST "/videos/init", Rule::DoorCreate, chunked::init),
+    endpoint!(POST "/videos/upload_chunk/{upload_id}/{chunk_index}", DOOR, chunked::upload_chunk),
+    endpoint!(GET "/videos/upload/{upload_id}", DOOR, chunked::status),
+    endpoint!(DELETE "/videos/upload/{upload_id}", DOOR, chunked::abort),
+    endpoint!(POST "/videos/finalize/{upload_id}", DOOR, chunked::finalize),
     endpoint!(GET "/videos", READ, chunked::list),
     endpoint!(GET "/videos/{video_id}", READ, chunked::one),
     // Section 3: multipart with presigned parts.
@@ -87,16 +91,17 @@ pub static ENDPOINTS: &[Endpoint] = &[
     endpoint!(GET "/api/v1/keys", ADMIN, keys::list),
     endpoint!(DELETE "/api/v1/keys/{key_id}", ADMIN, keys::revoke),
     endpoint!(GET "/api/v1/videos/{video_id}/playback", READ, playback::token),
+    endpoint!(POST "/api/v1/uploads", UPLOAD, signed_uploads::create),
     // Section 4: tus 1.0. Preflight-style OPTIONS answers the server's
     // capabilities to anyone, as tus clients ask before authenticating.
-    endpoint!(POST "/files", UPLOAD, tus::create),
+    endpoint!(POST "/files", Rule::DoorCreate, tus::create),
     endpoint!(OPTIONS "/files", PUBLIC, tus::options),
-    endpoint!(POST "/files/", UPLOAD, tus::create),
+    endpoint!(POST "/files/", Rule::DoorCreate, tus::create),
     endpoint!(OPTIONS "/files/", PUBLIC, tus::options),
-    endpoint!(GET "/files/{upload_id}/result", UPLOAD, tus::result),
-    endpoint!(HEAD "/files/{upload_id}", UPLOAD, tus::head),
-    endpoint!(PATCH "/files/{upload_id}", UPLOAD, tus::patch),
-    endpoint!(DELETE "/files/{upload_id}", UPLOAD, tus::terminate),
+    endpoint!(GET "/files/{upload_id}/result", DOOR, tus::result),
+    endpoint!(HEAD "/files/{upload_id}", DOOR, tus::head),
+    endpoint!(PATCH "/files/{upload_id}", DOOR, tus::patch),
+    endpoint!(DELETE "/files/{upload_id}", DOOR, tus::terminate),
     endpoint!(OPTIONS "/files/{upload_id}", PUBLIC, tus::options),
     // Section 5: media, frames and events.
     endpoint!(GET "/video/{hash}/frame", READ, frames::one),

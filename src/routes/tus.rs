@@ -11,7 +11,7 @@ use crate::error::ApiError;
 use crate::storage::{NewEntry, SessionRecord, SessionState, UploadKind};
 use crate::upload::{DigestKind, NewUpload, UploadError};
 use actix_web::http::{StatusCode, header};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use base64::Engine;
 use serde_json::json;
 use std::time::SystemTime;
@@ -138,6 +138,7 @@ async fn tus_record(state: &AppState, raw: &str) -> Result<SessionRecord, ApiErr
 pub async fn create(
     state: web::Data<AppState>,
     req: HttpRequest,
+    caller: crate::auth::Caller,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     check_version(&req)?;
@@ -162,24 +163,41 @@ pub async fn create(
         check_body_type(&req)?;
     }
     let checksum = parse_checksum(&req)?;
+    let creation = super::signed_uploads::door_creation(&state, &caller, Some(length), filetype.as_deref()).await?;
+    let mut meta = json!({"tus_metadata": raw_metadata, "metadata": metadata});
+    if let Some(granted) = creation.meta {
+        meta["meta"] = granted;
+    }
     let record = state
         .uploads
-        .create(NewUpload {
-            url: None,
-            bucket: Bucket::parse(DEFAULT_BUCKET)?,
-            prefix: Prefix::parse("")?,
-            meta: json!({"tus_metadata": raw_metadata, "metadata": metadata}),
-            kind: UploadKind::Tus,
-            total_size: Some(length),
-            chunk_size: None,
-            owner: Some((client_owner(&req), state.settings.upload.max_sessions_per_key)),
-            entry: Some(NewEntry { filename, content_type: filetype, project_id: None }),
-        })
+        .create_with_id(
+            creation.id,
+            NewUpload {
+                url: None,
+                bucket: Bucket::parse(DEFAULT_BUCKET)?,
+                prefix: Prefix::parse("")?,
+                meta,
+                kind: UploadKind::Tus,
+                total_size: Some(length),
+                chunk_size: None,
+                owner: Some((client_owner(&req), state.settings.upload.max_sessions_per_key)),
+                entry: Some(NewEntry { filename, content_type: filetype, project_id: creation.project }),
+            },
+        )
         .await?;
+    // A signed upload URL's token stays in the upload's URL, which tus
+    // clients use for every later request.
+    let location = match req.extensions().get::<super::access::UploadTokenUsed>() {
+        Some(super::access::UploadTokenUsed(token)) => {
+            let query: String = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("upload_token", token.as_str())
+                .finish();
+            format!("/files/{}?{query}", record.id)
+        }
+        None => format!("/files/{}", record.id),
+    };
     let mut response = HttpResponse::Created();
-    response
-        .insert_header((header::LOCATION, format!("/files/{}", record.id)))
-        .insert_header(("Upload-Expires", expires_at(&state, &record)));
+    response.insert_header((header::LOCATION, location)).insert_header(("Upload-Expires", expires_at(&state, &record)));
     if with_body {
         let appended = state.uploads.append_tus(&record.id, 0, payload, checksum).await.map_err(tus_error)?;
         response.insert_header(("Upload-Offset", appended.offset.to_string()));

@@ -63,6 +63,7 @@ async fn status_of(
     let request = http_client().request(method.clone(), app.url(path));
     let scope = match rule {
         Rule::Scope(s) | Rule::ProjectScope(s) => s,
+        Rule::Door | Rule::DoorCreate => Scope::Upload,
         Rule::Public | Rule::Presigned | Rule::Playback => Scope::Read,
     };
     let request = match who {

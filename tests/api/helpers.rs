@@ -61,6 +61,17 @@ pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder().pool_idle_timeout(std::time::Duration::from_secs(1)).build().expect("an HTTP client")
 }
 
+/// A client that sends one header with every request.
+pub fn http_client_with_header(name: &'static str, value: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(name, value.parse().expect("a header value"));
+    reqwest::Client::builder()
+        .pool_idle_timeout(std::time::Duration::from_secs(1))
+        .default_headers(headers)
+        .build()
+        .expect("an HTTP client")
+}
+
 /// A client that sends `id:secret` as HTTP Basic on every request that does
 /// not set its own `Authorization` (reqwest fills only absent headers).
 pub fn http_client_as(id: &str, secret: &str) -> reqwest::Client {

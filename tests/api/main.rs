@@ -23,5 +23,6 @@ mod playback;
 mod queue;
 mod restart;
 mod restart_doors;
+mod signed_uploads;
 mod transcode;
 mod tus;

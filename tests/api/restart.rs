@@ -22,7 +22,6 @@ impl Daemon {
             .env("VIDCACHE__DATABASE__URL", database_url)
             .env("VIDCACHE__UPLOAD__CHECKPOINT_BYTES", (1u64 << 20).to_string())
             .env("VIDCACHE__LOG__FILTER", "warn")
-            .env("VIDCACHE__AUTH__API_KEYS", r#"[{"id": "key1", "key": "secret-1", "project_id": "p1"}]"#)
             .env_remove("VIDCACHE_CONFIG")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -350,5 +349,5 @@ async fn migrate_creates_the_schema_on_a_fresh_root() {
     .unwrap()
     .try_get::<i64>("", "n")
     .unwrap();
-    assert_eq!(applied, 6, "every migration was applied");
+    assert_eq!(applied, 7, "every migration was applied");
 }
