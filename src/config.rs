@@ -22,6 +22,34 @@ pub struct Settings {
     pub transcode: TranscodeSettings,
     pub kafka: KafkaSettings,
     pub log: LogSettings,
+    /// Endpoints that receive every event, signed (`[[webhooks]]`).
+    #[serde(deserialize_with = "webhook_list")]
+    pub webhooks: Vec<WebhookSettings>,
+}
+
+fn webhook_list<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Vec<WebhookSettings>, D::Error> {
+    list_or_json(de)
+}
+
+/// One webhook endpoint: events are POSTed to `url` as JSON with
+/// `Vidcache-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "t.body")>`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+pub struct WebhookSettings {
+    pub url: String,
+    pub secret: String,
+    /// Event types to send (`upload.completed`, ...); all when empty.
+    #[serde(default)]
+    pub events: Vec<String>,
+}
+
+impl std::fmt::Debug for WebhookSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookSettings")
+            .field("url", &self.url)
+            .field("secret", &"<redacted>")
+            .field("events", &self.events)
+            .finish()
+    }
 }
 
 /// Transcoding into HLS and DASH (`[transcode]`).
@@ -380,10 +408,16 @@ fn string_or_number<'de, D: serde::Deserializer<'de>>(de: D) -> Result<String, D
 
 /// A list of keys, or a string with the list as JSON (the environment form).
 fn api_keys<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Vec<ApiKey>, D::Error> {
+    list_or_json(de)
+}
+
+/// A list of tables, or a string with the list as JSON (the environment
+/// form, `VIDCACHE__WEBHOOKS='[{...}]'`).
+fn list_or_json<'de, D: serde::Deserializer<'de>, T: serde::de::DeserializeOwned>(de: D) -> Result<Vec<T>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
-    enum Form {
-        List(Vec<ApiKey>),
+    enum Form<T> {
+        List(Vec<T>),
         Json(String),
     }
     match Form::deserialize(de)? {
@@ -460,6 +494,7 @@ impl Settings {
             .set_default("auth.presign_ttl_secs", 3600)?
             .set_default("auth.allow_anonymous", false)?
             .set_default("auth.playback_ttl_secs", 3600)?
+            .set_default("webhooks", Vec::<String>::new())?
             .set_default("analysis.enabled", true)?
             .set_default("analysis.sample_interval_ms", 1000)?
             .set_default("analysis.full_decode_bytes", 32u64 << 20)?

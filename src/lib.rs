@@ -28,3 +28,4 @@ pub mod storage;
 pub mod telemetry;
 pub mod transcode;
 pub mod upload;
+pub mod webhooks;

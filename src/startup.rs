@@ -172,6 +172,8 @@ impl Application {
             Duration::from_secs(settings.dedup.variant_sweep_secs.max(1)),
         ));
         let auth = Auth::start(&settings.auth, &settings.server.bind, root, &repo).await?;
+        let webhooks = crate::webhooks::Webhooks::new(&settings.webhooks);
+        background.extend(webhooks.start(queue.events(), &metrics));
         let state = web::Data::new(AppState {
             uploads,
             fetcher,
@@ -185,6 +187,7 @@ impl Application {
             near,
             queue,
             library,
+            webhooks,
         });
 
         let listener =

@@ -43,6 +43,9 @@ pub struct Metrics {
     /// Mutating calls and every refusal, by route, method and result
     /// (`ok`, `refused`, `failed`): the audit log's counter.
     pub audit: IntCounterVec,
+    /// Webhook deliveries by result: `delivered`, `failed` (given up after
+    /// every retry), `skipped` (the endpoint fell too far behind).
+    pub webhooks: IntCounterVec,
 }
 
 impl Metrics {
@@ -127,7 +130,14 @@ impl Metrics {
         )
         .expect("static metric definitions are valid");
         registry.register(Box::new(audit.clone())).expect("each metric is registered once");
+        let webhooks = IntCounterVec::new(
+            Opts::new("webhook_deliveries_total", "Webhook deliveries by result: delivered, failed, skipped."),
+            &["result"],
+        )
+        .expect("static metric definitions are valid");
+        registry.register(Box::new(webhooks.clone())).expect("each metric is registered once");
         Self {
+            webhooks,
             audit,
             events,
             events_dropped,

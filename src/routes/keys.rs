@@ -113,3 +113,9 @@ pub async fn revoke(
         ))
     }
 }
+
+/// `GET /api/v1/webhooks` (admin): each endpoint's deliveries, failures and
+/// the last ones' outcomes.
+pub async fn webhooks(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "webhooks": state.webhooks.reports() }))
+}

@@ -49,6 +49,8 @@ pub struct AppState {
     pub queue: crate::queue::Queue,
     /// The use-cases on stored videos: remove, unmerge, request a transcode.
     pub library: crate::library::Library,
+    /// Webhook endpoints and what they have been sent.
+    pub webhooks: crate::webhooks::Webhooks,
 }
 
 /// Largest JSON request body (init and ingest requests with client meta).

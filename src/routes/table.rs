@@ -90,6 +90,7 @@ pub static ENDPOINTS: &[Endpoint] = &[
     endpoint!(POST "/api/v1/keys", ADMIN, keys::create),
     endpoint!(GET "/api/v1/keys", ADMIN, keys::list),
     endpoint!(DELETE "/api/v1/keys/{key_id}", ADMIN, keys::revoke),
+    endpoint!(GET "/api/v1/webhooks", ADMIN, keys::webhooks),
     endpoint!(GET "/api/v1/videos/{video_id}/playback", READ, playback::token),
     endpoint!(POST "/api/v1/uploads", UPLOAD, signed_uploads::create),
     // Section 4: tus 1.0. Preflight-style OPTIONS answers the server's

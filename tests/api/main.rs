@@ -26,3 +26,4 @@ mod restart_doors;
 mod signed_uploads;
 mod transcode;
 mod tus;
+mod webhooks;
