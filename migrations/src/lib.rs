@@ -11,6 +11,7 @@ mod m20261122_000004_jobs;
 mod m20261122_000005_transcode;
 mod m20261201_000006_variants;
 mod m20261202_000007_api_keys;
+mod m20261202_000008_projects;
 
 pub struct Migrator;
 
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000005_transcode::Migration),
             Box::new(m20261201_000006_variants::Migration),
             Box::new(m20261202_000007_api_keys::Migration),
+            Box::new(m20261202_000008_projects::Migration),
         ]
     }
 }

@@ -92,9 +92,11 @@ pub enum Rule {
 /// Who is calling, as admitted by the guard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
-    /// No credentials were needed: a public route, a presigned URL, or an
-    /// open daemon.
+    /// An open daemon's caller (no keys; loopback or allowed): the operator.
     Anonymous,
+    /// No identity, on a daemon with keys: a public route, a presigned part,
+    /// a playback token. Sees no video by itself.
+    Public,
     Key(Grant),
     /// A signed upload URL's token, for its one upload.
     Upload(Box<UploadGrant>),
@@ -111,16 +113,27 @@ pub struct Grant {
 impl Caller {
     pub fn key_id(&self) -> Option<&str> {
         match self {
-            Caller::Anonymous | Caller::Upload(_) => None,
+            Caller::Anonymous | Caller::Public | Caller::Upload(_) => None,
             Caller::Key(grant) => Some(&grant.key_id),
         }
     }
 
     pub fn project(&self) -> Option<&str> {
         match self {
-            Caller::Anonymous => None,
+            Caller::Anonymous | Caller::Public => None,
             Caller::Key(grant) => Some(&grant.project),
             Caller::Upload(grant) => grant.project.as_deref(),
+        }
+    }
+
+    /// Whose videos this caller sees, and in whose name it stores.
+    pub fn tenant(&self) -> crate::domain::Tenant {
+        use crate::domain::{DEFAULT_PROJECT, Tenant};
+        match self {
+            Caller::Anonymous => Tenant::Operator,
+            Caller::Public => Tenant::Nobody,
+            Caller::Key(grant) => Tenant::Project(grant.project.clone()),
+            Caller::Upload(grant) => Tenant::Project(grant.project.clone().unwrap_or_else(|| DEFAULT_PROJECT.into())),
         }
     }
 
@@ -307,8 +320,9 @@ impl Auth {
     /// bad credentials, 403 for a key without the scope or of another project.
     /// `project` is the path's `{project_id}`, for `Rule::ProjectScope`.
     pub fn admit(&self, rule: Rule, req: &HttpRequest, project: Option<&str>) -> Result<Caller, ApiError> {
+        let unidentified = if self.is_open() { Caller::Anonymous } else { Caller::Public };
         let scope = match rule {
-            Rule::Public | Rule::Presigned | Rule::Playback => return Ok(Caller::Anonymous),
+            Rule::Public | Rule::Presigned | Rule::Playback => return Ok(unidentified),
             Rule::Scope(scope) | Rule::ProjectScope(scope) => scope,
             Rule::Door | Rule::DoorCreate => Scope::Upload,
         };
@@ -533,7 +547,7 @@ mod tests {
         assert_eq!(auth.admit(Rule::Scope(Scope::Read), &unknown, None).unwrap_err().status, 401);
         let none = TestRequest::default().to_http_request();
         assert_eq!(auth.admit(Rule::Scope(Scope::Read), &none, None).unwrap_err().status, 401);
-        assert_eq!(auth.admit(Rule::Public, &none, None).unwrap(), Caller::Anonymous);
+        assert_eq!(auth.admit(Rule::Public, &none, None).unwrap(), Caller::Public);
     }
 
     #[test]

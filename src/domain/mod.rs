@@ -6,11 +6,13 @@
 mod hash;
 mod location;
 mod source_url;
+mod tenant;
 mod upload_id;
 
 pub use hash::ContentHash;
 pub use location::{Bucket, ObjectKey, Prefix};
 pub use source_url::SourceUrl;
+pub use tenant::{DEFAULT_PROJECT, Tenant};
 pub use upload_id::UploadId;
 
 /// Why a raw value was refused. The message is written for the client.

@@ -49,6 +49,9 @@ pub struct IngestRequest {
     pub bucket: Bucket,
     pub prefix: Prefix,
     pub meta: serde_json::Value,
+    /// Who asks: a known URL is answered only if it may know it, and the
+    /// video becomes its project's.
+    pub tenant: crate::domain::Tenant,
 }
 
 #[derive(Clone)]
@@ -95,7 +98,7 @@ impl Fetcher {
 
     #[tracing::instrument(skip_all, fields(url = %request.url))]
     pub async fn ingest(&self, request: IngestRequest) -> Result<IngestResult, IngestError> {
-        if let Some(hash) = self.repo.find_alias(&request.url).await.map_err(UploadError::from)?
+        if let Some(hash) = self.repo.find_alias_as(&request.url, &request.tenant).await.map_err(UploadError::from)?
             && let Some(stored) = self.repo.find_video(&hash).await.map_err(UploadError::from)?
         {
             return Ok(IngestResult::of_stored(&stored, IngestStatus::UrlAlias));
@@ -116,7 +119,13 @@ impl Fetcher {
 
         let id = self
             .uploads
-            .create(NewUpload::stream(Some(request.url), request.bucket, request.prefix, request.meta))
+            .create(NewUpload::stream(
+                Some(request.url),
+                request.bucket,
+                request.prefix,
+                request.meta,
+                request.tenant.project().to_owned(),
+            ))
             .await?
             .id;
         let body = response.bytes_stream().map_err(|e| describe(&e));

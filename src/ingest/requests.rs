@@ -77,5 +77,6 @@ fn parse(request: &Value) -> Result<IngestRequest, (&'static str, String)> {
     if let (Some(m), Some(id)) = (meta.as_object_mut(), object.get("request_id")) {
         m.insert("request_id".into(), id.clone());
     }
-    Ok(IngestRequest { url, bucket, prefix, meta })
+    // The ingest topic is the operator's (whoever may produce to it).
+    Ok(IngestRequest { url, bucket, prefix, meta, tenant: crate::domain::Tenant::Operator })
 }

@@ -44,7 +44,7 @@ pub async fn guard<B: MessageBody>(
                 match state.auth.check_playback(&token, &hash) {
                     Ok(expires) => {
                         req.extensions_mut().insert(PlaybackExpiry(expires));
-                        Ok(Caller::Anonymous)
+                        Ok(Caller::Public)
                     }
                     Err(e) => Err(e.into()),
                 }

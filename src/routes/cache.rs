@@ -3,7 +3,8 @@
 
 use super::AppState;
 use super::files::{FileReply, send_file};
-use crate::domain::{ContentHash, ObjectKey, SourceUrl};
+use crate::auth::Caller;
+use crate::domain::{ContentHash, ObjectKey, SourceUrl, Tenant};
 use crate::error::ApiError;
 use crate::storage::TranscodeStatus;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -15,19 +16,48 @@ pub struct ResolveQuery {
     url: String,
 }
 
-pub async fn resolve(state: web::Data<AppState>, query: web::Query<ResolveQuery>) -> Result<HttpResponse, ApiError> {
+pub async fn resolve(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<ResolveQuery>,
+) -> Result<HttpResponse, ApiError> {
     let url = SourceUrl::parse(&query.url)?;
-    match state.repo.find_alias(&url).await? {
+    match state.repo.find_alias_as(&url, &caller.tenant()).await? {
         Some(hash) => Ok(HttpResponse::Ok().json(json!({"hash": hash, "url": url.as_str()}))),
         None => Err(ApiError::not_found("unknown-url", "no video was ingested from that URL")),
     }
 }
 
 #[tracing::instrument(skip_all, fields(hash = %path.as_str()))]
-pub async fn meta(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn meta(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let hash = ContentHash::parse(&path)?;
-    let video = state.repo.find_video(&hash).await?.ok_or_else(unknown_video)?;
-    let aliases = state.repo.aliases_of(&hash).await?;
+    let tenant = caller.tenant();
+    let mut video = visible_video(&state, &tenant, &hash).await?;
+    let aliases = state.repo.aliases_of_as(&hash, &tenant).await?;
+    // A project sees the video as its own upload left it (where it asked
+    // for it to go, its metadata, since when), and the decisions about
+    // videos it holds only (section 8).
+    if let Some(project) = tenant.confined_to() {
+        if let Some(own) = state.repo.holding(project, &hash).await? {
+            video.bucket = own.bucket;
+            video.prefix = own.prefix;
+            video.file_path = own.file_path;
+            video.meta = own.meta;
+            video.first_seen = own.since;
+        }
+        for other in [video.near_duplicate_of, video.variant_of].into_iter().flatten() {
+            if !state.repo.holds(project, &other).await? {
+                video.near_duplicate_of = video.near_duplicate_of.filter(|h| *h != other);
+                video.variant_of = video.variant_of.filter(|h| *h != other);
+                video.phash_distance = video.phash_distance.filter(|_| video.near_duplicate_of.is_some());
+                video.match_info = None;
+            }
+        }
+    }
     let time =
         |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
     let min_information = state.settings.dedup.min_frame_information;
@@ -48,6 +78,9 @@ pub async fn meta(state: web::Data<AppState>, path: web::Path<String>) -> Result
     });
     let mut variants = Vec::new();
     for variant in state.repo.variants_of(&hash).await? {
+        if !state.repo.sees(&tenant, &variant.hash).await? {
+            continue;
+        }
         let urls = state.repo.aliases_via(&variant.hash).await?;
         let matched = &variant.match_info;
         variants.push(json!({
@@ -94,11 +127,12 @@ pub async fn meta(state: web::Data<AppState>, path: web::Path<String>) -> Result
 #[tracing::instrument(skip_all, fields(hash = %path.as_str()))]
 pub async fn read(
     state: web::Data<AppState>,
+    caller: Caller,
     path: web::Path<String>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let hash = ContentHash::parse(&path)?;
-    let video = state.repo.find_video(&hash).await?.ok_or_else(unknown_video)?;
+    let video = visible_video(&state, &caller.tenant(), &hash).await?;
     let key = ObjectKey::from_stored(&video.file_path)?;
     let store = state.store.clone();
     let (file, len) = web::block(move || store.open_object(&key))
@@ -121,8 +155,22 @@ pub async fn read(
 /// Deleting a variant removes its bytes only; its URLs stay aliases of the
 /// video it was merged into.
 #[tracing::instrument(skip_all, fields(hash = %path.as_str()))]
-pub async fn delete(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+///
+/// A project's delete lets go of the video; the bytes, aliases and media go
+/// when the last project that holds them lets go (or the operator deletes).
+pub async fn delete(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let hash = ContentHash::parse(&path)?;
+    let tenant = caller.tenant();
+    visible_video(&state, &tenant, &hash).await?;
+    if let Some(project) = tenant.confined_to()
+        && state.repo.release(&hash, project).await? > 0
+    {
+        return Ok(HttpResponse::NoContent().finish());
+    }
     if state.library.remove(&hash).await?.is_empty() {
         return Err(unknown_video());
     }
@@ -133,8 +181,13 @@ pub async fn delete(state: web::Data<AppState>, path: web::Path<String>) -> Resu
 /// merged into a stored video on a perceptual match) becomes its own video
 /// (`Library::unmerge`).
 #[tracing::instrument(skip_all, fields(hash = %path.as_str()))]
-pub async fn unmerge(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn unmerge(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let hash = ContentHash::parse(&path)?;
+    visible_video(&state, &caller.tenant(), &hash).await?;
     let unmerged = state.library.unmerge(&hash).await?;
     Ok(HttpResponse::Ok().json(json!({
         "hash": unmerged.video.hash,
@@ -161,6 +214,21 @@ pub(super) fn transcode_of(video: &crate::storage::Video) -> serde_json::Value {
         "storyboard_url": url("storyboard.vtt"),
         "renditions": renditions,
     })
+}
+
+/// The stored video `hash`, if `tenant` may see it; otherwise the very
+/// answer a hash nobody holds gets (section 8: no answer tells one project
+/// what another holds).
+pub(super) async fn visible_video(
+    state: &AppState,
+    tenant: &Tenant,
+    hash: &ContentHash,
+) -> Result<crate::storage::Video, ApiError> {
+    let video = state.repo.find_video(hash).await?;
+    match video {
+        Some(video) if state.repo.sees(tenant, hash).await? => Ok(video),
+        _ => Err(unknown_video()),
+    }
 }
 
 fn unknown_video() -> ApiError {

@@ -107,7 +107,12 @@ pub async fn init(
                 total_size: Some(body.size),
                 chunk_size: Some(chunk_size),
                 owner: Some((client_owner(&req), limits.max_sessions_per_key)),
-                entry: Some(NewEntry { filename, content_type: body.content_type, project_id: creation.project }),
+                entry: Some(NewEntry {
+                    filename,
+                    content_type: body.content_type,
+                    project_id: Some(creation.project.clone()),
+                }),
+                project: creation.project,
             },
         )
         .await?;
@@ -252,16 +257,25 @@ pub struct Page {
     offset: Option<u64>,
 }
 
-pub async fn list(state: web::Data<AppState>, page: web::Query<Page>) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: crate::auth::Caller,
+    page: web::Query<Page>,
+) -> Result<HttpResponse, ApiError> {
     let limit = page.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::bad_request("invalid-query", "limit must be between 1 and 500"));
     }
-    let entries = state.repo.list_entries(limit, page.offset.unwrap_or(0)).await?;
+    let tenant = caller.tenant();
+    let entries = state.repo.list_entries(limit, page.offset.unwrap_or(0), tenant.confined_to()).await?;
     Ok(HttpResponse::Ok().json(entries.iter().map(entry_json).collect::<Vec<_>>()))
 }
 
-pub async fn one(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn one(
+    state: web::Data<AppState>,
+    caller: crate::auth::Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id: i64 = path
         .parse()
         .ok()
@@ -271,6 +285,10 @@ pub async fn one(state: web::Data<AppState>, path: web::Path<String>) -> Result<
         .repo
         .find_entry(id)
         .await?
+        .filter(|entry| {
+            let owner = entry.entry.project_id.as_deref().unwrap_or(crate::domain::DEFAULT_PROJECT);
+            caller.tenant().confined_to().is_none_or(|p| p == owner)
+        })
         .ok_or_else(|| ApiError::not_found("unknown-video", "no video with that id"))?;
     Ok(HttpResponse::Ok().json(entry_json(&entry)))
 }

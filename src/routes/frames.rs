@@ -3,7 +3,8 @@
 //! `multipart/mixed` or, with `?as=json`, as JSON data URIs.
 
 use super::AppState;
-use crate::domain::{ContentHash, ObjectKey};
+use crate::auth::Caller;
+use crate::domain::{ContentHash, ObjectKey, Tenant};
 use crate::error::ApiError;
 use crate::media::frames::{FrameError, GrabFrames, ImageFormat};
 use actix_web::http::StatusCode;
@@ -54,17 +55,14 @@ fn check_width(width: Option<u32>) -> Result<(), ApiError> {
 
 async fn grab(
     state: &AppState,
+    tenant: &Tenant,
     hash: &str,
     pts_ns: Vec<i64>,
     format: ImageFormat,
     width: Option<u32>,
 ) -> Result<Vec<Vec<u8>>, ApiError> {
     let hash = ContentHash::parse(hash)?;
-    let video = state
-        .repo
-        .find_video(&hash)
-        .await?
-        .ok_or_else(|| ApiError::not_found("unknown-video", "no video with that hash"))?;
+    let video = super::cache::visible_video(state, tenant, &hash).await?;
     let key = ObjectKey::from_stored(&video.file_path).map_err(|e| ApiError::internal(e.to_string()))?;
     let path = state.store.object_path(&key);
     let grabbed = state
@@ -82,20 +80,23 @@ async fn grab(
 
 pub async fn one(
     state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
     path: web::Path<String>,
     query: web::Query<FrameQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let format = image_format(query.format.as_deref())?;
     check_width(query.width)?;
-    let mut images = grab(&state, &path, vec![query.pts_ns], format, query.width).await?;
+    let mut images = grab(&state, &caller.tenant(), &path, vec![query.pts_ns], format, query.width).await?;
     Ok(HttpResponse::Ok()
         .content_type(format.content_type())
-        .insert_header(("Cache-Control", "public, max-age=31536000, immutable"))
+        .insert_header(("Cache-Control", super::files::cache_control(&req, state.auth.is_open(), true)))
         .body(images.pop().unwrap_or_default()))
 }
 
 pub async fn batch(
     state: web::Data<AppState>,
+    caller: Caller,
     path: web::Path<String>,
     query: web::Query<BatchQuery>,
     body: web::Json<BatchRequest>,
@@ -111,7 +112,7 @@ pub async fn batch(
     };
     let format = image_format(body.format.as_deref())?;
     check_width(body.width)?;
-    let images = grab(&state, &path, body.pts_ns.clone(), format, body.width).await?;
+    let images = grab(&state, &caller.tenant(), &path, body.pts_ns.clone(), format, body.width).await?;
     if as_json {
         let frames: Vec<_> = body
             .pts_ns
@@ -148,10 +149,11 @@ pub async fn batch(
 /// media (published by rename, so a half-written one is never served).
 pub async fn thumbnail(
     state: web::Data<AppState>,
+    caller: Caller,
     path: web::Path<String>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    thumbnail_of(&state, &path, &req).await
+    thumbnail_of(&state, &caller.tenant(), &path, &req).await
 }
 
 /// `/media/t/{token}/{hash}/thumbnail.jpg`, for a token the guard checked.
@@ -160,16 +162,18 @@ pub async fn signed_thumbnail(
     path: web::Path<(String, String)>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    thumbnail_of(&state, &path.1, &req).await
+    // The token was made for this video by a caller who could see it.
+    thumbnail_of(&state, &Tenant::Operator, &path.1, &req).await
 }
 
-async fn thumbnail_of(state: &AppState, hash: &str, req: &HttpRequest) -> Result<HttpResponse, ApiError> {
+async fn thumbnail_of(
+    state: &AppState,
+    tenant: &Tenant,
+    hash: &str,
+    req: &HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     let hash = ContentHash::parse(hash)?;
-    let video = state
-        .repo
-        .find_video(&hash)
-        .await?
-        .ok_or_else(|| ApiError::not_found("unknown-video", "no video with that hash"))?;
+    let video = super::cache::visible_video(state, tenant, &hash).await?;
     let file = state.store.derived_dir(&hash).join("thumbnail.jpg");
     let cached = {
         let file = file.clone();
@@ -182,6 +186,7 @@ async fn thumbnail_of(state: &AppState, hash: &str, req: &HttpRequest) -> Result
             let pts_ns = (at_s * 1e9) as i64;
             let bytes = grab(
                 state,
+                &Tenant::Operator,
                 &video.hash.to_hex(),
                 vec![pts_ns],
                 ImageFormat::Jpeg,

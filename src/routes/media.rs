@@ -48,10 +48,22 @@ fn not_found(path: &str) -> ApiError {
 #[tracing::instrument(skip_all, fields(hash = %path.0))]
 pub async fn file(
     state: web::Data<AppState>,
+    caller: crate::auth::Caller,
     path: web::Path<(String, String)>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let (hash, tail) = path.into_inner();
+    // A project reads the media of videos it holds only (one indexed row
+    // per request; a playback token was checked when it was made instead).
+    if let Some(project) = caller.tenant().confined_to() {
+        let held = match ContentHash::parse(&hash) {
+            Ok(hash) => state.repo.holds(project, &hash).await?,
+            Err(_) => false,
+        };
+        if !held {
+            return Err(not_found(req.path()));
+        }
+    }
     serve(&state, &hash, &tail, &req).await
 }
 
@@ -97,8 +109,13 @@ async fn serve(state: &AppState, hash: &str, tail: &str, req: &HttpRequest) -> R
 /// transcode failed, never ran, or whose renditions are missing; a video
 /// that is ready (or already on its way) is left as it is.
 #[tracing::instrument(skip_all, fields(hash = %path.as_str()))]
-pub async fn transcode(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn transcode(
+    state: web::Data<AppState>,
+    caller: crate::auth::Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let hash = ContentHash::parse(&path)?;
+    super::cache::visible_video(&state, &caller.tenant(), &hash).await?;
     Ok(match state.library.request_transcode(&hash).await? {
         TranscodeRequest::Settled(status) => {
             HttpResponse::Ok().json(json!({"hash": hash, "status": status, "queued": false}))

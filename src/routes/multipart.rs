@@ -127,8 +127,11 @@ pub async fn create(
                 entry: Some(NewEntry {
                     filename,
                     content_type: content_type.filter(|t| t.len() <= 255),
-                    project_id: Some(path.into_inner()),
+                    project_id: Some(path.as_str().to_owned()),
                 }),
+                // The guard admitted only a key of this project (or the
+                // operator, on an open daemon): the video is the project's.
+                project: path.into_inner(),
             },
         )
         .await?;

@@ -2,7 +2,7 @@
 //! for one video's media, and the URLs that carry it.
 
 use super::AppState;
-use crate::domain::ContentHash;
+use crate::domain::{ContentHash, Tenant};
 use crate::error::ApiError;
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
@@ -18,24 +18,30 @@ pub struct PlaybackQuery {
 
 /// The stored video a `{video_id}` names: a video id of `GET /videos`, or
 /// a content hash.
-async fn video_of(state: &AppState, id: &str) -> Result<ContentHash, ApiError> {
+async fn video_of(state: &AppState, tenant: &Tenant, id: &str) -> Result<ContentHash, ApiError> {
     let unknown = || ApiError::not_found("unknown-video", "no stored video with that id or hash");
     if let Ok(hash) = ContentHash::parse(id) {
-        return state.repo.find_video(&hash).await?.map(|v| v.hash).ok_or_else(unknown);
+        let known = state.repo.find_video(&hash).await?.is_some() && state.repo.sees(tenant, &hash).await?;
+        return if known { Ok(hash) } else { Err(unknown()) };
     }
     let id: i64 = id.parse().ok().filter(|id| *id > 0).ok_or_else(|| {
         ApiError::bad_request("invalid-video-id", "a video id is a positive whole number or a content hash")
     })?;
     let entry = state.repo.find_entry(id).await?.ok_or_else(unknown)?;
-    entry.video.map(|v| v.hash).ok_or_else(|| ApiError::not_found("unknown-video", "this upload has no video yet"))
+    let hash = entry.video.map(|v| v.hash).ok_or_else(unknown)?;
+    if !state.repo.sees(tenant, &hash).await? {
+        return Err(unknown());
+    }
+    Ok(hash)
 }
 
 pub async fn token(
     state: web::Data<AppState>,
+    caller: crate::auth::Caller,
     path: web::Path<String>,
     query: web::Query<PlaybackQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let hash = video_of(&state, &path).await?;
+    let hash = video_of(&state, &caller.tenant(), &path).await?;
     let ttl = query.ttl.unwrap_or(state.settings.auth.playback_ttl_secs);
     if !(MIN_TTL..=MAX_TTL).contains(&ttl) {
         return Err(ApiError::bad_request(

@@ -111,7 +111,7 @@ pub async fn create(
 /// a new one), the project, and the metadata a signed URL adds.
 pub struct Creation {
     pub id: UploadId,
-    pub project: Option<String>,
+    pub project: String,
     pub meta: Option<serde_json::Value>,
 }
 
@@ -124,7 +124,7 @@ pub async fn door_creation(
     content_type: Option<&str>,
 ) -> Result<Creation, ApiError> {
     let Some(grant) = caller.upload_grant() else {
-        return Ok(Creation { id: UploadId::generate(), project: caller.project().map(str::to_owned), meta: None });
+        return Ok(Creation { id: UploadId::generate(), project: caller.tenant().project().to_owned(), meta: None });
     };
     grant.creatable()?;
     let id = grant.upload_id()?;
@@ -136,7 +136,7 @@ pub async fn door_creation(
         ));
     }
     grant.allows(size, content_type)?;
-    Ok(Creation { id, project: grant.project.clone(), meta: grant.meta.clone() })
+    Ok(Creation { id, project: caller.tenant().project().to_owned(), meta: grant.meta.clone() })
 }
 
 /// Client metadata with a signed URL's on top (the backend's word wins).

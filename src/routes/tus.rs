@@ -181,7 +181,8 @@ pub async fn create(
                 total_size: Some(length),
                 chunk_size: None,
                 owner: Some((client_owner(&req), state.settings.upload.max_sessions_per_key)),
-                entry: Some(NewEntry { filename, content_type: filetype, project_id: creation.project }),
+                entry: Some(NewEntry { filename, content_type: filetype, project_id: Some(creation.project.clone()) }),
+                project: creation.project,
             },
         )
         .await?;

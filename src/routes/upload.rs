@@ -12,20 +12,29 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
 
 #[tracing::instrument(skip_all, fields(url = %body.url))]
-pub async fn init(state: web::Data<AppState>, body: web::Json<SourceRequest>) -> Result<HttpResponse, ApiError> {
+pub async fn init(
+    state: web::Data<AppState>,
+    caller: crate::auth::Caller,
+    body: web::Json<SourceRequest>,
+) -> Result<HttpResponse, ApiError> {
     let ParsedSource { url, bucket, prefix, meta } = body.into_inner().parse()?;
-
-    if let Some(hash) = state.repo.find_alias(&url).await?
+    let tenant = caller.tenant();
+    if let Some(hash) = state.repo.find_alias_as(&url, &tenant).await?
         && let Some(stored) = state.repo.find_video(&hash).await?
     {
+        let file_path = match tenant.confined_to() {
+            Some(project) => state.repo.holding(project, &hash).await?.map(|h| h.file_path),
+            None => None,
+        };
         return Ok(HttpResponse::Ok().json(json!({
             "status": "cached",
             "hash": stored.hash,
-            "file_path": stored.file_path,
+            "file_path": file_path.unwrap_or(stored.file_path),
             "url": url.as_str(),
         })));
     }
-    let id = state.uploads.create(NewUpload::stream(Some(url), bucket, prefix, meta)).await?.id;
+    let project = tenant.project().to_owned();
+    let id = state.uploads.create(NewUpload::stream(Some(url), bucket, prefix, meta, project)).await?.id;
     Ok(HttpResponse::Ok().json(json!({"status": "pending", "upload_id": id.as_str()})))
 }
 

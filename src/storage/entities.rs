@@ -89,6 +89,8 @@ pub mod alias {
         pub created_at: DateTimeUtc,
         /// The variant whose upload brought this URL (`unmerge` gives it back).
         pub via: Option<String>,
+        /// The project that ingested the URL (none: `default`).
+        pub project_id: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -122,6 +124,7 @@ pub mod upload_session {
         pub chunk_size: Option<i64>,
         pub owner: Option<String>,
         pub entry_id: Option<i64>,
+        pub project_id: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -224,6 +227,30 @@ pub mod api_key {
         pub label: Option<String>,
         pub created_by: Option<String>,
         pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod video_project {
+    use sea_orm::entity::prelude::*;
+
+    /// A project that holds a stored video (section 8: projects as tenants).
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "video_projects")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub hash: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub project_id: String,
+        pub created_at: DateTimeUtc,
+        pub bucket: Option<String>,
+        pub prefix: Option<String>,
+        pub file_path: Option<String>,
+        pub meta: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,14 +1,14 @@
 //! The repository: every query vidcache makes, behind one small struct. It
 //! hands out plain records, and the same code runs on SQLite and PostgreSQL.
 
-use super::entities::{alias, signature, upload_piece, upload_session, video, video_entry};
-use crate::domain::{Bucket, ContentHash, ObjectKey, Prefix, SourceUrl, UploadId};
+use super::entities::{alias, signature, upload_piece, upload_session, video, video_entry, video_project};
+use crate::domain::{Bucket, ContentHash, DEFAULT_PROJECT, ObjectKey, Prefix, SourceUrl, Tenant, UploadId};
 use chrono::{DateTime, Utc};
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
+    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 use std::time::Duration;
 
@@ -86,6 +86,8 @@ pub struct SessionRecord {
     pub owner: Option<String>,
     /// The user-facing video entry (`video_id`) it fills, if any.
     pub entry_id: Option<i64>,
+    /// The project the upload is for: the video it makes is that project's.
+    pub project: String,
 }
 
 /// The front door an upload came through.
@@ -350,6 +352,8 @@ pub struct NewVideo {
     /// A transcode job queued in the same transaction as the video (topic
     /// and payload), so a video is never stored without its job.
     pub transcode_job: Option<(String, serde_json::Value)>,
+    /// The project that holds it, recorded in the same transaction.
+    pub project: String,
 }
 
 /// The perceptual signature of a video and how its analysis went.
@@ -430,6 +434,17 @@ impl Signature {
             pending: Set(self.pending),
         }
     }
+}
+
+/// How one project sees a video it holds: where its upload asked for it
+/// to go, its client metadata, and since when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Holding {
+    pub bucket: String,
+    pub prefix: String,
+    pub file_path: String,
+    pub meta: serde_json::Value,
+    pub since: DateTime<Utc>,
 }
 
 /// A sample as stored: `[pts_ms, "hex", keyframe, info]`, or without `info`
@@ -542,8 +557,8 @@ impl Repository {
         }
         if let Some(url) = url {
             match new.variant_of {
-                Some(stored) => Self::insert_alias_via(&txn, url, &stored, Some(&new.hash), now).await?,
-                None => Self::insert_alias_in(&txn, url, &new.hash, now).await?,
+                Some(stored) => Self::insert_alias_via(&txn, url, &stored, Some(&new.hash), &new.project, now).await?,
+                None => Self::insert_alias_in(&txn, url, &new.hash, &new.project, now).await?,
             }
         }
         if let Some(sig) = &new.signature {
@@ -555,8 +570,108 @@ impl Repository {
         if let Some((topic, payload)) = &new.transcode_job {
             Self::enqueue_job_in(&txn, topic, &new.hash.to_hex(), payload).await?;
         }
+        let view = Holding {
+            bucket: new.bucket.as_str().to_owned(),
+            prefix: new.prefix.as_str().to_owned(),
+            file_path: new.file_path.clone(),
+            meta: new.meta.clone(),
+            since: now,
+        };
+        Self::hold_in(&txn, &new.hash, &new.project, &view).await?;
         txn.commit().await?;
         Ok(true)
+    }
+
+    async fn hold_in(
+        db: &impl ConnectionTrait,
+        hash: &ContentHash,
+        project: &str,
+        view: &Holding,
+    ) -> Result<bool, RepoError> {
+        let inserted = video_project::Entity::insert(video_project::ActiveModel {
+            hash: Set(hash.to_hex()),
+            project_id: Set(project.to_owned()),
+            created_at: Set(view.since),
+            bucket: Set(Some(view.bucket.clone())),
+            prefix: Set(Some(view.prefix.clone())),
+            file_path: Set(Some(view.file_path.clone())),
+            meta: Set(Some(view.meta.to_string())),
+        })
+        .on_conflict(
+            OnConflict::columns([video_project::Column::Hash, video_project::Column::ProjectId])
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+        Ok(inserted > 0)
+    }
+
+    // ---- projects (section 8) ----
+
+    /// Makes `project` hold `hash`, seen as `view`; whether it did not before.
+    pub async fn hold(&self, hash: &ContentHash, project: &str, view: &Holding) -> Result<bool, RepoError> {
+        Self::hold_in(&self.db, hash, project, view).await
+    }
+
+    /// Whether `project` holds `hash`.
+    pub async fn holds(&self, project: &str, hash: &ContentHash) -> Result<bool, RepoError> {
+        Ok(video_project::Entity::find_by_id((hash.to_hex(), project.to_owned())).one(&self.db).await?.is_some())
+    }
+
+    /// Whether `tenant` may see the stored video `hash` at all.
+    pub async fn sees(&self, tenant: &Tenant, hash: &ContentHash) -> Result<bool, RepoError> {
+        match tenant.confined_to() {
+            None => Ok(true),
+            Some(project) => self.holds(project, hash).await,
+        }
+    }
+
+    /// How `project` sees `hash` (where its upload put it, its metadata).
+    pub async fn holding(&self, project: &str, hash: &ContentHash) -> Result<Option<Holding>, RepoError> {
+        let row = video_project::Entity::find_by_id((hash.to_hex(), project.to_owned())).one(&self.db).await?;
+        Ok(row.map(|r| Holding {
+            bucket: r.bucket.unwrap_or_default(),
+            prefix: r.prefix.unwrap_or_default(),
+            file_path: r.file_path.unwrap_or_default(),
+            meta: r.meta.and_then(|m| serde_json::from_str(&m).ok()).unwrap_or(serde_json::Value::Null),
+            since: r.created_at,
+        }))
+    }
+
+    /// The video a URL was ingested as, if `tenant` may know it: a URL is
+    /// its project's (the first to ingest it).
+    pub async fn find_alias_as(&self, url: &SourceUrl, tenant: &Tenant) -> Result<Option<ContentHash>, RepoError> {
+        let Some(row) = alias::Entity::find_by_id(url.as_str().to_owned()).one(&self.db).await? else {
+            return Ok(None);
+        };
+        let owner = row.project_id.as_deref().unwrap_or(DEFAULT_PROJECT);
+        if tenant.confined_to().is_some_and(|p| p != owner) {
+            return Ok(None);
+        }
+        let Ok(hash) = ContentHash::parse(&row.hash) else { return Ok(None) };
+        Ok(self.sees(tenant, &hash).await?.then_some(hash))
+    }
+
+    /// The URLs of `hash` that `tenant` may know, oldest first.
+    pub async fn aliases_of_as(&self, hash: &ContentHash, tenant: &Tenant) -> Result<Vec<String>, RepoError> {
+        let rows = alias::Entity::find()
+            .filter(alias::Column::Hash.eq(hash.to_hex()))
+            .order_by_asc(alias::Column::CreatedAt)
+            .order_by_asc(alias::Column::Url)
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter(|a| tenant.confined_to().is_none_or(|p| a.project_id.as_deref().unwrap_or(DEFAULT_PROJECT) == p))
+            .map(|a| a.url)
+            .collect())
+    }
+
+    /// `project` lets go of `hash`; how many projects still hold it.
+    pub async fn release(&self, hash: &ContentHash, project: &str) -> Result<u64, RepoError> {
+        video_project::Entity::delete_by_id((hash.to_hex(), project.to_owned())).exec(&self.db).await?;
+        Ok(video_project::Entity::find().filter(video_project::Column::Hash.eq(hash.to_hex())).count(&self.db).await?)
     }
 
     /// Queues a transcode job for a stored video and marks it `queued`, in
@@ -780,22 +895,30 @@ impl Repository {
     }
 
     /// Adds `url` as an alias of `hash`, brought by its variant `via`.
-    pub async fn add_alias_via(&self, url: &SourceUrl, hash: &ContentHash, via: &ContentHash) -> Result<(), RepoError> {
-        Self::insert_alias_via(&self.db, url, hash, Some(via), Utc::now()).await
+    pub async fn add_alias_via(
+        &self,
+        url: &SourceUrl,
+        hash: &ContentHash,
+        via: &ContentHash,
+        project: &str,
+    ) -> Result<(), RepoError> {
+        Self::insert_alias_via(&self.db, url, hash, Some(via), project, Utc::now()).await
     }
 
-    /// Adds `url` as an alias of `hash`; a URL already known keeps its first owner.
-    pub async fn add_alias(&self, url: &SourceUrl, hash: &ContentHash) -> Result<(), RepoError> {
-        Self::insert_alias_in(&self.db, url, hash, Utc::now()).await
+    /// Adds `url` as an alias of `hash` for `project`; a URL already known
+    /// keeps its first owner (and project).
+    pub async fn add_alias(&self, url: &SourceUrl, hash: &ContentHash, project: &str) -> Result<(), RepoError> {
+        Self::insert_alias_in(&self.db, url, hash, project, Utc::now()).await
     }
 
     async fn insert_alias_in<C: ConnectionTrait>(
         conn: &C,
         url: &SourceUrl,
         hash: &ContentHash,
+        project: &str,
         now: DateTime<Utc>,
     ) -> Result<(), RepoError> {
-        Self::insert_alias_via(conn, url, hash, None, now).await
+        Self::insert_alias_via(conn, url, hash, None, project, now).await
     }
 
     async fn insert_alias_via<C: ConnectionTrait>(
@@ -803,6 +926,7 @@ impl Repository {
         url: &SourceUrl,
         hash: &ContentHash,
         via: Option<&ContentHash>,
+        project: &str,
         now: DateTime<Utc>,
     ) -> Result<(), RepoError> {
         let row = alias::ActiveModel {
@@ -810,6 +934,7 @@ impl Repository {
             hash: Set(hash.to_hex()),
             created_at: Set(now),
             via: Set(via.map(ContentHash::to_hex)),
+            project_id: Set(Some(project.to_owned())),
         };
         alias::Entity::insert(row)
             .on_conflict(OnConflict::column(alias::Column::Url).do_nothing().to_owned())
@@ -856,6 +981,7 @@ impl Repository {
                 .await?;
             video_entry::Entity::delete_many().filter(video_entry::Column::Hash.eq(hash)).exec(&txn).await?;
             signature::Entity::delete_by_id(hash).exec(&txn).await?;
+            video_project::Entity::delete_many().filter(video_project::Column::Hash.eq(hash)).exec(&txn).await?;
             video::Entity::delete_by_id(hash).exec(&txn).await?;
         }
         txn.commit().await?;
@@ -909,6 +1035,7 @@ impl Repository {
             chunk_size: Set(record.chunk_size.map(|v| v as i64)),
             owner: Set(record.owner.clone()),
             entry_id: Set(record.entry_id),
+            project_id: Set(Some(record.project.clone())),
         };
         upload_session::Entity::insert(row).exec_without_returning(&txn).await?;
         txn.commit().await?;
@@ -1006,13 +1133,18 @@ impl Repository {
     }
 
     /// Entries, newest first.
-    pub async fn list_entries(&self, limit: u64, offset: u64) -> Result<Vec<Entry>, RepoError> {
-        let entries = video_entry::Entity::find()
-            .order_by_desc(video_entry::Column::Id)
-            .limit(limit)
-            .offset(offset)
-            .all(&self.db)
-            .await?;
+    /// The newest entries, of `project` only when given (entries from before
+    /// projects, with none, are `default`'s).
+    pub async fn list_entries(&self, limit: u64, offset: u64, project: Option<&str>) -> Result<Vec<Entry>, RepoError> {
+        let mut query = video_entry::Entity::find();
+        if let Some(project) = project {
+            let mut of_project = Condition::any().add(video_entry::Column::ProjectId.eq(project));
+            if project == DEFAULT_PROJECT {
+                of_project = of_project.add(video_entry::Column::ProjectId.is_null());
+            }
+            query = query.filter(of_project);
+        }
+        let entries = query.order_by_desc(video_entry::Column::Id).limit(limit).offset(offset).all(&self.db).await?;
         let hashes: Vec<String> = entries.iter().filter_map(|e| e.hash.clone()).collect();
         let videos = if hashes.is_empty() {
             Vec::new()
@@ -1150,5 +1282,6 @@ fn session_from_row(row: upload_session::Model) -> Option<SessionRecord> {
         chunk_size: row.chunk_size.and_then(|v| u64::try_from(v).ok()),
         owner: row.owner,
         entry_id: row.entry_id,
+        project: row.project_id.unwrap_or_else(|| DEFAULT_PROJECT.to_owned()),
     })
 }

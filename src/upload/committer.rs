@@ -241,7 +241,17 @@ impl Committer {
         early: Option<Result<Analysis, ProbeError>>,
         refined: Option<super::early_probe::Refined>,
     ) -> Outcome {
-        let outcome = Outcome::of(self.commit_once(session, hash, size, early, refined).await);
+        let mut result = self.commit_once(session, hash, size, early, refined).await;
+        // A duplicate is answered at the path the project's own upload put
+        // it (section 8: never another project's bucket).
+        if let Ok(r) = &mut result
+            && r.status == IngestStatus::Duplicate
+            && let Ok(answered) = ContentHash::parse(&r.hash)
+            && let Ok(Some(own)) = self.repo.holding(&session.project, &answered).await
+        {
+            r.file_path = own.file_path;
+        }
+        let outcome = Outcome::of(result);
         if let Some(result) = outcome.result() {
             self.announce(session, result);
         }
@@ -280,6 +290,13 @@ impl Committer {
         // upload is still whole and a retry, or start-up, answers the same.
         let id = &session.id;
         if let Some(stored) = self.repo.find_video(&hash).await? {
+            // To a project that does not hold it, this is answered as a new
+            // video; it costs what a new one costs too, an analysis from the
+            // file included when none ran while the bytes arrived (so that
+            // the time to answer does not tell, either).
+            if early.is_none() && !self.repo.holds(&session.project, &stored.hash).await? {
+                let _ = self.prober.send(AnalyzeFile(self.store.spool_path(id))).await;
+            }
             return self.duplicate_of(&stored, session).await;
         }
 
@@ -317,7 +334,7 @@ impl Committer {
         let signature = (!analysis.samples.is_empty() || analysis.handed_over).then(|| signature_of(&analysis));
         // A perceptual match never discards the upload: its bytes are
         // committed like a new video's, as a variant or marked as near.
-        let matched = self.decide(signature.as_ref()).await?;
+        let matched = self.decide(signature.as_ref(), &session.project).await?;
 
         let key = ObjectKey::new(&session.bucket, &session.prefix, &hash, analysis.media.ext);
         self.repo.begin_commit(id, &hash, &key).await?;
@@ -357,11 +374,17 @@ impl Committer {
 
     /// Whether `signature` matches a stored video, and what that makes of
     /// the upload under the policy.
-    async fn decide(&self, signature: Option<&Signature>) -> Result<Matched, UploadError> {
+    /// Only videos `project` holds can match: the near-duplicate index is
+    /// per project (section 8).
+    async fn decide(&self, signature: Option<&Signature>, project: &str) -> Result<Matched, UploadError> {
         let Some(signature) = signature else { return Ok(Matched::Nothing) };
         let lookup = self.near.find(signature, &self.repo).await?;
         self.metrics.audio_vetoes.inc_by(lookup.vetoed);
         let Some(found) = lookup.found else { return Ok(Matched::Nothing) };
+        match ContentHash::parse(&found.video) {
+            Ok(video) if self.repo.holds(project, &video).await? => {}
+            _ => return Ok(Matched::Nothing),
+        }
         tracing::info!(
             near = %found.video,
             distance = found.distance,
@@ -458,6 +481,7 @@ impl Committer {
             match_info,
             // A variant is not transcoded: the video it was merged into is.
             transcode_job: self.transcode_job(&hash).filter(|_| variant_of.is_none()),
+            project: session.project.clone(),
         };
         if self.repo.insert_video(&new, session.url.as_ref()).await? {
             if let Some(stored) = new.variant_of {
@@ -602,7 +626,7 @@ impl Committer {
             (false, Some((size, path))) => match self.prober.send(AnalyzeFile(path)).await? {
                 Ok(analysis) => {
                     let signature = (!analysis.samples.is_empty()).then(|| signature_of(&analysis));
-                    let matched = self.decide(signature.as_ref()).await?;
+                    let matched = self.decide(signature.as_ref(), &session.project).await?;
                     let found = Found { media: analysis.media, signature, matched };
                     self.record(session, hash, size, found, key).await.map(Some)
                 }
@@ -621,13 +645,37 @@ impl Committer {
     /// Settles an upload whose bytes are stored already as `stored`; its
     /// URL becomes one more alias. Bytes stored as a variant stand for the
     /// video that variant was merged into.
+    ///
+    /// Projects are tenants (section 8): a project that did not hold these
+    /// bytes is answered as for a new video of its own (`new`, at the path
+    /// its upload asked for), and holds them from now on; nothing in the
+    /// answer tells that another project holds them.
     async fn duplicate_of(&self, stored: &Video, session: &SessionRecord) -> Result<IngestResult, UploadError> {
+        let ext = stored.file_path.rsplit_once('.').map_or("bin", |(_, e)| e);
+        let ext = if ext.bytes().all(|b| b.is_ascii_alphanumeric()) { ext } else { "bin" };
+        let own_path = ObjectKey::new(&session.bucket, &session.prefix, &stored.hash, ext);
+        let view = crate::storage::Holding {
+            bucket: session.bucket.as_str().to_owned(),
+            prefix: session.prefix.as_str().to_owned(),
+            file_path: own_path.as_str().to_owned(),
+            meta: session.meta.clone(),
+            since: chrono::Utc::now(),
+        };
+        if self.repo.hold(&stored.hash, &session.project, &view).await? {
+            if let Some(url) = &session.url {
+                self.repo.add_alias(url, &stored.hash, &session.project).await?;
+            }
+            return Ok(IngestResult {
+                file_path: view.file_path,
+                ..IngestResult::of_stored(stored, IngestStatus::New)
+            });
+        }
         self.metrics.duplicates.inc();
         let result = self.answer_for(stored, IngestStatus::Duplicate).await?;
         if let (Some(url), Ok(hash), own) = (&session.url, ContentHash::parse(&result.hash), stored.hash) {
             match result.variant {
-                Some(_) => self.repo.add_alias_via(url, &hash, &own).await?,
-                None => self.repo.add_alias(url, &hash).await?,
+                Some(_) => self.repo.add_alias_via(url, &hash, &own, &session.project).await?,
+                None => self.repo.add_alias(url, &hash, &session.project).await?,
             }
         }
         Ok(result)

@@ -27,11 +27,19 @@ pub struct NewUpload {
     pub owner: Option<(String, u64)>,
     /// The user-facing video entry to make with it.
     pub entry: Option<NewEntry>,
+    /// The project the upload is for (`DEFAULT_PROJECT` for anonymous callers).
+    pub project: String,
 }
 
 impl NewUpload {
     /// A streamed upload of the cache API.
-    pub fn stream(url: Option<SourceUrl>, bucket: Bucket, prefix: Prefix, meta: serde_json::Value) -> Self {
+    pub fn stream(
+        url: Option<SourceUrl>,
+        bucket: Bucket,
+        prefix: Prefix,
+        meta: serde_json::Value,
+        project: String,
+    ) -> Self {
         Self {
             url,
             bucket,
@@ -42,6 +50,7 @@ impl NewUpload {
             chunk_size: None,
             owner: None,
             entry: None,
+            project,
         }
     }
 }
@@ -127,6 +136,7 @@ impl Uploads {
             chunk_size: new.chunk_size,
             owner: new.owner.map(|(owner, _)| owner),
             entry_id: None,
+            project: new.project,
         };
         let record = self.committer.repo.insert_session(&record, new.entry.as_ref()).await?;
         self.committer.metrics.uploads_started.inc();

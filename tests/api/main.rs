@@ -24,6 +24,7 @@ mod queue;
 mod restart;
 mod restart_doors;
 mod signed_uploads;
+mod tenancy;
 mod transcode;
 mod tus;
 mod webhooks;

@@ -349,5 +349,5 @@ async fn migrate_creates_the_schema_on_a_fresh_root() {
     .unwrap()
     .try_get::<i64>("", "n")
     .unwrap();
-    assert_eq!(applied, 7, "every migration was applied");
+    assert_eq!(applied, 8, "every migration was applied");
 }
