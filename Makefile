@@ -57,6 +57,8 @@ bench: release test-deps
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx wrk bc >/dev/null; }
 	python3 tests/bench/transcode_bench.py --binary $(CARGO_TARGET_DIR)/release/vidcache $(TRANSCODE_BENCH_ARGS)
 	python3 tests/bench/pages_bench.py --binary $(CARGO_TARGET_DIR)/release/vidcache $(PAGES_BENCH_ARGS)
+	$(CARGO) build --release --example key_checks
+	python3 tests/bench/auth_bench.py --binary $(CARGO_TARGET_DIR)/release/vidcache $(AUTH_BENCH_ARGS)
 
 ## Refresh the player libraries the pages load (client/vendor/, committed)
 ## from the versions pinned in client/package.json. Only needed to upgrade them.

@@ -273,16 +273,22 @@ impl Auth {
         auth
     }
 
-    #[cfg(test)]
-    pub(crate) fn for_tests(keys: &[crate::config::ApiKey]) -> Self {
+    /// A ring of `keys` under `secret`, with nothing from a database (unit
+    /// tests, and `examples/key_checks.rs`).
+    pub fn in_memory(keys: &[crate::config::ApiKey], secret: &[u8]) -> Self {
         let settings = AuthSettings {
             api_keys: keys.to_vec(),
-            presign_secret: "test".into(),
+            presign_secret: String::new(),
             presign_ttl_secs: 60,
             allow_anonymous: false,
             playback_ttl_secs: 60,
         };
-        Self::with_secret(b"test-secret".to_vec(), &settings)
+        Self::with_secret(secret.to_vec(), &settings)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn for_tests(keys: &[crate::config::ApiKey]) -> Self {
+        Self::in_memory(keys, b"test-secret")
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, RingKey>> {

@@ -73,6 +73,11 @@ impl Scope {
     /// (`ingest.failed` of a request) are the operator's only.
     async fn admits(&mut self, repo: &crate::storage::Repository, event: &serde_json::Value) -> bool {
         let Some(project) = &self.project else { return true };
+        // An upload's own events name its project: another project that
+        // holds the same bytes is not told of it.
+        if let Some(of) = event.get("project").and_then(|v| v.as_str()) {
+            return of == project;
+        }
         let Some(hash) = event.get("hash").and_then(|v| v.as_str()) else { return false };
         if let Some(known) = self.seen.get(hash) {
             return *known;

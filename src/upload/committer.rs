@@ -272,6 +272,7 @@ impl Committer {
         }
         if let Some(fields) = fields.as_object_mut() {
             fields.insert("upload_id".into(), session.id.as_str().into());
+            fields.insert("project".into(), session.project.clone().into());
         }
         self.events.publish(crate::queue::Event::new(kind, &result.hash, fields));
     }

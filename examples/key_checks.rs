@@ -1,0 +1,60 @@
+//! Key checks per second on one thread (issue 15's benchmark; run by
+//! `tests/bench/auth_bench.py` pinned to one core), beside the floor they
+//! stand on: bare HMAC-SHA256 over the same bytes, measured in the same run.
+//!
+//!     cargo run --release --example key_checks
+#![allow(clippy::disallowed_methods)] // a one-shot measurement, nothing else runs
+
+use hmac::{Hmac, Mac};
+use std::time::Instant;
+use vidcache::auth::Auth;
+use vidcache::config::{ApiKey, Scope};
+use vidcache::domain::ContentHash;
+
+const N: u32 = 400_000;
+
+fn rate(label: &str, mut f: impl FnMut(u32) -> bool) -> f64 {
+    let mut ok = 0u32;
+    let start = Instant::now();
+    for i in 0..N {
+        ok += u32::from(f(i));
+    }
+    let per_sec = f64::from(N) / start.elapsed().as_secs_f64();
+    assert!(ok == N || ok == 0, "{label}: every check must answer alike ({ok} of {N})");
+    println!("  {label:44} {:>10.0} /s", per_sec);
+    per_sec
+}
+
+fn main() {
+    let keys: Vec<ApiKey> = (0..100)
+        .map(|i| ApiKey {
+            id: format!("key{i}"),
+            key: format!("secret-of-key-{i}"),
+            project_id: "p".into(),
+            scopes: Scope::all(),
+        })
+        .collect();
+    let auth = Auth::in_memory(&keys, b"a-server-secret-for-the-benchmark");
+    let hash = ContentHash::parse(&"ab".repeat(32)).unwrap();
+    let (token, _) = auth.playback_token(&hash, 3600);
+    let hex = hash.to_hex();
+    println!("checks per second on one thread ({N} each, 100 keys in the ring):");
+    let floor = rate("bare HMAC-SHA256 (reference)", |_| {
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"a-server-secret-for-the-benchmark").unwrap();
+        mac.update(b"vidcache api key\0key42\0secret-of-key-42");
+        std::hint::black_box(mac.finalize().into_bytes());
+        true
+    });
+    let key = rate("API key (id, secret) right", |_| {
+        std::hint::black_box(&auth).check("key42", "secret-of-key-42").is_some()
+    });
+    let wrong =
+        rate("API key (id, secret) wrong secret", |_| std::hint::black_box(&auth).check("key42", "nope").is_some());
+    let playback = rate("playback token", |_| std::hint::black_box(&auth).check_playback(&token, &hex).is_ok());
+    println!(
+        "  key/HMAC = {:.2}, wrong/right = {:.2} (alike: no early exit), playback/HMAC = {:.2}",
+        key / floor,
+        wrong / key,
+        playback / floor
+    );
+}
