@@ -316,3 +316,32 @@ async fn shaka_hls_js_and_dash_js_start_seek_and_switch_on_every_rendition_in_ch
     }
     assert_screenshots(&summary, 5);
 }
+
+/// Section 8 in Chromium: the upload page through a signed upload URL (no
+/// key; once), and hls.js and dash.js playing through a playback token,
+/// failing cleanly on an expired one.
+#[actix_web::test]
+async fn signed_upload_urls_and_playback_tokens_work_in_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let video = dir.path().join("signed.mp4");
+    ffmpeg_to(
+        &video,
+        "-f lavfi -i testsrc2=size=640x360:rate=25:duration=8 -f lavfi -i sine=frequency=440:duration=8 \
+         -c:v libx264 -preset veryfast -pix_fmt yuv420p -c:a aac -movflags +faststart",
+    );
+    let summary = run_pages("signed_pages.mjs", "signed", dir.path(), &[("video", video.as_path())]).await;
+    assert_eq!(summary["anonymous_listing"], 401, "the daemon has keys: {summary}");
+    assert_eq!(summary["uploaded"]["listed"], true, "{summary}");
+    assert_eq!(summary["second_use"]["status"], 403, "{summary}");
+    assert_eq!(summary["second_use"]["code"], "upload-url-used", "{summary}");
+    assert_eq!(summary["unsigned_status"], 401, "{summary}");
+    assert_eq!(summary["expired_status"], 403, "{summary}");
+    let runs = summary["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{summary}");
+    for run in runs {
+        assert!(run["played_to"].as_f64().unwrap() > 2.0, "{run}");
+        assert!(!run["expired"]["errors"].as_array().unwrap().is_empty(), "{run}");
+        assert!(run["expired"]["t"].as_f64().unwrap() < 0.5, "nothing played on an expired token: {run}");
+    }
+    assert_screenshots(&summary, 3);
+}

@@ -17,14 +17,14 @@ export async function until(what, check, { timeout = 60000, every = 100 } = {}) 
 }
 
 export class Daemon {
-  constructor({ binary, root, database, port, ladder = '360:800,240:300', preset = 'ultrafast' }) {
-    this.options = { binary, root, database, port, ladder, preset };
+  constructor({ binary, root, database, port, ladder = '360:800,240:300', preset = 'ultrafast', env = {} }) {
+    this.options = { binary, root, database, port, ladder, preset, env };
     this.base = `http://127.0.0.1:${port}`;
     this.child = null;
   }
 
   async start() {
-    const { binary, root, database, port, ladder, preset } = this.options;
+    const { binary, root, database, port, ladder, preset, env } = this.options;
     this.child = spawn(binary, ['serve'], {
       env: {
         ...process.env,
@@ -36,6 +36,7 @@ export class Daemon {
         VIDCACHE__TRANSCODE__PRESET: preset,
         VIDCACHE__TRANSCODE__LADDER: ladder,
         VIDCACHE__LOG__FILTER: 'warn',
+        ...env,
       },
       stdio: ['ignore', 'ignore', 'inherit'],
     });
