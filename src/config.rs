@@ -324,6 +324,9 @@ pub struct AuthSettings {
     pub presign_ttl_secs: u64,
     /// Default lifetime of a playback token, in seconds.
     pub playback_ttl_secs: u64,
+    /// Projects whose videos' media anyone may fetch (`public`); the others'
+    /// need a key or a playback token, unless set public one by one.
+    pub public_projects: Vec<String>,
     /// Serve anonymously on a non-loopback address with no keys configured.
     /// Off: such a daemon refuses to start (section 8 of the contract).
     pub allow_anonymous: bool,
@@ -494,6 +497,7 @@ impl Settings {
             .set_default("auth.presign_ttl_secs", 3600)?
             .set_default("auth.allow_anonymous", false)?
             .set_default("auth.playback_ttl_secs", 3600)?
+            .set_default("auth.public_projects", Vec::<String>::new())?
             .set_default("webhooks", Vec::<String>::new())?
             .set_default("analysis.enabled", true)?
             .set_default("analysis.sample_interval_ms", 1000)?
@@ -639,6 +643,7 @@ mod tests {
             "presign_ttl_secs": 60,
             "allow_anonymous": false,
             "playback_ttl_secs": 3600,
+            "public_projects": [],
         }))
         .unwrap();
         assert_eq!(from_env.api_keys[0].id, "k2");

@@ -27,6 +27,9 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(VideoProjects::Prefix).text())
                     .col(ColumnDef::new(VideoProjects::FilePath).text())
                     .col(ColumnDef::new(VideoProjects::Meta).text())
+                    // Its media may be fetched by anyone (`public`), not only
+                    // with a key or a playback token.
+                    .col(ColumnDef::new(VideoProjects::Public).boolean().not_null().default(false))
                     .primary_key(Index::create().col(VideoProjects::Hash).col(VideoProjects::ProjectId))
                     .to_owned(),
             )
@@ -90,6 +93,7 @@ enum VideoProjects {
     Prefix,
     FilePath,
     Meta,
+    Public,
 }
 
 #[derive(DeriveIden)]

@@ -87,6 +87,9 @@ pub enum Rule {
     /// The route that creates a door's upload: a key with `upload`, or an
     /// unexpired signed upload URL's token (which then names the upload).
     DoorCreate,
+    /// A video's media: a key with `read`, or none at all for a `public`
+    /// video (which the handler decides; refused as a missing key otherwise).
+    Media,
 }
 
 /// Who is calling, as admitted by the guard.
@@ -282,6 +285,7 @@ impl Auth {
             presign_ttl_secs: 60,
             allow_anonymous: false,
             playback_ttl_secs: 60,
+            public_projects: Vec::new(),
         };
         Self::with_secret(secret.to_vec(), &settings)
     }
@@ -331,11 +335,14 @@ impl Auth {
             Rule::Public | Rule::Presigned | Rule::Playback => return Ok(unidentified),
             Rule::Scope(scope) | Rule::ProjectScope(scope) => scope,
             Rule::Door | Rule::DoorCreate => Scope::Upload,
+            Rule::Media => Scope::Read,
         };
         if self.is_open() {
             return Ok(Caller::Anonymous);
         }
         let grant = match credentials(req)? {
+            // Public media needs no key: the handler looks the video up.
+            Credentials::None if rule == Rule::Media => return Ok(Caller::Public),
             Credentials::None => {
                 return Err(unauthorized(
                     "this route needs an API key: HTTP Basic id:secret, or Authorization: Bearer id.secret",
@@ -450,7 +457,7 @@ impl Auth {
     }
 }
 
-fn unauthorized(why: &str) -> ApiError {
+pub(crate) fn unauthorized(why: &str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", why)
         .with_header("WWW-Authenticate", "Basic realm=\"vidcache\", Bearer realm=\"vidcache\"")
 }

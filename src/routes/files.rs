@@ -23,11 +23,12 @@ pub(super) struct FileReply {
 }
 
 /// `Cache-Control` of a file reply. Shared caches may keep it only when
-/// anyone may read it (an open daemon); one read with a key is `private`;
+/// anyone may read it (`shared`: an open daemon, a public video); one read
+/// with a key is `private`;
 /// one read with a playback token is `private` and kept no longer than the
 /// token lives. `immutable` files (segments, originals) are kept a year,
 /// the others (manifests) a minute.
-pub(super) fn cache_control(req: &HttpRequest, open: bool, immutable: bool) -> String {
+pub(super) fn cache_control(req: &HttpRequest, shared: bool, immutable: bool) -> String {
     use actix_web::HttpMessage;
     let longest: u64 = if immutable { 31_536_000 } else { 60 };
     let token = req.extensions().get::<super::access::PlaybackExpiry>().copied();
@@ -37,7 +38,7 @@ pub(super) fn cache_control(req: &HttpRequest, open: bool, immutable: bool) -> S
             format!("private, max-age={}", longest.min(expires.saturating_sub(now)))
         }
         None => {
-            let who = if open { "public" } else { "private" };
+            let who = if shared { "public" } else { "private" };
             let forever = if immutable { ", immutable" } else { "" };
             format!("{who}, max-age={longest}{forever}")
         }

@@ -153,7 +153,8 @@ pub async fn thumbnail(
     path: web::Path<String>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    thumbnail_of(&state, &caller.tenant(), &path, &req).await
+    let shared = super::media::media_access(&state, &caller, &path, &req).await?;
+    thumbnail_of(&state, &Tenant::Operator, &path, &req, shared).await
 }
 
 /// `/media/t/{token}/{hash}/thumbnail.jpg`, for a token the guard checked.
@@ -163,7 +164,7 @@ pub async fn signed_thumbnail(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     // The token was made for this video by a caller who could see it.
-    thumbnail_of(&state, &Tenant::Operator, &path.1, &req).await
+    thumbnail_of(&state, &Tenant::Operator, &path.1, &req, false).await
 }
 
 async fn thumbnail_of(
@@ -171,6 +172,7 @@ async fn thumbnail_of(
     tenant: &Tenant,
     hash: &str,
     req: &HttpRequest,
+    shared: bool,
 ) -> Result<HttpResponse, ApiError> {
     let hash = ContentHash::parse(hash)?;
     let video = super::cache::visible_video(state, tenant, &hash).await?;
@@ -205,6 +207,6 @@ async fn thumbnail_of(
     };
     Ok(HttpResponse::Ok()
         .content_type("image/jpeg")
-        .insert_header(("Cache-Control", super::files::cache_control(req, state.auth.is_open(), true)))
+        .insert_header(("Cache-Control", super::files::cache_control(req, shared, true)))
         .body(bytes))
 }

@@ -53,18 +53,47 @@ pub async fn file(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let (hash, tail) = path.into_inner();
-    // A project reads the media of videos it holds only (one indexed row
-    // per request; a playback token was checked when it was made instead).
-    if let Some(project) = caller.tenant().confined_to() {
-        let held = match ContentHash::parse(&hash) {
-            Ok(hash) => state.repo.holds(project, &hash).await?,
-            Err(_) => false,
-        };
-        if !held {
-            return Err(not_found(req.path()));
+    let shared = media_access(&state, &caller, &hash, &req).await?;
+    serve(&state, &hash, &tail, &req, shared).await
+}
+
+/// Whether `caller` may fetch the media of `hash`; `Ok(true)` when shared
+/// caches may keep it too. The operator of an open daemon reads all; a
+/// project reads what it holds (one indexed row per request), privately;
+/// a caller with no key reads `public` videos only, and is told it needs a
+/// key for anything else, known or not (section 8).
+pub(super) async fn media_access(
+    state: &AppState,
+    caller: &crate::auth::Caller,
+    hash: &str,
+    req: &HttpRequest,
+) -> Result<bool, ApiError> {
+    let hash = ContentHash::parse(hash).ok();
+    match caller.tenant() {
+        crate::domain::Tenant::Operator => Ok(true),
+        crate::domain::Tenant::Project(project) => match hash {
+            Some(hash) if state.repo.holds(&project, &hash).await? => Ok(false),
+            _ => Err(not_found(req.path())),
+        },
+        crate::domain::Tenant::Nobody => {
+            let public = match hash {
+                Some(hash) => state
+                    .repo
+                    .holders(&hash)
+                    .await?
+                    .into_iter()
+                    .any(|(project, public)| public || state.settings.auth.public_projects.contains(&project)),
+                None => false,
+            };
+            if public {
+                Ok(true)
+            } else {
+                Err(crate::auth::unauthorized(
+                    "this video's media needs an API key with `read`, or a playback token in the path",
+                ))
+            }
         }
     }
-    serve(&state, &hash, &tail, &req).await
 }
 
 /// `/media/t/{token}/{hash}/...`: the same files, for a playback token the
@@ -76,10 +105,16 @@ pub async fn signed_file(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let (_token, hash, tail) = path.into_inner();
-    serve(&state, &hash, &tail, &req).await
+    serve(&state, &hash, &tail, &req, false).await
 }
 
-async fn serve(state: &AppState, hash: &str, tail: &str, req: &HttpRequest) -> Result<HttpResponse, ApiError> {
+async fn serve(
+    state: &AppState,
+    hash: &str,
+    tail: &str,
+    req: &HttpRequest,
+    shared: bool,
+) -> Result<HttpResponse, ApiError> {
     let hash = ContentHash::parse(hash).map_err(|_| not_found(req.path()))?;
     let parts = safe_tail(tail).ok_or_else(|| not_found(req.path()))?;
     let name = parts.last().copied().unwrap_or_default();
@@ -100,7 +135,7 @@ async fn serve(state: &AppState, hash: &str, tail: &str, req: &HttpRequest) -> R
         content_type: content_type.to_owned(),
         // Size and time of publication: a transcode asked for again changes it.
         etag: format!("\"{:x}-{:x}\"", meta.len(), modified.map_or(0, |d| d.as_nanos())),
-        cache_control: super::files::cache_control(req, state.auth.is_open(), immutable),
+        cache_control: super::files::cache_control(req, shared, immutable),
     };
     send_file(req, file, meta.len(), reply).await
 }

@@ -62,3 +62,31 @@ pub async fn token(
         "storyboard_url": format!("{base}/storyboard.vtt"),
     })))
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRequest {
+    policy: String,
+}
+
+/// `PUT /api/v1/videos/{video_id}/playback` `{"policy": "public" | "signed"}`:
+/// whether anyone may fetch this video's media, for the caller's project.
+/// (Projects listed in `auth.public_projects` are public throughout.)
+pub async fn set_policy(
+    state: web::Data<AppState>,
+    caller: crate::auth::Caller,
+    path: web::Path<String>,
+    body: web::Json<PolicyRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let public = match body.policy.as_str() {
+        "public" => true,
+        "signed" => false,
+        _ => return Err(ApiError::bad_request("invalid-policy", "policy is \"public\" or \"signed\"")),
+    };
+    let tenant = caller.tenant();
+    let hash = video_of(&state, &tenant, &path).await?;
+    if !state.repo.set_public(&hash, tenant.project(), public).await? {
+        return Err(ApiError::not_found("unknown-video", "no stored video with that id or hash"));
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({"hash": hash, "policy": body.policy})))
+}

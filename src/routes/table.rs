@@ -92,6 +92,7 @@ pub static ENDPOINTS: &[Endpoint] = &[
     endpoint!(DELETE "/api/v1/keys/{key_id}", ADMIN, keys::revoke),
     endpoint!(GET "/api/v1/webhooks", ADMIN, keys::webhooks),
     endpoint!(GET "/api/v1/videos/{video_id}/playback", READ, playback::token),
+    endpoint!(PUT "/api/v1/videos/{video_id}/playback", UPLOAD, playback::set_policy),
     endpoint!(POST "/api/v1/uploads", UPLOAD, signed_uploads::create),
     // Section 4: tus 1.0. Preflight-style OPTIONS answers the server's
     // capabilities to anyone, as tus clients ask before authenticating.
@@ -111,12 +112,12 @@ pub static ENDPOINTS: &[Endpoint] = &[
     endpoint!(GET "/media/t/{token}/{hash}/thumbnail.jpg", Rule::Playback, frames::signed_thumbnail),
     endpoint!(GET "/media/t/{token}/{hash}/{tail:.*}", Rule::Playback, media::signed_file),
     endpoint!(HEAD "/media/t/{token}/{hash}/{tail:.*}", Rule::Playback, media::signed_file),
-    endpoint!(GET "/media/{hash}/thumbnail.jpg", READ, frames::thumbnail),
+    endpoint!(GET "/media/{hash}/thumbnail.jpg", Rule::Media, frames::thumbnail),
     endpoint!(POST "/video/{hash}/frames", READ, frames::batch),
     endpoint!(POST "/video/{hash}/transcode", UPLOAD, media::transcode),
     endpoint!(POST "/video/{hash}/unmerge", UPLOAD, cache::unmerge),
-    endpoint!(GET "/media/{hash}/{tail:.*}", READ, media::file),
-    endpoint!(HEAD "/media/{hash}/{tail:.*}", READ, media::file),
+    endpoint!(GET "/media/{hash}/{tail:.*}", Rule::Media, media::file),
+    endpoint!(HEAD "/media/{hash}/{tail:.*}", Rule::Media, media::file),
     endpoint!(GET "/events", READ, events::stream),
     endpoint!(GET "/resolve", READ, cache::resolve),
     endpoint!(GET "/meta/{hash}", READ, cache::meta),

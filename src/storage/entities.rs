@@ -251,6 +251,7 @@ pub mod video_project {
         pub prefix: Option<String>,
         pub file_path: Option<String>,
         pub meta: Option<String>,
+        pub public: bool,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

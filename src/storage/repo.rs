@@ -596,6 +596,7 @@ impl Repository {
             prefix: Set(Some(view.prefix.clone())),
             file_path: Set(Some(view.file_path.clone())),
             meta: Set(Some(view.meta.to_string())),
+            public: Set(false),
         })
         .on_conflict(
             OnConflict::columns([video_project::Column::Hash, video_project::Column::ProjectId])
@@ -625,6 +626,25 @@ impl Repository {
             None => Ok(true),
             Some(project) => self.holds(project, hash).await,
         }
+    }
+
+    /// Sets whether `project`'s copy of `hash` is public; `false` if it
+    /// does not hold it.
+    pub async fn set_public(&self, hash: &ContentHash, project: &str, public: bool) -> Result<bool, RepoError> {
+        let updated = video_project::Entity::update_many()
+            .col_expr(video_project::Column::Public, Expr::value(public))
+            .filter(video_project::Column::Hash.eq(hash.to_hex()))
+            .filter(video_project::Column::ProjectId.eq(project))
+            .exec(&self.db)
+            .await?;
+        Ok(updated.rows_affected > 0)
+    }
+
+    /// The projects holding `hash`, each with whether it made it public.
+    pub async fn holders(&self, hash: &ContentHash) -> Result<Vec<(String, bool)>, RepoError> {
+        let rows =
+            video_project::Entity::find().filter(video_project::Column::Hash.eq(hash.to_hex())).all(&self.db).await?;
+        Ok(rows.into_iter().map(|r| (r.project_id, r.public)).collect())
     }
 
     /// How `project` sees `hash` (where its upload put it, its metadata).

@@ -64,6 +64,7 @@ async fn status_of(
     let scope = match rule {
         Rule::Scope(s) | Rule::ProjectScope(s) => s,
         Rule::Door | Rule::DoorCreate => Scope::Upload,
+        Rule::Media => Scope::Read,
         Rule::Public | Rule::Presigned | Rule::Playback => Scope::Read,
     };
     let request = match who {

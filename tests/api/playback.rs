@@ -95,6 +95,51 @@ async fn a_signed_video_plays_through_its_token_and_only_through_it(backend: Bac
     assert_error(no_such_id, 404, "unknown-video").await;
     let bad_id = app.client.get(app.url("/api/v1/videos/-3/playback")).send().await.unwrap();
     assert_error(bad_id, 400, "invalid-video-id").await;
+
+    // Made public, its media needs no key, and shared caches may keep it;
+    // made signed again, it needs one.
+    let set = |policy: &'static str| {
+        app.client
+            .put(app.url(&format!("/api/v1/videos/{hash}/playback")))
+            .json(&serde_json::json!({ "policy": policy }))
+            .send()
+    };
+    assert_eq!(set("public").await.unwrap().status(), 200);
+    let open = http_client().get(app.url(&format!("/media/{hash}/hls/master.m3u8"))).send().await.unwrap();
+    assert_eq!(open.status(), 200);
+    assert!(open.headers()["cache-control"].to_str().unwrap().starts_with("public"), "{:?}", open.headers());
+    ffmpeg_plays(app.url(&format!("/media/{hash}/hls/master.m3u8"))).await.expect("a public video plays bare");
+    let thumb = http_client().get(app.url(&format!("/media/{hash}/thumbnail.jpg"))).send().await.unwrap();
+    assert_eq!(thumb.status(), 200);
+    assert_eq!(set("signed").await.unwrap().status(), 200);
+    let closed = http_client().get(app.url(&format!("/media/{hash}/hls/master.m3u8"))).send().await.unwrap();
+    assert_error(closed, 401, "unauthorized").await;
+    // A hash nobody holds answers a caller with no key the same.
+    let unknown = http_client().get(app.url(&format!("/media/{}/hls/master.m3u8", "cd".repeat(32)))).send().await;
+    assert_error(unknown.unwrap(), 401, "unauthorized").await;
+    let bad = app
+        .client
+        .put(app.url(&format!("/api/v1/videos/{hash}/playback")))
+        .json(&serde_json::json!({"policy": "open"}));
+    assert_error(bad.send().await.unwrap(), 400, "invalid-policy").await;
+}
+
+/// `auth.public_projects`: every video of such a project is public.
+#[actix_web::test]
+async fn a_public_projects_media_needs_no_key() {
+    let app: TestApp = spawn_app_with(Backend::Sqlite, |s| {
+        s.auth.api_keys =
+            vec![ApiKey { id: "k".into(), key: "s".into(), project_id: "site".into(), scopes: Scope::all() }];
+        s.auth.public_projects = vec!["site".into()];
+    })
+    .await;
+    let stored = app.upload("https://playback.test/public.mp4", "b", None, fixture("small")).await;
+    let hash = stored["hash"].as_str().unwrap();
+    let thumb = http_client().get(app.url(&format!("/media/{hash}/thumbnail.jpg"))).send().await.unwrap();
+    assert_eq!(thumb.status(), 200);
+    // The original bytes and the metadata still need a key.
+    let original = http_client().get(app.url(&format!("/video/{hash}"))).send().await.unwrap();
+    assert_error(original, 401, "unauthorized").await;
 }
 
 #[actix_web::test]
