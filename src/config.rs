@@ -324,6 +324,9 @@ pub struct AuthSettings {
     pub presign_ttl_secs: u64,
     /// Default lifetime of a playback token, in seconds.
     pub playback_ttl_secs: u64,
+    /// How often keys minted or revoked by other daemons on the same
+    /// database are picked up, in seconds.
+    pub key_refresh_secs: u64,
     /// Projects whose videos' media anyone may fetch (`public`); the others'
     /// need a key or a playback token, unless set public one by one.
     pub public_projects: Vec<String>,
@@ -498,6 +501,7 @@ impl Settings {
             .set_default("auth.allow_anonymous", false)?
             .set_default("auth.playback_ttl_secs", 3600)?
             .set_default("auth.public_projects", Vec::<String>::new())?
+            .set_default("auth.key_refresh_secs", 10)?
             .set_default("webhooks", Vec::<String>::new())?
             .set_default("analysis.enabled", true)?
             .set_default("analysis.sample_interval_ms", 1000)?
@@ -644,6 +648,7 @@ mod tests {
             "allow_anonymous": false,
             "playback_ttl_secs": 3600,
             "public_projects": [],
+            "key_refresh_secs": 10,
         }))
         .unwrap();
         assert_eq!(from_env.api_keys[0].id, "k2");

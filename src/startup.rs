@@ -172,6 +172,18 @@ impl Application {
             Duration::from_secs(settings.dedup.variant_sweep_secs.max(1)),
         ));
         let auth = Auth::start(&settings.auth, &settings.server.bind, root, &repo).await?;
+        background.push(actix_web::rt::spawn({
+            let (auth, repo) = (auth.clone(), repo.clone());
+            let every = Duration::from_secs(settings.auth.key_refresh_secs.max(1));
+            async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    if let Err(e) = auth.refresh(&repo).await {
+                        tracing::warn!(error = %e, "could not reload the API keys; the ring is kept as it was");
+                    }
+                }
+            }
+        }));
         let webhooks = crate::webhooks::Webhooks::new(&settings.webhooks);
         background.extend(webhooks.start(queue.events(), &metrics));
         let state = web::Data::new(AppState {

@@ -229,25 +229,39 @@ impl Auth {
         };
         let mut auth = Self::with_secret(secret, settings);
         auth.anonymous = anonymous_allowed(bind, settings.allow_anonymous);
+        auth.refresh(repo).await?;
+        check_exposure(bind, !auth.is_empty(), settings.allow_anonymous)?;
+        Ok(auth)
+    }
+
+    /// Loads the keys minted at run time from the database, replacing the
+    /// ring's (configured keys stay). Start-up calls it, then a task every
+    /// `auth.key_refresh_secs`, so that keys minted or revoked by another
+    /// daemon on the same database reach this one.
+    pub async fn refresh(&self, repo: &Repository) -> Result<(), RepoError> {
+        let mut minted = HashMap::new();
         for key in repo.api_keys().await? {
             let Some(mac) = hex::decode(&key.mac).ok().and_then(|m| <[u8; 32]>::try_from(m).ok()) else {
                 tracing::warn!(key_id = %key.id, "a stored API key's MAC is damaged; the key is ignored");
                 continue;
             };
-            auth.write().insert(
-                key.id,
-                RingKey {
-                    project: key.project_id,
-                    scopes: Scopes::parse_list(&key.scopes),
-                    mac,
-                    runtime: true,
-                    label: key.label,
-                    created_at: Some(key.created_at),
-                },
-            );
+            let ring_key = RingKey {
+                project: key.project_id,
+                scopes: Scopes::parse_list(&key.scopes),
+                mac,
+                runtime: true,
+                label: key.label,
+                created_at: Some(key.created_at),
+            };
+            minted.insert(key.id, ring_key);
         }
-        check_exposure(bind, !auth.is_empty(), settings.allow_anonymous)?;
-        Ok(auth)
+        let mut ring = self.write();
+        ring.retain(|_, key| !key.runtime);
+        for (id, key) in minted {
+            // A configured key of the same id wins.
+            ring.entry(id).or_insert(key);
+        }
+        Ok(())
     }
 
     fn with_secret(secret: Vec<u8>, settings: &AuthSettings) -> Self {
@@ -286,6 +300,7 @@ impl Auth {
             allow_anonymous: false,
             playback_ttl_secs: 60,
             public_projects: Vec::new(),
+            key_refresh_secs: 10,
         };
         Self::with_secret(secret.to_vec(), &settings)
     }
@@ -431,10 +446,11 @@ impl Auth {
         if !revocable {
             return Ok(false);
         }
-        // Out of the ring first: a key being revoked admits no more calls,
-        // even if the database write then fails (start-up reloads it).
+        // Out of the database first: killed in between, the restart (and
+        // every other daemon's next refresh) no longer loads it.
+        let removed = repo.delete_api_key(id).await?;
         self.write().remove(id);
-        repo.delete_api_key(id).await
+        Ok(removed)
     }
 
     /// Every key of `project` (all keys for `None`), without secrets.

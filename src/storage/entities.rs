@@ -81,16 +81,17 @@ pub mod alias {
     use sea_orm::entity::prelude::*;
 
     #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
-    #[sea_orm(table_name = "aliases")]
+    #[sea_orm(table_name = "url_aliases")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
         pub url: String,
+        /// The project that ingested the URL: each project has its own.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub project_id: String,
         pub hash: String,
         pub created_at: DateTimeUtc,
         /// The variant whose upload brought this URL (`unmerge` gives it back).
         pub via: Option<String>,
-        /// The project that ingested the URL (none: `default`).
-        pub project_id: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -502,7 +502,12 @@ impl Repository {
 
     /// The video a URL was ingested as, if it is known.
     pub async fn find_alias(&self, url: &SourceUrl) -> Result<Option<ContentHash>, RepoError> {
-        let row = alias::Entity::find_by_id(url.as_str().to_owned()).one(&self.db).await?;
+        // The operator's view: the URL's first alias, whichever project's.
+        let row = alias::Entity::find()
+            .filter(alias::Column::Url.eq(url.as_str()))
+            .order_by_asc(alias::Column::CreatedAt)
+            .one(&self.db)
+            .await?;
         Ok(row.and_then(|a| ContentHash::parse(&a.hash).ok()))
     }
 
@@ -514,7 +519,13 @@ impl Repository {
             .order_by_asc(alias::Column::Url)
             .all(&self.db)
             .await?;
-        Ok(rows.into_iter().map(|a| a.url).collect())
+        let mut urls: Vec<String> = Vec::with_capacity(rows.len());
+        for row in rows {
+            if !urls.contains(&row.url) {
+                urls.push(row.url);
+            }
+        }
+        Ok(urls)
     }
 
     /// Records a new video and its first alias in one transaction. Returns
@@ -662,14 +673,9 @@ impl Repository {
     /// The video a URL was ingested as, if `tenant` may know it: a URL is
     /// its project's (the first to ingest it).
     pub async fn find_alias_as(&self, url: &SourceUrl, tenant: &Tenant) -> Result<Option<ContentHash>, RepoError> {
-        let Some(row) = alias::Entity::find_by_id(url.as_str().to_owned()).one(&self.db).await? else {
-            return Ok(None);
-        };
-        let owner = row.project_id.as_deref().unwrap_or(DEFAULT_PROJECT);
-        if tenant.confined_to().is_some_and(|p| p != owner) {
-            return Ok(None);
-        }
-        let Ok(hash) = ContentHash::parse(&row.hash) else { return Ok(None) };
+        let Some(project) = tenant.confined_to() else { return self.find_alias(url).await };
+        let row = alias::Entity::find_by_id((url.as_str().to_owned(), project.to_owned())).one(&self.db).await?;
+        let Some(hash) = row.and_then(|a| ContentHash::parse(&a.hash).ok()) else { return Ok(None) };
         Ok(self.sees(tenant, &hash).await?.then_some(hash))
     }
 
@@ -681,11 +687,7 @@ impl Repository {
             .order_by_asc(alias::Column::Url)
             .all(&self.db)
             .await?;
-        Ok(rows
-            .into_iter()
-            .filter(|a| tenant.confined_to().is_none_or(|p| a.project_id.as_deref().unwrap_or(DEFAULT_PROJECT) == p))
-            .map(|a| a.url)
-            .collect())
+        Ok(rows.into_iter().filter(|a| tenant.confined_to().is_none_or(|p| a.project_id == p)).map(|a| a.url).collect())
     }
 
     /// `project` lets go of `hash`; how many projects still hold it.
@@ -954,10 +956,10 @@ impl Repository {
             hash: Set(hash.to_hex()),
             created_at: Set(now),
             via: Set(via.map(ContentHash::to_hex)),
-            project_id: Set(Some(project.to_owned())),
+            project_id: Set(project.to_owned()),
         };
         alias::Entity::insert(row)
-            .on_conflict(OnConflict::column(alias::Column::Url).do_nothing().to_owned())
+            .on_conflict(OnConflict::columns([alias::Column::Url, alias::Column::ProjectId]).do_nothing().to_owned())
             .exec_without_returning(conn)
             .await?;
         Ok(())

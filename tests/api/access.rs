@@ -297,3 +297,58 @@ async fn the_python_client_works_through_a_base_url_with_credentials(backend: Ba
     assert_eq!(seen["error"]["code"], "unauthorized");
 }
 both_backends!(the_python_client_works_through_a_base_url_with_credentials);
+
+/// Two daemons on one PostgreSQL database: a key minted on one works on the
+/// other within `auth.key_refresh_secs`, and a key revoked on one stops
+/// working on the other as soon.
+#[actix_web::test]
+async fn keys_minted_or_revoked_on_one_daemon_reach_the_other() {
+    let database = crate::helpers::fresh_database(Backend::Postgres, std::path::Path::new("/tmp")).await;
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut addresses = Vec::new();
+    for dir in &dirs {
+        let mut s = Settings::defaults_only().unwrap();
+        s.server.bind = "127.0.0.1:0".into();
+        s.storage.root = dir.path().join("store");
+        s.database.url = database.clone();
+        s.transcode.workers = 0;
+        s.auth.presign_secret = "one-server-secret-for-both-daemons-0123".into();
+        s.auth.key_refresh_secs = 1;
+        s.auth.api_keys = vec![key("full", PROJECT, &Scope::ALL)];
+        let app = vidcache::startup::Application::build(s).await.unwrap();
+        addresses.push(format!("http://127.0.0.1:{}", app.port()));
+        actix_web::rt::spawn(app.run_until_stopped());
+    }
+    let minted: Value = http_client()
+        .post(format!("{}/api/v1/keys", addresses[0]))
+        .basic_auth("full", Some("secret-of-full"))
+        .json(&json!({"scopes": ["read"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = minted["token"].as_str().unwrap().to_owned();
+    let status_on = |address: String, token: String| async move {
+        http_client().get(format!("{address}/videos")).bearer_auth(token).send().await.unwrap().status().as_u16()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while status_on(addresses[1].clone(), token.clone()).await != 200 {
+        assert!(std::time::Instant::now() < deadline, "the key minted on one daemon never reached the other");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let revoked = http_client()
+        .delete(format!("{}/api/v1/keys/{}", addresses[0], minted["id"].as_str().unwrap()))
+        .basic_auth("full", Some("secret-of-full"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 204);
+    assert_eq!(status_on(addresses[0].clone(), token.clone()).await, 401, "revoked at once where it was revoked");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while status_on(addresses[1].clone(), token.clone()).await != 401 {
+        assert!(std::time::Instant::now() < deadline, "the key revoked on one daemon still works on the other");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

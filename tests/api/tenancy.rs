@@ -107,6 +107,24 @@ async fn another_projects_videos_are_invisible_and_its_bytes_are_new_to_b(backen
         .await
         .unwrap();
     assert_eq!(init["status"], "pending", "{init}");
+    // B stores other bytes under that URL: each project has its own alias.
+    let id = init["upload_id"].as_str().unwrap();
+    let own: Value = b
+        .post(app.url(&format!("/upload/{id}")))
+        .header("content-type", "application/octet-stream")
+        .body(std::fs::read(path("cellauto", "source")).unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(own["status"], "new", "{own}");
+    let resolve = |client: &reqwest::Client| client.get(app.url("/resolve?url=https://a.test/secret.mp4")).send();
+    let for_b: Value = resolve(&b).await.unwrap().json().await.unwrap();
+    assert_eq!(for_b["hash"], own["hash"], "{for_b}");
+    let for_a: Value = resolve(&a).await.unwrap().json().await.unwrap();
+    assert_eq!(for_a["hash"], hash.as_str(), "{for_a}");
 
     // A's near-duplicate, uploaded by B, matches nothing of A's: new. By A: merged.
     let copy = std::fs::read(path("life", "240p")).unwrap();
