@@ -127,6 +127,7 @@ impl Application {
             events: queue.events().clone(),
             transcode: settings.transcode.on_upload.then(|| Arc::new(settings.transcode.clone())),
             job_queued: queue.queued_signal(),
+            commit_time: Default::default(),
         };
         // Crash recovery, before the first request: finish interrupted
         // commits, then cut open spools back to their last checkpoint.

@@ -194,6 +194,34 @@ pub struct Committer {
     pub(crate) transcode: Option<Arc<crate::config::TranscodeSettings>>,
     /// Notified after a new video's job is stored.
     pub(crate) job_queued: Arc<tokio::sync::Notify>,
+    /// How long committing a new video takes lately (section 8: a "new to
+    /// you" answer waits as long, so its time does not tell).
+    pub(crate) commit_time: CommitTime,
+}
+
+/// A moving mean of the time from the start of a new video's commit to its
+/// answer. A project's upload of bytes another project holds is answered
+/// `new` after the same time, so the answer's timing does not say that the
+/// bytes were known.
+#[derive(Clone, Default)]
+pub struct CommitTime(Arc<std::sync::Mutex<Option<std::time::Duration>>>);
+
+impl CommitTime {
+    /// Before any new video was committed: a guess of the same order.
+    const FIRST: std::time::Duration = std::time::Duration::from_millis(100);
+
+    fn record(&self, took: std::time::Duration) {
+        let mut mean = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Each new commit counts for a quarter: recent disks and loads win.
+        *mean = Some(match *mean {
+            None => took,
+            Some(mean) => (mean * 3 + took) / 4,
+        });
+    }
+
+    fn current(&self) -> std::time::Duration {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).unwrap_or(Self::FIRST)
+    }
 }
 
 fn utc(t: Option<std::time::SystemTime>) -> Option<chrono::DateTime<chrono::Utc>> {
@@ -290,15 +318,17 @@ impl Committer {
         // they removed (`UploadSession::finish`). Killed in between, the
         // upload is still whole and a retry, or start-up, answers the same.
         let id = &session.id;
+        let started = std::time::Instant::now();
         if let Some(stored) = self.repo.find_video(&hash).await? {
             // To a project that does not hold it, this is answered as a new
-            // video; it costs what a new one costs too, an analysis from the
-            // file included when none ran while the bytes arrived (so that
-            // the time to answer does not tell, either).
+            // video: analysed from the file when no analysis ran while the
+            // bytes arrived, as a new video is, and answered after as long as
+            // a new video's commit takes lately (`CommitTime`; BENCHMARKS.md,
+            // "Does the time of an answer tell").
             if early.is_none() && !self.repo.holds(&session.project, &stored.hash).await? {
                 let _ = self.prober.send(AnalyzeFile(self.store.spool_path(id))).await;
             }
-            return self.duplicate_of(&stored, session).await;
+            return self.duplicate_of(&stored, session, started).await;
         }
 
         // The analysis that ran while the bytes arrived saw exactly these
@@ -369,6 +399,9 @@ impl Committer {
         if let (true, Some(refined)) = (stored_here, refined) {
             let this = self.clone();
             actix::spawn(async move { this.refine(hash, refined).await });
+        }
+        if result.status == IngestStatus::New {
+            self.commit_time.record(started.elapsed());
         }
         Ok(result)
     }
@@ -517,7 +550,7 @@ impl Committer {
         if stored.file_path != key.as_str() {
             self.delete_object(key).await;
         }
-        self.duplicate_of(&stored, session).await
+        self.duplicate_of(&stored, session, std::time::Instant::now()).await
     }
 
     /// A variant is recorded: the answer is about the video it was merged
@@ -602,7 +635,7 @@ impl Committer {
                 return self.answer_for(&stored, IngestStatus::New).await.map(Some);
             }
             self.delete_object(key).await;
-            return self.duplicate_of(&stored, session).await.map(Some);
+            return self.duplicate_of(&stored, session, std::time::Instant::now()).await.map(Some);
         }
         let store = self.store.clone();
         let (spool, object) = {
@@ -651,7 +684,12 @@ impl Committer {
     /// bytes is answered as for a new video of its own (`new`, at the path
     /// its upload asked for), and holds them from now on; nothing in the
     /// answer tells that another project holds them.
-    async fn duplicate_of(&self, stored: &Video, session: &SessionRecord) -> Result<IngestResult, UploadError> {
+    async fn duplicate_of(
+        &self,
+        stored: &Video,
+        session: &SessionRecord,
+        started: std::time::Instant,
+    ) -> Result<IngestResult, UploadError> {
         let ext = stored.file_path.rsplit_once('.').map_or("bin", |(_, e)| e);
         let ext = if ext.bytes().all(|b| b.is_ascii_alphanumeric()) { ext } else { "bin" };
         let own_path = ObjectKey::new(&session.bucket, &session.prefix, &stored.hash, ext);
@@ -666,6 +704,8 @@ impl Committer {
             if let Some(url) = &session.url {
                 self.repo.add_alias(url, &stored.hash, &session.project).await?;
             }
+            // As long as a new video's commit would take.
+            tokio::time::sleep(self.commit_time.current().saturating_sub(started.elapsed())).await;
             return Ok(IngestResult {
                 file_path: view.file_path,
                 ..IngestResult::of_stored(stored, IngestStatus::New)
