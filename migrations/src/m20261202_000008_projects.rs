@@ -51,6 +51,14 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(UploadSessions::Table)
+                    .add_column(ColumnDef::new(UploadSessions::Public).boolean().not_null().default(false))
+                    .to_owned(),
+            )
+            .await?;
         // A URL is each project's own: the aliases are keyed by (project, URL),
         // so two projects that ingest one URL each keep their alias. SQLite
         // cannot change a primary key, so they move to a new table,
@@ -111,6 +119,9 @@ impl MigrationTrait for Migration {
         // The aliases stay in `url_aliases`, keyed by (project, URL): going
         // back would have to choose one project's alias per URL.
         manager
+            .alter_table(Table::alter().table(UploadSessions::Table).drop_column(UploadSessions::Public).to_owned())
+            .await?;
+        manager
             .alter_table(Table::alter().table(UploadSessions::Table).drop_column(UploadSessions::ProjectId).to_owned())
             .await?;
         manager.drop_table(Table::drop().table(VideoProjects::Table).to_owned()).await
@@ -156,4 +167,5 @@ enum Videos {
 enum UploadSessions {
     Table,
     ProjectId,
+    Public,
 }

@@ -47,6 +47,9 @@ pub struct UploadGrant {
     /// The key that asked for it (for the audit log).
     #[serde(rename = "k", default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
+    /// The upload's video's media is public (the backend's say).
+    #[serde(rename = "v", default, skip_serializing_if = "Option::is_none")]
+    pub public: Option<bool>,
 }
 
 impl UploadGrant {
@@ -146,6 +149,7 @@ mod tests {
             origin: None,
             meta: Some(serde_json::json!({"title": "x"})),
             key_id: Some("k".into()),
+            public: None,
         }
     }
 

@@ -52,6 +52,8 @@ pub struct IngestRequest {
     /// Who asks: a known URL is answered only if it may know it, and the
     /// video becomes its project's.
     pub tenant: crate::domain::Tenant,
+    /// The video's media is to be public (section 8).
+    pub public: bool,
 }
 
 #[derive(Clone)]
@@ -119,13 +121,16 @@ impl Fetcher {
 
         let id = self
             .uploads
-            .create(NewUpload::stream(
-                Some(request.url),
-                request.bucket,
-                request.prefix,
-                request.meta,
-                request.tenant.project().to_owned(),
-            ))
+            .create(NewUpload {
+                public: request.public,
+                ..NewUpload::stream(
+                    Some(request.url),
+                    request.bucket,
+                    request.prefix,
+                    request.meta,
+                    request.tenant.project().to_owned(),
+                )
+            })
             .await?
             .id;
         let body = response.bytes_stream().map_err(|e| describe(&e));

@@ -78,5 +78,5 @@ fn parse(request: &Value) -> Result<IngestRequest, (&'static str, String)> {
         m.insert("request_id".into(), id.clone());
     }
     // The ingest topic is the operator's (whoever may produce to it).
-    Ok(IngestRequest { url, bucket, prefix, meta, tenant: crate::domain::Tenant::Operator })
+    Ok(IngestRequest { url, bucket, prefix, meta, tenant: crate::domain::Tenant::Operator, public: false })
 }

@@ -22,6 +22,8 @@ pub struct InitRequest {
     meta: Option<serde_json::Value>,
     bucket: Option<String>,
     prefix: Option<String>,
+    /// `"public"` or `"signed"` (the default).
+    playback: Option<String>,
 }
 
 /// Where chunked, multipart and tus uploads are stored unless told otherwise.
@@ -92,8 +94,14 @@ pub async fn init(
     if body.content_type.as_ref().is_some_and(|t| t.len() > 255 || t.chars().any(char::is_control)) {
         return Err(ApiError::bad_request("invalid-content-type", "content_type must be a short MIME type"));
     }
-    let creation =
-        super::signed_uploads::door_creation(&state, &caller, Some(body.size), body.content_type.as_deref()).await?;
+    let creation = super::signed_uploads::door_creation(
+        &state,
+        &caller,
+        Some(body.size),
+        body.content_type.as_deref(),
+        body.playback.as_deref(),
+    )
+    .await?;
     let record = state
         .uploads
         .create_with_id(
@@ -113,6 +121,7 @@ pub async fn init(
                     project_id: Some(creation.project.clone()),
                 }),
                 project: creation.project,
+                public: creation.public,
             },
         )
         .await?;

@@ -18,6 +18,7 @@ pub async fn ingest(
         prefix: source.prefix,
         meta: source.meta,
         tenant: caller.tenant(),
+        public: source.public,
     };
     let result = state.fetcher.ingest(request).await?;
     Ok(HttpResponse::Ok().json(result))

@@ -116,6 +116,8 @@ pub struct SourceRequest {
     bucket: String,
     prefix: Option<String>,
     meta: Option<serde_json::Value>,
+    /// `"public"` or `"signed"` (the default): the video's media.
+    playback: Option<String>,
 }
 
 /// A `SourceRequest` with every field validated.
@@ -124,6 +126,8 @@ pub struct ParsedSource {
     pub bucket: Bucket,
     pub prefix: Prefix,
     pub meta: serde_json::Value,
+    /// The video's media is to be public.
+    pub public: bool,
 }
 
 impl SourceRequest {
@@ -138,6 +142,7 @@ impl SourceRequest {
             bucket: Bucket::parse(&self.bucket)?,
             prefix: Prefix::parse(self.prefix.as_deref().unwrap_or(""))?,
             meta,
+            public: signed_uploads::playback_choice(self.playback.as_deref())?,
         })
     }
 }

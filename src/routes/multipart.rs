@@ -109,6 +109,7 @@ pub async fn create(
         check_size(size, state.settings.upload.max_bytes)?;
     }
     let content_type = metadata.get("type").or(metadata.get("filetype")).and_then(|v| v.as_str()).map(str::to_owned);
+    let public = super::signed_uploads::playback_choice(metadata.get("playback").and_then(|v| v.as_str()))?;
     let id = UploadId::generate();
     let key = format!("{}/{}", id, filename.replace('/', "_"));
     let record = state
@@ -132,6 +133,7 @@ pub async fn create(
                 // The guard admitted only a key of this project (or the
                 // operator, on an open daemon): the video is the project's.
                 project: path.into_inner(),
+                public,
             },
         )
         .await?;

@@ -24,6 +24,17 @@ pub struct SignedUploadRequest {
     meta: Option<serde_json::Value>,
     cors_origin: Option<String>,
     expires_in: Option<u64>,
+    /// `"public"` or `"signed"` (the default): the upload's video's media.
+    playback: Option<String>,
+}
+
+/// An upload's `playback` choice: `"public"`, or `"signed"` (the default).
+pub fn playback_choice(value: Option<&str>) -> Result<bool, ApiError> {
+    match value {
+        None | Some("signed") => Ok(false),
+        Some("public") => Ok(true),
+        Some(_) => Err(ApiError::bad_request("invalid-policy", "playback is \"public\" or \"signed\"")),
+    }
 }
 
 /// The daemon's origin as clients reach it.
@@ -78,6 +89,7 @@ pub async fn create(
             "cors_origin is an origin: scheme, host and port, such as https://app.example.com",
         ));
     }
+    let public = playback_choice(body.playback.as_deref())?;
     let id = UploadId::generate();
     let expires = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -92,6 +104,7 @@ pub async fn create(
         origin: body.cors_origin,
         meta,
         key_id: caller.key_id().map(str::to_owned),
+        public: public.then_some(true),
     };
     let token = state.auth.upload_token(&grant);
     let origin = origin_of(&state, &req);
@@ -113,6 +126,8 @@ pub struct Creation {
     pub id: UploadId,
     pub project: String,
     pub meta: Option<serde_json::Value>,
+    /// Public media: the signed URL's say, else the client's.
+    pub public: bool,
 }
 
 /// Checks a signed URL's limits against what the client declares, and that
@@ -122,9 +137,12 @@ pub async fn door_creation(
     caller: &Caller,
     size: Option<u64>,
     content_type: Option<&str>,
+    playback: Option<&str>,
 ) -> Result<Creation, ApiError> {
+    let asked = playback_choice(playback)?;
     let Some(grant) = caller.upload_grant() else {
-        return Ok(Creation { id: UploadId::generate(), project: caller.tenant().project().to_owned(), meta: None });
+        let project = caller.tenant().project().to_owned();
+        return Ok(Creation { id: UploadId::generate(), project, meta: None, public: asked });
     };
     grant.creatable()?;
     let id = grant.upload_id()?;
@@ -136,7 +154,8 @@ pub async fn door_creation(
         ));
     }
     grant.allows(size, content_type)?;
-    Ok(Creation { id, project: caller.tenant().project().to_owned(), meta: grant.meta.clone() })
+    let public = grant.public.unwrap_or(false);
+    Ok(Creation { id, project: caller.tenant().project().to_owned(), meta: grant.meta.clone(), public })
 }
 
 /// Client metadata with a signed URL's on top (the backend's word wins).

@@ -163,7 +163,9 @@ pub async fn create(
         check_body_type(&req)?;
     }
     let checksum = parse_checksum(&req)?;
-    let creation = super::signed_uploads::door_creation(&state, &caller, Some(length), filetype.as_deref()).await?;
+    let playback = metadata.get("playback").and_then(|v| v.as_str());
+    let creation =
+        super::signed_uploads::door_creation(&state, &caller, Some(length), filetype.as_deref(), playback).await?;
     let mut meta = json!({"tus_metadata": raw_metadata, "metadata": metadata});
     if let Some(granted) = creation.meta {
         meta["meta"] = granted;
@@ -183,6 +185,7 @@ pub async fn create(
                 owner: Some((client_owner(&req), state.settings.upload.max_sessions_per_key)),
                 entry: Some(NewEntry { filename, content_type: filetype, project_id: Some(creation.project.clone()) }),
                 project: creation.project,
+                public: creation.public,
             },
         )
         .await?;

@@ -17,7 +17,7 @@ pub async fn init(
     caller: crate::auth::Caller,
     body: web::Json<SourceRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let ParsedSource { url, bucket, prefix, meta } = body.into_inner().parse()?;
+    let ParsedSource { url, bucket, prefix, meta, public } = body.into_inner().parse()?;
     let tenant = caller.tenant();
     if let Some(hash) = state.repo.find_alias_as(&url, &tenant).await?
         && let Some(stored) = state.repo.find_video(&hash).await?
@@ -34,7 +34,8 @@ pub async fn init(
         })));
     }
     let project = tenant.project().to_owned();
-    let id = state.uploads.create(NewUpload::stream(Some(url), bucket, prefix, meta, project)).await?.id;
+    let new = NewUpload { public, ..NewUpload::stream(Some(url), bucket, prefix, meta, project) };
+    let id = state.uploads.create(new).await?.id;
     Ok(HttpResponse::Ok().json(json!({"status": "pending", "upload_id": id.as_str()})))
 }
 

@@ -126,6 +126,7 @@ pub mod upload_session {
         pub owner: Option<String>,
         pub entry_id: Option<i64>,
         pub project_id: Option<String>,
+        pub public: bool,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

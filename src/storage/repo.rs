@@ -88,6 +88,8 @@ pub struct SessionRecord {
     pub entry_id: Option<i64>,
     /// The project the upload is for: the video it makes is that project's.
     pub project: String,
+    /// The upload asked for its video's media to be public.
+    pub public: bool,
 }
 
 /// The front door an upload came through.
@@ -354,6 +356,8 @@ pub struct NewVideo {
     pub transcode_job: Option<(String, serde_json::Value)>,
     /// The project that holds it, recorded in the same transaction.
     pub project: String,
+    /// Whether that project made its media public.
+    pub public: bool,
 }
 
 /// The perceptual signature of a video and how its analysis went.
@@ -445,6 +449,8 @@ pub struct Holding {
     pub file_path: String,
     pub meta: serde_json::Value,
     pub since: DateTime<Utc>,
+    /// The project made its media public.
+    pub public: bool,
 }
 
 /// A sample as stored: `[pts_ms, "hex", keyframe, info]`, or without `info`
@@ -587,6 +593,7 @@ impl Repository {
             file_path: new.file_path.clone(),
             meta: new.meta.clone(),
             since: now,
+            public: new.public,
         };
         Self::hold_in(&txn, &new.hash, &new.project, &view).await?;
         txn.commit().await?;
@@ -607,7 +614,7 @@ impl Repository {
             prefix: Set(Some(view.prefix.clone())),
             file_path: Set(Some(view.file_path.clone())),
             meta: Set(Some(view.meta.to_string())),
-            public: Set(false),
+            public: Set(view.public),
         })
         .on_conflict(
             OnConflict::columns([video_project::Column::Hash, video_project::Column::ProjectId])
@@ -667,6 +674,7 @@ impl Repository {
             file_path: r.file_path.unwrap_or_default(),
             meta: r.meta.and_then(|m| serde_json::from_str(&m).ok()).unwrap_or(serde_json::Value::Null),
             since: r.created_at,
+            public: r.public,
         }))
     }
 
@@ -1058,6 +1066,7 @@ impl Repository {
             owner: Set(record.owner.clone()),
             entry_id: Set(record.entry_id),
             project_id: Set(Some(record.project.clone())),
+            public: Set(record.public),
         };
         upload_session::Entity::insert(row).exec_without_returning(&txn).await?;
         txn.commit().await?;
@@ -1305,5 +1314,6 @@ fn session_from_row(row: upload_session::Model) -> Option<SessionRecord> {
         owner: row.owner,
         entry_id: row.entry_id,
         project: row.project_id.unwrap_or_else(|| DEFAULT_PROJECT.to_owned()),
+        public: row.public,
     })
 }

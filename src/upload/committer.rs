@@ -516,6 +516,7 @@ impl Committer {
             // A variant is not transcoded: the video it was merged into is.
             transcode_job: self.transcode_job(&hash).filter(|_| variant_of.is_none()),
             project: session.project.clone(),
+            public: session.public,
         };
         if self.repo.insert_video(&new, session.url.as_ref()).await? {
             if let Some(stored) = new.variant_of {
@@ -699,6 +700,7 @@ impl Committer {
             file_path: own_path.as_str().to_owned(),
             meta: session.meta.clone(),
             since: chrono::Utc::now(),
+            public: session.public,
         };
         if self.repo.hold(&stored.hash, &session.project, &view).await? {
             if let Some(url) = &session.url {

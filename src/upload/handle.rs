@@ -29,6 +29,8 @@ pub struct NewUpload {
     pub entry: Option<NewEntry>,
     /// The project the upload is for (`DEFAULT_PROJECT` for anonymous callers).
     pub project: String,
+    /// Its video's media is to be public (section 8).
+    pub public: bool,
 }
 
 impl NewUpload {
@@ -51,6 +53,7 @@ impl NewUpload {
             owner: None,
             entry: None,
             project,
+            public: false,
         }
     }
 }
@@ -137,6 +140,7 @@ impl Uploads {
             owner: new.owner.map(|(owner, _)| owner),
             entry_id: None,
             project: new.project,
+            public: new.public,
         };
         let record = self.committer.repo.insert_session(&record, new.entry.as_ref()).await?;
         self.committer.metrics.uploads_started.inc();

@@ -146,3 +146,74 @@ async fn a_public_projects_media_needs_no_key() {
 async fn a_signed_video_plays_through_its_token_and_only_through_it_sqlite() {
     a_signed_video_plays_through_its_token_and_only_through_it(Backend::Sqlite).await
 }
+
+/// The upload says `public`: through the streamed door with a key, and
+/// through a signed upload URL (the backend's say); anything else is 400.
+#[actix_web::test]
+async fn an_upload_may_say_its_media_is_public() {
+    let app: TestApp = spawn_app_with(Backend::Sqlite, |s| {
+        s.auth.api_keys =
+            vec![ApiKey { id: "k".into(), key: "s".into(), project_id: "p".into(), scopes: Scope::all() }];
+    })
+    .await;
+    let bare = |hash: &str| http_client().get(app.url(&format!("/media/{hash}/thumbnail.jpg"))).send();
+    // The streamed door.
+    let init: Value = app
+        .client
+        .post(app.url("/upload/init"))
+        .json(&serde_json::json!({"url": "https://p.test/pub.mp4", "bucket": "b", "playback": "public"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let stored = app.send_body(init["upload_id"].as_str().unwrap(), fixture("small")).await;
+    let stored: Value = stored.json().await.unwrap();
+    assert_eq!(bare(stored["hash"].as_str().unwrap()).await.unwrap().status(), 200, "{stored}");
+    // A signed upload URL that says public, used by the chunked door.
+    let signed: Value = app
+        .client
+        .post(app.url("/api/v1/uploads"))
+        .json(&serde_json::json!({"playback": "public"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let bytes = std::fs::read(crate::helpers::fixture_path("large")).unwrap();
+    let tokened = crate::helpers::http_client_with_header("upload-token", signed["token"].as_str().unwrap());
+    let init: Value = tokened
+        .post(app.url("/videos/init"))
+        .json(&serde_json::json!({"filename": "l.mp4", "size": bytes.len(), "chunk_size": bytes.len()}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = init["upload_id"].as_str().unwrap();
+    let chunk = tokened
+        .post(app.url(&format!("/videos/upload_chunk/{id}/0")))
+        .header("content-type", "application/octet-stream")
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chunk.status(), 200);
+    let done: Value =
+        tokened.post(app.url(&format!("/videos/finalize/{id}"))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(bare(done["hash"].as_str().unwrap()).await.unwrap().status(), 200, "{done}");
+    // Without a say, signed; a wrong word is refused.
+    let plain = app.upload("https://p.test/plain.mp4", "b", None, fixture("other")).await;
+    assert_eq!(bare(plain["hash"].as_str().unwrap()).await.unwrap().status(), 401);
+    let bad = app
+        .client
+        .post(app.url("/upload/init"))
+        .json(&serde_json::json!({"url": "https://p.test/x.mp4", "bucket": "b", "playback": "open"}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(bad, 400, "invalid-policy").await;
+}
