@@ -30,52 +30,47 @@ pub async fn guard<B: MessageBody>(
         return srv.call(req).await.map(ServiceResponse::map_into_left_body);
     };
     let method = req.method().clone();
-    let decision = match lookup(&method, &pattern) {
+    // The audit log names the route's path, with a token in it masked.
+    let path = loggable_path(&pattern, req.path());
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let metrics = state.as_ref().map(|s| &s.metrics);
+    let rule = match lookup(&method, &pattern) {
         Lookup::OtherMethod => return srv.call(req).await.map(ServiceResponse::map_into_left_body),
         Lookup::Unlisted => Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "no-access-rule",
             "this route has no access rule, so nobody may call it",
         )),
-        Lookup::Rule(Rule::Playback) => match req.app_data::<web::Data<AppState>>() {
-            Some(state) => {
-                let token = path_param(&pattern, req.path(), "token").unwrap_or_default();
-                let hash = path_param(&pattern, req.path(), "hash").unwrap_or_default();
-                match state.auth.check_playback(&token, &hash) {
-                    Ok(expires) => {
-                        req.extensions_mut().insert(PlaybackExpiry(expires));
-                        Ok(Caller::Public)
-                    }
-                    Err(e) => Err(e.into()),
-                }
-            }
-            None => Err(ApiError::internal("the application state is missing")),
-        },
-        Lookup::Rule(rule @ (Rule::Door | Rule::DoorCreate)) if upload_token(&req).is_some() => {
-            match req.app_data::<web::Data<AppState>>() {
-                Some(state) => admit_upload_token(state, rule, &pattern, &req),
-                None => Err(ApiError::internal("the application state is missing")),
-            }
-        }
-        Lookup::Rule(rule) => match req.app_data::<web::Data<AppState>>() {
-            Some(state) => {
-                let project = path_param(&pattern, req.path(), "project_id");
-                state.auth.admit(rule, req.request(), project.as_deref())
-            }
-            None => Err(ApiError::internal("the application state is missing")),
-        },
+        Lookup::Rule(rule) => Ok(rule),
     };
-    let metrics = req.app_data::<web::Data<AppState>>().map(|s| s.metrics.clone());
+    let decision = match (rule, &state) {
+        (Err(refusal), _) => Err(refusal),
+        (Ok(_), None) => Err(ApiError::internal("the application state is missing")),
+        (Ok(Rule::Playback), Some(state)) => {
+            let token = path_param(&pattern, req.path(), "token").unwrap_or_default();
+            let hash = path_param(&pattern, req.path(), "hash").unwrap_or_default();
+            state.auth.check_playback(&token, &hash).map_err(ApiError::from).map(|expires| {
+                req.extensions_mut().insert(PlaybackExpiry(expires));
+                Caller::Public
+            })
+        }
+        (Ok(rule @ (Rule::Door | Rule::DoorCreate)), Some(state)) if let Some(token) = upload_token(&req) => {
+            admit_upload_token(state, rule, &pattern, &req, token)
+        }
+        (Ok(rule), Some(state)) => {
+            let project = path_param(&pattern, req.path(), "project_id");
+            state.auth.admit(rule, req.request(), project.as_deref())
+        }
+    };
     let caller = match decision {
         Ok(caller) => caller,
         Err(refusal) => {
-            audit(metrics.as_ref(), &method, &pattern, req.path(), &Caller::Anonymous, refusal.status, "refused");
+            audit(metrics, &method, &pattern, &path, &Caller::Anonymous, refusal.status, "refused");
             let response = refusal.error_response();
             return Ok(req.into_response(response).map_into_right_body());
         }
     };
     req.extensions_mut().insert(caller.clone());
-    let path = req.path().to_owned();
     let response = srv.call(req).await?;
     let mutating = matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
     let status = response.status();
@@ -85,7 +80,7 @@ pub async fn guard<B: MessageBody>(
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => "refused",
             _ => "failed",
         };
-        audit(metrics.as_ref(), &method, &pattern, &path, &caller, status, result);
+        audit(metrics, &method, &pattern, &path, &caller, status, result);
     }
     Ok(response.map_into_left_body())
 }
@@ -108,8 +103,13 @@ pub struct UploadTokenUsed(pub String);
 
 /// Admits a signed upload URL's token on a door: creating its upload while
 /// unexpired, then that upload only; from its origin only, when it names one.
-fn admit_upload_token(state: &AppState, rule: Rule, pattern: &str, req: &ServiceRequest) -> Result<Caller, ApiError> {
-    let token = upload_token(req).unwrap_or_default();
+fn admit_upload_token(
+    state: &AppState,
+    rule: Rule,
+    pattern: &str,
+    req: &ServiceRequest,
+    token: String,
+) -> Result<Caller, ApiError> {
     let grant = state.auth.check_upload_token(&token)?;
     if let (Some(allowed), Some(origin)) =
         (grant.origin.as_deref(), req.headers().get("origin").and_then(|o| o.to_str().ok()))
@@ -145,6 +145,20 @@ fn path_param(pattern: &str, path: &str, name: &str) -> Option<String> {
     let index = pattern.split('/').position(|segment| segment == wanted)?;
     let raw = path.split('/').nth(index)?;
     Some(percent_encoding::percent_decode_str(raw).decode_utf8_lossy().into_owned())
+}
+
+/// `path` with a playback token (the `{token}` segment) masked: a log is
+/// no place for a credential.
+fn loggable_path(pattern: &str, path: &str) -> String {
+    match pattern.split('/').position(|segment| segment == "{token}") {
+        None => path.to_owned(),
+        Some(index) => path
+            .split('/')
+            .enumerate()
+            .map(|(i, segment)| if i == index { "<token>" } else { segment })
+            .collect::<Vec<_>>()
+            .join("/"),
+    }
 }
 
 /// One audit entry: who (key and project), what (method and route), on
@@ -188,6 +202,10 @@ mod tests {
             Some("p 1")
         );
         assert_eq!(path_param("/videos", "/videos", "project_id"), None);
+        assert_eq!(
+            loggable_path("/media/t/{token}/{hash}/{tail:.*}", "/media/t/123-abc/ff/hls/master.m3u8"),
+            "/media/t/<token>/ff/hls/master.m3u8"
+        );
     }
 
     #[actix_web::test]

@@ -27,31 +27,31 @@ pub async fn stream(
     let receiver = state.queue.events().subscribe();
     let hash = query.into_inner().hash;
     let hello = Bytes::from_static(b"retry: 2000\n: connected\n\n");
-    // A project sees the events of the videos it holds (section 8); what it
-    // may see is looked up once per video and remembered for the stream.
-    let scope = Scope { project: caller.tenant().confined_to().map(str::to_owned), seen: Default::default() };
-    let repo = state.repo.clone();
-    let events = futures_util::stream::unfold((receiver, hash, scope), move |(mut receiver, hash, mut scope)| {
-        let repo = repo.clone();
-        async move {
-            loop {
-                let chunk = match tokio::time::timeout(KEEPALIVE, receiver.recv()).await {
-                    Err(_) => Bytes::from_static(b": keepalive\n\n"),
-                    Ok(Err(RecvError::Lagged(n))) => Bytes::from(format!(": {n} events skipped\n\n")),
-                    Ok(Err(RecvError::Closed)) => return None,
-                    Ok(Ok(event)) => {
-                        if hash.as_deref().is_some_and(|h| event.get("hash").and_then(|v| v.as_str()) != Some(h)) {
-                            continue;
-                        }
-                        if !scope.admits(&repo, &event).await {
-                            continue;
-                        }
-                        let kind = event.get("type").and_then(|v| v.as_str()).unwrap_or("message");
-                        Bytes::from(format!("event: {kind}\ndata: {event}\n\n"))
+    // A project sees the events of the videos it holds (section 8); a video
+    // found held is remembered for the rest of the stream.
+    let scope = Scope {
+        project: caller.tenant().confined_to().map(str::to_owned),
+        repo: state.repo.clone(),
+        held: Default::default(),
+    };
+    let events = futures_util::stream::unfold((receiver, hash, scope), |(mut receiver, hash, mut scope)| async move {
+        loop {
+            let chunk = match tokio::time::timeout(KEEPALIVE, receiver.recv()).await {
+                Err(_) => Bytes::from_static(b": keepalive\n\n"),
+                Ok(Err(RecvError::Lagged(n))) => Bytes::from(format!(": {n} events skipped\n\n")),
+                Ok(Err(RecvError::Closed)) => return None,
+                Ok(Ok(event)) => {
+                    if hash.as_deref().is_some_and(|h| event.get("hash").and_then(|v| v.as_str()) != Some(h)) {
+                        continue;
                     }
-                };
-                return Some((Ok::<_, actix_web::Error>(chunk), (receiver, hash, scope)));
-            }
+                    if !scope.admits(&event).await {
+                        continue;
+                    }
+                    let kind = event.get("type").and_then(|v| v.as_str()).unwrap_or("message");
+                    Bytes::from(format!("event: {kind}\ndata: {event}\n\n"))
+                }
+            };
+            return Some((Ok::<_, actix_web::Error>(chunk), (receiver, hash, scope)));
         }
     });
     HttpResponse::Ok()
@@ -65,13 +65,15 @@ pub async fn stream(
 struct Scope {
     /// `None`: every event (the operator).
     project: Option<String>,
-    seen: std::collections::HashMap<String, bool>,
+    repo: crate::storage::Repository,
+    /// Videos found held by the project.
+    held: std::collections::HashSet<String>,
 }
 
 impl Scope {
     /// An event about a video the project holds. Events without a video
     /// (`ingest.failed` of a request) are the operator's only.
-    async fn admits(&mut self, repo: &crate::storage::Repository, event: &serde_json::Value) -> bool {
+    async fn admits(&mut self, event: &serde_json::Value) -> bool {
         let Some(project) = &self.project else { return true };
         // An upload's own events name its project: another project that
         // holds the same bytes is not told of it.
@@ -79,17 +81,17 @@ impl Scope {
             return of == project;
         }
         let Some(hash) = event.get("hash").and_then(|v| v.as_str()) else { return false };
-        if let Some(known) = self.seen.get(hash) {
-            return *known;
+        if self.held.contains(hash) {
+            return true;
         }
         let held = match crate::domain::ContentHash::parse(hash) {
-            Ok(h) => repo.holds(project, &h).await.unwrap_or(false),
+            Ok(h) => self.repo.holds(project, &h).await.unwrap_or(false),
             Err(_) => false,
         };
         // Only what is held is remembered: a video the project does not
         // hold yet may be one it uploads next.
-        if held && self.seen.len() < 10_000 {
-            self.seen.insert(hash.to_owned(), true);
+        if held && self.held.len() < 10_000 {
+            self.held.insert(hash.to_owned());
         }
         held
     }

@@ -269,17 +269,7 @@ impl Committer {
         early: Option<Result<Analysis, ProbeError>>,
         refined: Option<super::early_probe::Refined>,
     ) -> Outcome {
-        let mut result = self.commit_once(session, hash, size, early, refined).await;
-        // A duplicate is answered at the path the project's own upload put
-        // it (section 8: never another project's bucket).
-        if let Ok(r) = &mut result
-            && r.status == IngestStatus::Duplicate
-            && let Ok(answered) = ContentHash::parse(&r.hash)
-            && let Ok(Some(own)) = self.repo.holding(&session.project, &answered).await
-        {
-            r.file_path = own.file_path;
-        }
-        let outcome = Outcome::of(result);
+        let outcome = Outcome::of(self.commit_once(session, hash, size, early, refined).await);
         if let Some(result) = outcome.result() {
             self.announce(session, result);
         }
@@ -567,7 +557,7 @@ impl Committer {
         if let Some(row) = self.repo.find_video(&stored).await? {
             self.metrics.perceptual_merges.inc();
             self.metrics.duplicates.inc();
-            return Ok(IngestResult::of_variant(&row, &hash.to_hex(), distance));
+            return self.as_seen_by(IngestResult::of_variant(&row, &hash.to_hex(), distance), &new.project).await;
         }
         let job = self.transcode_job(&hash);
         let own = self.repo.unmerge(&hash, job.as_ref().map(|(t, p)| (t.as_str(), p))).await?;
@@ -720,6 +710,17 @@ impl Committer {
                 Some(_) => self.repo.add_alias_via(url, &hash, &own, &session.project).await?,
                 None => self.repo.add_alias(url, &hash, &session.project).await?,
             }
+        }
+        self.as_seen_by(result, &session.project).await
+    }
+
+    /// A duplicate answered at the path the project's own upload put the
+    /// video, never at another project's (section 8).
+    async fn as_seen_by(&self, mut result: IngestResult, project: &str) -> Result<IngestResult, UploadError> {
+        if let Ok(hash) = ContentHash::parse(&result.hash)
+            && let Some(own) = self.repo.holding(project, &hash).await?
+        {
+            result.file_path = own.file_path;
         }
         Ok(result)
     }

@@ -57,6 +57,7 @@ fn shape(result: &Value) -> Vec<String> {
 async fn another_projects_videos_are_invisible_and_its_bytes_are_new_to_b(backend: Backend) {
     let app = spawn_app_with(backend, two_projects).await;
     let (a, b) = (http_client_as("a", "secret-a"), http_client_as("b", "secret-b"));
+    let mut b_events = crate::transcode::listen_as(&app, b.clone()).await;
     let corpus = corpus();
     let path = |family: &str, variant: &str| {
         corpus.iter().find(|(f, v, _)| f == family && v == variant).map(|(_, _, p)| p.clone()).unwrap()
@@ -160,6 +161,13 @@ async fn another_projects_videos_are_invisible_and_its_bytes_are_new_to_b(backen
     let theirs: Value = a.get(app.url(&format!("/meta/{hash}"))).send().await.unwrap().json().await.unwrap();
     assert!(!theirs.to_string().contains("b.test") && !theirs.to_string().contains("bbucket"), "{theirs}");
     assert_eq!(theirs["aliases"][0], "https://a.test/secret.mp4", "{theirs}");
+    // B's event stream carried B's uploads, never A's (A uploaded first).
+    let mut seen = Vec::new();
+    while let Ok(Some(event)) = tokio::time::timeout(std::time::Duration::from_millis(500), b_events.recv()).await {
+        seen.push(event);
+    }
+    assert!(seen.iter().any(|e| e["upload_id"].is_string() && e["hash"] == hash.as_str()), "{seen:?}");
+    assert!(seen.iter().all(|e| e["project"] == "pb"), "only B's own events: {seen:?}");
     // B uploads it again: now a duplicate, of its own video.
     let again = upload_as(&app, &b, "https://b.test/again.mp4", "bbucket", source.clone()).await;
     assert_eq!(again["status"], "duplicate", "{again}");

@@ -138,10 +138,18 @@ fn resolve(base: &str, rel: &str) -> String {
 /// Collects `GET /events` into a channel until the test ends; returns once
 /// the stream is open.
 pub async fn listen(app: &TestApp) -> tokio::sync::mpsc::UnboundedReceiver<serde_json::Value> {
+    listen_as(app, reqwest::Client::new()).await
+}
+
+/// `listen`, with `client`'s credentials.
+pub async fn listen_as(
+    app: &TestApp,
+    client: reqwest::Client,
+) -> tokio::sync::mpsc::UnboundedReceiver<serde_json::Value> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let url = app.url("/events");
     actix_web::rt::spawn(async move {
-        let response = reqwest::get(url).await.unwrap();
+        let response = client.get(url).send().await.unwrap();
         assert_eq!(response.headers()["content-type"], "text/event-stream");
         let mut body = response.bytes_stream();
         let mut buffer = String::new();
