@@ -36,7 +36,8 @@ fn main() {
         .collect();
     let auth = Auth::in_memory(&keys, b"a-server-secret-for-the-benchmark");
     let hash = ContentHash::parse(&"ab".repeat(32)).unwrap();
-    let (token, _) = auth.playback_token(&hash, 3600);
+    let (token, _) = auth.playback_token(&hash, Some("p"), 3600);
+    let holders = [("p".to_owned(), false)];
     let hex = hash.to_hex();
     println!("checks per second on one thread ({N} each, 100 keys in the ring):");
     let floor = rate("bare HMAC-SHA256 (reference)", |_| {
@@ -50,7 +51,8 @@ fn main() {
     });
     let wrong =
         rate("API key (id, secret) wrong secret", |_| std::hint::black_box(&auth).check("key42", "nope").is_some());
-    let playback = rate("playback token", |_| std::hint::black_box(&auth).check_playback(&token, &hex).is_ok());
+    let playback =
+        rate("playback token", |_| std::hint::black_box(&auth).check_playback(&token, &hex, &holders).is_ok());
     println!(
         "  key/HMAC = {:.2}, wrong/right = {:.2} (alike: no early exit), playback/HMAC = {:.2}",
         key / floor,

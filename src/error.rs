@@ -112,6 +112,7 @@ impl From<crate::upload::UploadError> for ApiError {
             E::BadPiece(_) | E::BadParts(_) | E::WrongDoor => StatusCode::BAD_REQUEST,
             E::ChecksumMismatch => StatusCode::UNPROCESSABLE_ENTITY,
             E::TooManySessions { .. } => StatusCode::TOO_MANY_REQUESTS,
+            E::IdTaken => StatusCode::FORBIDDEN,
             E::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             E::Truncated(_) => StatusCode::BAD_REQUEST,
             E::NotAVideo(_) | E::CorruptVideo(_) => StatusCode::UNPROCESSABLE_ENTITY,

@@ -65,6 +65,7 @@ pub fn start_workers(
         metrics: metrics.clone(),
         transcoder: SyncArbiter::start(settings.transcode.workers, || Transcoder),
         settings: Arc::new(settings.transcode.clone()),
+        pace: Default::default(),
     };
     queue.start_workers(Arc::new(worker), shutdown)
 }
@@ -185,8 +186,9 @@ impl Application {
                 }
             }
         }));
-        let webhooks = crate::webhooks::Webhooks::new(&settings.webhooks);
-        background.extend(webhooks.start(queue.events(), &metrics));
+        let webhooks = crate::webhooks::Webhooks::new(&settings.webhooks, repo.clone());
+        let daemon = crate::domain::UploadId::generate();
+        background.extend(webhooks.start(queue.events(), &metrics, daemon.as_str()));
         let state = web::Data::new(AppState {
             uploads,
             fetcher,

@@ -12,6 +12,7 @@ mod m20261122_000005_transcode;
 mod m20261201_000006_variants;
 mod m20261202_000007_api_keys;
 mod m20261202_000008_projects;
+mod m20261204_000009_project_transcode;
 
 pub struct Migrator;
 
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000006_variants::Migration),
             Box::new(m20261202_000007_api_keys::Migration),
             Box::new(m20261202_000008_projects::Migration),
+            Box::new(m20261204_000009_project_transcode::Migration),
         ]
     }
 }

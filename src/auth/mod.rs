@@ -18,7 +18,7 @@ mod presign;
 
 pub use crate::config::Scope;
 pub use grant::UploadGrant;
-pub use playback::TokenError;
+pub use playback::{PlaybackGrant, TokenError};
 
 use crate::config::AuthSettings;
 use crate::error::ApiError;

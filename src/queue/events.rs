@@ -14,8 +14,9 @@ const SUBSCRIBER_BACKLOG: usize = 1024;
 /// Events waiting for the broker before new ones are dropped.
 const SEND_BACKLOG: usize = 10_000;
 
-/// One event: `type`, `version`, `at`, the key (hash or request id) and
-/// its own fields.
+/// One event: `type`, `version`, `at`, `id` (unique: a consumer told twice,
+/// as at-least-once delivery may, knows it), the key (hash or request id)
+/// and its own fields.
 #[derive(Debug, Clone)]
 pub struct Event {
     pub key: String,
@@ -29,6 +30,7 @@ impl Event {
         body.insert("type".into(), json!(kind));
         body.insert("version".into(), json!(1));
         body.insert("at".into(), json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)));
+        body.insert("id".into(), json!(crate::domain::UploadId::generate().as_str()));
         if let Value::Object(fields) = fields {
             body.extend(fields);
         }
@@ -43,6 +45,9 @@ impl Event {
 #[derive(Clone)]
 pub struct EventBus {
     local: broadcast::Sender<Arc<Value>>,
+    /// The events this process made (not those the Kafka tail brings from
+    /// other daemons): what its webhook outbox records.
+    originated: broadcast::Sender<Arc<Value>>,
     /// With Kafka: events go to the broker, in order, from one task.
     outgoing: Option<mpsc::Sender<Event>>,
     metrics: crate::telemetry::Metrics,
@@ -51,6 +56,7 @@ pub struct EventBus {
 impl EventBus {
     pub(super) fn new(kafka: Option<Arc<Kafka>>, metrics: crate::telemetry::Metrics) -> Self {
         let (local, _) = broadcast::channel(SUBSCRIBER_BACKLOG);
+        let (originated, _) = broadcast::channel(SUBSCRIBER_BACKLOG);
         let outgoing = kafka.map(|kafka| {
             let (tx, mut rx) = mpsc::channel::<Event>(SEND_BACKLOG);
             let metrics = metrics.clone();
@@ -66,7 +72,7 @@ impl EventBus {
             });
             tx
         });
-        Self { local, outgoing, metrics }
+        Self { local, originated, outgoing, metrics }
     }
 
     /// Sends `event` on: to Kafka (whose tail brings it back to local
@@ -74,6 +80,9 @@ impl EventBus {
     pub fn publish(&self, event: Event) {
         tracing::debug!(kind = event.kind(), key = %event.key, "event");
         self.metrics.events.with_label_values(&[event.kind()]).inc();
+        if self.originated.receiver_count() > 0 {
+            let _ = self.originated.send(Arc::new(event.body.clone()));
+        }
         match &self.outgoing {
             Some(tx) => {
                 if tx.try_send(event).is_err() {
@@ -93,5 +102,11 @@ impl EventBus {
     /// Events from now on, for `GET /events`.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Value>> {
         self.local.subscribe()
+    }
+
+    /// The events this process makes from now on (each made once, on one
+    /// daemon), for the webhook outbox.
+    pub fn subscribe_originated(&self) -> broadcast::Receiver<Arc<Value>> {
+        self.originated.subscribe()
     }
 }

@@ -71,6 +71,12 @@ pub struct TranscodeJob {
     /// The error of the attempt that failed last (on retries and in the DLQ).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// A project's own job for a video it claimed that another project
+    /// holds already (section 8): it takes the project's view of the
+    /// transcode through `processing` to the video's own status, as long as
+    /// a new transcode of it would take, and tells that project only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
 }
 
 fn first_attempt() -> u32 {
@@ -93,7 +99,13 @@ impl TranscodeJob {
             segment_secs: Some(settings.segment_secs),
             attempt: 1,
             last_error: None,
+            project: None,
         }
+    }
+
+    /// `project`'s own job for `hash` (see `project`).
+    pub fn for_project(hash: &str, project: &str, settings: &TranscodeSettings) -> Self {
+        Self { project: Some(project.to_owned()), ..Self::new(hash, settings) }
     }
 
     /// A job read from a message: JSON of the right type, a hash, a ladder.

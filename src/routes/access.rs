@@ -13,10 +13,9 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, ResponseError, web};
 
-/// The expiry (Unix seconds) of the playback token a media request came
-/// with: its replies may be cached no longer than that.
-#[derive(Debug, Clone, Copy)]
-pub struct PlaybackExpiry(pub u64);
+/// The playback token a media request came with (a request extension):
+/// its replies may be cached no longer than it lives.
+pub use crate::auth::PlaybackGrant;
 
 /// The audit log's target: `RUST_LOG=vidcache::audit=info` shows only it.
 const AUDIT: &str = "vidcache::audit";
@@ -46,14 +45,10 @@ pub async fn guard<B: MessageBody>(
     let decision = match (rule, &state) {
         (Err(refusal), _) => Err(refusal),
         (Ok(_), None) => Err(ApiError::internal("the application state is missing")),
-        (Ok(Rule::Playback), Some(state)) => {
-            let token = path_param(&pattern, req.path(), "token").unwrap_or_default();
-            let hash = path_param(&pattern, req.path(), "hash").unwrap_or_default();
-            state.auth.check_playback(&token, &hash).map_err(ApiError::from).map(|expires| {
-                req.extensions_mut().insert(PlaybackExpiry(expires));
-                Caller::Public
-            })
-        }
+        (Ok(Rule::Playback), Some(state)) => admit_playback(state, &pattern, &req).await.map(|grant| {
+            req.extensions_mut().insert(grant);
+            Caller::Public
+        }),
         (Ok(rule @ (Rule::Door | Rule::DoorCreate)), Some(state)) if let Some(token) = upload_token(&req) => {
             admit_upload_token(state, rule, &pattern, &req, token)
         }
@@ -100,6 +95,19 @@ pub fn upload_token(req: &ServiceRequest) -> Option<String> {
 /// `Location` of an upload created with one).
 #[derive(Debug, Clone)]
 pub struct UploadTokenUsed(pub String);
+
+/// A playback token in the path, checked against the projects that hold
+/// the path's video now.
+async fn admit_playback(state: &AppState, pattern: &str, req: &ServiceRequest) -> Result<PlaybackGrant, ApiError> {
+    let token = path_param(pattern, req.path(), "token").unwrap_or_default();
+    let hash = path_param(pattern, req.path(), "hash").unwrap_or_default();
+    let holders = match crate::domain::ContentHash::parse(&hash) {
+        Ok(parsed) => state.repo.holders(&parsed).await?,
+        Err(_) => Vec::new(),
+    };
+    let holders: Vec<(String, bool)> = holders.into_iter().map(|h| (h.project, h.pending)).collect();
+    Ok(state.auth.check_playback(&token, &hash, &holders)?)
+}
 
 /// Admits a signed upload URL's token on a door: creating its upload while
 /// unexpired, then that upload only; from its origin only, when it names one.

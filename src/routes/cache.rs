@@ -38,17 +38,10 @@ pub async fn meta(
     let tenant = caller.tenant();
     let mut video = visible_video(&state, &tenant, &hash).await?;
     let aliases = state.repo.aliases_of_as(&hash, &tenant).await?;
-    // A project sees the video as its own upload left it (where it asked
-    // for it to go, its metadata, since when), and the decisions about
-    // videos it holds only (section 8).
+    // A project sees the video as its own upload left it (`visible_video`:
+    // where it asked for it to go, its metadata, since when, its transcode),
+    // and the decisions about videos it holds only (section 8).
     if let Some(project) = tenant.confined_to() {
-        if let Some(own) = state.repo.holding(project, &hash).await? {
-            video.bucket = own.bucket;
-            video.prefix = own.prefix;
-            video.file_path = own.file_path;
-            video.meta = own.meta;
-            video.first_seen = own.since;
-        }
         for other in [video.near_duplicate_of, video.variant_of].into_iter().flatten() {
             if !state.repo.holds(project, &other).await? {
                 video.near_duplicate_of = video.near_duplicate_of.filter(|h| *h != other);
@@ -226,7 +219,7 @@ pub(super) async fn visible_video(
 ) -> Result<crate::storage::Video, ApiError> {
     let video = state.repo.find_video(hash).await?;
     match video {
-        Some(video) if state.repo.sees(tenant, hash).await? => Ok(video),
+        Some(video) if state.repo.sees(tenant, hash).await? => Ok(state.repo.as_seen_by(video, tenant).await?),
         _ => Err(unknown_video()),
     }
 }

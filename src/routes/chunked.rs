@@ -209,7 +209,10 @@ async fn chunked_status(state: &AppState, record: &SessionRecord) -> Result<serd
     let received: Vec<u32> = pieces.iter().map(|p| p.number).collect();
     let missing: Vec<u32> = (0..total).filter(|i| received.binary_search(i).is_err()).collect();
     let entry = match record.entry_id {
-        Some(entry) => state.repo.find_entry(entry).await?,
+        Some(entry) => match state.repo.find_entry(entry).await? {
+            Some(entry) => Some(state.repo.entry_as_seen_by(entry, &record.project).await?),
+            None => None,
+        },
         None => None,
     };
     Ok(json!({
@@ -299,6 +302,10 @@ pub async fn one(
             caller.tenant().confined_to().is_none_or(|p| p == owner)
         })
         .ok_or_else(|| ApiError::not_found("unknown-video", "no video with that id"))?;
+    let entry = match caller.tenant().confined_to() {
+        Some(project) => state.repo.entry_as_seen_by(entry, project).await?,
+        None => entry,
+    };
     Ok(HttpResponse::Ok().json(entry_json(&entry)))
 }
 

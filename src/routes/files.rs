@@ -31,9 +31,9 @@ pub(super) struct FileReply {
 pub(super) fn cache_control(req: &HttpRequest, shared: bool, immutable: bool) -> String {
     use actix_web::HttpMessage;
     let longest: u64 = if immutable { 31_536_000 } else { 60 };
-    let token = req.extensions().get::<super::access::PlaybackExpiry>().copied();
+    let token = req.extensions().get::<super::access::PlaybackGrant>().copied();
     match token {
-        Some(super::access::PlaybackExpiry(expires)) => {
+        Some(super::access::PlaybackGrant { expires, .. }) => {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
             format!("private, max-age={}", longest.min(expires.saturating_sub(now)))
         }

@@ -153,7 +153,7 @@ pub async fn thumbnail(
     path: web::Path<String>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let shared = super::media::media_access(&state, &caller, &path, &req).await?;
+    let shared = super::media::media_access(&state, &caller, &path, &req, super::media::Outputs::Upload).await?;
     thumbnail_of(&state, &Tenant::Operator, &path, &req, shared).await
 }
 

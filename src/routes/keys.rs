@@ -115,7 +115,49 @@ pub async fn revoke(
 }
 
 /// `GET /api/v1/webhooks` (admin): each endpoint's deliveries, failures and
-/// the last ones' outcomes.
-pub async fn webhooks(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "webhooks": state.webhooks.reports() }))
+/// the last ones' outcomes. Endpoints are the operator's and carry every
+/// project's events: a project's admin sees the counts, and of the
+/// deliveries only those about its own uploads and the videos it holds
+/// (section 8).
+pub async fn webhooks(state: web::Data<AppState>, caller: crate::auth::Caller) -> Result<HttpResponse, ApiError> {
+    let mut reports = state.webhooks.reports().await;
+    if let Some(project) = caller.tenant().confined_to() {
+        let mut held = std::collections::HashMap::new();
+        for report in &mut reports {
+            let mut keep = Vec::new();
+            for (named, key) in report.recent.iter().map(|d| (d.project.clone(), d.key.clone())) {
+                keep.push(its_own(&state, project, named, key, &mut held).await?);
+            }
+            let mut flags = keep.into_iter();
+            report.recent.retain(|_| flags.next().unwrap_or(false));
+            let mut keep = Vec::new();
+            for (named, key) in report.dead.iter().map(|d| (d.project.clone(), d.key.clone())) {
+                keep.push(its_own(&state, project, named, key, &mut held).await?);
+            }
+            let mut flags = keep.into_iter();
+            report.dead.retain(|_| flags.next().unwrap_or(false));
+        }
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "webhooks": reports })))
+}
+
+/// Whether a delivery is `project`'s to see: its event names the project,
+/// or names none and is about a video the project holds.
+async fn its_own(
+    state: &AppState,
+    project: &str,
+    named: Option<String>,
+    key: Option<String>,
+    held: &mut std::collections::HashMap<String, bool>,
+) -> Result<bool, ApiError> {
+    if let Some(named) = named {
+        return Ok(named == project);
+    }
+    let Some(hash) = key.and_then(|k| crate::domain::ContentHash::parse(&k).ok()) else { return Ok(false) };
+    if let Some(known) = held.get(&hash.to_hex()) {
+        return Ok(*known);
+    }
+    let holds = state.repo.holds(project, &hash).await?;
+    held.insert(hash.to_hex(), holds);
+    Ok(holds)
 }

@@ -9,6 +9,7 @@ use super::files::{FileReply, send_file};
 use crate::domain::ContentHash;
 use crate::error::ApiError;
 use crate::library::TranscodeRequest;
+use crate::storage::TranscodeStatus;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
 
@@ -53,7 +54,7 @@ pub async fn file(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let (hash, tail) = path.into_inner();
-    let shared = media_access(&state, &caller, &hash, &req).await?;
+    let shared = media_access(&state, &caller, &hash, &req, Outputs::Transcode).await?;
     serve(&state, &hash, &tail, &req, shared).await
 }
 
@@ -62,27 +63,32 @@ pub async fn file(
 /// project reads what it holds (one indexed row per request), privately;
 /// a caller with no key reads `public` videos only, and is told it needs a
 /// key for anything else, known or not (section 8).
+///
+/// A project whose own transcode of the video has not finished (it claimed
+/// bytes another project holds, section 8) has no transcoded media yet, as
+/// with a new video: `of` says whether the files asked for are those.
 pub(super) async fn media_access(
     state: &AppState,
     caller: &crate::auth::Caller,
     hash: &str,
     req: &HttpRequest,
+    of: Outputs,
 ) -> Result<bool, ApiError> {
     let hash = ContentHash::parse(hash).ok();
+    let there = |pending: bool| !(pending && of == Outputs::Transcode);
     match caller.tenant() {
         crate::domain::Tenant::Operator => Ok(true),
         crate::domain::Tenant::Project(project) => match hash {
-            Some(hash) if state.repo.holds(&project, &hash).await? => Ok(false),
+            Some(hash) if state.repo.holding(&project, &hash).await?.is_some_and(|v| there(v.transcode.is_some())) => {
+                Ok(false)
+            }
             _ => Err(not_found(req.path())),
         },
         crate::domain::Tenant::Nobody => {
             let public = match hash {
-                Some(hash) => state
-                    .repo
-                    .holders(&hash)
-                    .await?
-                    .into_iter()
-                    .any(|(project, public)| public || state.settings.auth.public_projects.contains(&project)),
+                Some(hash) => state.repo.holders(&hash).await?.into_iter().any(|h| {
+                    there(h.pending) && (h.public || state.settings.auth.public_projects.contains(&h.project))
+                }),
                 None => false,
             };
             if public {
@@ -96,6 +102,15 @@ pub(super) async fn media_access(
     }
 }
 
+/// Which of a video's media a request is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outputs {
+    /// What its transcode makes: manifests, segments, storyboards.
+    Transcode,
+    /// What its upload made: the thumbnail.
+    Upload,
+}
+
 /// `/media/t/{token}/{hash}/...`: the same files, for a playback token the
 /// guard has checked against `{hash}`.
 #[tracing::instrument(skip_all, fields(hash = %path.1))]
@@ -105,6 +120,13 @@ pub async fn signed_file(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let (_token, hash, tail) = path.into_inner();
+    let pending =
+        actix_web::HttpMessage::extensions(&req).get::<super::access::PlaybackGrant>().is_none_or(|g| g.pending);
+    if pending {
+        // The token's project's own transcode has not finished: its media
+        // are not there for it yet, as a new video's are not.
+        return Err(not_found(req.path()));
+    }
     serve(&state, &hash, &tail, &req, false).await
 }
 
@@ -150,7 +172,11 @@ pub async fn transcode(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let hash = ContentHash::parse(&path)?;
-    super::cache::visible_video(&state, &caller.tenant(), &hash).await?;
+    let seen = super::cache::visible_video(&state, &caller.tenant(), &hash).await?;
+    // A project's own transcode of a video it claimed is on its way.
+    if matches!(seen.transcode, TranscodeStatus::Queued | TranscodeStatus::Processing) {
+        return Ok(HttpResponse::Ok().json(json!({"hash": hash, "status": seen.transcode, "queued": false})));
+    }
     Ok(match state.library.request_transcode(&hash).await? {
         TranscodeRequest::Settled(status) => {
             HttpResponse::Ok().json(json!({"hash": hash, "status": status, "queued": false}))

@@ -41,7 +41,8 @@ pub async fn token(
     path: web::Path<String>,
     query: web::Query<PlaybackQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let hash = video_of(&state, &caller.tenant(), &path).await?;
+    let tenant = caller.tenant();
+    let hash = video_of(&state, &tenant, &path).await?;
     let ttl = query.ttl.unwrap_or(state.settings.auth.playback_ttl_secs);
     if !(MIN_TTL..=MAX_TTL).contains(&ttl) {
         return Err(ApiError::bad_request(
@@ -49,7 +50,7 @@ pub async fn token(
             format!("ttl is a number of seconds from {MIN_TTL} to {MAX_TTL}"),
         ));
     }
-    let (token, expires) = state.auth.playback_token(&hash, ttl);
+    let (token, expires) = state.auth.playback_token(&hash, tenant.confined_to(), ttl);
     let base = format!("/media/t/{token}/{}", hash.to_hex());
     let expires_at = chrono::DateTime::from_timestamp(expires as i64, 0).map(|t| t.to_rfc3339());
     Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(serde_json::json!({

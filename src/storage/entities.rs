@@ -254,6 +254,11 @@ pub mod video_project {
         pub file_path: Option<String>,
         pub meta: Option<String>,
         pub public: bool,
+        /// The transcode as this project sees it while its own job runs;
+        /// `None`: the video's own.
+        pub transcode_status: Option<String>,
+        /// The upload that made the project hold it.
+        pub upload_id: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -17,6 +17,6 @@ pub use jobs::{Job, JobState};
 pub use keys::StoredKey;
 pub use lock::RootLock;
 pub use repo::{
-    Entry, EntryRecord, EntryStatus, Holding, NewEntry, NewVideo, Piece, RepoError, Repository, SessionRecord,
+    Entry, EntryRecord, EntryStatus, Holder, Holding, NewEntry, NewVideo, Piece, RepoError, Repository, SessionRecord,
     SessionState, Signature, TranscodeStatus, UploadKind, Video,
 };

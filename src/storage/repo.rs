@@ -451,6 +451,40 @@ pub struct Holding {
     pub since: DateTime<Utc>,
     /// The project made its media public.
     pub public: bool,
+    /// The transcode as the project sees it while its own transcode job
+    /// has not finished (a video it claimed that another project holds
+    /// already); `None`: it sees the video's own.
+    pub transcode: Option<TranscodeStatus>,
+    /// The upload that made the project hold it (none for holdings from
+    /// before this was kept).
+    pub upload: Option<UploadId>,
+}
+
+/// A project holding a video, as media access needs to know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub project: String,
+    /// It made the video's media public.
+    pub public: bool,
+    /// Its own transcode of the video has not finished (`Holding::transcode`).
+    pub pending: bool,
+}
+
+impl Video {
+    /// The video as `project`, holding it as `view`, sees it: where its
+    /// upload put it, its metadata, since when, and its transcode.
+    pub fn seen_as(&mut self, view: Holding) {
+        self.bucket = view.bucket;
+        self.prefix = view.prefix;
+        self.file_path = view.file_path;
+        self.meta = view.meta;
+        self.first_seen = view.since;
+        if let Some(status) = view.transcode {
+            self.transcode = status;
+            self.transcode_error = None;
+            self.renditions = None;
+        }
+    }
 }
 
 /// A sample as stored: `[pts_ms, "hex", keyframe, info]`, or without `info`
@@ -466,6 +500,10 @@ enum StoredSample {
 pub struct Repository {
     db: DatabaseConnection,
 }
+
+/// The advisory lock key migrations hold on PostgreSQL: "vidcache" in
+/// ASCII, as a bigint.
+const MIGRATION_LOCK: i64 = 0x7669_6463_6163_6865;
 
 impl Repository {
     pub(super) fn conn(&self) -> &DatabaseConnection {
@@ -492,8 +530,29 @@ impl Repository {
                     .busy_timeout(Duration::from_secs(60))
             });
         let db = Database::connect(options).await?;
-        Migrator::up(&db, None).await?;
+        Self::migrate(&db, url).await?;
         Ok(Self { db })
+    }
+
+    /// Brings the schema up to date. Several daemons starting at once on
+    /// one PostgreSQL database take turns: each holds a database-wide
+    /// advisory lock (on a connection of its own) while it migrates, and the
+    /// ones after find nothing left to do. (SQLite serves one daemon.)
+    async fn migrate(db: &DatabaseConnection, url: &str) -> Result<(), RepoError> {
+        if db.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
+            return Ok(Migrator::up(db, None).await?);
+        }
+        let mut options = ConnectOptions::new(url.to_owned());
+        options.max_connections(1).min_connections(1).sqlx_logging(false);
+        let lock = Database::connect(options).await?;
+        lock.execute_unprepared(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})")).await?;
+        let migrated = Migrator::up(db, None).await;
+        let unlocked = lock.execute_unprepared(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})")).await;
+        // Closing the lock's session releases it too, whatever happened.
+        let _ = lock.close().await;
+        migrated?;
+        unlocked?;
+        Ok(())
     }
 
     pub async fn ping(&self) -> Result<(), RepoError> {
@@ -594,6 +653,8 @@ impl Repository {
             meta: new.meta.clone(),
             since: now,
             public: new.public,
+            transcode: None,
+            upload: None,
         };
         Self::hold_in(&txn, &new.hash, &new.project, &view).await?;
         txn.commit().await?;
@@ -615,6 +676,8 @@ impl Repository {
             file_path: Set(Some(view.file_path.clone())),
             meta: Set(Some(view.meta.to_string())),
             public: Set(view.public),
+            transcode_status: Set(view.transcode.map(|s| s.as_str().to_owned())),
+            upload_id: Set(view.upload.as_ref().map(|u| u.as_str().to_owned())),
         })
         .on_conflict(
             OnConflict::columns([video_project::Column::Hash, video_project::Column::ProjectId])
@@ -628,9 +691,61 @@ impl Repository {
 
     // ---- projects (section 8) ----
 
-    /// Makes `project` hold `hash`, seen as `view`; whether it did not before.
-    pub async fn hold(&self, hash: &ContentHash, project: &str, view: &Holding) -> Result<bool, RepoError> {
-        Self::hold_in(&self.db, hash, project, view).await
+    /// Makes `project` hold `hash`, seen as `view`; whether it did not
+    /// before. With `job`, the project's own transcode job is queued in the
+    /// same transaction (keyed `{hash}@{project}`), when it did not.
+    pub async fn hold(
+        &self,
+        hash: &ContentHash,
+        project: &str,
+        view: &Holding,
+        job: Option<(&str, &serde_json::Value)>,
+    ) -> Result<bool, RepoError> {
+        let txn = self.db.begin().await?;
+        let inserted = Self::hold_in(&txn, hash, project, view).await?;
+        if inserted && let Some((topic, payload)) = job {
+            Self::enqueue_job_in(&txn, topic, &format!("{}@{project}", hash.to_hex()), payload).await?;
+        }
+        txn.commit().await?;
+        Ok(inserted)
+    }
+
+    /// Sets how `project` sees the transcode of `hash` (`None`: as the
+    /// video's own); `false` if it does not hold it.
+    pub async fn set_project_transcode(
+        &self,
+        hash: &ContentHash,
+        project: &str,
+        status: Option<TranscodeStatus>,
+    ) -> Result<bool, RepoError> {
+        let updated = video_project::Entity::update_many()
+            .col_expr(video_project::Column::TranscodeStatus, Expr::value(status.map(|s| s.as_str())))
+            .filter(video_project::Column::Hash.eq(hash.to_hex()))
+            .filter(video_project::Column::ProjectId.eq(project))
+            .exec(&self.db)
+            .await?;
+        Ok(updated.rows_affected > 0)
+    }
+
+    /// `entry` as `project` sees it: its video as `as_seen_by` shows it.
+    pub async fn entry_as_seen_by(&self, mut entry: Entry, project: &str) -> Result<Entry, RepoError> {
+        if let Some(video) = &mut entry.video
+            && let Some(view) = self.holding(project, &video.hash).await?
+        {
+            video.seen_as(view);
+        }
+        Ok(entry)
+    }
+
+    /// `video` as `tenant` sees it (`Video::seen_as`); the operator sees it
+    /// as stored.
+    pub async fn as_seen_by(&self, mut video: Video, tenant: &Tenant) -> Result<Video, RepoError> {
+        if let Some(project) = tenant.confined_to()
+            && let Some(view) = self.holding(project, &video.hash).await?
+        {
+            video.seen_as(view);
+        }
+        Ok(video)
     }
 
     /// Whether `project` holds `hash`.
@@ -658,11 +773,14 @@ impl Repository {
         Ok(updated.rows_affected > 0)
     }
 
-    /// The projects holding `hash`, each with whether it made it public.
-    pub async fn holders(&self, hash: &ContentHash) -> Result<Vec<(String, bool)>, RepoError> {
+    /// The projects holding `hash`.
+    pub async fn holders(&self, hash: &ContentHash) -> Result<Vec<Holder>, RepoError> {
         let rows =
             video_project::Entity::find().filter(video_project::Column::Hash.eq(hash.to_hex())).all(&self.db).await?;
-        Ok(rows.into_iter().map(|r| (r.project_id, r.public)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|r| Holder { pending: r.transcode_status.is_some(), project: r.project_id, public: r.public })
+            .collect())
     }
 
     /// How `project` sees `hash` (where its upload put it, its metadata).
@@ -675,6 +793,8 @@ impl Repository {
             meta: r.meta.and_then(|m| serde_json::from_str(&m).ok()).unwrap_or(serde_json::Value::Null),
             since: r.created_at,
             public: r.public,
+            transcode: r.transcode_status.as_deref().map(TranscodeStatus::from_stored),
+            upload: r.upload_id.as_deref().and_then(|u| UploadId::parse(u).ok()),
         }))
     }
 
@@ -1021,31 +1141,15 @@ impl Repository {
     // ---- upload sessions ----
 
     /// Records a new session; with `entry`, also the video entry it fills,
-    /// in the same transaction. Returns the session as stored (with its entry id).
+    /// in the same transaction. Returns the session as stored (with its
+    /// entry id); `None` when a session with its id exists.
     pub async fn insert_session(
         &self,
         record: &SessionRecord,
         entry: Option<&NewEntry>,
-    ) -> Result<SessionRecord, RepoError> {
+    ) -> Result<Option<SessionRecord>, RepoError> {
         let mut record = record.clone();
         let txn = self.db.begin().await?;
-        if let Some(entry) = entry {
-            let row = video_entry::ActiveModel {
-                upload_id: Set(Some(record.id.as_str().to_owned())),
-                hash: Set(None),
-                filename: Set(entry.filename.clone()),
-                content_type: Set(entry.content_type.clone()),
-                project_id: Set(entry.project_id.clone()),
-                door: Set(record.kind.as_str().to_owned()),
-                status: Set(EntryStatus::Uploading.as_str().to_owned()),
-                error: Set(None),
-                created_at: Set(record.created_at),
-                updated_at: Set(record.created_at),
-                ..Default::default()
-            };
-            let inserted = video_entry::Entity::insert(row).exec(&txn).await?;
-            record.entry_id = Some(inserted.last_insert_id);
-        }
         let row = upload_session::ActiveModel {
             id: Set(record.id.as_str().to_owned()),
             url: Set(record.url.as_ref().map(|u| u.as_str().to_owned())),
@@ -1064,13 +1168,43 @@ impl Repository {
             total_size: Set(record.total_size.map(|v| v as i64)),
             chunk_size: Set(record.chunk_size.map(|v| v as i64)),
             owner: Set(record.owner.clone()),
-            entry_id: Set(record.entry_id),
+            entry_id: Set(None),
             project_id: Set(Some(record.project.clone())),
             public: Set(record.public),
         };
-        upload_session::Entity::insert(row).exec_without_returning(&txn).await?;
+        // The session first: when its id is taken (only ids chosen in
+        // advance can be), nothing else is written.
+        let inserted = upload_session::Entity::insert(row)
+            .on_conflict(OnConflict::column(upload_session::Column::Id).do_nothing().to_owned())
+            .exec_without_returning(&txn)
+            .await?;
+        if inserted == 0 {
+            return Ok(None); // the transaction is rolled back as it drops
+        }
+        if let Some(entry) = entry {
+            let row = video_entry::ActiveModel {
+                upload_id: Set(Some(record.id.as_str().to_owned())),
+                hash: Set(None),
+                filename: Set(entry.filename.clone()),
+                content_type: Set(entry.content_type.clone()),
+                project_id: Set(entry.project_id.clone()),
+                door: Set(record.kind.as_str().to_owned()),
+                status: Set(EntryStatus::Uploading.as_str().to_owned()),
+                error: Set(None),
+                created_at: Set(record.created_at),
+                updated_at: Set(record.created_at),
+                ..Default::default()
+            };
+            let entry_id = video_entry::Entity::insert(row).exec(&txn).await?.last_insert_id;
+            upload_session::Entity::update_many()
+                .col_expr(upload_session::Column::EntryId, Expr::value(entry_id))
+                .filter(upload_session::Column::Id.eq(record.id.as_str()))
+                .exec(&txn)
+                .await?;
+            record.entry_id = Some(entry_id);
+        }
         txn.commit().await?;
-        Ok(record)
+        Ok(Some(record))
     }
 
     /// Receiving sessions opened by `owner`: the per-key concurrency limit.
@@ -1182,7 +1316,14 @@ impl Repository {
         } else {
             video::Entity::find().filter(video::Column::Hash.is_in(hashes)).all(&self.db).await?
         };
-        let videos: Vec<Video> = videos.into_iter().filter_map(Video::from_row).collect();
+        let mut videos: Vec<Video> = videos.into_iter().filter_map(Video::from_row).collect();
+        if let Some(project) = project {
+            for video in &mut videos {
+                if let Some(view) = self.holding(project, &video.hash).await? {
+                    video.seen_as(view);
+                }
+            }
+        }
         Ok(entries
             .into_iter()
             .map(|entry| {

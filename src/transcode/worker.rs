@@ -62,6 +62,35 @@ pub struct TranscodeWorker {
     pub metrics: Metrics,
     pub transcoder: Addr<Transcoder>,
     pub settings: Arc<TranscodeSettings>,
+    /// Seconds of transcoding per second of video, lately (`Pace`).
+    pub pace: Pace,
+}
+
+/// How long a transcode takes per second of video: a moving mean of this
+/// worker's own transcodes. A project's own job for a video another
+/// project holds (section 8) takes as long as a new transcode of it would.
+#[derive(Clone, Default)]
+pub struct Pace(Arc<std::sync::Mutex<Option<f64>>>);
+
+impl Pace {
+    /// Before any transcode was measured: about real time, what the
+    /// default ladder takes on two cores.
+    const FIRST: f64 = 1.0;
+
+    fn record(&self, seconds: f64, duration_s: f64) {
+        if duration_s <= 0.0 || !seconds.is_finite() {
+            return;
+        }
+        let sample = seconds / duration_s;
+        let mut pace = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *pace = Some(pace.map_or(sample, |p| 0.8 * p + 0.2 * sample));
+    }
+
+    /// How long a new transcode of `duration_s` seconds of video takes.
+    fn of(&self, duration_s: f64) -> Duration {
+        let pace = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).unwrap_or(Self::FIRST);
+        Duration::from_secs_f64((pace * duration_s.max(0.0)).min(3600.0))
+    }
 }
 
 /// A progress event at most this often.
@@ -70,6 +99,9 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 impl TranscodeWorker {
     #[tracing::instrument(skip_all, fields(hash = %job.hash, attempt = job.attempt))]
     async fn run(self, job: TranscodeJob) -> Result<(), String> {
+        if let Some(project) = job.project.clone() {
+            return self.run_for(project, job).await;
+        }
         let hash = ContentHash::parse(&job.hash).map_err(|e| e.to_string())?;
         let Some(video) = self.repo.find_video(&hash).await.map_err(|e| e.to_string())? else {
             tracing::info!("the video is gone; nothing to transcode");
@@ -128,6 +160,9 @@ impl TranscodeWorker {
         let _ = forwarder.await;
         let elapsed = started.elapsed().as_secs_f64();
         self.metrics.transcode_seconds.observe(elapsed);
+        if matches!(result, Ok(Ok(_))) {
+            self.pace.record(elapsed, video.duration_s.unwrap_or(0.0));
+        }
         match result {
             Ok(Ok(output)) => {
                 let renditions = serde_json::to_value(&output.renditions).unwrap_or_default();
@@ -158,6 +193,82 @@ impl TranscodeWorker {
             Ok(Err(e)) => self.failed_attempt(&hash, &job, e.to_string()).await,
             Err(e) => self.failed_attempt(&hash, &job, format!("the transcoder is gone: {e}")).await,
         }
+    }
+
+    /// `project`'s own job for a video another project holds (section 8):
+    /// the project's view goes `queued → processing`, waits for the
+    /// video's own transcode if it has not finished, then for as long as a
+    /// new transcode of the video takes, and becomes the video's own status.
+    /// Its events name the project, so no other project is told of them.
+    /// Delivered again after it finished, it does nothing.
+    async fn run_for(self, project: String, job: TranscodeJob) -> Result<(), String> {
+        let hash = ContentHash::parse(&job.hash).map_err(|e| e.to_string())?;
+        let fail = |e: crate::storage::RepoError| e.to_string();
+        let Some(view) = self.repo.holding(&project, &hash).await.map_err(fail)? else {
+            return Ok(()); // the project let go of it
+        };
+        if view.transcode.is_none() {
+            return Ok(()); // finished before
+        }
+        let started = Instant::now();
+        self.repo.set_project_transcode(&hash, &project, Some(TranscodeStatus::Processing)).await.map_err(fail)?;
+        self.events.publish(Event::new(
+            "transcode.started",
+            &job.hash,
+            json!({"hash": job.hash, "attempt": job.attempt, "project": project}),
+        ));
+        let video = loop {
+            let Some(video) = self.repo.find_video(&hash).await.map_err(fail)? else { return Ok(()) };
+            match video.transcode {
+                TranscodeStatus::Ready | TranscodeStatus::Failed => break video,
+                // Nobody asked for the video's own: this job makes it.
+                TranscodeStatus::None => {
+                    Box::pin(self.clone().run(TranscodeJob { project: None, ..job.clone() })).await?;
+                }
+                TranscodeStatus::Queued | TranscodeStatus::Processing => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        };
+        // Progress as a transcode's: at most once a second.
+        let takes = self.pace.of(video.duration_s.unwrap_or(0.0));
+        while let Some(left) = takes.checked_sub(started.elapsed()).filter(|d| !d.is_zero()) {
+            tokio::time::sleep(left.min(PROGRESS_EVERY)).await;
+            let share = started.elapsed().as_secs_f64() / takes.as_secs_f64();
+            if share < 1.0 {
+                let percent = (share * 1000.0).round() / 10.0;
+                self.events.publish(Event::new(
+                    "transcode.progress",
+                    &job.hash,
+                    json!({"hash": job.hash, "percent": percent, "project": project}),
+                ));
+            }
+        }
+        if !self.repo.set_project_transcode(&hash, &project, None).await.map_err(fail)? {
+            return Ok(()); // let go of meanwhile
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let event = match video.transcode {
+            TranscodeStatus::Ready => {
+                let realtime = video.duration_s.filter(|_| elapsed > 0.0).map_or(0.0, |d| d / elapsed);
+                Event::new(
+                    "transcode.completed",
+                    &job.hash,
+                    self.urls(
+                        &job.hash,
+                        json!({"renditions": video.renditions, "seconds": elapsed, "realtime_factor": realtime,
+                               "has_audio": video.audio_codec.is_some(), "project": project}),
+                    ),
+                )
+            }
+            _ => Event::new(
+                "transcode.failed",
+                &job.hash,
+                json!({"hash": job.hash, "error": video.transcode_error, "attempts": job.attempt, "project": project}),
+            ),
+        };
+        self.events.publish(event);
+        Ok(())
     }
 
     /// An attempt failed: the job is retried (status `queued`, with the
@@ -216,16 +327,22 @@ impl JobHandler for TranscodeWorker {
         let this = self.clone();
         Box::pin(async move {
             this.metrics.transcodes.with_label_values(&["failed"]).inc();
-            if let Ok(hash) = ContentHash::parse(&job.hash)
-                && let Err(e) = this.set_status(&hash, TranscodeStatus::Failed, Some(&error), None).await
-            {
+            let recorded = match (ContentHash::parse(&job.hash), &job.project) {
+                (Err(_), _) => Ok(true),
+                // A project's own job: its view becomes the video's own.
+                (Ok(hash), Some(project)) => {
+                    this.repo.set_project_transcode(&hash, project, None).await.map_err(|e| e.to_string())
+                }
+                (Ok(hash), None) => this.set_status(&hash, TranscodeStatus::Failed, Some(&error), None).await,
+            };
+            if let Err(e) = recorded {
                 tracing::warn!(error = %e, "could not record a failed transcode");
             }
-            this.events.publish(Event::new(
-                "transcode.failed",
-                &job.hash,
-                json!({"hash": job.hash, "error": error, "attempts": job.attempt}),
-            ));
+            let mut fields = json!({"hash": job.hash, "error": error, "attempts": job.attempt});
+            if let Some(project) = &job.project {
+                fields["project"] = project.as_str().into();
+            }
+            this.events.publish(Event::new("transcode.failed", &job.hash, fields));
         })
     }
 }

@@ -621,11 +621,13 @@ impl Committer {
             // Recorded already, by this upload (the crash came after the
             // insert) or by another one. (Its spool and parts go once the
             // session is closed, in `recover_interrupted`.)
-            if stored.file_path == key.as_str() {
+            if stored.file_path == key.as_str() && self.repo.holds(&session.project, &hash).await? {
                 // The insert wrote the alias in its transaction.
                 return self.answer_for(&stored, IngestStatus::New).await.map(Some);
             }
-            self.delete_object(key).await;
+            if stored.file_path != key.as_str() {
+                self.delete_object(key).await;
+            }
             return self.duplicate_of(&stored, session, std::time::Instant::now()).await.map(Some);
         }
         let store = self.store.clone();
@@ -691,13 +693,32 @@ impl Committer {
             meta: session.meta.clone(),
             since: chrono::Utc::now(),
             public: session.public,
+            // Its transcode goes as a new video's would: its own job.
+            transcode: self.transcode.is_some().then_some(crate::storage::TranscodeStatus::Queued),
+            upload: Some(session.id.clone()),
         };
-        if self.repo.hold(&stored.hash, &session.project, &view).await? {
+        let job = self.transcode.as_ref().map(|settings| {
+            crate::queue::TranscodeJob::for_project(&stored.hash.to_hex(), &session.project, settings).to_json()
+        });
+        let job = job.as_ref().map(|payload| (crate::queue::TRANSCODE_TOPIC, payload));
+        // As long as a new video's commit would take, before the claim (so
+        // that the project's own transcode job, queued with it, starts after
+        // the answer, as a new video's does).
+        let held = self.repo.holding(&session.project, &stored.hash).await?;
+        if held.is_none() {
+            tokio::time::sleep(self.commit_time.current().saturating_sub(started.elapsed())).await;
+        }
+        let claimed = self.repo.hold(&stored.hash, &session.project, &view, job).await?;
+        // Claimed by this very upload before a kill interrupted its commit:
+        // answered as it would have been.
+        let claimed = claimed || held.is_some_and(|held| held.upload.as_ref() == Some(&session.id));
+        if claimed {
+            if job.is_some() {
+                self.job_queued.notify_one();
+            }
             if let Some(url) = &session.url {
                 self.repo.add_alias(url, &stored.hash, &session.project).await?;
             }
-            // As long as a new video's commit would take.
-            tokio::time::sleep(self.commit_time.current().saturating_sub(started.elapsed())).await;
             return Ok(IngestResult {
                 file_path: view.file_path,
                 ..IngestResult::of_stored(stored, IngestStatus::New)

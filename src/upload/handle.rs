@@ -142,7 +142,8 @@ impl Uploads {
             project: new.project,
             public: new.public,
         };
-        let record = self.committer.repo.insert_session(&record, new.entry.as_ref()).await?;
+        let record =
+            self.committer.repo.insert_session(&record, new.entry.as_ref()).await?.ok_or(UploadError::IdTaken)?;
         self.committer.metrics.uploads_started.inc();
         Ok(record)
     }

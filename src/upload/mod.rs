@@ -77,6 +77,10 @@ pub enum UploadError {
     WrongDoor,
     #[error("too many open uploads for this client (limit {limit}); finish or abort one first")]
     TooManySessions { limit: u64 },
+    /// The upload id chosen in advance (a signed upload URL's) is taken:
+    /// such a URL creates one upload only, even when two requests race.
+    #[error("this upload URL has been used: it creates one upload only")]
+    IdTaken,
 }
 
 impl UploadError {
@@ -105,6 +109,7 @@ impl UploadError {
             Self::BadParts(_) => "invalid-parts",
             Self::WrongDoor => "wrong-upload-api",
             Self::TooManySessions { .. } => "too-many-uploads",
+            Self::IdTaken => "upload-url-used",
         }
     }
 }

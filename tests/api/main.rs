@@ -8,6 +8,7 @@ mod bad_input;
 mod bad_input_doors;
 mod cache;
 mod chunked;
+mod cluster;
 mod corpus;
 mod early_probe;
 mod engine;

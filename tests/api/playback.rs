@@ -13,7 +13,7 @@ const SECRET: &str = "a-server-secret-the-test-knows-for-forging-tokens";
 /// HMAC}`), with an expiry of the test's choosing.
 fn token_for(hash: &str, expires: u64) -> String {
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(format!("vidcache playback\0{hash}\0{expires}").as_bytes());
+    mac.update(format!("vidcache playback\0{hash}\0{expires}\0p").as_bytes());
     format!("{expires}-{}", hex::encode(&mac.finalize().into_bytes()[..16]))
 }
 

@@ -15,8 +15,14 @@ pub struct Daemon {
 
 impl Daemon {
     pub async fn start(root: &std::path::Path, database_url: &str, port: u16) -> Self {
+        Self::start_with(root, database_url, port, &[]).await
+    }
+
+    /// `start`, with more environment (configuration) of the test's.
+    pub async fn start_with(root: &std::path::Path, database_url: &str, port: u16, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_vidcache"))
             .arg("serve")
+            .envs(env.iter().copied())
             .env("VIDCACHE__SERVER__BIND", format!("127.0.0.1:{port}"))
             .env("VIDCACHE__STORAGE__ROOT", root)
             .env("VIDCACHE__DATABASE__URL", database_url)
@@ -351,3 +357,78 @@ async fn migrate_creates_the_schema_on_a_fresh_root() {
     .unwrap();
     assert_eq!(applied, 8, "every migration was applied");
 }
+
+/// The commit window of an upload of bytes another project holds (section
+/// 8: answered to it as a new video of its own). Killed (1) with its commit
+/// begun and its bytes whole in the spool, before the claim, and (2) after
+/// the claim was recorded but before its session closed: after a restart
+/// both are answered `new`, at their own path, as they would have been
+/// (before, (2) was answered `duplicate`, which a new video never is), and
+/// each project holds the video with its own transcode job.
+async fn a_claim_of_another_projects_bytes_killed_mid_commit_is_answered_new(backend: Backend) {
+    use sea_orm::ConnectionTrait;
+    use vidcache::domain::{Bucket, ContentHash, ObjectKey, Prefix, UploadId};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    std::fs::create_dir_all(&root).unwrap();
+    let database_url = fresh_database(backend, &root).await;
+    let client = crate::helpers::http_client();
+    let video = fixture("small");
+
+    let mut daemon = Daemon::start(&root, &database_url, free_port()).await;
+    let first = init_upload(&client, &daemon.address, "https://a.test/theirs.mp4").await;
+    let stored: serde_json::Value =
+        resume_upload(&client, &daemon.address, &first, 0, &video).await.json().await.unwrap();
+    assert_eq!(stored["status"], "new", "{stored}");
+    let before_claim = init_upload(&client, &daemon.address, "https://b.test/mine.mp4").await;
+    let after_claim = init_upload(&client, &daemon.address, "https://c.test/mine.mp4").await;
+    daemon.kill9();
+
+    // As the kills left them: sessions of projects pb and pc, commits begun
+    // with every byte spooled; pc's claim recorded, its session not closed.
+    let hash = ContentHash::parse(&blake3_hex(&video)).unwrap();
+    let key = ObjectKey::new(&Bucket::parse("mine").unwrap(), &Prefix::default(), &hash, "mp4");
+    let raw = sea_orm::Database::connect(&database_url).await.unwrap();
+    let repo = vidcache::storage::Repository::connect(&database_url, 1).await.unwrap();
+    for (id, project) in [(&before_claim, "pb"), (&after_claim, "pc")] {
+        let moved = format!("UPDATE upload_sessions SET project_id = '{project}', bucket = 'mine' WHERE id = '{id}'");
+        raw.execute_unprepared(&moved).await.unwrap();
+        let id = UploadId::parse(id).unwrap();
+        repo.record_progress(&id, video.len() as u64).await.unwrap();
+        repo.begin_commit(&id, &hash, &key).await.unwrap();
+        std::fs::write(root.join(".spool").join(format!("{id}.part")), &video).unwrap();
+    }
+    let claim = vidcache::storage::Holding {
+        bucket: "mine".into(),
+        prefix: String::new(),
+        file_path: key.as_str().to_owned(),
+        meta: serde_json::json!({}),
+        since: chrono::Utc::now(),
+        public: false,
+        transcode: Some(vidcache::storage::TranscodeStatus::Queued),
+        upload: Some(UploadId::parse(&after_claim).unwrap()),
+    };
+    assert!(repo.hold(&hash, "pc", &claim, None).await.unwrap());
+    drop(repo);
+    raw.close().await.unwrap();
+
+    let mut daemon = Daemon::start(&root, &database_url, free_port()).await;
+    for id in [&before_claim, &after_claim] {
+        let recovered = status(&client, &daemon.address, id).await;
+        assert_eq!(recovered["state"], "complete", "{recovered}");
+        assert_eq!(recovered["result"]["status"], "new", "{recovered}");
+        assert_eq!(recovered["result"]["hash"], hash.to_hex().as_str());
+        assert_eq!(recovered["result"]["file_path"], key.as_str(), "at its own path: {recovered}");
+    }
+    let repo = vidcache::storage::Repository::connect(&database_url, 1).await.unwrap();
+    for project in ["pb", "pc"] {
+        let held = repo.holding(project, &hash).await.unwrap().unwrap_or_else(|| panic!("{project} holds it"));
+        assert_eq!(held.file_path, key.as_str());
+    }
+    // The first project's video and bytes are as they were.
+    let bytes = client.get(format!("{}/video/{hash}", daemon.address)).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(blake3_hex(&bytes), hash.to_hex());
+    assert_eq!(repo.holding("default", &hash).await.unwrap().unwrap().file_path, stored["file_path"].as_str().unwrap());
+    daemon.kill9();
+}
+both_backends!(a_claim_of_another_projects_bytes_killed_mid_commit_is_answered_new);

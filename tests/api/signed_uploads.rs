@@ -164,3 +164,48 @@ async fn the_chunked_door_takes_a_signed_url_within_its_limits(backend: Backend)
     }
 }
 crate::both_backends!(the_chunked_door_takes_a_signed_url_within_its_limits);
+
+/// One signed URL used by many requests at once, at every door that
+/// creates: exactly one creates its upload; the others are told the URL is
+/// used (never a 500), and nothing else was recorded.
+async fn a_signed_url_raced_creates_one_upload(backend: Backend) {
+    let app = keyed(backend).await;
+    for door in ["chunked", "tus"] {
+        let signed = mint(&app, json!({})).await;
+        let token = signed["token"].as_str().unwrap().to_owned();
+        let tokened = crate::helpers::http_client_with_header("upload-token", &token);
+        let create = |n: usize| {
+            let (tokened, app_url) = (tokened.clone(), app.url(""));
+            async move {
+                let response = match door {
+                    "chunked" => tokened
+                        .post(format!("{app_url}/videos/init"))
+                        .json(&json!({"filename": format!("{n}.mp4"), "size": 1000})),
+                    _ => tokened
+                        .post(format!("{app_url}/files/"))
+                        .header("tus-resumable", "1.0.0")
+                        .header("upload-length", "1000"),
+                }
+                .send()
+                .await
+                .unwrap();
+                let status = response.status().as_u16();
+                let body = response.text().await.unwrap();
+                (status, body)
+            }
+        };
+        let answers = futures::future::join_all((0..8).map(create)).await;
+        let created = answers.iter().filter(|(s, _)| *s == 200 || *s == 201).count();
+        assert_eq!(created, 1, "{door}: {answers:?}");
+        for (status, body) in answers.iter().filter(|(s, _)| *s != 200 && *s != 201) {
+            assert_eq!(*status, 403, "{door}: {body}");
+            assert!(body.contains("upload-url-used"), "{door}: {body}");
+        }
+    }
+    // One entry for the chunked creation that won; none for those refused.
+    let reader = crate::helpers::http_client_as("reader", "r");
+    let listed: Value = reader.get(app.url("/videos")).send().await.unwrap().json().await.unwrap();
+    let entries = listed.as_array().unwrap();
+    assert_eq!(entries.iter().filter(|v| v["filename"].as_str().is_some_and(|f| f.ends_with(".mp4"))).count(), 1);
+}
+crate::both_backends!(a_signed_url_raced_creates_one_upload);

@@ -178,3 +178,86 @@ async fn another_projects_videos_are_invisible_and_its_bytes_are_new_to_b(backen
     assert_eq!(b.get(app.url(&format!("/video/{hash}"))).send().await.unwrap().status(), 404);
 }
 crate::both_backends!(another_projects_videos_are_invisible_and_its_bytes_are_new_to_b);
+
+/// Bytes A has transcoded already, uploaded by B: B's video goes through
+/// `queued` and `processing` as a new one would (its own job, as long as a
+/// transcode of it takes), its media are not there for B until then, its
+/// transcode events reach B only, and A hears nothing of it.
+async fn a_claimed_video_is_transcoded_for_b_as_a_new_one_would_be(backend: Backend) {
+    let app = spawn_app_with(backend, |s| {
+        two_projects(s);
+        s.transcode.workers = 1;
+    })
+    .await;
+    let (a, b) = (http_client_as("a", "secret-a"), http_client_as("b", "secret-b"));
+    let source = std::fs::read(crate::helpers::fixture_path("small")).unwrap();
+    let stored = upload_as(&app, &a, "https://a.test/t.mp4", "abucket", source.clone()).await;
+    let hash = stored["hash"].as_str().unwrap().to_owned();
+    let transcoded = |client: &reqwest::Client| {
+        let (client, url) = (client.clone(), app.url(&format!("/meta/{hash}")));
+        async move {
+            let meta: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+            meta["transcode"]["status"].as_str().unwrap_or_default().to_owned()
+        }
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while transcoded(&a).await != "ready" {
+        assert!(std::time::Instant::now() < deadline, "A's transcode");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let mut a_events = crate::transcode::listen_as(&app, a.clone()).await;
+    let mut b_events = crate::transcode::listen_as(&app, b.clone()).await;
+
+    let mine = upload_as(&app, &b, "https://b.test/t.mp4", "bbucket", source).await;
+    assert_eq!(mine["status"], "new", "{mine}");
+    // Right after: not ready for B, and nothing to play yet, with its key
+    // or a playback token; its thumbnail is there, as a new video's is.
+    let status = transcoded(&b).await;
+    assert!(status == "queued" || status == "processing", "B sees {status}");
+    let meta: Value = b.get(app.url(&format!("/meta/{hash}"))).send().await.unwrap().json().await.unwrap();
+    assert!(meta["transcode"]["hls_url"].is_null() && meta["transcode"]["renditions"].is_null(), "{meta}");
+    let master = b.get(app.url(&format!("/media/{hash}/hls/master.m3u8"))).send().await.unwrap();
+    assert_error(master, 404, "not-found").await;
+    let playback: Value =
+        b.get(app.url(&format!("/api/v1/videos/{hash}/playback"))).send().await.unwrap().json().await.unwrap();
+    let through_token = reqwest::get(app.url(playback["hls_url"].as_str().unwrap())).await.unwrap();
+    assert_error(through_token, 404, "not-found").await;
+    let thumbnail = reqwest::get(app.url(playback["thumbnail_url"].as_str().unwrap())).await.unwrap();
+    assert_eq!(thumbnail.status(), 200);
+    let again = b.post(app.url(&format!("/video/{hash}/transcode"))).send().await.unwrap();
+    assert_eq!(again.json::<Value>().await.unwrap()["queued"], false);
+    // A still sees its own ready video and its media.
+    assert_eq!(transcoded(&a).await, "ready");
+    let theirs = a.get(app.url(&format!("/media/{hash}/hls/master.m3u8"))).send().await.unwrap();
+    assert_eq!(theirs.status(), 200);
+
+    // B's own transcode events, then its media.
+    let mut kinds = Vec::new();
+    while let Ok(Some(event)) = tokio::time::timeout(std::time::Duration::from_secs(120), b_events.recv()).await {
+        assert_eq!(event["project"], "pb", "{event}");
+        let kind = event["type"].as_str().unwrap().to_owned();
+        kinds.push(kind.clone());
+        if kind == "transcode.completed" {
+            assert_eq!(event["hls_url"], format!("/media/{hash}/hls/master.m3u8"), "{event}");
+            break;
+        }
+    }
+    assert_eq!(kinds.first().map(String::as_str), Some("upload.completed"), "{kinds:?}");
+    assert!(kinds.iter().any(|k| k == "transcode.started"), "{kinds:?}");
+    assert_eq!(kinds.last().map(String::as_str), Some("transcode.completed"), "{kinds:?}");
+    assert_eq!(transcoded(&b).await, "ready");
+    let master = b.get(app.url(&format!("/media/{hash}/hls/master.m3u8"))).send().await.unwrap();
+    assert_eq!(master.status(), 200);
+    let through_token = reqwest::get(app.url(playback["hls_url"].as_str().unwrap())).await.unwrap();
+    assert_eq!(through_token.status(), 200, "the token B got early works once B's video is ready");
+    // A heard nothing of B's upload nor of its transcode.
+    let told = tokio::time::timeout(std::time::Duration::from_millis(500), a_events.recv()).await;
+    assert!(told.is_err(), "A was told of {told:?}");
+    // B lets go: its token no longer opens the video, A's media stay.
+    assert_eq!(b.delete(app.url(&format!("/video/{hash}"))).send().await.unwrap().status(), 204);
+    let gone = reqwest::get(app.url(playback["hls_url"].as_str().unwrap())).await.unwrap();
+    assert_error(gone, 403, "bad-token").await;
+    let theirs = a.get(app.url(&format!("/media/{hash}/hls/master.m3u8"))).send().await.unwrap();
+    assert_eq!(theirs.status(), 200);
+}
+crate::both_backends!(a_claimed_video_is_transcoded_for_b_as_a_new_one_would_be);

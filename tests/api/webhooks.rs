@@ -103,3 +103,54 @@ async fn events_reach_every_endpoint_signed_and_failures_are_retried(backend: Ba
     assert!(metrics.contains("vidcache_webhook_deliveries_total{result=\"delivered\"}"), "{metrics}");
 }
 crate::both_backends!(events_reach_every_endpoint_signed_and_failures_are_retried);
+
+/// Deliveries are durable: one still failing when the daemon is killed -9
+/// is sent after the restart, with the same event `id` and a valid
+/// signature, once the receiver answers.
+#[actix_web::test]
+async fn a_delivery_pending_at_a_kill_is_sent_after_the_restart() {
+    use crate::restart::{Daemon, free_port};
+    let (url, received) = receiver(u32::MAX);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    std::fs::create_dir_all(&root).unwrap();
+    let database_url = crate::helpers::fresh_database(Backend::Sqlite, &root).await;
+    let hooks =
+        serde_json::json!([{"url": url, "secret": "durable-secret", "events": ["upload.completed"]}]).to_string();
+    let env = [("VIDCACHE__WEBHOOKS", hooks.as_str())];
+    let client = crate::helpers::http_client();
+
+    let mut daemon = Daemon::start_with(&root, &database_url, free_port(), &env).await;
+    let id = crate::helpers::init_upload(&client, &daemon.address, "https://hooks.test/durable.mp4").await;
+    let video = fixture("small");
+    let stored: Value =
+        crate::helpers::resume_upload(&client, &daemon.address, &id, 0, &video).await.json().await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while events_of(&received, "upload.completed").is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no first attempt");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    daemon.kill9();
+    let tried = events_of(&received, "upload.completed").len();
+    *received.fail_first.lock().unwrap() = 0;
+
+    let _daemon = Daemon::start_with(&root, &database_url, free_port(), &env).await;
+    // The lease of an attempt cut off by the kill runs out within 30 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while events_of(&received, "upload.completed").len() <= tried {
+        assert!(std::time::Instant::now() < deadline, "the pending delivery was not sent after the restart");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let all = events_of(&received, "upload.completed");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let ids: Vec<Value> =
+        all.iter().map(|(_, body)| serde_json::from_slice::<Value>(body).unwrap()["id"].clone()).collect();
+    assert!(ids[0].is_string(), "{ids:?}");
+    assert!(ids.iter().all(|i| *i == ids[0]), "one event, sent again: {ids:?}");
+    let (signature, body) = all.last().unwrap();
+    assert!(vidcache::webhooks::verify("durable-secret", signature, body, now, 300));
+    assert_eq!(serde_json::from_slice::<Value>(body).unwrap()["hash"], stored["hash"]);
+    // Delivered: not sent again.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(events_of(&received, "upload.completed").len(), all.len());
+}
