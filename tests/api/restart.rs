@@ -355,7 +355,8 @@ async fn migrate_creates_the_schema_on_a_fresh_root() {
     .unwrap()
     .try_get::<i64>("", "n")
     .unwrap();
-    assert_eq!(applied, 8, "every migration was applied");
+    let known = <migration::Migrator as migration::MigratorTrait>::migrations().len();
+    assert_eq!(applied as usize, known, "every migration was applied");
 }
 
 /// The commit window of an upload of bytes another project holds (section
