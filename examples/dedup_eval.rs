@@ -1,11 +1,12 @@
 //! Prints what the near-duplicate analysis sees in each file: the
 //! information score of every sample, the audio, and for every pair the
-//! picture match and the audio verdict. Used to choose
-//! `dedup.min_frame_information` and `dedup.max_audio_error`:
+//! picture match, the audio verdict and the tone difference. Used to choose
+//! `dedup.min_frame_information`, `dedup.max_audio_error` and
+//! `dedup.max_tone_difference`:
 //! `cargo run --release --example dedup_eval -- FILE...`
 #![allow(clippy::disallowed_methods)] // a one-shot measurement, not the daemon (clippy.toml)
 
-use vidcache::dedup::{FrameIndex, MatchRule, VideoFrames};
+use vidcache::dedup::{Disposal, FrameIndex, MatchRule, VideoFrames};
 use vidcache::domain::ContentHash;
 use vidcache::media::{AnalysisSettings, analysis::analyze_file};
 
@@ -20,6 +21,7 @@ fn main() {
         min_duration_ratio: 0.6,
         min_frame_information: std::env::var("MIN_INFO").ok().and_then(|v| v.parse().ok()).unwrap_or(24),
         max_audio_error: 0.25,
+        max_tone_difference: 8.0,
     };
     let mut all = Vec::new();
     for file in &files {
@@ -60,13 +62,15 @@ fn main() {
             let matched =
                 if ours.len() < rule.min_matched_frames { None } else { index.best_match(&ours, duration(x), &rule) };
             let offset = matched.as_ref().map_or(0, |m| m.offset_ms);
-            let audio = x.audio.compare(&y.audio, offset, rule.max_audio_error);
+            let disposal = Disposal::of(&x.samples, &x.audio, &y.samples, &y.audio, offset, &rule);
+            let audio = disposal.audio;
             if matched.is_some() || audio.error().is_some_and(|e| e < 0.35) {
                 println!(
-                    "{a:28} ~ {b:28} pictures {:?} audio {} {:?}",
+                    "{a:28} ~ {b:28} pictures {:?} audio {} {:?} tone {:?}",
                     matched.map(|m| (m.distance, (m.share * 100.0) as u32, m.matched, m.offset_ms)),
                     audio.as_str(),
-                    audio.error().map(|e| (e * 1000.0).round() / 1000.0)
+                    audio.error().map(|e| (e * 1000.0).round() / 1000.0),
+                    disposal.tone.map(|t| (t * 10.0).round() / 10.0)
                 );
             }
         }

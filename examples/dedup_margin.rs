@@ -10,7 +10,7 @@
 //!    pessimistic one;
 //! 2. the real index and rule, as the daemon runs them (each video looked up
 //!    among the ones before it, then added): picture matches, and how many
-//!    of them the audio vetoes.
+//!    of them the audio or the tones veto.
 //!
 //! `cargo run --release --example dedup_margin -- FILE...` prints one JSON
 //! object (the benchmark `tests/bench/analysis_bench.py --only scale` runs
@@ -18,7 +18,7 @@
 #![allow(clippy::disallowed_methods)] // a one-shot measurement, not the daemon (clippy.toml)
 
 use std::collections::BTreeMap;
-use vidcache::dedup::{FrameHash, FrameIndex, MatchRule, VideoFrames};
+use vidcache::dedup::{Disposal, FrameHash, FrameIndex, MatchRule, VideoFrames};
 use vidcache::domain::ContentHash;
 use vidcache::media::{Analysis, AnalysisSettings, analysis::analyze_file};
 
@@ -127,7 +127,8 @@ fn main() {
 
     // 2. The index and the rule, as the daemon uses them.
     let mut index = FrameIndex::new();
-    let (mut picture_matches, mut vetoed, mut merges) = (0usize, 0usize, Vec::new());
+    let (mut picture_matches, mut vetoed, mut tone_vetoed, mut merges) = (0usize, 0usize, 0usize, Vec::new());
+    let mut tones = Vec::new();
     for video in &videos {
         let hash = ContentHash::from(blake3::hash(video.name.as_bytes()));
         if video.frames.len() >= rule.min_matched_frames {
@@ -137,13 +138,27 @@ fn main() {
                     .iter()
                     .find(|v| ContentHash::from(blake3::hash(v.name.as_bytes())) == candidate.video)
                     .expect("indexed");
-                let verdict =
-                    video.analysis.audio.compare(&stored.analysis.audio, candidate.offset_ms, rule.max_audio_error);
-                if verdict.allows_match() {
+                let disposal = Disposal::of(
+                    &video.analysis.samples,
+                    &video.analysis.audio,
+                    &stored.analysis.samples,
+                    &stored.analysis.audio,
+                    candidate.offset_ms,
+                    &rule,
+                );
+                tones.push(serde_json::json!({
+                    "a": video.name, "b": stored.name, "distance": candidate.distance,
+                    "audio": disposal.audio.as_str(), "tone": disposal.tone,
+                }));
+                if disposal.allows_match(&rule) {
                     merges.push(format!("{} -> {} (distance {})", video.name, stored.name, candidate.distance));
                     break;
                 }
-                vetoed += 1;
+                if disposal.audio.allows_match() {
+                    tone_vetoed += 1;
+                } else {
+                    vetoed += 1;
+                }
             }
         }
         index.insert(&VideoFrames { video: hash, frames: video.frames.clone(), duration_ms: video.duration_ms });
@@ -161,6 +176,8 @@ fn main() {
         "closest pairs": closest_pairs,
         "index: picture matches": picture_matches,
         "index: vetoed by audio": vetoed,
+        "index: vetoed by tone": tone_vetoed,
+        "index: picture matches with their audio and tone": tones,
         "index: false merges": merges,
         "analysis seconds": (analysis_s * 10.0).round() / 10.0,
     });

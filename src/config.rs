@@ -169,6 +169,12 @@ pub struct DedupSettings {
     /// When both videos have audible sound, their audio fingerprints must
     /// agree within this bit error rate (0 to 0.5).
     pub max_audio_error: f64,
+    /// The frames of a match, taken at the same moments, must have their
+    /// brightness levels (a 4x4 grid, 0 to 255) within this median
+    /// difference: two smooth pictures whose brightness steps go the same
+    /// way hash alike, and this tells them apart. A copy whose brightness
+    /// or contrast was changed is not matched.
+    pub max_tone_difference: f64,
     /// Two sampled frames match within this Hamming distance (of 64 bits).
     pub max_frame_distance: u32,
     /// Share of the shorter video's samples that must match, in time order.
@@ -224,6 +230,7 @@ impl DedupSettings {
             min_duration_ratio: self.min_duration_ratio,
             min_frame_information: self.min_frame_information,
             max_audio_error: self.max_audio_error,
+            max_tone_difference: self.max_tone_difference,
         }
     }
 }
@@ -518,6 +525,7 @@ impl Settings {
             .set_default("dedup.variant_sweep_secs", 3600)?
             .set_default("dedup.min_frame_information", 24)?
             .set_default("dedup.max_audio_error", 0.25)?
+            .set_default("dedup.max_tone_difference", 8.0)?
             .set_default("transcode.on_upload", true)?
             .set_default("transcode.workers", 1)?
             .set_default("transcode.ladder", "1080:5000,720:3000,480:1500,240:400")?
@@ -560,9 +568,12 @@ impl Settings {
                 "dedup: max_frame_distance must be at most 32, and the shares between 0 and 1".into(),
             ));
         }
-        if !(0.0..=0.5).contains(&d.max_audio_error) || d.min_frame_information > 64 {
+        if !(0.0..=0.5).contains(&d.max_audio_error)
+            || d.min_frame_information > 64
+            || !(0.0..=255.0).contains(&d.max_tone_difference)
+        {
             return Err(config::ConfigError::Message(
-                "dedup: max_audio_error must be between 0 and 0.5, and min_frame_information at most 64".into(),
+                "dedup: max_audio_error must be between 0 and 0.5, min_frame_information at most 64, and max_tone_difference between 0 and 255".into(),
             ));
         }
         if self.analysis.sample_interval_ms == 0 || self.analysis.max_samples == 0 {

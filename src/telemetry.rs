@@ -20,6 +20,7 @@ pub struct Metrics {
     pub unmerges: IntCounter,
     /// Uploads whose pictures matched a stored video but whose sound did not.
     pub audio_vetoes: IntCounter,
+    pub tone_vetoes: IntCounter,
     /// Videos stored on a partial analysis whose complete one failed.
     pub damaged_after_commit: IntCounter,
     /// Finalizes that used a partial analysis while the rest went on.
@@ -70,6 +71,10 @@ impl Metrics {
         let unmerges = counter("unmerges_total", "Variants made their own video again (POST /video/{hash}/unmerge).");
         let audio_vetoes =
             counter("audio_vetoes_total", "Uploads whose pictures matched a stored video and whose sound did not.");
+        let tone_vetoes = counter(
+            "tone_vetoes_total",
+            "Uploads whose picture hashes matched a stored video and whose brightness levels did not.",
+        );
         let analyses_handed_over = counter(
             "analyses_handed_over_total",
             "Finalizes that used a partial analysis while the pass went on in the background.",
@@ -155,6 +160,7 @@ impl Metrics {
             perceptual_merges,
             unmerges,
             audio_vetoes,
+            tone_vetoes,
             damaged_after_commit,
             analyses_handed_over,
             upload_finalize_seconds,

@@ -60,6 +60,9 @@ pub struct MatchRule {
     /// Audible soundtracks on both sides must agree to within this bit
     /// error rate of their fingerprints.
     pub max_audio_error: f64,
+    /// The frames at the same moments must have tones within this median
+    /// difference (of 255, `Tone::difference`).
+    pub max_tone_difference: f64,
 }
 
 /// Bits per block in which a video query's buckets may differ.
@@ -411,6 +414,7 @@ mod tests {
             min_duration_ratio: 0.5,
             min_frame_information: 16,
             max_audio_error: 0.25,
+            max_tone_difference: 8.0,
         };
         let found = index.best_match(&copy, 50_000, &rule).expect("the copy matches");
         assert_eq!(found.video, video(1));

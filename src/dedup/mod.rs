@@ -9,12 +9,13 @@
 mod audio;
 mod index;
 
-pub use audio::{AudioPrint, AudioVerdict, ITEM_MS, SILENCE_DBFS};
+pub use audio::{AudioPrint, AudioVerdict, ITEM_MS, SILENCE_DBFS, self_error};
 
 pub use index::{FrameIndex, MatchRule, NearMatch, VideoFrames};
 
 use crate::config::{DedupSettings, NearDuplicatePolicy};
 use crate::domain::ContentHash;
+use crate::media::Sample;
 use crate::storage::{RepoError, Repository, Signature};
 use std::sync::{Arc, RwLock};
 
@@ -25,11 +26,12 @@ pub struct NearDuplicates {
 }
 
 /// What a lookup found: the match, and how many videos whose pictures
-/// matched were ruled out by their sound.
+/// matched were ruled out by their sound or by their tones.
 #[derive(Debug, Default)]
 pub struct Lookup {
     pub found: Option<PerceptualMatch>,
     pub vetoed: u64,
+    pub tone_vetoed: u64,
 }
 
 /// Why a new video was taken for a stored one: what the operator sees in
@@ -52,6 +54,129 @@ pub struct PerceptualMatch {
     /// Bit error rate of the aligned audio fingerprints, when compared.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audio_error: Option<f64>,
+    /// Median difference of the aligned frames' tones (`Tone`), when both
+    /// videos have them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tone_difference: Option<f64>,
+}
+
+/// What the sound and the tones say of a match the pictures proposed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Disposal {
+    pub audio: AudioVerdict,
+    /// Median tone difference of the time-aligned informative frames; `None`
+    /// when too few pairs have tones (signatures stored before tones were).
+    pub tone: Option<f64>,
+}
+
+impl Disposal {
+    /// Pictures propose, the rest dispose: the median frame is taken at the
+    /// offset the frames matched at, the sound compared there, and the
+    /// tones of the frames at the same moments.
+    pub fn of(
+        ours: &[Sample],
+        our_audio: &AudioPrint,
+        theirs: &[Sample],
+        their_audio: &AudioPrint,
+        offset_ms: i64,
+        rule: &MatchRule,
+    ) -> Self {
+        Self {
+            audio: our_audio.compare(their_audio, offset_ms, rule.max_audio_error),
+            tone: tone_difference(ours, theirs, offset_ms, rule),
+        }
+    }
+
+    pub fn tone_agrees(&self, rule: &MatchRule) -> bool {
+        self.tone.is_none_or(|t| t <= rule.max_tone_difference)
+    }
+
+    pub fn allows_match(&self, rule: &MatchRule) -> bool {
+        self.audio.allows_match() && self.tone_agrees(rule)
+    }
+}
+
+/// The mean brightness of a 4x4 grid over a frame's content (its black
+/// borders cut, as for the hash). The gradient hash keeps only which way
+/// brightness steps between cells, so two smooth pictures (colour ramps,
+/// a wide view of a fractal) whose steps go the same way hash alike however
+/// different their brightness is; the tone keeps the levels. A copy keeps
+/// them (re-encoded, scaled, cropped a little, watermarked, made grey: the
+/// corpus measures at most 5 of 255), another ramp does not (15 and more).
+/// A copy with its brightness or contrast changed is not matched: a
+/// perceptual match is a guess, and this guess prefers missing a copy to
+/// taking one video for another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tone(pub [u8; 16]);
+
+impl Tone {
+    /// Mean absolute difference of the cells (0 to 255).
+    pub fn difference(&self, other: &Tone) -> f64 {
+        let sum: u32 = self.0.iter().zip(&other.0).map(|(a, b)| u32::from(a.abs_diff(*b))).sum();
+        f64::from(sum) / 16.0
+    }
+
+    pub fn to_hex(self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        if hex.len() != 32 || !hex.is_ascii() {
+            return None;
+        }
+        let mut cells = [0u8; 16];
+        for (i, cell) in cells.iter_mut().enumerate() {
+            *cell = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(Self(cells))
+    }
+
+    /// The tone of a grey image (already cut to its content).
+    pub fn of_grey(image: &image::GrayImage) -> Self {
+        let (w, h) = image.dimensions();
+        let mut cells = [0u8; 16];
+        for (i, cell) in cells.iter_mut().enumerate() {
+            let (cx, cy) = (i as u32 % 4, i as u32 / 4);
+            let (x0, x1) = (cx * w / 4, ((cx + 1) * w / 4).max(cx * w / 4 + 1));
+            let (y0, y1) = (cy * h / 4, ((cy + 1) * h / 4).max(cy * h / 4 + 1));
+            let mut sum = 0u64;
+            for y in y0..y1.min(h) {
+                for x in x0..x1.min(w) {
+                    sum += u64::from(image.get_pixel(x, y).0[0]);
+                }
+            }
+            let n = u64::from((x1.min(w) - x0) * (y1.min(h) - y0)).max(1);
+            *cell = (sum / n) as u8;
+        }
+        Self(cells)
+    }
+}
+
+/// Their frames are compared with ours at most this far from the moment
+/// the offset puts ours at (samples are about a second apart).
+const TONE_ALIGN_MS: i64 = 600;
+
+/// The median tone difference between our informative frames and theirs
+/// at the same moments (`offset_ms`: where our 0 is in their timeline).
+pub fn tone_difference(ours: &[Sample], theirs: &[Sample], offset_ms: i64, rule: &MatchRule) -> Option<f64> {
+    let voting = |s: &&Sample| s.info >= rule.min_frame_information;
+    let theirs: Vec<(i64, Tone)> =
+        theirs.iter().filter(voting).filter_map(|s| s.tone.map(|t| (s.pts_ms as i64, t))).collect();
+    let mut differences: Vec<f64> = ours
+        .iter()
+        .filter(voting)
+        .filter_map(|s| {
+            let tone = s.tone?;
+            let at = s.pts_ms as i64 + offset_ms;
+            let (when, near) = theirs.iter().min_by_key(|(t, _)| (t - at).abs())?;
+            ((when - at).abs() <= TONE_ALIGN_MS).then(|| tone.difference(near))
+        })
+        .collect();
+    if differences.len() < rule.min_matched_frames.max(1) {
+        return None;
+    }
+    differences.sort_by(f64::total_cmp);
+    Some(differences[differences.len() / 2])
 }
 
 impl NearDuplicates {
@@ -83,7 +208,7 @@ impl NearDuplicates {
     /// fingerprints must agree at the offset the frames matched at. Runs the
     /// index scan on a blocking thread.
     pub async fn find(self: &Arc<Self>, signature: &Signature, repo: &Repository) -> Result<Lookup, RepoError> {
-        let mut lookup = Lookup { found: None, vetoed: 0 };
+        let mut lookup = Lookup::default();
         if self.policy == NearDuplicatePolicy::Off {
             return Ok(lookup);
         }
@@ -101,17 +226,29 @@ impl NearDuplicates {
         .await
         .unwrap_or_default();
         for candidate in candidates {
-            let theirs = repo.find_audio(&candidate.video).await?;
-            let verdict = signature.audio.compare(&theirs, candidate.offset_ms, self.rule.max_audio_error);
-            if !verdict.allows_match() {
+            let Some(theirs) = repo.find_signature(&candidate.video).await? else { continue };
+            let disposal = Disposal::of(
+                &signature.samples,
+                &signature.audio,
+                &theirs.samples,
+                &theirs.audio,
+                candidate.offset_ms,
+                &self.rule,
+            );
+            if !disposal.allows_match(&self.rule) {
                 tracing::info!(
                     near = %candidate.video,
                     distance = candidate.distance,
-                    audio = verdict.as_str(),
-                    audio_error = verdict.error(),
-                    "the pictures match a stored video, the sound does not"
+                    audio = disposal.audio.as_str(),
+                    audio_error = disposal.audio.error(),
+                    tone_difference = disposal.tone,
+                    "the pictures match a stored video, the sound or the tones do not"
                 );
-                lookup.vetoed += 1;
+                if disposal.audio.allows_match() {
+                    lookup.tone_vetoed += 1;
+                } else {
+                    lookup.vetoed += 1;
+                }
                 continue;
             }
             lookup.found = Some(PerceptualMatch {
@@ -120,8 +257,9 @@ impl NearDuplicates {
                 share: candidate.share,
                 matched_samples: candidate.matched,
                 offset_ms: candidate.offset_ms,
-                audio: verdict.as_str().to_owned(),
-                audio_error: verdict.error(),
+                audio: disposal.audio.as_str().to_owned(),
+                audio_error: disposal.audio.error(),
+                tone_difference: disposal.tone,
             });
             break;
         }
@@ -241,5 +379,57 @@ mod tests {
         }));
         assert!(big.distance(small) <= 4, "scaled: {}", big.distance(small));
         assert!(big.distance(other) >= 10, "different: {}", big.distance(other));
+    }
+
+    /// Two ramps that brighten the same way hash alike (the gradient hash
+    /// keeps only the steps' directions); their tones tell them apart, and
+    /// the tone difference is taken at the moments the offset aligns.
+    #[test]
+    fn ramps_that_hash_alike_differ_in_tone_and_a_copy_does_not() {
+        let ramp = |low: f32, high: f32| {
+            image::GrayImage::from_fn(320, 180, |x, _| image::Luma([(low + (high - low) * x as f32 / 320.0) as u8]))
+        };
+        let (dark, bright) = (ramp(20.0, 120.0), ramp(110.0, 250.0));
+        let small = image::imageops::resize(&dark, 160, 90, image::imageops::FilterType::Triangle);
+        assert!(FrameHash::of_image(&dark).distance(FrameHash::of_image(&bright)) <= 4, "the hashes agree");
+        let (a, b, c) = (Tone::of_grey(&dark), Tone::of_grey(&bright), Tone::of_grey(&small));
+        assert!(a.difference(&b) > 50.0, "{}", a.difference(&b));
+        assert!(a.difference(&c) < 2.0, "{}", a.difference(&c));
+        assert_eq!(Tone::from_hex(&a.to_hex()), Some(a));
+        assert_eq!(Tone::from_hex("zz"), None);
+
+        let rule = MatchRule {
+            max_frame_distance: 13,
+            min_matched_share: 0.6,
+            min_matched_frames: 3,
+            min_duration_ratio: 0.6,
+            min_frame_information: 24,
+            max_audio_error: 0.25,
+            max_tone_difference: 8.0,
+        };
+        let samples = |tones: &[Tone], start: u64| -> Vec<Sample> {
+            let hash = FrameHash(0);
+            tones
+                .iter()
+                .enumerate()
+                .map(|(i, t)| Sample {
+                    pts_ms: start + 1000 * i as u64,
+                    hash,
+                    keyframe: false,
+                    info: 64,
+                    tone: Some(*t),
+                })
+                .collect()
+        };
+        // Theirs: 2 s of `b`, then `a`; ours: `a` only. At offset 2 s ours
+        // meets their `a` frames; at offset 0 their `b` ones.
+        let theirs = samples(&[b, b, a, a, a, a], 0);
+        let ours = samples(&[a, a, a, a], 0);
+        assert_eq!(tone_difference(&ours, &theirs, 2000, &rule), Some(0.0));
+        assert!(tone_difference(&ours, &theirs, 0, &rule).unwrap() > 8.0);
+        // Too few aligned frames, or none with a tone: no say.
+        assert_eq!(tone_difference(&ours, &theirs, 30_000, &rule), None);
+        let toneless: Vec<Sample> = ours.iter().map(|s| Sample { tone: None, ..*s }).collect();
+        assert_eq!(tone_difference(&toneless, &theirs, 2000, &rule), None);
     }
 }

@@ -76,6 +76,9 @@ pub struct Sample {
     /// by a clear brightness step (`Hasher::information`). Black, white and
     /// near-blank frames score near 0; their hashes are noise.
     pub info: u8,
+    /// Brightness levels of the frame's content (`dedup::Tone`); `None` in
+    /// signatures stored before tones were taken.
+    pub tone: Option<crate::dedup::Tone>,
 }
 
 /// What the analysis found.
@@ -526,9 +529,9 @@ impl Pass<'_> {
             if !(by_clock || scene) || self.samples.len() >= self.settings.max_samples {
                 continue;
             }
-            let Some((hash, info)) = self.hasher.hash(&frame) else { continue };
+            let Some((hash, info, tone)) = self.hasher.hash(&frame) else { continue };
             self.first_hash_at.get_or_insert_with(SystemTime::now);
-            self.samples.push(Sample { pts_ms, hash, keyframe: !by_clock, info });
+            self.samples.push(Sample { pts_ms, hash, keyframe: !by_clock, info, tone: Some(tone) });
             self.last_sample_ms = Some(pts_ms);
             if by_clock {
                 self.next_due_ms = (pts_ms / interval + 1) * interval;
@@ -562,7 +565,7 @@ const DECIDED_STEP: f32 = 2.0;
 pub const THUMBNAIL_WIDTH: u32 = 320;
 
 impl Hasher {
-    fn hash(&mut self, frame: &ffmpeg_next::frame::Video) -> Option<(FrameHash, u8)> {
+    fn hash(&mut self, frame: &ffmpeg_next::frame::Video) -> Option<(FrameHash, u8, crate::dedup::Tone)> {
         let key = (frame.format(), frame.width(), frame.height());
         if key.1 == 0 || key.2 == 0 || key.0 == ffmpeg_next::format::Pixel::None {
             return None;
@@ -593,13 +596,13 @@ impl Hasher {
     }
 }
 
-/// Hash and information score of a grey frame (any size): borders cut, then
-/// scaled to 32x32.
-pub fn hash_grey(image: &image::GrayImage) -> (FrameHash, u8) {
+/// Hash, information score and tone of a grey frame (any size): borders
+/// cut, then scaled to 32x32.
+pub fn hash_grey(image: &image::GrayImage) -> (FrameHash, u8, crate::dedup::Tone) {
     let (x, y, w, h) = content_box(image);
     let content = image::imageops::crop_imm(image, x, y, w, h).to_image();
     let small = image::imageops::resize(&content, SIDE, SIDE, image::imageops::FilterType::Triangle);
-    (FrameHash::of_image(&small), information(&small))
+    (FrameHash::of_image(&small), information(&small), crate::dedup::Tone::of_grey(&small))
 }
 
 /// The part of the image inside its black borders: (x, y, width, height).
@@ -674,8 +677,8 @@ mod tests {
 
     /// Audio fingerprints from real encodes: the same soundtrack re-encoded
     /// (AAC to Opus, 22 kHz mono) agrees, another does not, silence is no
-    /// audio, a video without a stream has none, and a steady tone never
-    /// agrees with anything.
+    /// audio, a video without a stream has none, a steady tone never
+    /// agrees with anything, and two noises never agree.
     #[test]
     fn audio_fingerprints_agree_across_encodes_and_tell_soundtracks_apart() {
         let dir = tempfile::tempdir().unwrap();
@@ -683,6 +686,9 @@ mod tests {
         let picture = "-f lavfi -i testsrc2=size=320x180:rate=25:duration=10";
         let a = song("330+110*mod(floor(t*3)\\,4)");
         let b = song("262*pow(2\\,mod(floor(t*2)\\,5)/6)");
+        let noise = |colour: &str, seed: u32| {
+            format!("-f lavfi -i anoisesrc=color={colour}:seed={seed}:sample_rate=44100:amplitude=0.3:d=10")
+        };
         let x264 = "-c:v libx264 -preset ultrafast -pix_fmt yuv420p -shortest";
         let files = [
             ("aac", format!("{picture} {a} {x264} -c:a aac -b:a 128k")),
@@ -693,6 +699,11 @@ mod tests {
             ("none", format!("{picture} {x264}")),
             ("tone", format!("{picture} -f lavfi -i sine=frequency=440:sample_rate=44100 {x264} -c:a aac")),
             ("tone2", format!("{picture} -f lavfi -i sine=frequency=660:sample_rate=44100 {x264} -c:a aac")),
+            ("white", format!("{picture} {} {x264} -c:a aac", noise("white", 1))),
+            ("white2", format!("{picture} {} {x264} -c:a aac", noise("white", 2))),
+            ("white-opus", format!("{picture} {} {x264} -c:a libopus -b:a 48k", noise("white", 1))),
+            ("pink", format!("{picture} {} {x264} -c:a aac", noise("pink", 3))),
+            ("brown", format!("{picture} {} {x264} -c:a aac", noise("brown", 4))),
         ];
         let mut prints = std::collections::HashMap::new();
         for (name, args) in &files {
@@ -718,6 +729,16 @@ mod tests {
         assert_eq!(prints["none"], AudioPrint::Absent);
         assert_eq!(verdict("aac", "silent"), AudioVerdict::NoAudio);
         assert_eq!(verdict("tone", "tone2"), AudioVerdict::Undecided, "steady tones never agree");
+        // Two noises agree about as well as each agrees with itself a
+        // second later, so they never agree; the same noise re-encoded does.
+        for (x, y) in [("white", "white2"), ("white", "pink"), ("pink", "brown"), ("white", "brown")] {
+            assert!(!matches!(verdict(x, y), AudioVerdict::Agree(_)), "{x} {y}: {:?}", verdict(x, y));
+        }
+        assert!(
+            matches!(verdict("white", "white-opus"), AudioVerdict::Agree(_)),
+            "{:?}",
+            verdict("white", "white-opus")
+        );
     }
 
     #[test]

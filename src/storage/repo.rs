@@ -391,15 +391,22 @@ impl Signature {
             .into_iter()
             .map(|stored| {
                 // A sample stored before frames were scored carries no vote.
-                let (pts_ms, hex, keyframe, info) = match stored {
-                    StoredSample::Scored(ms, hex, key, info) => (ms, hex, key, info),
-                    StoredSample::Unscored(ms, hex, key) => (ms, hex, key, 0),
+                // A sample stored before tones were taken has none.
+                let (pts_ms, hex, keyframe, info, tone) = match stored {
+                    StoredSample::Toned(ms, hex, key, info, tone) => (ms, hex, key, info, Some(tone)),
+                    StoredSample::Scored(ms, hex, key, info) => (ms, hex, key, info, None),
+                    StoredSample::Unscored(ms, hex, key) => (ms, hex, key, 0, None),
+                };
+                let tone = match tone {
+                    Some(hex) => Some(crate::dedup::Tone::from_hex(&hex)?),
+                    None => None,
                 };
                 crate::dedup::FrameHash::from_hex(&hex).map(|hash| crate::media::Sample {
                     pts_ms,
                     hash,
                     keyframe,
                     info,
+                    tone,
                 })
             })
             .collect::<Option<Vec<_>>>()?;
@@ -421,8 +428,14 @@ impl Signature {
     }
 
     fn to_row(&self, hash: &ContentHash) -> signature::ActiveModel {
-        let samples: Vec<(u64, String, bool, u8)> =
-            self.samples.iter().map(|s| (s.pts_ms, s.hash.to_hex(), s.keyframe, s.info)).collect();
+        let samples: Vec<serde_json::Value> = self
+            .samples
+            .iter()
+            .map(|s| match s.tone {
+                Some(tone) => serde_json::json!([s.pts_ms, s.hash.to_hex(), s.keyframe, s.info, tone.to_hex()]),
+                None => serde_json::json!([s.pts_ms, s.hash.to_hex(), s.keyframe, s.info]),
+            })
+            .collect();
         signature::ActiveModel {
             hash: Set(hash.to_hex()),
             duration_ms: Set(self.duration_ms as i64),
@@ -492,6 +505,7 @@ impl Video {
 #[derive(serde::Deserialize)]
 #[serde(untagged)]
 enum StoredSample {
+    Toned(u64, String, bool, u8, String),
     Scored(u64, String, bool, u8),
     Unscored(u64, String, bool),
 }

@@ -404,6 +404,7 @@ impl Committer {
         let Some(signature) = signature else { return Ok(Matched::Nothing) };
         let lookup = self.near.find(signature, &self.repo).await?;
         self.metrics.audio_vetoes.inc_by(lookup.vetoed);
+        self.metrics.tone_vetoes.inc_by(lookup.tone_vetoed);
         let Some(found) = lookup.found else { return Ok(Matched::Nothing) };
         match ContentHash::parse(&found.video) {
             Ok(video) if self.repo.holds(project, &video).await? => {}

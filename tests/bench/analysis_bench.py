@@ -360,8 +360,16 @@ def scale_source(i):
                          f"w={w}:h={h}:color={colour()}:t=fill")
         video = f"color=c={colour()}:size={size}:rate={rate}," + ",".join(boxes)
     else:
-        video = (f"sierpinski=size={size}:rate={rate}:seed={r.randrange(1 << 30)}:jump={r.randrange(1, 40)}:"
-                 f"type={r.choice(['carpet', 'triangle'])},hue=h={r.randrange(0, 360)}:s={r.uniform(0.5, 2):.2f}")
+        # Scrolling tickers. (This kind was `sierpinski` with a random hue
+        # until 2026-12-04: its seeds only shift one white-on-black fractal,
+        # which `hue` leaves white on black, so its "distinct" videos had the
+        # same frames. See BENCHMARKS.md.)
+        lines = []
+        for line in range(r.randrange(2, 5)):
+            text = "_".join(r.choice(WORDS).upper() for _ in range(4))
+            lines.append(f"drawtext=fontfile={FONT}:text={text}:fontsize={r.randrange(18, 40)}:fontcolor={colour()}:"
+                         f"x=w-mod(t*{r.randrange(30, 160)}+{r.randrange(0, 300)}\\,w+tw):y={10 + line * 55 + r.randrange(0, 25)}")
+        video = f"color=c={colour()}:size={size}:rate={rate}," + ",".join(lines)
     sound = i // 8 % 4
     if sound == 0:
         audio = None
