@@ -272,6 +272,12 @@ impl Committer {
         let outcome = Outcome::of(self.commit_once(session, hash, size, early, refined).await);
         if let Some(result) = outcome.result() {
             self.announce(session, result);
+            // A job stored with a new video (or a project's claim) is
+            // signalled only now, so that an idle worker's
+            // `transcode.started` follows the answer's `upload.completed`.
+            if result.status == IngestStatus::New && self.transcode.is_some() {
+                self.job_queued.notify_one();
+            }
         }
         outcome
     }
@@ -513,9 +519,6 @@ impl Committer {
             if let Some(stored) = new.variant_of {
                 return self.settle_variant(hash, stored, &new).await;
             }
-            if new.transcode_job.is_some() {
-                self.job_queued.notify_one();
-            }
             if let Some(signature) = &new.signature {
                 self.near.add_blocking(hash, signature.clone()).await;
             }
@@ -562,9 +565,6 @@ impl Committer {
         }
         let job = self.transcode_job(&hash);
         let own = self.repo.unmerge(&hash, job.as_ref().map(|(t, p)| (t.as_str(), p))).await?;
-        if job.is_some() {
-            self.job_queued.notify_one();
-        }
         if let Some(signature) = &new.signature {
             self.near.add_blocking(hash, signature.clone()).await;
         }
@@ -714,9 +714,6 @@ impl Committer {
         // answered as it would have been.
         let claimed = claimed || held.is_some_and(|held| held.upload.as_ref() == Some(&session.id));
         if claimed {
-            if job.is_some() {
-                self.job_queued.notify_one();
-            }
             if let Some(url) = &session.url {
                 self.repo.add_alias(url, &stored.hash, &session.project).await?;
             }
