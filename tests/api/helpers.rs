@@ -310,6 +310,11 @@ pub fn fixture_path(name: &str) -> PathBuf {
                 "-f lavfi -i testsrc2=size=320x240:rate=25 -f lavfi -i sine=frequency=440 -t 2 \
                         -c:v libx264 -pix_fmt yuv420p -c:a aac -movflags +faststart"
             }
+            // Long enough that its transcode takes seconds, not a blink.
+            "long" => {
+                "-f lavfi -i testsrc2=size=320x240:rate=25 -f lavfi -i sine=frequency=330 -t 20 \
+                        -c:v libx264 -preset veryfast -pix_fmt yuv420p -c:a aac -movflags +faststart"
+            }
             "other" => "-f lavfi -i mandelbrot=size=320x240:rate=25 -t 2 -c:v libx264 -pix_fmt yuv420p",
             "large" => {
                 "-f lavfi -i cellauto=size=640x360:rate=25:rule=30:seed=1,noise=alls=60:allf=t:all_seed=1 -t 3 \

@@ -190,7 +190,9 @@ async fn a_claimed_video_is_transcoded_for_b_as_a_new_one_would_be(backend: Back
     })
     .await;
     let (a, b) = (http_client_as("a", "secret-a"), http_client_as("b", "secret-b"));
-    let source = std::fs::read(crate::helpers::fixture_path("small")).unwrap();
+    // 20 s, so that B's job (as long as A's transcode took) lasts seconds:
+    // with 2 s it was over before the checks below ran (CI saw `ready`).
+    let source = std::fs::read(crate::helpers::fixture_path("long")).unwrap();
     let stored = upload_as(&app, &a, "https://a.test/t.mp4", "abucket", source.clone()).await;
     let hash = stored["hash"].as_str().unwrap().to_owned();
     let transcoded = |client: &reqwest::Client| {
