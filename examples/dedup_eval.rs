@@ -70,7 +70,7 @@ fn main() {
                     matched.map(|m| (m.distance, (m.share * 100.0) as u32, m.matched, m.offset_ms)),
                     audio.as_str(),
                     audio.error().map(|e| (e * 1000.0).round() / 1000.0),
-                    disposal.tone.map(|t| (t * 10.0).round() / 10.0)
+                    disposal.tone.difference().map(|t| (t * 10.0).round() / 10.0)
                 );
             }
         }

@@ -148,7 +148,7 @@ fn main() {
                 );
                 tones.push(serde_json::json!({
                     "a": video.name, "b": stored.name, "distance": candidate.distance,
-                    "audio": disposal.audio.as_str(), "tone": disposal.tone,
+                    "audio": disposal.audio.as_str(), "tone": disposal.tone.difference(), "tones": disposal.tone.as_str(),
                 }));
                 if disposal.allows_match(&rule) {
                     merges.push(format!("{} -> {} (distance {})", video.name, stored.name, candidate.distance));

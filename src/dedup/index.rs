@@ -260,7 +260,10 @@ impl FrameIndex {
             let shorter = frames.len().min(theirs.len()).max(1);
             let chain = longest_ordered_chain(&matches);
             let share = chain.len() as f64 / shorter as f64;
-            if share < rule.min_matched_share || chain.len() < rule.min_matched_frames.min(shorter) {
+            // Both sides need `min_matched_frames` that say something: a
+            // stored video with one informative frame would otherwise be
+            // matched (share 1.0) by any video with one frame near it.
+            if share < rule.min_matched_share || chain.len() < rule.min_matched_frames {
                 continue;
             }
             let mut distances: Vec<u32> = chain.iter().map(|&(_, _, d)| d).collect();

@@ -64,9 +64,47 @@ pub struct PerceptualMatch {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Disposal {
     pub audio: AudioVerdict,
-    /// Median tone difference of the time-aligned informative frames; `None`
-    /// when too few pairs have tones (signatures stored before tones were).
-    pub tone: Option<f64>,
+    pub tone: ToneVerdict,
+}
+
+/// What the tones of the frames at the same moments say of a match.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ToneVerdict {
+    /// The median tone difference of the time-aligned informative frames.
+    Measured(f64),
+    /// Both videos have tones, but too few of their informative frames meet
+    /// at the offset the pictures matched at: the frames that matched are
+    /// not at the same moments (a nearly still picture matches any frame of
+    /// another), so the match is not confirmed. Vetoes, as `undecided`
+    /// sound does.
+    Unaligned,
+    /// One side has no tones (a signature stored before tones were): no say.
+    Unknown,
+}
+
+impl ToneVerdict {
+    pub fn difference(&self) -> Option<f64> {
+        match self {
+            Self::Measured(d) => Some(*d),
+            Self::Unaligned | Self::Unknown => None,
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Measured(_) => "measured",
+            Self::Unaligned => "unaligned",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    pub fn allows_match(&self, rule: &MatchRule) -> bool {
+        match self {
+            Self::Measured(d) => *d <= rule.max_tone_difference,
+            Self::Unaligned => false,
+            Self::Unknown => true,
+        }
+    }
 }
 
 impl Disposal {
@@ -88,7 +126,7 @@ impl Disposal {
     }
 
     pub fn tone_agrees(&self, rule: &MatchRule) -> bool {
-        self.tone.is_none_or(|t| t <= rule.max_tone_difference)
+        self.tone.allows_match(rule)
     }
 
     pub fn allows_match(&self, rule: &MatchRule) -> bool {
@@ -158,10 +196,13 @@ const TONE_ALIGN_MS: i64 = 600;
 
 /// The median tone difference between our informative frames and theirs
 /// at the same moments (`offset_ms`: where our 0 is in their timeline).
-pub fn tone_difference(ours: &[Sample], theirs: &[Sample], offset_ms: i64, rule: &MatchRule) -> Option<f64> {
+pub fn tone_difference(ours: &[Sample], theirs: &[Sample], offset_ms: i64, rule: &MatchRule) -> ToneVerdict {
     let voting = |s: &&Sample| s.info >= rule.min_frame_information;
     let theirs: Vec<(i64, Tone)> =
         theirs.iter().filter(voting).filter_map(|s| s.tone.map(|t| (s.pts_ms as i64, t))).collect();
+    if theirs.is_empty() || !ours.iter().filter(voting).any(|s| s.tone.is_some()) {
+        return ToneVerdict::Unknown;
+    }
     let mut differences: Vec<f64> = ours
         .iter()
         .filter(voting)
@@ -173,10 +214,10 @@ pub fn tone_difference(ours: &[Sample], theirs: &[Sample], offset_ms: i64, rule:
         })
         .collect();
     if differences.len() < rule.min_matched_frames.max(1) {
-        return None;
+        return ToneVerdict::Unaligned;
     }
     differences.sort_by(f64::total_cmp);
-    Some(differences[differences.len() / 2])
+    ToneVerdict::Measured(differences[differences.len() / 2])
 }
 
 impl NearDuplicates {
@@ -241,7 +282,8 @@ impl NearDuplicates {
                     distance = candidate.distance,
                     audio = disposal.audio.as_str(),
                     audio_error = disposal.audio.error(),
-                    tone_difference = disposal.tone,
+                    tone_difference = disposal.tone.difference(),
+                    tone = disposal.tone.as_str(),
                     "the pictures match a stored video, the sound or the tones do not"
                 );
                 if disposal.audio.allows_match() {
@@ -259,7 +301,7 @@ impl NearDuplicates {
                 offset_ms: candidate.offset_ms,
                 audio: disposal.audio.as_str().to_owned(),
                 audio_error: disposal.audio.error(),
-                tone_difference: disposal.tone,
+                tone_difference: disposal.tone.difference(),
             });
             break;
         }
@@ -425,11 +467,15 @@ mod tests {
         // meets their `a` frames; at offset 0 their `b` ones.
         let theirs = samples(&[b, b, a, a, a, a], 0);
         let ours = samples(&[a, a, a, a], 0);
-        assert_eq!(tone_difference(&ours, &theirs, 2000, &rule), Some(0.0));
-        assert!(tone_difference(&ours, &theirs, 0, &rule).unwrap() > 8.0);
-        // Too few aligned frames, or none with a tone: no say.
-        assert_eq!(tone_difference(&ours, &theirs, 30_000, &rule), None);
+        assert_eq!(tone_difference(&ours, &theirs, 2000, &rule), ToneVerdict::Measured(0.0));
+        assert!(tone_difference(&ours, &theirs, 0, &rule).difference().unwrap() > 8.0);
+        // Too few frames at the same moments: not confirmed, a veto.
+        let unaligned = tone_difference(&ours, &theirs, 30_000, &rule);
+        assert_eq!(unaligned, ToneVerdict::Unaligned);
+        assert!(!unaligned.allows_match(&rule));
+        // None with a tone (stored before tones were): no say.
         let toneless: Vec<Sample> = ours.iter().map(|s| Sample { tone: None, ..*s }).collect();
-        assert_eq!(tone_difference(&toneless, &theirs, 2000, &rule), None);
+        assert_eq!(tone_difference(&toneless, &theirs, 2000, &rule), ToneVerdict::Unknown);
+        assert!(tone_difference(&toneless, &theirs, 2000, &rule).allows_match(&rule));
     }
 }

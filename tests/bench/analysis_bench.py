@@ -326,9 +326,17 @@ def scale_source(i):
     colour = lambda: "0x%06x" % r.randrange(1 << 24)  # noqa: E731
     kind = i % 8
     if kind == 0:
-        s = r.uniform(0.02, 2.5)
-        video = (f"mandelbrot=size={size}:rate={rate}:maxiter=200:start_x={r.uniform(-1.9, 0.4):.4f}:"
-                 f"start_y={r.uniform(-1.0, 1.0):.4f}:start_scale={s:.4f}:end_scale={s / r.uniform(2, 40):.5f}")
+        # Each zoom has a centre of its own: a cell of a 25 x 5 grid over the
+        # set's neighbourhood (0.09 by 0.4 apart), and no wide views. (Until
+        # 2026-12-04 centres were drawn anywhere and views were as wide as
+        # 2.5, so zooms whose centres fell near each other passed through the
+        # same view: the same footage under two seeds. See BENCHMARKS.md.)
+        cell = i // 8 % 125
+        s = r.uniform(0.02, 0.4)
+        video = (f"mandelbrot=size={size}:rate={rate}:maxiter=200:"
+                 f"start_x={-1.9 + (cell % 25 + r.uniform(0.3, 0.7)) * 0.092:.4f}:"
+                 f"start_y={-1.0 + (cell // 25 + r.uniform(0.3, 0.7)) * 0.4:.4f}:"
+                 f"start_scale={s:.4f}:end_scale={s / r.uniform(2, 40):.5f}")
     elif kind == 1:
         video = (f"life=size={size}:rate={rate}:seed={r.randrange(1 << 30)}:ratio={r.uniform(0.1, 0.6):.2f}:"
                  f"mold={r.randrange(0, 40)}:life_color={colour()}:death_color={colour()}:mold_color={colour()}")
