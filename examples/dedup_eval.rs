@@ -21,7 +21,7 @@ fn main() {
         min_duration_ratio: 0.6,
         min_frame_information: std::env::var("MIN_INFO").ok().and_then(|v| v.parse().ok()).unwrap_or(24),
         max_audio_error: 0.25,
-        max_tone_difference: 8.0,
+        max_tone_difference: 6.0,
     };
     let mut all = Vec::new();
     for file in &files {

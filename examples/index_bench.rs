@@ -54,7 +54,7 @@ fn main() {
         min_duration_ratio: 0.6,
         min_frame_information: 24,
         max_audio_error: 0.25,
-        max_tone_difference: 8.0,
+        max_tone_difference: 6.0,
     };
 
     // Video queries: half are stored videos with 0-6 bits flipped per frame, half are new.

@@ -525,7 +525,7 @@ impl Settings {
             .set_default("dedup.variant_sweep_secs", 3600)?
             .set_default("dedup.min_frame_information", 24)?
             .set_default("dedup.max_audio_error", 0.25)?
-            .set_default("dedup.max_tone_difference", 8.0)?
+            .set_default("dedup.max_tone_difference", 6.0)?
             .set_default("transcode.on_upload", true)?
             .set_default("transcode.workers", 1)?
             .set_default("transcode.ladder", "1080:5000,720:3000,480:1500,240:400")?

@@ -4,7 +4,8 @@ same run: 200 random 1 MiB segments served to wrk (-t2 -c64) by
 
   * an open vidcache (no keys: `/media/{hash}/seg/...`, public),
   * a vidcache with keys, through a playback token in the path
-    (`/media/t/{token}/{hash}/seg/...`: one HMAC per request),
+    (`/media/t/{token}/{hash}/seg/...`: the holders look-up and one HMAC
+    per request),
   * nginx (Debian package, sendfile on) over the same files,
 
 in alternating rounds (goal: signed/public >= 0.97, the check costing at
@@ -13,7 +14,8 @@ most 3 % of requests per second). Then key checks per second on one core
 
     python3 tests/bench/auth_bench.py --binary ~/.cache/vidcache/target/release/vidcache
 """
-import argparse, hashlib, hmac, os, shutil, statistics, subprocess, sys, time
+import argparse
+import base64, json, os, urllib.request, shutil, statistics, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from transcode_bench import Daemon, nginx, wrk  # noqa: E402
@@ -22,11 +24,21 @@ from upload_bench import sh  # noqa: E402
 SECRET = "auth-bench-server-secret-0123456789abcdef"
 
 
-def token_for(video_hash, ttl=3600):
-    """A playback token as the daemon makes one (README, "Signed playback")."""
-    expires = int(time.time()) + ttl
-    mac = hmac.new(SECRET.encode(), f"vidcache playback\0{video_hash}\0{expires}".encode(), hashlib.sha256)
-    return f"{expires}-{mac.hexdigest()[:32]}"
+def keyed_token(keyed, src):
+    """Uploads `src` as key `bench` of project `p`, then asks for its playback
+    token (`GET /api/v1/videos/{id}/playback`) and returns the token."""
+    auth = "Basic " + base64.b64encode(b"bench:s").decode()
+    req = urllib.request.Request(keyed.base + "/upload/init", method="POST",
+                                 data=json.dumps({"url": "https://bench/signed", "bucket": "bench"}).encode(),
+                                 headers={"content-type": "application/json", "authorization": auth})
+    upload_id = json.load(urllib.request.urlopen(req))["upload_id"]
+    out = subprocess.run(["curl", "-sS", "-f", "-X", "POST", "-H", f"Authorization: {auth}",
+                          "-H", "Content-Type: application/octet-stream", "--data-binary", f"@{src}",
+                          f"{keyed.base}/upload/{upload_id}"], check=True, capture_output=True, text=True)
+    video_hash = json.loads(out.stdout)["hash"]
+    req = urllib.request.Request(f"{keyed.base}/api/v1/videos/{video_hash}/playback", headers={"authorization": auth})
+    hls = json.load(urllib.request.urlopen(req))["hls_url"]
+    return hls.split("/media/t/", 1)[1].split("/", 1)[0]
 
 
 def main():
@@ -40,7 +52,7 @@ def main():
     os.makedirs(work, exist_ok=True)
 
     # The open daemon stores a small video; both daemons then serve the same
-    # 200 random 1 MiB files under its hash (the token path reads no row).
+    # 200 random 1 MiB files under its hash.
     open_root, keyed_root = os.path.join(work, "auth-open"), os.path.join(work, "auth-keyed")
     for root in (open_root, keyed_root):
         shutil.rmtree(root, ignore_errors=True)
@@ -64,7 +76,10 @@ def main():
                        VIDCACHE__AUTH__API_KEYS='[{"id": "bench", "key": "s", "project_id": "p"}]',
                        VIDCACHE__AUTH__PRESIGN_SECRET=SECRET)
         nginx_proc, nginx_base = nginx(abr, work)
-        token = token_for(video_hash)
+        # Project `p` holds the video on the keyed daemon, and a token comes
+        # from the API as a backend gets one (tokens are bound to a holding
+        # project, so each signed request also looks up the video's holders).
+        token = keyed_token(keyed, small)
         rounds = {"public": [], "signed": [], "nginx": []}
         for _ in range(args.wrk_rounds):
             rounds["public"].append(wrk(public.base, f"/media/{video_hash}", args.wrk_secs, work))
