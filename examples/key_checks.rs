@@ -64,7 +64,9 @@ fn main() {
 
 /// What a signed media request pays besides the MAC: the look-up of the
 /// projects holding the video (`admit_playback`), on a SQLite file as the
-/// embedded default keeps it, on the same one thread.
+/// embedded default keeps it, on the same one thread. The repository keeps
+/// the holders it read for a second, so all but the first are answered
+/// from memory, as at every segment of a playing video.
 fn holders_lookup(auth: &Auth, token: &str, hash: &ContentHash) {
     const LOOKUPS: u32 = 20_000;
     let dir = std::env::temp_dir().join(format!("vidcache-key-checks-{}", std::process::id()));

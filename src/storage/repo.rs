@@ -10,6 +10,7 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
     EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -513,6 +514,55 @@ enum StoredSample {
 #[derive(Clone, Debug)]
 pub struct Repository {
     db: DatabaseConnection,
+    holders: Arc<HoldersCache>,
+}
+
+/// The projects holding each video, as `holders` last read them: a signed
+/// or public media request asks at every segment, and a query per segment
+/// cost a fifth of segment throughput (BENCHMARKS.md, "Who may do what").
+/// Every write to the holdings through this repository empties it; a write
+/// by another daemon on the same database is seen within `HOLDERS_TTL`.
+#[derive(Debug, Default)]
+struct HoldersCache(std::sync::Mutex<std::collections::HashMap<ContentHash, (std::time::Instant, Vec<Holder>)>>);
+
+/// How long another daemon's change of a video's holders may go unseen.
+const HOLDERS_TTL: Duration = Duration::from_secs(1);
+/// Beyond this many videos the cache starts again (a scan of many hashes
+/// must not grow it without bound).
+const HOLDERS_CACHED: usize = 10_000;
+
+impl HoldersCache {
+    fn get(&self, hash: &ContentHash) -> Option<Vec<Holder>> {
+        let cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        cache.get(hash).filter(|(at, _)| at.elapsed() < HOLDERS_TTL).map(|(_, holders)| holders.clone())
+    }
+
+    fn put(&self, hash: ContentHash, holders: Vec<Holder>) {
+        let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= HOLDERS_CACHED {
+            cache.clear();
+        }
+        cache.insert(hash, (std::time::Instant::now(), holders));
+    }
+
+    fn clear(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// Empties the cache when the write it guards has returned (committed
+    /// or not): a read between the write's start and its commit may have
+    /// cached the old holders.
+    fn after_write(&self) -> ClearOnDrop<'_> {
+        ClearOnDrop(self)
+    }
+}
+
+struct ClearOnDrop<'a>(&'a HoldersCache);
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.clear();
+    }
 }
 
 /// The advisory lock key migrations hold on PostgreSQL: "vidcache" in
@@ -545,7 +595,7 @@ impl Repository {
             });
         let db = Database::connect(options).await?;
         Self::migrate(&db, url).await?;
-        Ok(Self { db })
+        Ok(Self { db, holders: Arc::default() })
     }
 
     /// Brings the schema up to date. Several daemons starting at once on
@@ -611,6 +661,7 @@ impl Repository {
     /// `false`, writing nothing, when a video with that hash already exists:
     /// the caller lost a race and holds a duplicate, which is a value, not an error.
     pub async fn insert_video(&self, new: &NewVideo, url: Option<&SourceUrl>) -> Result<bool, RepoError> {
+        let _holders = self.holders.after_write();
         let now = Utc::now();
         let txn = self.db.begin().await?;
         let row = video::ActiveModel {
@@ -715,6 +766,7 @@ impl Repository {
         view: &Holding,
         job: Option<(&str, &serde_json::Value)>,
     ) -> Result<bool, RepoError> {
+        let _holders = self.holders.after_write();
         let txn = self.db.begin().await?;
         let inserted = Self::hold_in(&txn, hash, project, view).await?;
         if inserted && let Some((topic, payload)) = job {
@@ -732,6 +784,7 @@ impl Repository {
         project: &str,
         status: Option<TranscodeStatus>,
     ) -> Result<bool, RepoError> {
+        let _holders = self.holders.after_write();
         let updated = video_project::Entity::update_many()
             .col_expr(video_project::Column::TranscodeStatus, Expr::value(status.map(|s| s.as_str())))
             .filter(video_project::Column::Hash.eq(hash.to_hex()))
@@ -778,6 +831,7 @@ impl Repository {
     /// Sets whether `project`'s copy of `hash` is public; `false` if it
     /// does not hold it.
     pub async fn set_public(&self, hash: &ContentHash, project: &str, public: bool) -> Result<bool, RepoError> {
+        let _holders = self.holders.after_write();
         let updated = video_project::Entity::update_many()
             .col_expr(video_project::Column::Public, Expr::value(public))
             .filter(video_project::Column::Hash.eq(hash.to_hex()))
@@ -789,12 +843,17 @@ impl Repository {
 
     /// The projects holding `hash`.
     pub async fn holders(&self, hash: &ContentHash) -> Result<Vec<Holder>, RepoError> {
+        if let Some(holders) = self.holders.get(hash) {
+            return Ok(holders);
+        }
         let rows =
             video_project::Entity::find().filter(video_project::Column::Hash.eq(hash.to_hex())).all(&self.db).await?;
-        Ok(rows
+        let holders: Vec<Holder> = rows
             .into_iter()
             .map(|r| Holder { pending: r.transcode_status.is_some(), project: r.project_id, public: r.public })
-            .collect())
+            .collect();
+        self.holders.put(*hash, holders.clone());
+        Ok(holders)
     }
 
     /// How `project` sees `hash` (where its upload put it, its metadata).
@@ -834,6 +893,7 @@ impl Repository {
 
     /// `project` lets go of `hash`; how many projects still hold it.
     pub async fn release(&self, hash: &ContentHash, project: &str) -> Result<u64, RepoError> {
+        let _holders = self.holders.after_write();
         video_project::Entity::delete_by_id((hash.to_hex(), project.to_owned())).exec(&self.db).await?;
         Ok(video_project::Entity::find().filter(video_project::Column::Hash.eq(hash.to_hex())).count(&self.db).await?)
     }
@@ -1125,6 +1185,7 @@ impl Repository {
     /// whose URLs are its aliases), in one transaction. Returns the removed
     /// rows, the video's first, or nothing if there was no such video.
     pub async fn delete_video(&self, hash: &ContentHash) -> Result<Vec<Video>, RepoError> {
+        let _holders = self.holders.after_write();
         let txn = self.db.begin().await?;
         let Some(row) = video::Entity::find_by_id(hash.to_hex()).one(&txn).await? else {
             txn.rollback().await?;
