@@ -519,11 +519,20 @@ pub struct Repository {
 
 /// The projects holding each video, as `holders` last read them: a signed
 /// or public media request asks at every segment, and a query per segment
-/// cost a fifth of segment throughput (BENCHMARKS.md, "Who may do what").
-/// Every write to the holdings through this repository empties it; a write
-/// by another daemon on the same database is seen within `HOLDERS_TTL`.
+/// cost a fifth of segment throughput (BENCHMARKS.md, "Signed playback
+/// after tokens were bound to projects"). Every write to the holdings
+/// through this repository empties it, and a read that began before the
+/// write is not kept (the generation moved); a write by another daemon on
+/// the same database is seen within `HOLDERS_TTL`.
 #[derive(Debug, Default)]
-struct HoldersCache(std::sync::Mutex<std::collections::HashMap<ContentHash, (std::time::Instant, Vec<Holder>)>>);
+struct HoldersCache(std::sync::Mutex<CachedHolders>);
+
+#[derive(Debug, Default)]
+struct CachedHolders {
+    /// Moved by every `clear`.
+    generation: u64,
+    videos: std::collections::HashMap<ContentHash, (std::time::Instant, Vec<Holder>)>,
+}
 
 /// How long another daemon's change of a video's holders may go unseen.
 const HOLDERS_TTL: Duration = Duration::from_secs(1);
@@ -532,21 +541,32 @@ const HOLDERS_TTL: Duration = Duration::from_secs(1);
 const HOLDERS_CACHED: usize = 10_000;
 
 impl HoldersCache {
-    fn get(&self, hash: &ContentHash) -> Option<Vec<Holder>> {
+    /// The cached holders, or the generation a read must start in to be kept.
+    fn get(&self, hash: &ContentHash) -> Result<Vec<Holder>, u64> {
         let cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        cache.get(hash).filter(|(at, _)| at.elapsed() < HOLDERS_TTL).map(|(_, holders)| holders.clone())
+        match cache.videos.get(hash) {
+            Some((at, holders)) if at.elapsed() < HOLDERS_TTL => Ok(holders.clone()),
+            _ => Err(cache.generation),
+        }
     }
 
-    fn put(&self, hash: ContentHash, holders: Vec<Holder>) {
+    /// Keeps what a read that began in `generation` found, unless a write
+    /// has cleared the cache since.
+    fn put(&self, hash: ContentHash, holders: Vec<Holder>, generation: u64) {
         let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= HOLDERS_CACHED {
-            cache.clear();
+        if cache.generation != generation {
+            return;
         }
-        cache.insert(hash, (std::time::Instant::now(), holders));
+        if cache.videos.len() >= HOLDERS_CACHED {
+            cache.videos.clear();
+        }
+        cache.videos.insert(hash, (std::time::Instant::now(), holders));
     }
 
     fn clear(&self) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        cache.generation += 1;
+        cache.videos.clear();
     }
 
     /// Empties the cache when the write it guards has returned (committed
@@ -843,16 +863,17 @@ impl Repository {
 
     /// The projects holding `hash`.
     pub async fn holders(&self, hash: &ContentHash) -> Result<Vec<Holder>, RepoError> {
-        if let Some(holders) = self.holders.get(hash) {
-            return Ok(holders);
-        }
+        let generation = match self.holders.get(hash) {
+            Ok(holders) => return Ok(holders),
+            Err(generation) => generation,
+        };
         let rows =
             video_project::Entity::find().filter(video_project::Column::Hash.eq(hash.to_hex())).all(&self.db).await?;
         let holders: Vec<Holder> = rows
             .into_iter()
             .map(|r| Holder { pending: r.transcode_status.is_some(), project: r.project_id, public: r.public })
             .collect();
-        self.holders.put(*hash, holders.clone());
+        self.holders.put(*hash, holders.clone(), generation);
         Ok(holders)
     }
 
