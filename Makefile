@@ -33,16 +33,20 @@ run: release
 
 ## Every test: unit tests and the HTTP integration suite on SQLite and PostgreSQL.
 ## (No doc tests: there are none, and their empty summary would close the output.)
-## A real Kafka-protocol broker (tansu) is started for the run and stopped after.
+## A real Kafka-protocol broker (tansu) and a real S3 server (s3s-fs) are
+## started for the run and stopped after.
 TEST_LOG ?= $(CARGO_TARGET_DIR)/make-test.log
 KAFKA_DIR ?= $(CARGO_TARGET_DIR)/test-kafka
+S3_DIR ?= $(CARGO_TARGET_DIR)/test-s3
 test: test-deps postgres clean-test-dbs lint-check
 	@bash .ci/kafka.sh install
+	@bash .ci/s3.sh install
 	@mkdir -p "$(dir $(TEST_LOG))"; set -o pipefail; status=0; \
 	brokers=$$(bash .ci/kafka.sh start "$(KAFKA_DIR)") || exit 1; \
-	trap 'bash .ci/kafka.sh stop "$(KAFKA_DIR)"' EXIT; \
-	echo "kafka broker (tansu) at $$brokers"; \
-	VIDCACHE_TEST_KAFKA=$$brokers $(CARGO) test --workspace --no-fail-fast --lib --bins --tests 2>&1 | tee "$(TEST_LOG)" || status=$$?; \
+	s3=$$(bash .ci/s3.sh start "$(S3_DIR)") || { bash .ci/kafka.sh stop "$(KAFKA_DIR)"; exit 1; }; \
+	trap 'bash .ci/kafka.sh stop "$(KAFKA_DIR)"; bash .ci/s3.sh stop "$(S3_DIR)"' EXIT; \
+	echo "kafka broker (tansu) at $$brokers, S3 (s3s-fs) at $$s3"; \
+	VIDCACHE_TEST_KAFKA=$$brokers VIDCACHE_TEST_S3=$$s3 $(CARGO) test --workspace --no-fail-fast --lib --bins --tests 2>&1 | tee "$(TEST_LOG)" || status=$$?; \
 	awk '/^test result:/ { p += $$4; f += $$6 } END { printf "total: %d passed, %d failed\n", p, f }' "$(TEST_LOG)"; \
 	exit $$status
 

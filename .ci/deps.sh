@@ -11,7 +11,8 @@ PACKAGES=(pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil
   libzstd-dev curl b3sum)
 TESTING=0
 [ "${1:-}" = "--test" ] && TESTING=1
-((TESTING)) && PACKAGES+=(chromium firefox-esr)
+# docker-compose: `docker-compose config` validates docker-compose.yaml with no engine.
+((TESTING)) && PACKAGES+=(chromium firefox-esr docker-compose)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -257,7 +257,57 @@ pub struct ServerSettings {
 pub struct StorageSettings {
     /// Root directory of objects, the spool and (by default) the SQLite file.
     /// One running vidcache owns it: a second one on the same root refuses to start.
+    /// With the `s3` backend it holds only this daemon's spools and a
+    /// working copy of the objects it touched; the bucket is the home of
+    /// objects and media.
     pub root: PathBuf,
+    /// Where committed objects and derived media live.
+    pub backend: StorageBackend,
+    /// The S3-compatible object store of `backend = "s3"`.
+    pub s3: S3Settings,
+}
+
+/// `storage.backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// Files under `storage.root` (the embedded default).
+    Local,
+    /// An S3-compatible object store (`storage.s3.*`).
+    S3,
+}
+
+/// `storage.s3.*`: names deployment tooling relies on.
+#[derive(Clone, Deserialize)]
+pub struct S3Settings {
+    /// `http(s)://host:port` of the store; empty: AWS S3 of `region`.
+    pub endpoint: String,
+    /// Created at start-up when missing.
+    pub bucket: String,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// `http://endpoint/bucket/key` rather than `http://bucket.endpoint/key`
+    /// (most self-hosted stores need it).
+    pub path_style: bool,
+    /// Object and media reads answer `307` to a presigned GET (for a CDN or
+    /// the store to carry the bytes) instead of streaming through.
+    pub redirect_reads: bool,
+}
+
+impl std::fmt::Debug for S3Settings {
+    // The secret is never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Settings")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"***")
+            .field("path_style", &self.path_style)
+            .field("redirect_reads", &self.redirect_reads)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -479,6 +529,14 @@ impl Settings {
             .set_default("server.bind", "127.0.0.1:8020")?
             .set_default("server.workers", 0)?
             .set_default("storage.root", "./data")?
+            .set_default("storage.backend", "local")?
+            .set_default("storage.s3.endpoint", "")?
+            .set_default("storage.s3.bucket", "vidcache")?
+            .set_default("storage.s3.region", "us-east-1")?
+            .set_default("storage.s3.access_key_id", "")?
+            .set_default("storage.s3.secret_access_key", "")?
+            .set_default("storage.s3.path_style", true)?
+            .set_default("storage.s3.redirect_reads", false)?
             .set_default("database.url", "")?
             .set_default("database.max_connections", 10)?
             .set_default("ingest.allow_private_networks", false)?

@@ -113,9 +113,8 @@ impl Library {
         if video.variant_of.is_some() {
             return Err(LibraryError::IsAVariant);
         }
-        let derived = self.store.derived_dir(hash);
-        let published =
-            tokio::task::spawn_blocking(move || crate::transcode::is_published(&derived)).await.unwrap_or(false);
+        let (store, of) = (self.store.clone(), hash.clone());
+        let published = tokio::task::spawn_blocking(move || store.is_published(&of)).await.unwrap_or(false);
         let settled = match video.transcode {
             TranscodeStatus::Ready => published,
             TranscodeStatus::Processing | TranscodeStatus::Queued => true,

@@ -34,6 +34,15 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Copy this installation's objects and media from the storage root to
+    /// the S3 bucket of `storage.s3.*`, each checked by BLAKE3 once there.
+    /// Run again after an interruption, it copies only what is missing;
+    /// then set `storage.backend = "s3"`.
+    MigrateStore {
+        /// Where to: only `s3`.
+        #[arg(long, value_parser = ["s3"])]
+        to: String,
+    },
     /// Upload a file through the chunked API, in parallel, resuming where a
     /// previous run of the same file stopped.
     Upload {
@@ -96,6 +105,10 @@ async fn main() -> anyhow::Result<()> {
             for (hash, version) in outdated {
                 println!("{hash} ladder v{version}");
             }
+        }
+        Command::MigrateStore { to: _ } => {
+            let report = vidcache::storage::migrate_to_s3(&settings, &mut |line| println!("{line}")).await?;
+            println!("{report}");
         }
         Command::Upload { .. } => unreachable!("handled above"),
     }

@@ -70,11 +70,34 @@ pub fn start_workers(
     queue.start_workers(Arc::new(worker), shutdown)
 }
 
+/// The store of `storage.backend`, with its working directory under
+/// `storage.root` (spools, and with a bucket a working copy of objects).
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    let root = &settings.storage.root;
+    #[allow(clippy::disallowed_methods)] // start-up, before anything is served
+    std::fs::create_dir_all(root).with_context(|| format!("creating storage root {}", root.display()))?;
+    let local = LocalStore::open(root).with_context(|| format!("opening storage root {}", root.display()))?;
+    with_backend(settings, local).await
+}
+
+async fn with_backend(settings: &Settings, local: LocalStore) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match settings.storage.backend {
+        crate::config::StorageBackend::Local => Arc::new(local),
+        crate::config::StorageBackend::S3 => {
+            let s3 = &settings.storage.s3;
+            let bucket = crate::storage::Bucket::connect(s3)
+                .await
+                .with_context(|| format!("connecting to bucket {} at {:?}", s3.bucket, s3.endpoint))?;
+            tracing::info!(bucket = %s3.bucket, endpoint = %s3.endpoint, "objects and media in S3");
+            Arc::new(crate::storage::S3Store::new(local, bucket))
+        }
+    })
+}
+
 /// `vidcache worker`: only the transcode consumers, on the same database
 /// and storage root as `serve` (which it does not lock: `serve` owns it).
 pub async fn run_worker(settings: Settings) -> anyhow::Result<()> {
-    let root = &settings.storage.root;
-    let store = LocalStore::open(root).with_context(|| format!("opening storage root {}", root.display()))?;
+    let store = open_store(&settings).await?;
     let repo = Repository::connect(&settings.database.url, settings.database.max_connections)
         .await
         .with_context(|| format!("connecting to the database {}", redact(&settings.database.url)))?;
@@ -83,7 +106,6 @@ pub async fn run_worker(settings: Settings) -> anyhow::Result<()> {
     let queue = Queue::connect(repo.clone(), &settings.transcode, &settings.kafka, metrics.clone())
         .await
         .context("connecting to the queue")?;
-    let store: Arc<dyn Store> = Arc::new(store);
     let mut settings = settings;
     settings.transcode.workers = settings.transcode.workers.max(1);
     let (drain, shutdown) = crate::queue::Drain::new();
@@ -108,7 +130,7 @@ impl Application {
         init_ffmpeg();
 
         let local_store = store.clone();
-        let store: Arc<dyn Store> = Arc::new(store);
+        let store = with_backend(&settings, store).await?;
         let metrics = Metrics::new();
         let analysis = settings.analysis.clone();
         let prober = SyncArbiter::start(PROBE_THREADS, move || Prober { settings: analysis.clone() });

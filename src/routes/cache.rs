@@ -127,6 +127,19 @@ pub async fn read(
     let hash = ContentHash::parse(&path)?;
     let video = visible_video(&state, &caller.tenant(), &hash).await?;
     let key = ObjectKey::from_stored(&video.file_path)?;
+    let reply = FileReply {
+        content_type: video.content_type.clone(),
+        etag: format!("\"{}\"", video.hash.to_hex()),
+        cache_control: super::files::cache_control(&req, state.auth.is_open(), true),
+    };
+    if let Some(bucket) = state.store.bucket() {
+        let path = crate::storage::Bucket::object(&key);
+        let etag = reply.etag.clone();
+        return super::files::send_from_bucket(&req, bucket, path, reply, |_| etag).await?.ok_or_else(|| {
+            tracing::error!("a recorded object is missing from the bucket");
+            ApiError::internal("the stored object could not be read")
+        });
+    }
     let store = state.store.clone();
     let (file, len) = web::block(move || store.open_object(&key))
         .await
@@ -135,11 +148,6 @@ pub async fn read(
             tracing::error!(error = %e, "a recorded object is missing from the store");
             ApiError::internal("the stored object could not be read")
         })?;
-    let reply = FileReply {
-        content_type: video.content_type.clone(),
-        etag: format!("\"{}\"", video.hash.to_hex()),
-        cache_control: super::files::cache_control(&req, state.auth.is_open(), true),
-    };
     send_file(&req, file, len, reply).await
 }
 

@@ -45,22 +45,28 @@ pub(super) fn cache_control(req: &HttpRequest, shared: bool, immutable: bool) ->
     }
 }
 
-pub(super) async fn send_file(
-    req: &HttpRequest,
-    file: std::fs::File,
-    len: u64,
-    reply: FileReply,
-) -> Result<HttpResponse, ApiError> {
+/// What a reply sends, once the request's conditions and range are read.
+enum Prepared {
+    /// `304`: the client has it.
+    NotModified(HttpResponse),
+    /// Headers set; `count` bytes from `start` go in the body.
+    Send { response: actix_web::HttpResponseBuilder, start: u64, count: u64 },
+}
+
+/// `If-None-Match`, `Range` and the reply's headers, for a file of `len` bytes.
+fn prepare(req: &HttpRequest, len: u64, reply: FileReply) -> Result<Prepared, ApiError> {
     let matches = req
         .headers()
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|tag| tag.trim() == reply.etag || tag.trim() == "*"));
     if matches {
-        return Ok(HttpResponse::NotModified()
-            .insert_header((header::ETAG, reply.etag))
-            .insert_header((header::CACHE_CONTROL, reply.cache_control.as_str()))
-            .finish());
+        return Ok(Prepared::NotModified(
+            HttpResponse::NotModified()
+                .insert_header((header::ETAG, reply.etag))
+                .insert_header((header::CACHE_CONTROL, reply.cache_control.as_str()))
+                .finish(),
+        ));
     }
     let range = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()).map(|v| parse_range(v, len));
     let (status, start, count) = match range {
@@ -85,6 +91,19 @@ pub(super) async fn send_file(
     if status == StatusCode::PARTIAL_CONTENT {
         response.insert_header((header::CONTENT_RANGE, format!("bytes {start}-{}/{len}", start + count - 1)));
     }
+    Ok(Prepared::Send { response, start, count })
+}
+
+pub(super) async fn send_file(
+    req: &HttpRequest,
+    file: std::fs::File,
+    len: u64,
+    reply: FileReply,
+) -> Result<HttpResponse, ApiError> {
+    let (mut response, start, count) = match prepare(req, len, reply)? {
+        Prepared::NotModified(answer) => return Ok(answer),
+        Prepared::Send { response, start, count } => (response, start, count),
+    };
     if count <= WHOLE_READ && count > 0 {
         // Mapped, not read: the page cache's pages are the body, with no
         // buffer to allocate and zero and no copy into it.
@@ -111,6 +130,48 @@ pub(super) async fn send_file(
     file.seek(std::io::SeekFrom::Start(start)).await.map_err(|e| ApiError::internal(e.to_string()))?;
     let stream = tokio_util::io::ReaderStream::with_capacity(file.take(count), 256 * 1024);
     Ok(response.streaming(stream))
+}
+
+/// A file of the bucket: streamed through (the range passed on to the
+/// store, memory flat), or with `storage.s3.redirect_reads` a `307` to a
+/// presigned GET, which carries the client's `Range` itself. `None`: the
+/// file is not there.
+pub(super) async fn send_from_bucket(
+    req: &HttpRequest,
+    bucket: &crate::storage::Bucket,
+    path: object_store::path::Path,
+    reply: FileReply,
+    etag_of: impl FnOnce(&crate::storage::Found) -> String,
+) -> Result<Option<HttpResponse>, ApiError> {
+    if bucket.redirects_reads() {
+        // Short-lived: a redirect is followed at once, and a token's
+        // playback must not outlive the token through it.
+        let url = bucket
+            .presigned_get(path, std::time::Duration::from_secs(300))
+            .await
+            .map_err(|e| ApiError::internal(format!("presigning a read: {e}")))?;
+        return Ok(Some(
+            HttpResponse::TemporaryRedirect()
+                .insert_header((header::LOCATION, url))
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .finish(),
+        ));
+    }
+    let Some(found) =
+        bucket.find(path.clone()).await.map_err(|e| ApiError::internal(format!("reading the bucket: {e}")))?
+    else {
+        return Ok(None);
+    };
+    let reply = FileReply { etag: etag_of(&found), ..reply };
+    let (mut response, start, count) = match prepare(req, found.len, reply)? {
+        Prepared::NotModified(answer) => return Ok(Some(answer)),
+        Prepared::Send { response, start, count } => (response, start, count),
+    };
+    response.no_chunking(count);
+    if count == 0 {
+        return Ok(Some(response.finish()));
+    }
+    Ok(Some(response.streaming(bucket.stream(path, start, count))))
 }
 
 #[derive(Debug, PartialEq, Eq)]

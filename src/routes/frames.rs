@@ -64,7 +64,14 @@ async fn grab(
     let hash = ContentHash::parse(hash)?;
     let video = super::cache::visible_video(state, tenant, &hash).await?;
     let key = ObjectKey::from_stored(&video.file_path).map_err(|e| ApiError::internal(e.to_string()))?;
-    let path = state.store.object_path(&key);
+    let store = state.store.clone();
+    let path = web::block(move || store.fetch_object(&key))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| {
+            tracing::error!(error = %e, "a recorded object could not be read");
+            ApiError::internal("the stored object could not be read")
+        })?;
     let grabbed = state
         .frames
         .send(GrabFrames { path, pts_ns, format, width })
@@ -176,10 +183,11 @@ async fn thumbnail_of(
 ) -> Result<HttpResponse, ApiError> {
     let hash = ContentHash::parse(hash)?;
     let video = super::cache::visible_video(state, tenant, &hash).await?;
-    let file = state.store.derived_dir(&hash).join("thumbnail.jpg");
     let cached = {
-        let file = file.clone();
-        web::block(move || crate::storage::read_file(&file)).await.map_err(|e| ApiError::internal(e.to_string()))?
+        let (store, hash) = (state.store.clone(), hash.clone());
+        web::block(move || store.read_derived(&hash, "thumbnail.jpg").ok().flatten())
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
     };
     let bytes = match cached {
         Some(bytes) => bytes,

@@ -141,6 +141,21 @@ async fn serve(
     let parts = safe_tail(tail).ok_or_else(|| not_found(req.path()))?;
     let name = parts.last().copied().unwrap_or_default();
     let (content_type, immutable) = kind_of(name).ok_or_else(|| not_found(req.path()))?;
+    if let Some(bucket) = state.store.bucket() {
+        let path = crate::storage::Bucket::media(&hash, &format!("abr/{}", parts.join("/")));
+        let reply = FileReply {
+            content_type: content_type.to_owned(),
+            etag: String::new(),
+            cache_control: super::files::cache_control(req, shared, immutable),
+        };
+        // Size and time of publication, as on disk.
+        let etag = |found: &crate::storage::Found| {
+            format!("\"{:x}-{:x}\"", found.len, found.modified.timestamp_nanos_opt().unwrap_or(0))
+        };
+        return super::files::send_from_bucket(req, bucket, path, reply, etag)
+            .await?
+            .ok_or_else(|| not_found(req.path()));
+    }
     let mut file = crate::transcode::renditions_dir(&state.store.derived_dir(&hash));
     for part in &parts {
         file.push(part);

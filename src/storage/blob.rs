@@ -53,6 +53,37 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Removes everything derived from a video; a missing one is not an error.
     fn delete_derived(&self, hash: &ContentHash) -> io::Result<()>;
+    /// An object as a local file, for the readers that read by path (the
+    /// prober, frame grabs, the transcoder): fetched first when the object
+    /// lives elsewhere.
+    fn fetch_object(&self, key: &ObjectKey) -> io::Result<PathBuf> {
+        Ok(self.object_path(key))
+    }
+    /// One derived file's bytes (`thumbnail.jpg`), or `None` if there is none.
+    fn read_derived(&self, hash: &ContentHash, name: &str) -> io::Result<Option<Vec<u8>>> {
+        match fs::read(self.derived_dir(hash).join(name)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+    /// The ladder version of a video's published renditions, if any.
+    fn published_version(&self, hash: &ContentHash) -> Option<u32> {
+        crate::transcode::published_version(&self.derived_dir(hash))
+    }
+    /// Whether renditions of the current ladder are published.
+    fn is_published(&self, hash: &ContentHash) -> bool {
+        self.published_version(hash) == Some(crate::transcode::LADDER_VERSION)
+    }
+    /// Publishes a ladder the transcoder built under [`Store::derived_dir`]
+    /// where readers find it (on local disk it already is).
+    fn publish_ladder(&self, _hash: &ContentHash) -> io::Result<()> {
+        Ok(())
+    }
+    /// The bucket objects and media are read from, when they live in one.
+    fn bucket(&self) -> Option<&super::Bucket> {
+        None
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -183,11 +214,6 @@ fn ignore_missing(result: io::Result<()>) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         other => other,
     }
-}
-
-/// A whole file's bytes, or `None` if it cannot be read. Blocking.
-pub fn read_file(path: &Path) -> Option<Vec<u8>> {
-    fs::read(path).ok()
 }
 
 /// Opens a file for reading, with its metadata. Blocking.

@@ -7,16 +7,19 @@ pub mod entities;
 mod jobs;
 mod keys;
 mod lock;
+mod migrate;
 mod repo;
+mod s3;
 
 pub use blob::{
-    LocalStore, Store, create_piece_file, cut_spool, file_names, keep_piece, open_with_metadata, read_file,
-    remove_quietly,
+    LocalStore, Store, create_piece_file, cut_spool, file_names, keep_piece, open_with_metadata, remove_quietly,
 };
 pub use jobs::{Job, JobState};
 pub use keys::StoredKey;
 pub use lock::RootLock;
+pub use migrate::{MigrateReport, migrate_to_s3};
 pub use repo::{
     Entry, EntryRecord, EntryStatus, Holder, Holding, NewEntry, NewVideo, Piece, RepoError, Repository, SessionRecord,
     SessionState, Signature, TranscodeStatus, UploadKind, Video,
 };
+pub use s3::{Bucket, Found, S3Store};

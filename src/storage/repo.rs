@@ -1190,6 +1190,19 @@ impl Repository {
 
     /// The hashes of the videos whose transcode status is `status`, in hash
     /// order (`vidcache requeue-outdated` walks the `ready` ones).
+    /// Every stored video's hash and object key, variants included, in hash order.
+    pub async fn object_keys(&self) -> Result<Vec<(ContentHash, String)>, RepoError> {
+        let rows: Vec<(String, String)> = video::Entity::find()
+            .select_only()
+            .column(video::Column::Hash)
+            .column(video::Column::FilePath)
+            .order_by_asc(video::Column::Hash)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(rows.into_iter().filter_map(|(h, key)| Some((ContentHash::parse(&h).ok()?, key))).collect())
+    }
+
     pub async fn hashes_with_transcode_status(&self, status: TranscodeStatus) -> Result<Vec<ContentHash>, RepoError> {
         let rows: Vec<String> = video::Entity::find()
             .select_only()

@@ -4,22 +4,22 @@
 //! database and the storage root, not the queue: the running daemons'
 //! workers (embedded queue, or Kafka through the relay) take it from there.
 
-use super::publish::{LADDER_VERSION, published_version};
+use super::publish::LADDER_VERSION;
 use crate::config::Settings;
 use crate::domain::ContentHash;
 use crate::queue::{TRANSCODE_TOPIC, TranscodeJob};
-use crate::storage::{LocalStore, Repository, Store};
+use crate::storage::Repository;
 
 /// Every `ready` video whose published renditions are older than
 /// [`LADDER_VERSION`] (or missing), with that version (0: none published);
 /// queued unless `dry_run`. Answers them and how many were queued.
 pub async fn requeue_outdated(settings: &Settings, dry_run: bool) -> anyhow::Result<(Vec<(ContentHash, u32)>, usize)> {
     let repo = Repository::connect(&settings.database.url, 1).await?;
-    let store = LocalStore::open(&settings.storage.root)?;
+    let store = crate::startup::open_store(settings).await?;
     let mut outdated = Vec::new();
     for hash in repo.hashes_with_transcode_status(crate::storage::TranscodeStatus::Ready).await? {
-        let derived = store.derived_dir(&hash);
-        let version = tokio::task::spawn_blocking(move || published_version(&derived)).await?.unwrap_or(0);
+        let (store, of) = (store.clone(), hash.clone());
+        let version = tokio::task::spawn_blocking(move || store.published_version(&of)).await?.unwrap_or(0);
         if version < LADDER_VERSION {
             outdated.push((hash, version));
         }

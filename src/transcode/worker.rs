@@ -25,11 +25,14 @@ impl Actor for Transcoder {
     type Context = SyncContext<Self>;
 }
 
-/// Transcode `src` and publish the renditions under `derived`.
+/// Transcode the object `source` of `store` and publish the renditions
+/// under `derived`, then where the store's readers find them (a bucket).
 #[derive(Message)]
 #[rtype(result = "Result<LadderOutput, TranscodeError>")]
 pub struct Transcode {
-    pub src: PathBuf,
+    pub store: Arc<dyn Store>,
+    pub hash: ContentHash,
+    pub source: ObjectKey,
     pub derived: PathBuf,
     pub spec: LadderSpec,
     pub storyboard_secs: u32,
@@ -42,15 +45,19 @@ impl Handler<Transcode> for Transcoder {
     type Result = Result<LadderOutput, TranscodeError>;
 
     fn handle(&mut self, msg: Transcode, _: &mut Self::Context) -> Self::Result {
-        let Transcode { src, derived, spec, storyboard_secs, duration_s, progress } = msg;
+        let Transcode { store, hash, source, derived, spec, storyboard_secs, duration_s, progress } = msg;
+        // With a bucket, the source is fetched to this machine's disk first.
+        let src = store.fetch_object(&source)?;
         // FFmpeg bindings can panic on inputs they do not expect; a job's
         // failure must not take the worker thread with it.
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let output = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             publish::build_and_publish(&src, &derived, &spec, storyboard_secs, duration_s, &mut |share| {
                 let _ = progress.send(share);
             })
         }))
-        .unwrap_or_else(|_| Err(TranscodeError::Encode("the transcoder panicked".into())))
+        .unwrap_or_else(|_| Err(TranscodeError::Encode("the transcoder panicked".into())))?;
+        store.publish_ladder(&hash)?;
+        Ok(output)
     }
 }
 
@@ -108,8 +115,8 @@ impl TranscodeWorker {
             return Ok(());
         };
         let derived = self.store.derived_dir(&hash);
-        let check = derived.clone();
-        if tokio::task::spawn_blocking(move || publish::is_published(&check)).await.unwrap_or(false) {
+        let (store, of) = (self.store.clone(), hash.clone());
+        if tokio::task::spawn_blocking(move || store.is_published(&of)).await.unwrap_or(false) {
             // Delivered again after its outputs were published.
             self.set_status(&hash, TranscodeStatus::Ready, None, video.renditions.as_ref()).await?;
             self.metrics.transcodes.with_label_values(&["reused"]).inc();
@@ -149,7 +156,9 @@ impl TranscodeWorker {
         };
         let spec = self.spec_of(&job);
         let message = Transcode {
-            src: self.store.object_path(&key),
+            store: self.store.clone(),
+            hash: hash.clone(),
+            source: key,
             derived,
             spec,
             storyboard_secs: self.settings.storyboard_interval_secs,

@@ -473,7 +473,9 @@ impl Committer {
         for hash in pending {
             let Ok(Some(row)) = self.repo.find_video(&hash).await else { continue };
             let Ok(key) = ObjectKey::from_stored(&row.file_path) else { continue };
-            let analysed = match self.prober.send(AnalyzeFile(self.store.object_path(&key))).await {
+            let store = self.store.clone();
+            let Ok(Ok(path)) = tokio::task::spawn_blocking(move || store.fetch_object(&key)).await else { continue };
+            let analysed = match self.prober.send(AnalyzeFile(path)).await {
                 Ok(analysed) => analysed,
                 Err(e) => return tracing::warn!(error = %e, "the prober is gone"),
             };

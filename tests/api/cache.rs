@@ -91,7 +91,7 @@ async fn upload_read_and_delete(backend: Backend) {
         .await;
     assert!(app.objects().is_empty(), "objects left after delete: {:?}", app.objects());
 }
-both_backends!(upload_read_and_delete);
+both_backends!(upload_read_and_delete, s3);
 
 async fn same_bytes_under_a_second_url_is_a_duplicate(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -117,7 +117,7 @@ async fn same_bytes_under_a_second_url_is_a_duplicate(backend: Backend) {
     assert_eq!(cached["file_path"], first["file_path"]);
     assert_eq!(cached["url"], "https://b.example.com/2.mp4");
 }
-both_backends!(same_bytes_under_a_second_url_is_a_duplicate);
+both_backends!(same_bytes_under_a_second_url_is_a_duplicate, s3);
 
 async fn twenty_concurrent_uploads_of_the_same_bytes_store_one_object(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -147,4 +147,4 @@ async fn twenty_concurrent_uploads_of_the_same_bytes_store_one_object(backend: B
     let meta = app.get_json(&format!("/meta/{hash}")).await;
     assert_eq!(meta["aliases"].as_array().unwrap().len(), 20);
 }
-both_backends!(twenty_concurrent_uploads_of_the_same_bytes_store_one_object);
+both_backends!(twenty_concurrent_uploads_of_the_same_bytes_store_one_object, s3);

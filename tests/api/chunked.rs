@@ -90,7 +90,7 @@ async fn out_of_order_and_parallel_chunks_make_the_same_hash(backend: Backend) {
     // No spool is left behind.
     assert!(crate::helpers::files_under(&app.root.join(".spool")).is_empty());
 }
-both_backends!(out_of_order_and_parallel_chunks_make_the_same_hash);
+both_backends!(out_of_order_and_parallel_chunks_make_the_same_hash, s3);
 
 async fn resends_conflicts_checksums_and_missing_chunks(backend: Backend) {
     let app = spawn_app_with(backend, |s| s.upload.min_chunk_bytes = 4096).await;
@@ -252,4 +252,4 @@ async fn a_duplicate_through_chunks_is_one_object_and_two_entries(backend: Backe
     let list = app.get_json("/videos").await;
     assert_eq!(list.as_array().unwrap().iter().filter(|v| v["hash"] == hashes[0].1).count(), 2);
 }
-both_backends!(a_duplicate_through_chunks_is_one_object_and_two_entries);
+both_backends!(a_duplicate_through_chunks_is_one_object_and_two_entries, s3);

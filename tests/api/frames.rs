@@ -92,7 +92,7 @@ async fn frames_one_by_one_and_in_a_batch(backend: Backend) {
         app.client.post(app.url(&format!("/video/{hash}/frames"))).json(&json!({"pts_ns": []})).send().await.unwrap();
     assert_error(response, 400, "invalid-batch").await;
 }
-both_backends!(frames_one_by_one_and_in_a_batch);
+both_backends!(frames_one_by_one_and_in_a_batch, s3);
 
 async fn a_thumbnail_is_made_once_and_goes_with_the_video(backend: Backend) {
     let app = spawn_app(backend).await;

@@ -14,6 +14,10 @@ use vidcache::startup::Application;
 pub enum Backend {
     Sqlite,
     Postgres,
+    /// What several machines run on: PostgreSQL, and objects and media in
+    /// a real S3-compatible server (`make test` starts s3s-fs and sets
+    /// `VIDCACHE_TEST_S3`), in a bucket of the test's own.
+    S3,
 }
 
 pub struct TestApp {
@@ -22,6 +26,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub uploads: Option<vidcache::upload::Uploads>,
     pub database_url: String,
+    /// The S3 bucket objects and media live in (the `S3` backend).
+    pub bucket: Option<String>,
     _dir: TempDir,
 }
 
@@ -36,7 +42,7 @@ pub fn postgres_base() -> String {
 pub async fn fresh_database(backend: Backend, dir: &Path) -> String {
     match backend {
         Backend::Sqlite => Settings::sqlite_url_under(dir),
-        Backend::Postgres => {
+        Backend::Postgres | Backend::S3 => {
             let name = format!("vidcache_test_{}", hex_id());
             let admin = sea_orm::Database::connect(format!("{}/postgres", postgres_base()))
                 .await
@@ -114,8 +120,13 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
     // (which set workers) run them: the others need not pay for encoding.
     settings.transcode.workers = 0;
     settings.transcode.preset = "ultrafast".into();
+    if let Backend::S3 = backend {
+        use_s3(&mut settings);
+    }
     tweak(&mut settings);
     let database_url = settings.database.url.clone();
+    let bucket =
+        (settings.storage.backend == vidcache::config::StorageBackend::S3).then(|| settings.storage.s3.bucket.clone());
     let kafka = settings.kafka.enabled();
     // With keys configured, the app's client speaks as the first one; a
     // test of refusals uses a client of its own.
@@ -127,7 +138,7 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
     let address = format!("http://127.0.0.1:{}", app.port());
     let uploads = app.uploads();
     actix_web::rt::spawn(app.run_until_stopped());
-    let app = TestApp { address, root, client, uploads: Some(uploads), database_url, _dir: dir };
+    let app = TestApp { address, root, client, uploads: Some(uploads), database_url, bucket, _dir: dir };
     if kafka {
         // The daemon starts without waiting for its broker; tests that
         // produce to its topics need them to exist first.
@@ -152,6 +163,7 @@ impl TestApp {
             client: http_client(),
             uploads: None,
             database_url: String::new(),
+            bucket: None,
             _dir: tempfile::tempdir().expect("temp dir"),
         }
     }
@@ -211,8 +223,16 @@ impl TestApp {
         response.json().await.unwrap()
     }
 
-    /// Every stored object (files under the root outside vidcache's own dot-files).
+    /// The stored objects: files under the root, or with the S3 backend
+    /// the keys under `objects/` in the bucket (as paths).
     pub fn objects(&self) -> Vec<PathBuf> {
+        if let Some(bucket) = &self.bucket {
+            return s3_keys_blocking(bucket)
+                .into_iter()
+                .filter(|(key, _)| key.starts_with("objects/"))
+                .map(|(key, _)| PathBuf::from(key))
+                .collect();
+        }
         files_under(&self.root)
             .into_iter()
             .filter(|p| {
@@ -358,6 +378,51 @@ pub fn use_kafka(settings: &mut Settings, brokers: &str) -> String {
     prefix
 }
 
+/// The S3-compatible server the suite runs against (`make test` starts
+/// s3s-fs and sets `VIDCACHE_TEST_S3`), and the keys it was started with
+/// (`.ci/s3.sh`).
+pub fn s3_endpoint() -> String {
+    std::env::var("VIDCACHE_TEST_S3")
+        .expect("VIDCACHE_TEST_S3 must name an S3 server (make test starts s3s-fs and sets it)")
+}
+
+/// Points `settings` at the test S3 server, in a fresh bucket (created by
+/// the daemon at start-up, as it would be in production). Answers the bucket.
+pub fn use_s3(settings: &mut Settings) -> String {
+    let bucket = format!("vc-test-{}", &hex_id()[..16]);
+    settings.storage.backend = vidcache::config::StorageBackend::S3;
+    settings.storage.s3.endpoint = s3_endpoint();
+    settings.storage.s3.bucket = bucket.clone();
+    settings.storage.s3.region = "us-east-1".into();
+    settings.storage.s3.access_key_id = "vidcache-test".into();
+    settings.storage.s3.secret_access_key = "vidcache-test-secret".into();
+    settings.storage.s3.path_style = true;
+    bucket
+}
+
+/// The test bucket, as the daemon sees it.
+pub async fn s3_bucket(bucket: &str) -> vidcache::storage::Bucket {
+    let mut s3 = Settings::defaults_only().expect("defaults").storage.s3;
+    s3.endpoint = s3_endpoint();
+    s3.bucket = bucket.to_owned();
+    s3.access_key_id = "vidcache-test".into();
+    s3.secret_access_key = "vidcache-test-secret".into();
+    vidcache::storage::Bucket::connect(&s3).await.expect("the test bucket")
+}
+
+/// The keys of the test bucket and their lengths, listed through the S3
+/// API (blocks the calling thread for the listing).
+pub fn s3_keys_blocking(bucket: &str) -> Vec<(String, u64)> {
+    let name = bucket.to_owned();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let bucket = runtime.block_on(s3_bucket(&name));
+        bucket.list_blocking("").expect("a listing")
+    })
+    .join()
+    .unwrap()
+}
+
 /// Polls `/meta/{hash}` until the transcode status is `want` (panics on
 /// timeout, or on `failed` when that is not what is wanted). Answers meta.
 pub async fn wait_for_transcode(app: &TestApp, hash: &str, want: &str, secs: u64) -> serde_json::Value {
@@ -374,9 +439,26 @@ pub async fn wait_for_transcode(app: &TestApp, hash: &str, want: &str, secs: u64
     }
 }
 
-/// Generates a test per backend from one async body taking a `Backend`.
+/// Generates a test per backend from one async body taking a `Backend`;
+/// with `, s3` also one on PostgreSQL with objects and media in S3.
 #[macro_export]
 macro_rules! both_backends {
+    ($name:ident, s3) => {
+        mod $name {
+            #[actix_web::test]
+            async fn sqlite() {
+                super::$name($crate::helpers::Backend::Sqlite).await
+            }
+            #[actix_web::test]
+            async fn postgres() {
+                super::$name($crate::helpers::Backend::Postgres).await
+            }
+            #[actix_web::test]
+            async fn s3() {
+                super::$name($crate::helpers::Backend::S3).await
+            }
+        }
+    };
     ($name:ident) => {
         mod $name {
             #[actix_web::test]

@@ -24,6 +24,7 @@ mod playback;
 mod queue;
 mod restart;
 mod restart_doors;
+mod s3;
 mod signed_uploads;
 mod tenancy;
 mod transcode;

@@ -172,7 +172,7 @@ async fn multipart_flow_with_validation(backend: Backend) {
     // Parts are gone from the spool.
     assert!(crate::helpers::files_under(&app.root.join(".spool")).is_empty());
 }
-both_backends!(multipart_flow_with_validation);
+both_backends!(multipart_flow_with_validation, s3);
 
 async fn a_client_that_lost_its_state_lists_parts_and_finishes(backend: Backend) {
     let app = spawn_app_with(backend, with_keys).await;
@@ -198,7 +198,7 @@ async fn a_client_that_lost_its_state_lists_parts_and_finishes(backend: Backend)
     let result: Value = response.json().await.unwrap();
     assert_eq!(result["hash"], blake3_hex(&video));
 }
-both_backends!(a_client_that_lost_its_state_lists_parts_and_finishes);
+both_backends!(a_client_that_lost_its_state_lists_parts_and_finishes, s3);
 
 async fn expired_urls_abort_and_the_session_limit(backend: Backend) {
     let app = spawn_app_with(backend, |s| {

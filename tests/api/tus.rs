@@ -154,7 +154,7 @@ async fn the_tus_protocol_by_hand(backend: Backend) {
         .unwrap();
     assert_error(response, 400, "invalid-metadata").await;
 }
-both_backends!(the_tus_protocol_by_hand);
+both_backends!(the_tus_protocol_by_hand, s3);
 
 async fn an_expired_tus_upload_answers_410_and_frees_its_disk(backend: Backend) {
     let app = spawn_app_with(backend, |s| s.upload.session_ttl_secs = 1).await;

@@ -1,0 +1,526 @@
+//! Objects and derived media in an S3-compatible store (`storage.backend =
+//! "s3"`). The upload engine still writes its spools at offsets on this
+//! daemon's disk (`storage.root`); a committed object and a published
+//! ladder live in the bucket, which is their home: another daemon or a
+//! worker on another machine reads them there, never from this disk.
+//!
+//! Layout in the bucket: `objects/{bucket}/{prefix}/{hash}.{ext}` (the
+//! object key as on disk) and `media/{hash}/...` (thumbnail, `abr/` ladder).
+//!
+//! The order that makes a kill -9 safe: an object is written to the bucket
+//! *before* its spool is renamed away, so a spool that is gone means the
+//! bucket has the object; a crash in between leaves the spool, and the
+//! commit runs again (an S3 PUT of the same key is idempotent, and the key
+//! names the content). A ladder is uploaded segments first and manifests
+//! last, with a `published` marker after them: a reader that finds a
+//! manifest finds every segment it names.
+//!
+//! The [`LocalStore`] under `storage.root` keeps a working copy of objects
+//! this daemon committed or fetched (the prober, frame grabs and the
+//! transcoder read files by path); reads served to clients come from the
+//! bucket. All blocking methods are called on blocking threads; the S3
+//! calls run on one runtime of their own ([`runtime`]), so a blocking
+//! caller waits on a channel and an async caller on a join handle.
+#![allow(clippy::disallowed_methods)] // a blocking module (clippy.toml)
+
+use super::blob::{LocalStore, Store};
+use crate::config::S3Settings;
+use crate::domain::{ContentHash, ObjectKey, UploadId};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path as S3Path;
+use object_store::signer::Signer;
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use std::fs::{self, File};
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+/// Parts of a multipart upload to the bucket (S3's minimum is 5 MiB).
+const PART_BYTES: usize = 8 << 20;
+/// Parts in flight per object: memory per commit stays at most this many parts.
+const PARTS_IN_FLIGHT: usize = 2;
+/// Read size when a file is streamed to the bucket.
+const READ_BYTES: usize = 1 << 20;
+/// The marker written after the last file of a published ladder.
+const PUBLISHED: &str = "abr/.published";
+
+/// One runtime for every S3 call of the process, never dropped (a runtime
+/// may not be dropped inside another one, which is where a store ends).
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("vidcache-s3")
+            .enable_all()
+            .build()
+            .expect("the S3 runtime starts")
+    })
+}
+
+/// The bucket: what reads from clients and the store's writes go to.
+#[derive(Debug, Clone)]
+pub struct Bucket {
+    client: Arc<AmazonS3>,
+    name: String,
+    redirect_reads: bool,
+}
+
+/// What a read of one file of the bucket found.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub len: u64,
+    /// The store's entity tag, quotes and all, when it gave one.
+    pub etag: Option<String>,
+    pub modified: chrono::DateTime<chrono::Utc>,
+}
+
+fn other(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+fn io_error(e: object_store::Error) -> io::Error {
+    match e {
+        object_store::Error::NotFound { .. } => io::Error::new(io::ErrorKind::NotFound, e.to_string()),
+        e => other(e),
+    }
+}
+
+impl Bucket {
+    /// Connects and creates the bucket when it is missing.
+    pub async fn connect(settings: &S3Settings) -> anyhow::Result<Self> {
+        anyhow::ensure!(!settings.bucket.is_empty(), "storage.s3.bucket is empty");
+        let mut builder = AmazonS3Builder::new()
+            .with_bucket_name(&settings.bucket)
+            .with_region(&settings.region)
+            .with_virtual_hosted_style_request(!settings.path_style);
+        if !settings.endpoint.is_empty() {
+            builder = builder.with_endpoint(&settings.endpoint).with_allow_http(settings.endpoint.starts_with("http:"));
+        }
+        if !settings.access_key_id.is_empty() {
+            builder =
+                builder.with_access_key_id(&settings.access_key_id).with_secret_access_key(&settings.secret_access_key);
+        }
+        let client = Arc::new(builder.build()?);
+        let bucket = Self { client, name: settings.bucket.clone(), redirect_reads: settings.redirect_reads };
+        let probe = bucket.clone();
+        on_runtime(async move { probe.ensure_bucket().await }).await??;
+        Ok(bucket)
+    }
+
+    /// `HEAD` of a key that is never written tells whether the bucket is
+    /// there (a 404 of the key) or not (an error); a missing one is created
+    /// with a presigned `PUT /{bucket}` (object_store has no call for it).
+    async fn ensure_bucket(&self) -> anyhow::Result<()> {
+        match self.client.head(&S3Path::from(".vidcache-probe")).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => {
+                // A 404 for a missing bucket looks the same as one for a
+                // missing key; a listing tells them apart.
+                let mut listing = self.client.list(Some(&S3Path::from("objects")));
+                match listing.next().await {
+                    None | Some(Ok(_)) => return Ok(()),
+                    Some(Err(object_store::Error::NotFound { .. })) => {}
+                    Some(Err(e)) => return Err(e.into()),
+                }
+            }
+            Err(e) => tracing::info!(error = %e, "the bucket did not answer; creating it"),
+        }
+        let url = self.client.signed_url(http::Method::PUT, &S3Path::from(""), Duration::from_secs(60)).await?;
+        let url = url.as_str().replacen(&format!("/{}/?", self.name), &format!("/{}?", self.name), 1);
+        let answer = reqwest::Client::new().put(url).send().await?;
+        let status = answer.status();
+        anyhow::ensure!(
+            status.is_success() || status == reqwest::StatusCode::CONFLICT,
+            "creating bucket {}: {status} {}",
+            self.name,
+            answer.text().await.unwrap_or_default()
+        );
+        tracing::info!(bucket = %self.name, "created the bucket");
+        Ok(())
+    }
+
+    pub fn redirects_reads(&self) -> bool {
+        self.redirect_reads
+    }
+
+    /// The bucket's key of an object.
+    pub fn object(key: &ObjectKey) -> S3Path {
+        S3Path::from(format!("objects/{}", key.as_str()))
+    }
+
+    /// The bucket's key of a file derived from a video (`rel` is made of
+    /// validated names: `thumbnail.jpg`, `abr/hls/master.m3u8`).
+    pub fn media(hash: &ContentHash, rel: &str) -> S3Path {
+        S3Path::from(format!("media/{}/{rel}", hash.to_hex()))
+    }
+
+    /// Length, tag and time of one file, or `None` if it is not there.
+    pub async fn find(&self, path: S3Path) -> io::Result<Option<Found>> {
+        let client = self.client.clone();
+        let head = on_runtime(async move { client.head(&path).await }).await?;
+        match head {
+            Ok(meta) => Ok(Some(Found { len: meta.size, etag: meta.e_tag, modified: meta.last_modified })),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(other(e)),
+        }
+    }
+
+    /// Bytes `start..start + count` of a file, as a stream that reads as
+    /// it is sent: at most a few chunks are held, whatever the length.
+    pub fn stream(
+        &self,
+        path: S3Path,
+        start: u64,
+        count: u64,
+    ) -> impl futures_util::Stream<Item = io::Result<Bytes>> + 'static {
+        let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
+        let client = self.client.clone();
+        runtime().spawn(async move {
+            let options = GetOptions { range: Some(GetRange::Bounded(start..start + count)), ..GetOptions::default() };
+            let mut body = match client.get_opts(&path, options).await {
+                Ok(got) => got.into_stream(),
+                Err(e) => {
+                    let _ = tx.send(Err(io_error(e))).await;
+                    return;
+                }
+            };
+            while let Some(chunk) = body.next().await {
+                // A client that went away closes the channel: stop reading.
+                if tx.send(chunk.map_err(io_error)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|chunk| (chunk, rx)) })
+    }
+
+    /// A presigned GET of one file, valid for `ttl`.
+    pub async fn presigned_get(&self, path: S3Path, ttl: Duration) -> io::Result<String> {
+        let client = self.client.clone();
+        let url = on_runtime(async move { client.signed_url(http::Method::GET, &path, ttl).await }).await?;
+        url.map(|u| u.to_string()).map_err(other)
+    }
+
+    /// Writes a local file to `path`, streamed in parts. Blocks.
+    fn upload_file(&self, file: &Path, path: S3Path) -> io::Result<()> {
+        let client = self.client.clone();
+        let file = file.to_path_buf();
+        block_on(async move {
+            use tokio::io::AsyncReadExt;
+            let mut source = tokio::fs::File::open(&file).await?;
+            let len = source.metadata().await?.len();
+            if len <= PART_BYTES as u64 {
+                let mut bytes = Vec::with_capacity(len as usize);
+                source.read_to_end(&mut bytes).await?;
+                client.put(&path, PutPayload::from(bytes)).await.map_err(io_error)?;
+                return Ok(());
+            }
+            let upload = client.put_multipart(&path).await.map_err(io_error)?;
+            let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+            let mut buf = vec![0u8; READ_BYTES];
+            loop {
+                let n = source.read(&mut buf).await?;
+                if n == 0 {
+                    break;
+                }
+                if let Err(e) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                    writer.abort().await.ok();
+                    return Err(io_error(e));
+                }
+                writer.write(&buf[..n]);
+            }
+            writer.finish().await.map_err(io_error)?;
+            Ok(())
+        })?
+    }
+
+    /// Copies `path` into a local file, by way of a temporary one, so a
+    /// reader of `to` sees all of it or nothing. Blocks.
+    fn download(&self, path: S3Path, to: &Path) -> io::Result<()> {
+        let dir = to.parent().ok_or_else(|| other("a fetched object needs a directory"))?;
+        fs::create_dir_all(dir)?;
+        let tmp = dir.join(format!(".fetch-{}.tmp", UploadId::generate()));
+        let client = self.client.clone();
+        let target = tmp.clone();
+        let fetched = block_on(async move {
+            use tokio::io::AsyncWriteExt;
+            let mut body = client.get(&path).await.map_err(io_error)?.into_stream();
+            let mut out = tokio::fs::File::create(&target).await?;
+            while let Some(chunk) = body.next().await {
+                out.write_all(&chunk.map_err(io_error)?).await?;
+            }
+            out.sync_all().await
+        })
+        .and_then(|r| r);
+        match fetched {
+            Ok(()) => fs::rename(&tmp, to),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    fn put_bytes(&self, path: S3Path, bytes: Vec<u8>) -> io::Result<()> {
+        let client = self.client.clone();
+        block_on(async move { client.put(&path, PutPayload::from(bytes)).await.map(drop).map_err(io_error) })?
+    }
+
+    fn get_bytes(&self, path: S3Path) -> io::Result<Option<Vec<u8>>> {
+        let client = self.client.clone();
+        block_on(async move {
+            match client.get(&path).await {
+                Ok(got) => got.bytes().await.map(|b| Some(b.to_vec())).map_err(io_error),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(other(e)),
+            }
+        })?
+    }
+
+    fn exists(&self, path: S3Path) -> io::Result<bool> {
+        let client = self.client.clone();
+        block_on(async move {
+            match client.head(&path).await {
+                Ok(_) => Ok(true),
+                Err(object_store::Error::NotFound { .. }) => Ok(false),
+                Err(e) => Err(other(e)),
+            }
+        })?
+    }
+
+    fn delete(&self, path: S3Path) -> io::Result<()> {
+        let client = self.client.clone();
+        block_on(async move {
+            match client.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(other(e)),
+            }
+        })?
+    }
+
+    /// Removes every file under `prefix`. Blocks.
+    fn delete_under(&self, prefix: S3Path) -> io::Result<()> {
+        let client = self.client.clone();
+        block_on(async move {
+            let mut listing = client.list(Some(&prefix));
+            while let Some(meta) = listing.next().await {
+                let meta = match meta {
+                    Ok(meta) => meta,
+                    Err(object_store::Error::NotFound { .. }) => break,
+                    Err(e) => return Err(other(e)),
+                };
+                match client.delete(&meta.location).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(other(e)),
+                }
+            }
+            Ok(())
+        })?
+    }
+
+    /// Every key under `prefix` with its length. Blocks.
+    pub fn list_blocking(&self, prefix: &str) -> io::Result<Vec<(String, u64)>> {
+        let client = self.client.clone();
+        let prefix = S3Path::from(prefix);
+        block_on(async move {
+            let mut out = Vec::new();
+            let mut listing = client.list(Some(&prefix));
+            while let Some(meta) = listing.next().await {
+                match meta {
+                    Ok(meta) => out.push((meta.location.to_string(), meta.size)),
+                    Err(object_store::Error::NotFound { .. }) => break,
+                    Err(e) => return Err(other(e)),
+                }
+            }
+            Ok(out)
+        })?
+    }
+
+    /// Writes a local file to the bucket key `key`. Blocks.
+    pub fn put_file_blocking(&self, file: &Path, key: &str) -> io::Result<()> {
+        self.upload_file(file, S3Path::from(key))
+    }
+
+    /// The BLAKE3 hash of the file at `key`, read as a stream. Blocks.
+    pub fn blake3_blocking(&self, key: &str) -> io::Result<blake3::Hash> {
+        let client = self.client.clone();
+        let path = S3Path::from(key);
+        block_on(async move {
+            let mut hasher = blake3::Hasher::new();
+            let mut body = client.get(&path).await.map_err(io_error)?.into_stream();
+            while let Some(chunk) = body.next().await {
+                hasher.update(&chunk.map_err(io_error)?);
+            }
+            Ok(hasher.finalize())
+        })?
+    }
+}
+
+/// Runs `f` on the S3 runtime and waits for it from async code.
+async fn on_runtime<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) -> io::Result<T> {
+    runtime().spawn(f).await.map_err(other)
+}
+
+/// Runs `f` on the S3 runtime and waits for it on this (blocking) thread.
+fn block_on<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) -> io::Result<T> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    runtime().spawn(async move {
+        let _ = tx.send(f.await);
+    });
+    rx.recv().map_err(|_| other("an S3 call was cut off"))
+}
+
+/// [`Store`] with objects and media in a bucket and spools on local disk.
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    local: LocalStore,
+    bucket: Bucket,
+}
+
+impl S3Store {
+    pub fn new(local: LocalStore, bucket: Bucket) -> Self {
+        Self { local, bucket }
+    }
+
+    /// The working copy of an object, fetched from the bucket when this
+    /// daemon has none. Blocks.
+    fn working_copy(&self, key: &ObjectKey) -> io::Result<PathBuf> {
+        let path = self.local.object_path(key);
+        if !path.is_file() {
+            self.bucket.download(Bucket::object(key), &path)?;
+        }
+        Ok(path)
+    }
+
+    /// Uploads every file of a built ladder under `media/{hash}/abr/`:
+    /// segments and init segments first, then playlists and manifests,
+    /// then the marker. Blocks.
+    fn upload_ladder(&self, hash: &ContentHash) -> io::Result<()> {
+        let abr = crate::transcode::renditions_dir(&self.local.derived_dir(hash));
+        let mut files = Vec::new();
+        walk(&abr, &mut files)?;
+        // Manifests name segments: they go last.
+        files.sort_by_key(|p| {
+            let name = p.to_string_lossy();
+            (name.ends_with(".m3u8") || name.ends_with(".mpd"), name.ends_with("master.m3u8"))
+        });
+        for file in &files {
+            let rel = file.strip_prefix(&abr).map_err(other)?.to_string_lossy().into_owned();
+            self.bucket.upload_file(file, Bucket::media(hash, &format!("abr/{rel}")))?;
+        }
+        let version = crate::transcode::LADDER_VERSION.to_string().into_bytes();
+        self.bucket.put_bytes(Bucket::media(hash, PUBLISHED), version)
+    }
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            walk(&path, out)?;
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+impl Store for S3Store {
+    fn spool_path(&self, id: &UploadId) -> PathBuf {
+        self.local.spool_path(id)
+    }
+
+    fn open_spool(&self, id: &UploadId) -> io::Result<File> {
+        self.local.open_spool(id)
+    }
+
+    fn commit(&self, id: &UploadId, key: &ObjectKey) -> io::Result<()> {
+        // The bucket first: a spool that is gone means the bucket has it.
+        self.bucket.upload_file(&self.local.spool_path(id), Bucket::object(key))?;
+        self.local.commit(id, key)
+    }
+
+    fn discard_spool(&self, id: &UploadId) -> io::Result<()> {
+        self.local.discard_spool(id)
+    }
+
+    fn piece_path(&self, id: &UploadId, number: u32, hash: &str) -> PathBuf {
+        self.local.piece_path(id, number, hash)
+    }
+
+    fn discard_pieces(&self, id: &UploadId) -> io::Result<()> {
+        self.local.discard_pieces(id)
+    }
+
+    fn discard_incomplete_pieces(&self, id: &UploadId) -> io::Result<()> {
+        self.local.discard_incomplete_pieces(id)
+    }
+
+    fn open_object(&self, key: &ObjectKey) -> io::Result<(File, u64)> {
+        let path = self.working_copy(key)?;
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
+        Ok((file, len))
+    }
+
+    fn object_path(&self, key: &ObjectKey) -> PathBuf {
+        self.local.object_path(key)
+    }
+
+    fn fetch_object(&self, key: &ObjectKey) -> io::Result<PathBuf> {
+        self.working_copy(key)
+    }
+
+    fn delete_object(&self, key: &ObjectKey) -> io::Result<()> {
+        self.bucket.delete(Bucket::object(key))?;
+        self.local.delete_object(key)
+    }
+
+    fn check_writable(&self) -> io::Result<()> {
+        self.local.check_writable()?;
+        self.bucket.exists(S3Path::from(".vidcache-probe")).map(drop)
+    }
+
+    fn free_bytes(&self) -> io::Result<u64> {
+        // Spools are still on this disk: it is what an upload fills.
+        self.local.free_bytes()
+    }
+
+    fn derived_dir(&self, hash: &ContentHash) -> PathBuf {
+        self.local.derived_dir(hash)
+    }
+
+    fn put_derived(&self, hash: &ContentHash, name: &str, bytes: &[u8]) -> io::Result<()> {
+        self.bucket.put_bytes(Bucket::media(hash, name), bytes.to_vec())
+    }
+
+    fn read_derived(&self, hash: &ContentHash, name: &str) -> io::Result<Option<Vec<u8>>> {
+        self.bucket.get_bytes(Bucket::media(hash, name))
+    }
+
+    fn delete_derived(&self, hash: &ContentHash) -> io::Result<()> {
+        self.bucket.delete_under(S3Path::from(format!("media/{}", hash.to_hex())))?;
+        self.local.delete_derived(hash)
+    }
+
+    fn published_version(&self, hash: &ContentHash) -> Option<u32> {
+        let marker = self.bucket.get_bytes(Bucket::media(hash, PUBLISHED)).ok()??;
+        String::from_utf8(marker).ok()?.trim().parse().ok()
+    }
+
+    fn publish_ladder(&self, hash: &ContentHash) -> io::Result<()> {
+        self.upload_ladder(hash)?;
+        // The bucket is the ladder's home; this disk's copy was only the
+        // transcoder's working directory.
+        self.local.delete_derived(hash)
+    }
+
+    fn bucket(&self) -> Option<&Bucket> {
+        Some(&self.bucket)
+    }
+}
