@@ -113,7 +113,7 @@ impl Library {
         if video.variant_of.is_some() {
             return Err(LibraryError::IsAVariant);
         }
-        let (store, of) = (self.store.clone(), hash.clone());
+        let (store, of) = (self.store.clone(), *hash);
         let published = tokio::task::spawn_blocking(move || store.is_published(&of)).await.unwrap_or(false);
         let settled = match video.transcode {
             TranscodeStatus::Ready => published,

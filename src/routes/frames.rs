@@ -184,7 +184,7 @@ async fn thumbnail_of(
     let hash = ContentHash::parse(hash)?;
     let video = super::cache::visible_video(state, tenant, &hash).await?;
     let cached = {
-        let (store, hash) = (state.store.clone(), hash.clone());
+        let store = state.store.clone();
         web::block(move || store.read_derived(&hash, "thumbnail.jpg").ok().flatten())
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?

@@ -55,7 +55,7 @@ pub async fn migrate_to_s3(settings: &Settings, progress: &mut dyn FnMut(String)
     let mut hashes = Vec::new();
     for (hash, key) in repo.object_keys().await? {
         let key = ObjectKey::from_stored(&key)?;
-        let (local, bucket, of) = (local.clone(), bucket.clone(), hash.clone());
+        let (local, bucket, of) = (local.clone(), bucket.clone(), hash);
         let outcome = tokio::task::spawn_blocking(move || copy_object(&local, &bucket, &of, &key)).await??;
         match outcome {
             Copy::Copied => report.copied += 1,
@@ -66,7 +66,7 @@ pub async fn migrate_to_s3(settings: &Settings, progress: &mut dyn FnMut(String)
         hashes.push(hash);
     }
     for hash in hashes {
-        let (local, bucket, of) = (local.clone(), bucket.clone(), hash.clone());
+        let (local, bucket, of) = (local.clone(), bucket.clone(), hash);
         let (copied, present) = tokio::task::spawn_blocking(move || copy_media(&local, &bucket, &of)).await??;
         report.media_copied += copied;
         report.media_present += present;
@@ -99,8 +99,7 @@ impl Copy {
 fn copy_object(local: &LocalStore, bucket: &Bucket, hash: &ContentHash, key: &ObjectKey) -> io::Result<Copy> {
     let remote = format!("objects/{}", key.as_str());
     let path = local.object_path(key);
-    let listed = bucket.list_blocking(&remote)?;
-    if listed.iter().any(|(k, _)| *k == remote) && ContentHash::from(bucket.blake3_blocking(&remote)?) == *hash {
+    if bucket.exists_blocking(&remote)? && ContentHash::from(bucket.blake3_blocking(&remote)?) == *hash {
         return Ok(Copy::Present);
     }
     if !path.is_file() {

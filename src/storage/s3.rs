@@ -112,26 +112,18 @@ impl Bucket {
         Ok(bucket)
     }
 
-    /// `HEAD` of a key that is never written tells whether the bucket is
-    /// there (a 404 of the key) or not (an error); a missing one is created
-    /// with a presigned `PUT /{bucket}` (object_store has no call for it).
+    /// A listing tells whether the bucket is there (S3 answers
+    /// `NoSuchBucket` otherwise); a missing one is created with a presigned
+    /// `PUT /{bucket}` (object_store has no call for it).
     async fn ensure_bucket(&self) -> anyhow::Result<()> {
-        match self.client.head(&S3Path::from(".vidcache-probe")).await {
-            Ok(_) | Err(object_store::Error::NotFound { .. }) => {
-                // A 404 for a missing bucket looks the same as one for a
-                // missing key; a listing tells them apart.
-                let mut listing = self.client.list(Some(&S3Path::from("objects")));
-                match listing.next().await {
-                    None | Some(Ok(_)) => return Ok(()),
-                    Some(Err(object_store::Error::NotFound { .. })) => {}
-                    Some(Err(e)) => return Err(e.into()),
-                }
-            }
-            Err(e) => tracing::info!(error = %e, "the bucket did not answer; creating it"),
+        let mut listing = self.client.list(Some(&S3Path::from("objects")));
+        match listing.next().await {
+            None | Some(Ok(_)) => return Ok(()),
+            Some(Err(e)) if e.to_string().contains("NoSuchBucket") => {}
+            Some(Err(e)) => return Err(e.into()),
         }
         let url = self.client.signed_url(http::Method::PUT, &S3Path::from(""), Duration::from_secs(60)).await?;
-        let url = url.as_str().replacen(&format!("/{}/?", self.name), &format!("/{}?", self.name), 1);
-        let answer = reqwest::Client::new().put(url).send().await?;
+        let answer = reqwest::Client::new().put(url.as_str()).send().await?;
         let status = answer.status();
         anyhow::ensure!(
             status.is_success() || status == reqwest::StatusCode::CONFLICT,
@@ -338,6 +330,11 @@ impl Bucket {
             }
             Ok(out)
         })?
+    }
+
+    /// Whether the bucket has the key `key`. Blocks.
+    pub fn exists_blocking(&self, key: &str) -> io::Result<bool> {
+        self.exists(S3Path::from(key))
     }
 
     /// Writes a local file to the bucket key `key`. Blocks.

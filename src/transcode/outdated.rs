@@ -18,7 +18,7 @@ pub async fn requeue_outdated(settings: &Settings, dry_run: bool) -> anyhow::Res
     let store = crate::startup::open_store(settings).await?;
     let mut outdated = Vec::new();
     for hash in repo.hashes_with_transcode_status(crate::storage::TranscodeStatus::Ready).await? {
-        let (store, of) = (store.clone(), hash.clone());
+        let (store, of) = (store.clone(), hash);
         let version = tokio::task::spawn_blocking(move || store.published_version(&of)).await?.unwrap_or(0);
         if version < LADDER_VERSION {
             outdated.push((hash, version));

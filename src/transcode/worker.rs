@@ -115,7 +115,7 @@ impl TranscodeWorker {
             return Ok(());
         };
         let derived = self.store.derived_dir(&hash);
-        let (store, of) = (self.store.clone(), hash.clone());
+        let (store, of) = (self.store.clone(), hash);
         if tokio::task::spawn_blocking(move || store.is_published(&of)).await.unwrap_or(false) {
             // Delivered again after its outputs were published.
             self.set_status(&hash, TranscodeStatus::Ready, None, video.renditions.as_ref()).await?;
@@ -157,7 +157,7 @@ impl TranscodeWorker {
         let spec = self.spec_of(&job);
         let message = Transcode {
             store: self.store.clone(),
-            hash: hash.clone(),
+            hash,
             source: key,
             derived,
             spec,

@@ -314,3 +314,90 @@ async fn twenty_uploads_of_the_same_bytes_over_two_daemons_store_one_object() {
         assert_eq!(app.get_json(&format!("/meta/{hash}")).await["aliases"].as_array().unwrap().len(), 20);
     }
 }
+
+/// The commit window on the S3 backend, put in the bucket, on disk and in
+/// the database by hand while the daemon is down, as a kill -9 leaves it:
+/// (1) the object uploaded to the bucket, the spool not yet renamed: the
+/// session is reopened and finishes as `new`, one object; (2) uploaded and
+/// renamed, never recorded, and this disk's working copy lost: the bucket's
+/// copy is probed and recorded.
+#[actix_web::test]
+async fn the_commit_window_on_s3_is_settled_at_start_up() {
+    use crate::helpers::{fresh_database, init_upload, resume_upload};
+    use crate::restart::{Daemon, free_port};
+    use vidcache::domain::{Bucket, ContentHash, ObjectKey, Prefix, UploadId};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    std::fs::create_dir_all(&root).unwrap();
+    let database_url = fresh_database(Backend::S3, &root).await;
+    let bucket = format!("vc-test-{}", &hex_id()[..16]);
+    let endpoint = s3_endpoint();
+    let env = [
+        ("VIDCACHE__STORAGE__BACKEND", "s3"),
+        ("VIDCACHE__STORAGE__S3__ENDPOINT", endpoint.as_str()),
+        ("VIDCACHE__STORAGE__S3__BUCKET", bucket.as_str()),
+        ("VIDCACHE__STORAGE__S3__ACCESS_KEY_ID", "vidcache-test"),
+        ("VIDCACHE__STORAGE__S3__SECRET_ACCESS_KEY", "vidcache-test-secret"),
+    ];
+    let client = crate::helpers::http_client();
+    let (video, other) = (fixture("small"), fixture("other"));
+    let mut daemon = Daemon::start_with(&root, &database_url, free_port(), &env).await;
+    let before_rename = init_upload(&client, &daemon.address, "https://x.test/before-rename.mp4").await;
+    let renamed = init_upload(&client, &daemon.address, "https://x.test/renamed.mp4").await;
+    daemon.kill9();
+
+    let repo = vidcache::storage::Repository::connect(&database_url, 1).await.unwrap();
+    let s3 = crate::helpers::s3_bucket(&bucket).await;
+    let key_for = |bytes: &[u8]| {
+        let hash = ContentHash::parse(&blake3_hex(bytes)).unwrap();
+        (hash, ObjectKey::new(&Bucket::parse("b").unwrap(), &Prefix::default(), &hash, "mp4"))
+    };
+    // 1. In the bucket, spool still there.
+    let (other_hash, other_key) = key_for(&other);
+    let id = UploadId::parse(&before_rename).unwrap();
+    repo.record_progress(&id, other.len() as u64).await.unwrap();
+    repo.begin_commit(&id, &other_hash, &other_key).await.unwrap();
+    let spool = root.join(".spool").join(format!("{before_rename}.part"));
+    std::fs::write(&spool, &other).unwrap();
+    // 2. In the bucket, no spool, no working copy.
+    let (hash, key) = key_for(&video);
+    repo.begin_commit(&UploadId::parse(&renamed).unwrap(), &hash, &key).await.unwrap();
+    let source = dir.path().join("source.mp4");
+    std::fs::write(&source, &video).unwrap();
+    {
+        let (s3, spool, source) = (s3.clone(), spool.clone(), source.clone());
+        let (other_key, key) = (other_key.clone(), key.clone());
+        tokio::task::spawn_blocking(move || {
+            s3.put_file_blocking(&spool, &format!("objects/{}", other_key.as_str())).unwrap();
+            s3.put_file_blocking(&source, &format!("objects/{}", key.as_str())).unwrap();
+        })
+        .await
+        .unwrap();
+    }
+    drop(repo);
+
+    let mut daemon = Daemon::start_with(&root, &database_url, free_port(), &env).await;
+    let first: serde_json::Value =
+        client.get(format!("{}/upload/{renamed}", daemon.address)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(first["state"], "complete", "{first}");
+    assert_eq!(first["result"]["status"], "new");
+    let meta: serde_json::Value =
+        client.get(format!("{}/meta/{hash}", daemon.address)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(meta["width"], 320, "the bucket's copy was probed: {meta}");
+
+    let second: serde_json::Value =
+        client.get(format!("{}/upload/{before_rename}", daemon.address)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(second["state"], "receiving", "{second}");
+    let finished = resume_upload(&client, &daemon.address, &before_rename, other.len(), &[]).await;
+    assert_eq!(finished.status(), 200);
+    let finished: serde_json::Value = finished.json().await.unwrap();
+    assert_eq!(finished["hash"], other_hash.to_hex().as_str());
+    assert_eq!(finished["status"], "new");
+    let objects: Vec<_> = s3_keys_blocking(&bucket).into_iter().filter(|(k, _)| k.starts_with("objects/")).collect();
+    assert_eq!(objects.len(), 2, "one object each, the re-committed one overwritten in place: {objects:?}");
+    for hash in [hash.to_hex(), other_hash.to_hex()] {
+        let bytes = client.get(format!("{}/video/{hash}", daemon.address)).send().await.unwrap().bytes().await.unwrap();
+        assert_eq!(blake3_hex(&bytes), hash);
+    }
+    daemon.kill9();
+}
