@@ -109,7 +109,7 @@ impl From<crate::upload::UploadError> for ApiError {
             | E::PieceConflict(_)
             | E::PieceBusy(_)
             | E::MissingPieces(_) => StatusCode::CONFLICT,
-            E::BadPiece(_) | E::BadParts(_) | E::WrongDoor => StatusCode::BAD_REQUEST,
+            E::BadPiece(_) | E::BadParts(_) | E::WrongDoor | E::LengthMismatch { .. } => StatusCode::BAD_REQUEST,
             E::ChecksumMismatch => StatusCode::UNPROCESSABLE_ENTITY,
             E::TooManySessions { .. } => StatusCode::TOO_MANY_REQUESTS,
             E::IdTaken => StatusCode::FORBIDDEN,

@@ -17,7 +17,7 @@ use serde_json::json;
 use std::time::SystemTime;
 
 pub const TUS_VERSION: &str = "1.0.0";
-const EXTENSIONS: &str = "creation,creation-with-upload,termination,checksum,expiration";
+const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,termination,checksum,expiration";
 const OFFSET_OCTET_STREAM: &str = "application/offset+octet-stream";
 
 /// `OPTIONS /files/`: what this server speaks.
@@ -142,12 +142,38 @@ pub async fn create(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     check_version(&req)?;
-    if req.headers().contains_key("upload-defer-length") {
-        return Err(ApiError::bad_request("unsupported-extension", "creation-defer-length is not supported"));
-    }
-    let length = header_u64(&req, "upload-length")?
-        .ok_or_else(|| ApiError::bad_request("missing-upload-length", "Upload-Length is required"))?;
-    check_size(length, state.settings.upload.max_bytes)?;
+    let length = match (header_u64(&req, "upload-length")?, req.headers().get("upload-defer-length")) {
+        (Some(length), None) => {
+            check_size(length, state.settings.upload.max_bytes)?;
+            Some(length)
+        }
+        // creation-defer-length: a later PATCH declares it.
+        (None, Some(defer)) if defer.as_bytes() == b"1" => {
+            if req.extensions().get::<super::access::UploadTokenUsed>().is_some() {
+                // A signed URL's size limit is checked against a declared length.
+                return Err(ApiError::bad_request(
+                    "missing-upload-length",
+                    "an upload through a signed upload URL declares its Upload-Length",
+                ));
+            }
+            None
+        }
+        (None, Some(_)) => {
+            return Err(ApiError::bad_request("invalid-upload-defer-length", "Upload-Defer-Length must be 1"));
+        }
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "invalid-upload-length",
+                "send Upload-Length or Upload-Defer-Length, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "missing-upload-length",
+                "Upload-Length (or Upload-Defer-Length: 1) is required",
+            ));
+        }
+    };
     let raw_metadata = req.headers().get("upload-metadata").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     if raw_metadata.len() > 16 * 1024 {
         return Err(ApiError::bad_request("invalid-metadata", "Upload-Metadata is limited to 16 KiB"));
@@ -164,8 +190,7 @@ pub async fn create(
     }
     let checksum = parse_checksum(&req)?;
     let playback = metadata.get("playback").and_then(|v| v.as_str());
-    let creation =
-        super::signed_uploads::door_creation(&state, &caller, Some(length), filetype.as_deref(), playback).await?;
+    let creation = super::signed_uploads::door_creation(&state, &caller, length, filetype.as_deref(), playback).await?;
     let mut meta = json!({"tus_metadata": raw_metadata, "metadata": metadata});
     if let Some(granted) = creation.meta {
         meta["meta"] = granted;
@@ -180,7 +205,7 @@ pub async fn create(
                 prefix: Prefix::parse("")?,
                 meta,
                 kind: UploadKind::Tus,
-                total_size: Some(length),
+                total_size: length,
                 chunk_size: None,
                 owner: Some((client_owner(&req), state.settings.upload.max_sessions_per_key)),
                 entry: Some(NewEntry { filename, content_type: filetype, project_id: Some(creation.project.clone()) }),
@@ -203,7 +228,9 @@ pub async fn create(
     let mut response = HttpResponse::Created();
     response.insert_header((header::LOCATION, location)).insert_header(("Upload-Expires", expires_at(&state, &record)));
     if with_body {
-        let appended = state.uploads.append_tus(&record.id, 0, payload, checksum).await.map_err(tus_error)?;
+        let max = state.settings.upload.max_bytes;
+        let appended =
+            state.uploads.append_tus(&record.id, 0, None, max, payload, checksum).await.map_err(tus_error)?;
         response.insert_header(("Upload-Offset", appended.offset.to_string()));
     }
     Ok(response.finish())
@@ -219,9 +246,12 @@ pub async fn head(
     let record = tus_record(&state, &path).await?;
     let raw_metadata = record.meta.get("tus_metadata").and_then(|v| v.as_str()).unwrap_or("").to_owned();
     let mut response = HttpResponse::Ok();
+    match record.total_size {
+        Some(length) => response.insert_header(("Upload-Length", length.to_string())),
+        None => response.insert_header(("Upload-Defer-Length", "1")),
+    };
     response
         .insert_header(("Upload-Offset", offset_of(&record).to_string()))
-        .insert_header(("Upload-Length", record.total_size.unwrap_or(0).to_string()))
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .insert_header(("Upload-Expires", expires_at(&state, &record)));
     if !raw_metadata.is_empty() {
@@ -243,12 +273,18 @@ pub async fn patch(
     let offset = header_u64(&req, "upload-offset")?
         .ok_or_else(|| ApiError::bad_request("missing-upload-offset", "Upload-Offset is required"))?;
     let checksum = parse_checksum(&req)?;
+    let declared = header_u64(&req, "upload-length")?;
+    if let Some(length) = declared {
+        check_size(length, state.settings.upload.max_bytes)?;
+    }
     let record = tus_record(&state, &path).await?;
     if record.state == SessionState::Complete {
         return Err(ApiError::new(StatusCode::CONFLICT, "upload-complete", "the upload is already complete")
             .with_header("Upload-Offset", offset_of(&record).to_string()));
     }
-    let appended = state.uploads.append_tus(&record.id, offset, payload, checksum).await.map_err(tus_error)?;
+    let max = state.settings.upload.max_bytes;
+    let appended =
+        state.uploads.append_tus(&record.id, offset, declared, max, payload, checksum).await.map_err(tus_error)?;
     // The PATCH just touched the upload: it expires a time to live from now.
     let expires = std::time::SystemTime::now() + std::time::Duration::from_secs(state.settings.upload.session_ttl_secs);
     Ok(HttpResponse::NoContent()
@@ -291,7 +327,10 @@ pub async fn result(state: web::Data<AppState>, path: web::Path<String>) -> Resu
         _ => Err(ApiError::new(
             StatusCode::CONFLICT,
             "upload-incomplete",
-            format!("the upload has {} of {} bytes", record.durable_bytes, record.total_size.unwrap_or(0)),
+            match record.total_size {
+                Some(total) => format!("the upload has {} of {total} bytes", record.durable_bytes),
+                None => format!("the upload has {} bytes and has not declared its length", record.durable_bytes),
+            },
         )
         .with_field("received_bytes", json!(record.durable_bytes))),
     }

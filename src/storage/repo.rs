@@ -1494,6 +1494,19 @@ impl Repository {
     }
 
     /// Records durable progress and touches the session.
+    /// Records the length of an upload created without one (tus
+    /// `creation-defer-length`); a length once recorded is never changed.
+    pub async fn set_total_size(&self, id: &UploadId, total: u64) -> Result<(), RepoError> {
+        upload_session::Entity::update_many()
+            .col_expr(upload_session::Column::TotalSize, (total as i64).into())
+            .col_expr(upload_session::Column::UpdatedAt, Utc::now().into())
+            .filter(upload_session::Column::Id.eq(id.as_str()))
+            .filter(upload_session::Column::TotalSize.is_null())
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
     pub async fn record_progress(&self, id: &UploadId, durable_bytes: u64) -> Result<(), RepoError> {
         upload_session::Entity::update_many()
             .col_expr(upload_session::Column::DurableBytes, (durable_bytes as i64).into())

@@ -79,6 +79,9 @@ enum Finish {
     AtBodyEnd,
     /// Finalize once this many bytes are written (tus `Upload-Length`).
     AtLength(u64),
+    /// The length is not known yet (tus `creation-defer-length`): keep
+    /// what comes, up to the size limit, and never finalize.
+    Deferred,
 }
 
 #[derive(Clone)]
@@ -213,7 +216,7 @@ impl Uploads {
             Found::Live(addr) => addr.append()?,
             Found::Closed(record) => return Self::closed_outcome(*record),
         };
-        let lease = addr.send(TakeLease { offset }).await??;
+        let lease = addr.send(TakeLease { offset, declare_length: None }).await??;
         let this = self.clone();
         let (_, result) = actix_web::rt::spawn(async move {
             this.work_lease(addr, lease, body, max_bytes, Finish::AtBodyEnd, None).await
@@ -226,10 +229,16 @@ impl Uploads {
     /// A tus PATCH: appends `body` at `offset` (which must be the durable
     /// length), verifies the client's checksum if it sent one, and finalizes
     /// when the upload reaches its declared length.
+    ///
+    /// An upload created with its length deferred takes bodies up to
+    /// `max_bytes` without finalizing, until a request declares the length
+    /// (`declare_length`, tus `Upload-Length` on a PATCH).
     pub async fn append_tus<S, E>(
         &self,
         id: &UploadId,
         offset: u64,
+        declare_length: Option<u64>,
+        max_bytes: u64,
         body: S,
         checksum: Option<(DigestKind, Vec<u8>)>,
     ) -> Result<TusAppend, UploadError>
@@ -238,14 +247,16 @@ impl Uploads {
         E: std::fmt::Display + 'static,
     {
         let addr = self.live(id).await?.append()?;
-        let lease = addr.send(TakeLease { offset: Some(offset) }).await??;
-        let total = lease.record.total_size.ok_or(UploadError::WrongDoor)?;
+        let lease = addr.send(TakeLease { offset: Some(offset), declare_length }).await??;
+        let (limit, finish) = match lease.record.total_size {
+            Some(total) => (total, Finish::AtLength(total)),
+            None => (max_bytes, Finish::Deferred),
+        };
         let this = self.clone();
-        let (offset, result) = actix_web::rt::spawn(async move {
-            this.work_lease(addr, lease, body, total, Finish::AtLength(total), checksum).await
-        })
-        .await
-        .map_err(|e| UploadError::Internal(format!("upload task failed: {e}")))??;
+        let (offset, result) =
+            actix_web::rt::spawn(async move { this.work_lease(addr, lease, body, limit, finish, checksum).await })
+                .await
+                .map_err(|e| UploadError::Internal(format!("upload task failed: {e}")))??;
         Ok(TusAppend { offset, result })
     }
 
@@ -262,7 +273,7 @@ impl Uploads {
             return Ok(None);
         }
         let empty = futures_util::stream::empty::<Result<Bytes, std::convert::Infallible>>();
-        Ok(self.append_tus(id, record.durable_bytes, empty, None).await?.result)
+        Ok(self.append_tus(id, record.durable_bytes, None, record.durable_bytes, empty, None).await?.result)
     }
 
     /// The session of a tus upload once it is settled, if it holds all its
@@ -605,10 +616,15 @@ impl Uploads {
                 metrics.uploads_failed.with_label_values(&[e.code()]).inc();
                 Err(e)
             }
-            // A declared length was overrun: what came before it is kept.
+            // A declared length (or, undeclared, the size limit) was
+            // overrun: what came before it is kept.
             (Ok(PumpEnd::TooLarge), Finish::AtLength(limit)) => {
                 addr.send(ReturnLease { writer, finish: false }).await??;
                 Err(UploadError::TooLarge { limit })
+            }
+            (Ok(PumpEnd::TooLarge), Finish::Deferred) => {
+                addr.send(ReturnLease { writer, finish: false }).await??;
+                Err(UploadError::TooLarge { limit: max_bytes })
             }
             (Ok(PumpEnd::Interrupted(e)), _) | (Err(e), _) => {
                 addr.send(ReturnLease { writer, finish: false }).await??;

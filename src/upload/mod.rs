@@ -81,6 +81,10 @@ pub enum UploadError {
     /// such a URL creates one upload only, even when two requests race.
     #[error("this upload URL has been used: it creates one upload only")]
     IdTaken,
+    /// tus `creation-defer-length`: a length declared again differently, or
+    /// shorter than the bytes already received.
+    #[error("Upload-Length {got} does not fit the upload: {why}")]
+    LengthMismatch { got: u64, why: String },
 }
 
 impl UploadError {
@@ -110,6 +114,7 @@ impl UploadError {
             Self::WrongDoor => "wrong-upload-api",
             Self::TooManySessions { .. } => "too-many-uploads",
             Self::IdTaken => "upload-url-used",
+            Self::LengthMismatch { .. } => "upload-length-mismatch",
         }
     }
 }

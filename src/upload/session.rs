@@ -204,6 +204,10 @@ impl<D: Door> Handler<Snapshot> for UploadSession<D> {
 #[rtype(result = "Result<Lease, UploadError>")]
 pub struct TakeLease {
     pub offset: Option<u64>,
+    /// tus `creation-defer-length`: the length, declared by this request
+    /// for an upload created without one. Recorded before the lease is
+    /// given, so a crash after it resumes with the length known.
+    pub declare_length: Option<u64>,
 }
 
 /// The right to write, with the writer moved out of the actor.
@@ -228,6 +232,19 @@ impl Handler<TakeLease> for UploadSession<AppendDoor> {
             return Box::pin(fut::ready(Err(UploadError::Busy)));
         }
         let durable = self.core.record.durable_bytes;
+        let declared = match (msg.declare_length, self.core.record.total_size) {
+            (None, _) => None,
+            (Some(got), Some(total)) if got == total => None,
+            (Some(got), Some(total)) => {
+                let why = format!("its length is {total}");
+                return Box::pin(fut::ready(Err(UploadError::LengthMismatch { got, why })));
+            }
+            (Some(got), None) if got < durable => {
+                let why = format!("{durable} bytes are already received");
+                return Box::pin(fut::ready(Err(UploadError::LengthMismatch { got, why })));
+            }
+            (Some(got), None) => Some(got),
+        };
         let reset = match msg.offset {
             None => durable > 0,
             Some(got) if got == durable => false,
@@ -246,15 +263,29 @@ impl Handler<TakeLease> for UploadSession<AppendDoor> {
         // probe's spool and thread are made on a blocking thread.
         let start =
             (self.core.record.durable_bytes == 0 && self.core.probe.is_none()).then(|| self.core.probe_starter());
+        let (repo, id) = (self.core.committer.repo.clone(), self.core.record.id.clone());
         Box::pin(
             async move {
-                match start {
+                if let Some(length) = declared {
+                    repo.set_total_size(&id, length).await?;
+                }
+                Ok::<_, UploadError>(match start {
                     Some(start) => tokio::task::spawn_blocking(start).await.ok().flatten(),
                     None => None,
-                }
+                })
             }
             .into_actor(self)
             .map(move |started, act, _| {
+                let started = match started {
+                    Ok(started) => started,
+                    Err(e) => {
+                        act.core.leased = false;
+                        return Err(e);
+                    }
+                };
+                if declared.is_some() {
+                    act.core.record.total_size = declared;
+                }
                 if started.is_some() {
                     act.core.probe = started;
                 }

@@ -64,7 +64,14 @@ async fn hostile_input_to_the_doors(backend: Backend) {
     )
     .await;
     assert_error(tus(vec![("upload-length", (2u64 << 30).to_string())]).await.unwrap(), 413, "too-large").await;
-    assert_error(tus(vec![("upload-defer-length", "1".into())]).await.unwrap(), 400, "unsupported-extension").await;
+    assert_error(tus(vec![("upload-defer-length", "2".into())]).await.unwrap(), 400, "invalid-upload-defer-length")
+        .await;
+    assert_error(
+        tus(vec![("upload-defer-length", "1".into()), ("upload-length", "10".into())]).await.unwrap(),
+        400,
+        "invalid-upload-length",
+    )
+    .await;
     assert_error(tus(vec![]).await.unwrap(), 400, "missing-upload-length").await;
     let response = tus(vec![
         ("upload-length", "10".into()),

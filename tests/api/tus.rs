@@ -156,6 +156,94 @@ async fn the_tus_protocol_by_hand(backend: Backend) {
 }
 both_backends!(the_tus_protocol_by_hand, s3);
 
+/// `creation-defer-length`: an upload created without its length takes
+/// PATCHes and stays open (HEAD says `Upload-Defer-Length: 1`) until a PATCH
+/// declares `Upload-Length`; a length that contradicts what came is
+/// refused, and one declared twice must agree. A daemon restarted in
+/// between would find the declared length recorded (it is written before
+/// the bytes of the PATCH that declares it).
+async fn a_deferred_length_is_declared_by_a_later_patch(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let video = fixture("small");
+    let created = app
+        .client
+        .post(app.url("/files/"))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-defer-length", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let location = created.headers()["location"].to_str().unwrap().to_owned();
+    let patch = |offset: usize, length: Option<usize>, body: Vec<u8>| {
+        let mut request = app
+            .client
+            .patch(app.url(&location))
+            .header("tus-resumable", "1.0.0")
+            .header("upload-offset", offset.to_string())
+            .header("content-type", "application/offset+octet-stream");
+        if let Some(length) = length {
+            request = request.header("upload-length", length.to_string());
+        }
+        request.body(body).send()
+    };
+    let half = video.len() / 2;
+    assert_eq!(patch(0, None, video[..half].to_vec()).await.unwrap().status(), 204);
+    let head = app.client.head(app.url(&location)).header("tus-resumable", "1.0.0").send().await.unwrap();
+    assert_eq!(head.headers()["upload-defer-length"], "1");
+    assert!(head.headers().get("upload-length").is_none());
+    assert_eq!(head.headers()["upload-offset"], half.to_string().as_str());
+    let early = app.client.get(app.url(&format!("{location}/result"))).send().await.unwrap();
+    assert_error(early, 409, "upload-incomplete").await;
+    // Shorter than what is already there.
+    assert_error(patch(half, Some(half - 1), vec![]).await.unwrap(), 400, "upload-length-mismatch").await;
+    // Declared with the last bytes: the upload completes.
+    let last = patch(half, Some(video.len()), video[half..].to_vec()).await.unwrap();
+    assert_eq!(last.status(), 204);
+    assert_eq!(last.headers()["upload-offset"], video.len().to_string().as_str());
+    let result = app.get_json(&format!("{location}/result")).await;
+    assert_eq!(result["status"], "new", "{result}");
+    assert_eq!(result["hash"], blake3_hex(&video));
+
+    // Declared in a PATCH of its own, then a different length is refused.
+    let created = app
+        .client
+        .post(app.url("/files/"))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-defer-length", "1")
+        .send()
+        .await
+        .unwrap();
+    let other = created.headers()["location"].to_str().unwrap().to_owned();
+    let declare = app
+        .client
+        .patch(app.url(&other))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-offset", "0")
+        .header("upload-length", "5000")
+        .header("content-type", "application/offset+octet-stream")
+        .body(vec![])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(declare.status(), 204);
+    let head = app.client.head(app.url(&other)).header("tus-resumable", "1.0.0").send().await.unwrap();
+    assert_eq!(head.headers()["upload-length"], "5000");
+    let again = app
+        .client
+        .patch(app.url(&other))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-offset", "0")
+        .header("upload-length", "6000")
+        .header("content-type", "application/offset+octet-stream")
+        .body(vec![1u8; 10])
+        .send()
+        .await
+        .unwrap();
+    assert_error(again, 400, "upload-length-mismatch").await;
+}
+both_backends!(a_deferred_length_is_declared_by_a_later_patch);
+
 async fn an_expired_tus_upload_answers_410_and_frees_its_disk(backend: Backend) {
     let app = spawn_app_with(backend, |s| s.upload.session_ttl_secs = 1).await;
     let location = tus_create(&app.address, &app.client, 5000).await;
