@@ -66,6 +66,7 @@ bench: release test-deps
 	python3 tests/bench/privacy_bench.py --binary $(CARGO_TARGET_DIR)/release/vidcache $(PRIVACY_BENCH_ARGS)
 	@bash .ci/s3.sh install
 	python3 tests/bench/s3_bench.py --binary $(CARGO_TARGET_DIR)/release/vidcache $(S3_BENCH_ARGS)
+	python3 tests/bench/scale_bench.py --binary $(CARGO_TARGET_DIR)/release/vidcache $(SCALE_BENCH_ARGS)
 
 ## Refresh the player libraries the pages load (client/vendor/, committed)
 ## from the versions pinned in client/package.json. Only needed to upgrade them.
