@@ -293,6 +293,11 @@ pub struct S3Settings {
     /// Object and media reads answer `307` to a presigned GET (for a CDN or
     /// the store to carry the bytes) instead of streaming through.
     pub redirect_reads: bool,
+    /// Bytes of working copies of objects this daemon keeps on its disk
+    /// (fetched for the prober, frames and transcodes, or kept after a
+    /// commit); the least recently used go first. 0 keeps only the one
+    /// in use.
+    pub working_copy_bytes: u64,
 }
 
 impl std::fmt::Debug for S3Settings {
@@ -306,6 +311,7 @@ impl std::fmt::Debug for S3Settings {
             .field("secret_access_key", &"***")
             .field("path_style", &self.path_style)
             .field("redirect_reads", &self.redirect_reads)
+            .field("working_copy_bytes", &self.working_copy_bytes)
             .finish()
     }
 }
@@ -537,6 +543,7 @@ impl Settings {
             .set_default("storage.s3.secret_access_key", "")?
             .set_default("storage.s3.path_style", true)?
             .set_default("storage.s3.redirect_reads", false)?
+            .set_default("storage.s3.working_copy_bytes", 10 * GIB)?
             .set_default("database.url", "")?
             .set_default("database.max_connections", 10)?
             .set_default("ingest.allow_private_networks", false)?

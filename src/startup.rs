@@ -89,7 +89,7 @@ async fn with_backend(settings: &Settings, local: LocalStore) -> anyhow::Result<
                 .await
                 .with_context(|| format!("connecting to bucket {} at {:?}", s3.bucket, s3.endpoint))?;
             tracing::info!(bucket = %s3.bucket, endpoint = %s3.endpoint, "objects and media in S3");
-            Arc::new(crate::storage::S3Store::new(local, bucket))
+            Arc::new(crate::storage::S3Store::new(local, bucket, s3.working_copy_bytes))
         }
     })
 }

@@ -376,21 +376,49 @@ fn block_on<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) -> i
 pub struct S3Store {
     local: LocalStore,
     bucket: Bucket,
+    /// `storage.s3.working_copy_bytes`.
+    keep_bytes: u64,
 }
 
 impl S3Store {
-    pub fn new(local: LocalStore, bucket: Bucket) -> Self {
-        Self { local, bucket }
+    pub fn new(local: LocalStore, bucket: Bucket, keep_bytes: u64) -> Self {
+        Self { local, bucket, keep_bytes }
     }
 
     /// The working copy of an object, fetched from the bucket when this
-    /// daemon has none. Blocks.
+    /// daemon has none; its time is set to now, which is what eviction
+    /// goes by. Blocks.
     fn working_copy(&self, key: &ObjectKey) -> io::Result<PathBuf> {
         let path = self.local.object_path(key);
-        if !path.is_file() {
+        if path.is_file() {
+            let _ = File::options().write(true).open(&path).and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        } else {
             self.bucket.download(Bucket::object(key), &path)?;
         }
+        self.evict_beyond_limit(&path);
         Ok(path)
+    }
+
+    /// Removes the least recently used working copies until they fit in
+    /// `keep_bytes`, never `keep` (the one just used). A reader that has a
+    /// copy open keeps reading it (its inode lives on); one that has not
+    /// opened it yet fetches it again. Blocks.
+    fn evict_beyond_limit(&self, keep: &Path) {
+        let mut copies = Vec::new();
+        let _ = working_copies(self.local.root(), self.local.root(), &mut copies);
+        let mut total: u64 = copies.iter().map(|(_, len, _)| len).sum();
+        if total <= self.keep_bytes {
+            return;
+        }
+        copies.sort_by_key(|(_, _, modified)| *modified);
+        for (path, len, _) in copies {
+            if total <= self.keep_bytes {
+                break;
+            }
+            if path != keep && fs::remove_file(&path).is_ok() {
+                total -= len;
+            }
+        }
     }
 
     /// Uploads every file of a built ladder under `media/{hash}/abr/`:
@@ -412,6 +440,27 @@ impl S3Store {
         let version = crate::transcode::LADDER_VERSION.to_string().into_bytes();
         self.bucket.put_bytes(Bucket::media(hash, PUBLISHED), version)
     }
+}
+
+/// Working copies under the root: every file outside vidcache's own
+/// dot-directories and the SQLite files, with length and time.
+fn working_copies(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, u64, std::time::SystemTime)>) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || (dir == root && name.starts_with("vidcache.db")) {
+            continue;
+        }
+        let path = entry.path();
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            working_copies(root, &path, out)?;
+        } else if kind.is_file() {
+            let meta = entry.metadata()?;
+            out.push((path, meta.len(), meta.modified()?));
+        }
+    }
+    Ok(())
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
@@ -439,7 +488,9 @@ impl Store for S3Store {
     fn commit(&self, id: &UploadId, key: &ObjectKey) -> io::Result<()> {
         // The bucket first: a spool that is gone means the bucket has it.
         self.bucket.upload_file(&self.local.spool_path(id), Bucket::object(key))?;
-        self.local.commit(id, key)
+        self.local.commit(id, key)?;
+        self.evict_beyond_limit(&self.local.object_path(key));
+        Ok(())
     }
 
     fn discard_spool(&self, id: &UploadId) -> io::Result<()> {

@@ -401,3 +401,31 @@ async fn the_commit_window_on_s3_is_settled_at_start_up() {
     }
     daemon.kill9();
 }
+
+/// `storage.s3.working_copy_bytes`: the daemon's disk keeps only that many
+/// bytes of objects (here none but the one in use); an evicted one is
+/// fetched again from the bucket when a frame grab needs it.
+#[actix_web::test]
+async fn working_copies_are_evicted_and_fetched_again() {
+    let app = spawn_app_with(Backend::S3, |s| s.storage.s3.working_copy_bytes = 0).await;
+    let copies = |root: &Path| -> Vec<String> {
+        crate::helpers::files_under(root)
+            .into_iter()
+            .map(|p| p.strip_prefix(root).unwrap().to_string_lossy().into_owned())
+            .filter(|rel| !rel.starts_with('.') && !rel.contains("vidcache.db"))
+            .collect()
+    };
+    let first = app.upload("https://wc.example.com/1.mp4", "videos", None, fixture("small")).await;
+    let second = app.upload("https://wc.example.com/2.mp4", "videos", None, fixture("other")).await;
+    let (first, second) = (first["hash"].as_str().unwrap().to_owned(), second["hash"].as_str().unwrap().to_owned());
+    let kept = copies(&app.root);
+    assert_eq!(kept.len(), 1, "only the copy in use is kept: {kept:?}");
+    assert!(kept[0].contains(&second), "{kept:?}");
+    let frame =
+        app.client.get(app.url(&format!("/video/{first}/frame"))).query(&[("pts_ns", "0")]).send().await.unwrap();
+    assert_eq!(frame.status(), 200, "an evicted copy is fetched again");
+    let kept = copies(&app.root);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(kept[0].contains(&first), "{kept:?}");
+    assert_eq!(app.objects().len(), 2, "the bucket keeps both");
+}
