@@ -168,8 +168,11 @@ pub(super) async fn send_from_bucket(
         Prepared::Send { response, start, count } => (response, start, count),
     };
     response.no_chunking(count);
-    if count == 0 {
-        return Ok(Some(response.finish()));
+    if count == 0 || req.method() == actix_web::http::Method::HEAD {
+        // A HEAD's answer has the headers of a GET and no body: nothing to
+        // fetch from the store.
+        let empty = futures_util::stream::empty::<Result<Bytes, std::io::Error>>();
+        return Ok(Some(response.streaming(empty)));
     }
     Ok(Some(response.streaming(bucket.stream(path, start, count))))
 }
