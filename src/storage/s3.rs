@@ -74,8 +74,6 @@ pub struct Bucket {
 #[derive(Debug, Clone)]
 pub struct Found {
     pub len: u64,
-    /// The store's entity tag, quotes and all, when it gave one.
-    pub etag: Option<String>,
     pub modified: chrono::DateTime<chrono::Utc>,
 }
 
@@ -155,7 +153,7 @@ impl Bucket {
         let client = self.client.clone();
         let head = on_runtime(async move { client.head(&path).await }).await?;
         match head {
-            Ok(meta) => Ok(Some(Found { len: meta.size, etag: meta.e_tag, modified: meta.last_modified })),
+            Ok(meta) => Ok(Some(Found { len: meta.size, modified: meta.last_modified })),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(other(e)),
         }
@@ -386,16 +384,17 @@ impl S3Store {
     }
 
     /// The working copy of an object, fetched from the bucket when this
-    /// daemon has none; its time is set to now, which is what eviction
-    /// goes by. Blocks.
+    /// daemon has none. A copy used again has its time set to now, which
+    /// is what eviction goes by; only a fetch adds bytes, so only a fetch
+    /// (or a commit) looks for copies to evict. Blocks.
     fn working_copy(&self, key: &ObjectKey) -> io::Result<PathBuf> {
         let path = self.local.object_path(key);
         if path.is_file() {
             let _ = File::options().write(true).open(&path).and_then(|f| f.set_modified(std::time::SystemTime::now()));
         } else {
             self.bucket.download(Bucket::object(key), &path)?;
+            self.evict_beyond_limit(&path);
         }
-        self.evict_beyond_limit(&path);
         Ok(path)
     }
 

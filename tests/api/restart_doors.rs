@@ -158,6 +158,55 @@ async fn tus_upload_survives_kill_9(backend: Backend) {
 }
 both_backends!(tus_upload_survives_kill_9);
 
+/// tus `creation-defer-length` across a kill -9: the PATCH that declares
+/// `Upload-Length` records it before its bytes, so a daemon killed while
+/// that PATCH's body is arriving comes back knowing the length (HEAD says
+/// so, not `Upload-Defer-Length`), and the rest finishes the upload.
+async fn a_deferred_tus_length_survives_kill_9(backend: Backend) {
+    let (_dir, root, database_url) = fresh_root(backend).await;
+    let video = fixture("large");
+    let mut daemon = Daemon::start(&root, &database_url, free_port()).await;
+    let client = crate::helpers::http_client();
+    let location = crate::tus::create_deferred(&client, &daemon.address).await;
+    let url = format!("{}{location}", daemon.address);
+    let sent = 6 * MIB;
+    let request = client
+        .patch(&url)
+        .header("tus-resumable", "1.0.0")
+        .header("upload-offset", "0")
+        .header("upload-length", video.len().to_string())
+        .header("content-type", "application/offset+octet-stream")
+        .body(stalled(&video[..sent]))
+        .send();
+    let pending = actix_web::rt::spawn(request);
+    let mut seen = 0;
+    for _ in 0..600 {
+        seen = tus_offset(&client, &url).await.1.unwrap();
+        if seen >= 4 * MIB as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(seen >= 4 * MIB as u64, "no durable progress ({seen})");
+    daemon.kill9();
+    let _ = pending.await;
+
+    let daemon = Daemon::start(&root, &database_url, free_port()).await;
+    let url = format!("{}{location}", daemon.address);
+    let head = client.head(&url).header("tus-resumable", "1.0.0").send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["upload-length"], video.len().to_string().as_str(), "the declared length survived");
+    assert!(head.headers().get("upload-defer-length").is_none());
+    let offset: usize = head.headers()["upload-offset"].to_str().unwrap().parse().unwrap();
+    assert!(offset >= seen as usize && offset <= sent, "offset {offset}, seen {seen}, sent {sent}");
+    let response = crate::tus::patch_at(&client, &url, offset, None, video[offset..].to_vec()).await;
+    assert_eq!(response.status(), 204);
+    let result: Value = client.get(format!("{url}/result")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(result["status"], "new", "{result}");
+    assert_eq!(result["hash"], blake3_hex(&video));
+}
+both_backends!(a_deferred_tus_length_survives_kill_9);
+
 #[actix_web::test]
 async fn the_cli_uploader_resumes_after_being_killed() {
     let app = spawn_app(Backend::Sqlite).await;

@@ -156,90 +156,72 @@ async fn the_tus_protocol_by_hand(backend: Backend) {
 }
 both_backends!(the_tus_protocol_by_hand, s3);
 
-/// `creation-defer-length`: an upload created without its length takes
-/// PATCHes and stays open (HEAD says `Upload-Defer-Length: 1`) until a PATCH
-/// declares `Upload-Length`; a length that contradicts what came is
-/// refused, and one declared twice must agree. A daemon restarted in
-/// between would find the declared length recorded (it is written before
-/// the bytes of the PATCH that declares it).
-async fn a_deferred_length_is_declared_by_a_later_patch(backend: Backend) {
-    let app = spawn_app(backend).await;
-    let video = fixture("small");
-    let created = app
-        .client
-        .post(app.url("/files/"))
+/// A tus upload created with `Upload-Defer-Length: 1`; answers its location.
+pub async fn create_deferred(client: &reqwest::Client, address: &str) -> String {
+    let created = client
+        .post(format!("{address}/files/"))
         .header("tus-resumable", "1.0.0")
         .header("upload-defer-length", "1")
         .send()
         .await
         .unwrap();
     assert_eq!(created.status(), 201);
-    let location = created.headers()["location"].to_str().unwrap().to_owned();
-    let patch = |offset: usize, length: Option<usize>, body: Vec<u8>| {
-        let mut request = app
-            .client
-            .patch(app.url(&location))
-            .header("tus-resumable", "1.0.0")
-            .header("upload-offset", offset.to_string())
-            .header("content-type", "application/offset+octet-stream");
-        if let Some(length) = length {
-            request = request.header("upload-length", length.to_string());
-        }
-        request.body(body).send()
-    };
+    created.headers()["location"].to_str().unwrap().to_owned()
+}
+
+/// A tus PATCH at `offset`, declaring `length` when given.
+pub async fn patch_at(
+    client: &reqwest::Client,
+    url: &str,
+    offset: usize,
+    length: Option<usize>,
+    body: Vec<u8>,
+) -> reqwest::Response {
+    let mut request = client
+        .patch(url)
+        .header("tus-resumable", "1.0.0")
+        .header("upload-offset", offset.to_string())
+        .header("content-type", "application/offset+octet-stream");
+    if let Some(length) = length {
+        request = request.header("upload-length", length.to_string());
+    }
+    request.body(body).send().await.unwrap()
+}
+
+/// `creation-defer-length`: an upload created without its length takes
+/// PATCHes and stays open (HEAD says `Upload-Defer-Length: 1`) until a PATCH
+/// declares `Upload-Length`; a length that contradicts what came is
+/// refused, and one declared twice must agree. (After a kill -9:
+/// `restart_doors::a_deferred_tus_length_survives_kill_9`.)
+async fn a_deferred_length_is_declared_by_a_later_patch(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let video = fixture("small");
+    let location = app.url(&create_deferred(&app.client, &app.address).await);
     let half = video.len() / 2;
-    assert_eq!(patch(0, None, video[..half].to_vec()).await.unwrap().status(), 204);
-    let head = app.client.head(app.url(&location)).header("tus-resumable", "1.0.0").send().await.unwrap();
+    assert_eq!(patch_at(&app.client, &location, 0, None, video[..half].to_vec()).await.status(), 204);
+    let head = app.client.head(&location).header("tus-resumable", "1.0.0").send().await.unwrap();
     assert_eq!(head.headers()["upload-defer-length"], "1");
     assert!(head.headers().get("upload-length").is_none());
     assert_eq!(head.headers()["upload-offset"], half.to_string().as_str());
-    let early = app.client.get(app.url(&format!("{location}/result"))).send().await.unwrap();
+    let early = app.client.get(format!("{location}/result")).send().await.unwrap();
     assert_error(early, 409, "upload-incomplete").await;
     // Shorter than what is already there.
-    assert_error(patch(half, Some(half - 1), vec![]).await.unwrap(), 400, "upload-length-mismatch").await;
+    let short = patch_at(&app.client, &location, half, Some(half - 1), vec![]).await;
+    assert_error(short, 400, "upload-length-mismatch").await;
     // Declared with the last bytes: the upload completes.
-    let last = patch(half, Some(video.len()), video[half..].to_vec()).await.unwrap();
+    let last = patch_at(&app.client, &location, half, Some(video.len()), video[half..].to_vec()).await;
     assert_eq!(last.status(), 204);
     assert_eq!(last.headers()["upload-offset"], video.len().to_string().as_str());
-    let result = app.get_json(&format!("{location}/result")).await;
+    let result: Value = app.client.get(format!("{location}/result")).send().await.unwrap().json().await.unwrap();
     assert_eq!(result["status"], "new", "{result}");
     assert_eq!(result["hash"], blake3_hex(&video));
 
     // Declared in a PATCH of its own, then a different length is refused.
-    let created = app
-        .client
-        .post(app.url("/files/"))
-        .header("tus-resumable", "1.0.0")
-        .header("upload-defer-length", "1")
-        .send()
-        .await
-        .unwrap();
-    let other = created.headers()["location"].to_str().unwrap().to_owned();
-    let declare = app
-        .client
-        .patch(app.url(&other))
-        .header("tus-resumable", "1.0.0")
-        .header("upload-offset", "0")
-        .header("upload-length", "5000")
-        .header("content-type", "application/offset+octet-stream")
-        .body(vec![])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(declare.status(), 204);
-    let head = app.client.head(app.url(&other)).header("tus-resumable", "1.0.0").send().await.unwrap();
+    let other = app.url(&create_deferred(&app.client, &app.address).await);
+    assert_eq!(patch_at(&app.client, &other, 0, Some(5000), vec![]).await.status(), 204);
+    let head = app.client.head(&other).header("tus-resumable", "1.0.0").send().await.unwrap();
     assert_eq!(head.headers()["upload-length"], "5000");
-    let again = app
-        .client
-        .patch(app.url(&other))
-        .header("tus-resumable", "1.0.0")
-        .header("upload-offset", "0")
-        .header("upload-length", "6000")
-        .header("content-type", "application/offset+octet-stream")
-        .body(vec![1u8; 10])
-        .send()
-        .await
-        .unwrap();
+    let again = patch_at(&app.client, &other, 0, Some(6000), vec![1u8; 10]).await;
     assert_error(again, 400, "upload-length-mismatch").await;
 }
 both_backends!(a_deferred_length_is_declared_by_a_later_patch);
