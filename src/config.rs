@@ -372,6 +372,10 @@ pub struct UploadSettings {
     /// tus, multipart) that would not fit beside it is refused at init
     /// (`507 insufficient-storage`) rather than filling the disk halfway.
     pub reserve_bytes: u64,
+    /// A shared chunked upload (S3 backend): how long a daemon's finalize
+    /// holds the upload before another daemon may take it over (the
+    /// finalize of a daemon that died).
+    pub finalize_claim_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -564,6 +568,7 @@ impl Settings {
             .set_default("upload.max_sessions_per_key", 100)?
             .set_default("upload.early_probes", 4)?
             .set_default("upload.reserve_bytes", 64u64 << 20)?
+            .set_default("upload.finalize_claim_secs", 600)?
             .set_default("server.public_url", "")?
             .set_default("server.cors_origins", vec!["*".to_string()])?
             .set_default("server.client_dir", "")?

@@ -13,6 +13,7 @@ mod m20261201_000006_variants;
 mod m20261202_000007_api_keys;
 mod m20261202_000008_projects;
 mod m20261204_000009_project_transcode;
+mod m20261205_000010_shared_uploads;
 
 pub struct Migrator;
 
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000007_api_keys::Migration),
             Box::new(m20261202_000008_projects::Migration),
             Box::new(m20261204_000009_project_transcode::Migration),
+            Box::new(m20261205_000010_shared_uploads::Migration),
         ]
     }
 }

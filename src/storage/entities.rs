@@ -127,6 +127,8 @@ pub mod upload_session {
         pub entry_id: Option<i64>,
         pub project_id: Option<String>,
         pub public: bool,
+        pub staged: Option<String>,
+        pub claimed_until: Option<DateTimeUtc>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -149,6 +151,8 @@ pub mod upload_piece {
         pub size_bytes: i64,
         pub hash: String,
         pub created_at: DateTimeUtc,
+        pub tree: Option<String>,
+        pub etag: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

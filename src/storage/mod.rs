@@ -20,6 +20,6 @@ pub use lock::RootLock;
 pub use migrate::{MigrateReport, migrate_to_s3};
 pub use repo::{
     Entry, EntryRecord, EntryStatus, Holder, Holding, NewEntry, NewVideo, Piece, RepoError, Repository, SessionRecord,
-    SessionState, Signature, TranscodeStatus, UploadKind, Video,
+    SessionState, Signature, StagedPiece, TranscodeStatus, UploadKind, Video,
 };
 pub use s3::{Bucket, Found, S3Store};

@@ -91,6 +91,9 @@ pub struct SessionRecord {
     pub project: String,
     /// The upload asked for its video's media to be public.
     pub public: bool,
+    /// A chunked upload any daemon takes (S3 backend): the id of the S3
+    /// multipart upload its chunks are parts of (`upload::shared`).
+    pub staged: Option<String>,
 }
 
 /// The front door an upload came through.
@@ -233,6 +236,16 @@ pub struct Piece {
     pub number: u32,
     pub size: u64,
     pub hash: ContentHash,
+}
+
+/// A chunk of a shared upload (`upload::shared`): the piece, its subtree
+/// chaining values (`upload::tree::PieceTree`, encoded), and the ETag of
+/// its part in the bucket once it is there.
+#[derive(Debug, Clone)]
+pub struct StagedPiece {
+    pub piece: Piece,
+    pub tree: Option<String>,
+    pub etag: Option<String>,
 }
 
 /// Where a user-facing video entry stands: its upload's state, as users see it.
@@ -1280,6 +1293,8 @@ impl Repository {
             entry_id: Set(None),
             project_id: Set(Some(record.project.clone())),
             public: Set(record.public),
+            staged: Set(record.staged.clone()),
+            claimed_until: Set(None),
         };
         // The session first: when its id is taken (only ids chosen in
         // advance can be), nothing else is written.
@@ -1329,6 +1344,12 @@ impl Repository {
     pub async fn pieces_of(&self, id: &UploadId) -> Result<Vec<Piece>, RepoError> {
         let rows = upload_piece::Entity::find()
             .filter(upload_piece::Column::UploadId.eq(id.as_str()))
+            // A shared chunk reserved but not yet in the bucket is not stored.
+            .filter(
+                Condition::any()
+                    .add(upload_piece::Column::Tree.is_null())
+                    .add(upload_piece::Column::Etag.is_not_null()),
+            )
             .order_by_asc(upload_piece::Column::Number)
             .all(&self.db)
             .await?;
@@ -1355,6 +1376,8 @@ impl Repository {
             size_bytes: Set(piece.size as i64),
             hash: Set(piece.hash.to_hex()),
             created_at: Set(now),
+            tree: Set(None),
+            etag: Set(None),
         };
         upload_piece::Entity::insert(row)
             .on_conflict(
@@ -1371,6 +1394,145 @@ impl Repository {
             .await?;
         txn.commit().await?;
         Ok(())
+    }
+
+    // ---- chunked uploads any daemon takes (`upload::shared`) ----
+
+    /// Every chunk of a shared upload: reserved ones (no ETag yet) too.
+    pub async fn staged_pieces_of(&self, id: &UploadId) -> Result<Vec<StagedPiece>, RepoError> {
+        let rows = upload_piece::Entity::find()
+            .filter(upload_piece::Column::UploadId.eq(id.as_str()))
+            .order_by_asc(upload_piece::Column::Number)
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| {
+                Some(StagedPiece {
+                    piece: Piece {
+                        number: r.number as u32,
+                        size: r.size_bytes as u64,
+                        hash: ContentHash::parse(&r.hash).ok()?,
+                    },
+                    tree: r.tree,
+                    etag: r.etag,
+                })
+            })
+            .collect())
+    }
+
+    /// Reserves chunk `piece.number` of a shared upload for these bytes
+    /// (their hash and subtree chaining values) before they go to the
+    /// bucket. The first reservation of a number wins: answers the piece
+    /// that holds the number now, which is `piece` unless other bytes got
+    /// there first.
+    pub async fn reserve_staged_piece(
+        &self,
+        id: &UploadId,
+        piece: &Piece,
+        tree: &str,
+    ) -> Result<StagedPiece, RepoError> {
+        let row = upload_piece::ActiveModel {
+            upload_id: Set(id.as_str().to_owned()),
+            number: Set(piece.number as i32),
+            size_bytes: Set(piece.size as i64),
+            hash: Set(piece.hash.to_hex()),
+            created_at: Set(Utc::now()),
+            tree: Set(Some(tree.to_owned())),
+            etag: Set(None),
+        };
+        upload_piece::Entity::insert(row)
+            .on_conflict(
+                OnConflict::columns([upload_piece::Column::UploadId, upload_piece::Column::Number])
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.db)
+            .await?;
+        let held =
+            self.staged_pieces_of(id).await?.into_iter().find(|p| p.piece.number == piece.number).ok_or_else(|| {
+                RepoError(sea_orm::DbErr::RecordNotFound(format!(
+                    "chunk {} of {id} vanished as it was reserved",
+                    piece.number
+                )))
+            })?;
+        Ok(held)
+    }
+
+    /// Records that the bucket holds chunk `number` (with these bytes) as
+    /// a part with `etag`, and touches the session. False if the number is
+    /// held by other bytes.
+    pub async fn store_staged_piece(
+        &self,
+        id: &UploadId,
+        number: u32,
+        hash: &ContentHash,
+        etag: &str,
+    ) -> Result<bool, RepoError> {
+        let now = Utc::now();
+        let txn = self.db.begin().await?;
+        let updated = upload_piece::Entity::update_many()
+            .col_expr(upload_piece::Column::Etag, etag.into())
+            .filter(upload_piece::Column::UploadId.eq(id.as_str()))
+            .filter(upload_piece::Column::Number.eq(number as i32))
+            .filter(upload_piece::Column::Hash.eq(hash.to_hex()))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        upload_session::Entity::update_many()
+            .col_expr(upload_session::Column::UpdatedAt, now.into())
+            .filter(upload_session::Column::Id.eq(id.as_str()))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(updated == 1)
+    }
+
+    /// Claims the finalize of a shared upload until `until`: it must be
+    /// receiving or committing, and nobody's claim may be running. Answers
+    /// the session as claimed, or `None` if another daemon holds it.
+    pub async fn claim_finalize(
+        &self,
+        id: &UploadId,
+        until: DateTime<Utc>,
+    ) -> Result<Option<SessionRecord>, RepoError> {
+        let now = Utc::now();
+        let claimed = upload_session::Entity::update_many()
+            .col_expr(upload_session::Column::ClaimedUntil, until.into())
+            .filter(upload_session::Column::Id.eq(id.as_str()))
+            .filter(upload_session::Column::Staged.is_not_null())
+            .filter(
+                upload_session::Column::State
+                    .is_in([SessionState::Receiving.as_str(), SessionState::Committing.as_str()]),
+            )
+            .filter(
+                Condition::any()
+                    .add(upload_session::Column::ClaimedUntil.is_null())
+                    .add(upload_session::Column::ClaimedUntil.lt(now)),
+            )
+            .exec(&self.db)
+            .await?
+            .rows_affected;
+        if claimed == 0 {
+            return Ok(None);
+        }
+        self.find_session(id).await
+    }
+
+    /// Lets go of a finalize claim (the finalize ended, or failed).
+    pub async fn release_finalize(&self, id: &UploadId) -> Result<(), RepoError> {
+        upload_session::Entity::update_many()
+            .col_expr(upload_session::Column::ClaimedUntil, Option::<DateTime<Utc>>::None.into())
+            .filter(upload_session::Column::Id.eq(id.as_str()))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether a daemon's finalize claim on the session is running now.
+    pub async fn finalize_claimed(&self, id: &UploadId) -> Result<bool, RepoError> {
+        let row = upload_session::Entity::find_by_id(id.as_str().to_owned()).one(&self.db).await?;
+        Ok(row.and_then(|r| r.claimed_until).is_some_and(|until| until > Utc::now()))
     }
 
     // ---- video entries ----
@@ -1578,5 +1740,6 @@ fn session_from_row(row: upload_session::Model) -> Option<SessionRecord> {
         entry_id: row.entry_id,
         project: row.project_id.unwrap_or_else(|| DEFAULT_PROJECT.to_owned()),
         public: row.public,
+        staged: row.staged,
     })
 }

@@ -29,6 +29,7 @@ use crate::domain::{ContentHash, ObjectKey, UploadId};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as S3Path;
 use object_store::signer::Signer;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
@@ -148,6 +149,78 @@ impl Bucket {
         S3Path::from(format!("media/{}/{rel}", hash.to_hex()))
     }
 
+    /// The bucket's key of a shared chunked upload's bytes
+    /// (`upload::shared`): the S3 multipart upload its chunks are parts of,
+    /// and the object that upload completes into.
+    pub fn staged(id: &UploadId) -> S3Path {
+        S3Path::from(format!("uploads/{}", id.as_str()))
+    }
+
+    /// Starts the S3 multipart upload of a shared upload; answers its id.
+    pub async fn create_staged(&self, id: &UploadId) -> io::Result<String> {
+        let (client, path) = (self.client.clone(), Self::staged(id));
+        on_runtime(async move { client.create_multipart(&path).await.map_err(io_error) }).await?
+    }
+
+    /// Puts chunk `index` of a shared upload as part `index + 1`; answers
+    /// the part's ETag. The same bytes put again give the same ETag (S3's
+    /// is their MD5), so a re-send racing the first changes nothing.
+    pub async fn put_staged_part(&self, id: &UploadId, staged: &str, index: u32, bytes: Bytes) -> io::Result<String> {
+        let (client, path, staged) = (self.client.clone(), Self::staged(id), staged.to_owned());
+        on_runtime(async move {
+            let part = client.put_part(&path, &staged, index as usize, PutPayload::from(bytes)).await;
+            part.map(|p| p.content_id).map_err(io_error)
+        })
+        .await?
+    }
+
+    /// Completes a shared upload's multipart upload from its parts' ETags,
+    /// in chunk order. When S3 no longer knows the upload (a daemon
+    /// completed it and died before recording so), the object it made is
+    /// taken if it has `len` bytes.
+    pub async fn complete_staged(&self, id: &UploadId, staged: &str, etags: Vec<String>, len: u64) -> io::Result<()> {
+        let (client, path, staged) = (self.client.clone(), Self::staged(id), staged.to_owned());
+        on_runtime(async move {
+            let parts = etags.into_iter().map(|content_id| PartId { content_id }).collect();
+            let completed = client.complete_multipart(&path, &staged, parts).await;
+            match completed {
+                Ok(_) => Ok(()),
+                Err(e) => match client.head(&path).await {
+                    Ok(meta) if meta.size == len => Ok(()),
+                    _ => Err(io_error(e)),
+                },
+            }
+        })
+        .await?
+    }
+
+    /// Drops a shared upload's multipart upload and the object it made, if
+    /// any. Either may be gone already.
+    pub async fn discard_staged(&self, id: &UploadId, staged: &str) -> io::Result<()> {
+        let (client, path, staged) = (self.client.clone(), Self::staged(id), staged.to_owned());
+        on_runtime(async move {
+            let _ = client.abort_multipart(&path, &staged).await;
+            match client.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(other(e)),
+            }
+        })
+        .await?
+    }
+
+    /// Copies a shared upload's completed object to a local file (the
+    /// spool the engine commits from). Blocks.
+    pub fn download_staged(&self, id: &UploadId, to: &Path) -> io::Result<()> {
+        self.download(Self::staged(id), to)
+    }
+
+    /// Copies `from` to `to` inside the bucket (the store copies; no byte
+    /// passes through this daemon). Blocks.
+    fn copy(&self, from: S3Path, to: S3Path) -> io::Result<()> {
+        let client = self.client.clone();
+        block_on(async move { client.copy(&from, &to).await.map_err(io_error) })?
+    }
+
     /// Length, tag and time of one file, or `None` if it is not there.
     pub async fn find(&self, path: S3Path) -> io::Result<Option<Found>> {
         let client = self.client.clone();
@@ -265,6 +338,17 @@ impl Bucket {
         block_on(async move {
             match client.get(&path).await {
                 Ok(got) => got.bytes().await.map(|b| Some(b.to_vec())).map_err(io_error),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(other(e)),
+            }
+        })?
+    }
+
+    fn find_blocking(&self, path: S3Path) -> io::Result<Option<Found>> {
+        let client = self.client.clone();
+        block_on(async move {
+            match client.head(&path).await {
+                Ok(meta) => Ok(Some(Found { len: meta.size, modified: meta.last_modified })),
                 Err(object_store::Error::NotFound { .. }) => Ok(None),
                 Err(e) => Err(other(e)),
             }
@@ -486,7 +570,15 @@ impl Store for S3Store {
 
     fn commit(&self, id: &UploadId, key: &ObjectKey) -> io::Result<()> {
         // The bucket first: a spool that is gone means the bucket has it.
-        self.bucket.upload_file(&self.local.spool_path(id), Bucket::object(key))?;
+        // A shared upload's bytes are in the bucket already: copied there.
+        let spool = self.local.spool_path(id);
+        let staged = fs::metadata(&spool)
+            .ok()
+            .filter(|m| self.bucket.find_blocking(Bucket::staged(id)).ok().flatten().is_some_and(|f| f.len == m.len()));
+        match staged {
+            Some(_) => self.bucket.copy(Bucket::staged(id), Bucket::object(key))?,
+            None => self.bucket.upload_file(&spool, Bucket::object(key))?,
+        }
         self.local.commit(id, key)?;
         self.evict_beyond_limit(&self.local.object_path(key));
         Ok(())

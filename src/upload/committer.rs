@@ -10,7 +10,7 @@ use crate::config::NearDuplicatePolicy;
 use crate::dedup::{NearDuplicates, PerceptualMatch};
 use crate::domain::{ContentHash, ObjectKey, UploadId};
 use crate::media::{Analysis, AnalyzeFile, MediaInfo, ProbeError, Prober};
-use crate::storage::{NewVideo, Repository, SessionRecord, SessionState, Signature, Store, Video};
+use crate::storage::{NewVideo, RepoError, Repository, SessionRecord, SessionState, Signature, Store, Video};
 use crate::telemetry::Metrics;
 use actix::Addr;
 use serde::{Deserialize, Serialize};
@@ -280,6 +280,28 @@ impl Committer {
             }
         }
         outcome
+    }
+
+    /// Closes `session` as `outcome` says: with its answer (or its reason)
+    /// first; the spool (unless it became the object) and the parts go only
+    /// after that, so a kill before the close finds the upload whole, and
+    /// one after it finds the answer. Outcomes that leave the session open
+    /// or committing change nothing.
+    pub async fn settle(&self, session: &SessionRecord, outcome: &Outcome) -> Result<(), RepoError> {
+        let closed = match (outcome.end(), outcome) {
+            (End::Closed(state), Outcome::Refused(why)) => {
+                self.repo.close_session(&session.id, state, None, Some(&why.to_string())).await
+            }
+            (End::Closed(state), outcome) => {
+                let json = outcome.result().and_then(|r| serde_json::to_value(r).ok());
+                self.repo.close_session(&session.id, state, json.as_ref(), None).await
+            }
+            (End::Committing | End::Open, _) => return Ok(()),
+        };
+        if closed.is_ok() {
+            self.discard(&session.id).await;
+        }
+        closed
     }
 
     /// `upload.completed` for a new video, `video.duplicate` otherwise,
@@ -588,29 +610,54 @@ impl Committer {
     /// crash interrupted between `begin_commit` and the session's close.
     pub async fn recover_interrupted(&self) -> Result<(), UploadError> {
         for session in self.repo.sessions_in(SessionState::Committing).await? {
-            let id = session.id.clone();
-            let outcome = match session.commit.clone() {
-                Some((hash, key)) => self.finish_interrupted(&session, hash, key).await,
-                None => self.repo.reopen_session(&id).await.map(|()| None).map_err(UploadError::from),
-            };
-            match outcome {
-                Ok(Some(result)) => {
-                    tracing::info!(upload_id = %id, hash = %result.hash, "finished an interrupted commit");
-                    let json = serde_json::to_value(&result).ok();
-                    self.repo.close_session(&id, SessionState::Complete, json.as_ref(), None).await?;
-                    // Closed: its spool (if the crash came before the
-                    // rename) and its multipart parts are not needed again.
-                    self.discard(&id).await;
+            // A shared upload may be committing on another daemon right
+            // now: only one whose finalize claim has run out is ours.
+            if session.staged.is_some() {
+                let until = chrono::Utc::now() + chrono::Duration::seconds(60);
+                if self.repo.claim_finalize(&session.id, until).await?.is_none() {
+                    continue;
                 }
-                Ok(None) => {}
-                Err(e @ (UploadError::NotAVideo(_) | UploadError::CorruptVideo(_))) => {
-                    self.repo.close_session(&id, SessionState::Failed, None, Some(&e.to_string())).await?;
-                    self.discard(&id).await;
+            }
+            match self.recover_one(&session).await {
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(upload_id = %session.id, error = %e, "could not finish an interrupted commit")
                 }
-                Err(e) => tracing::error!(upload_id = %id, error = %e, "could not finish an interrupted commit"),
+            }
+            if session.staged.is_some() {
+                self.repo.release_finalize(&session.id).await?;
             }
         }
         Ok(())
+    }
+
+    /// Settles one commit a crash interrupted: closed with its answer
+    /// (`Some`), or put back to receiving when its bytes were never
+    /// committed (`None`), to be finalized again.
+    pub async fn recover_one(&self, session: &SessionRecord) -> Result<Option<IngestResult>, UploadError> {
+        let id = session.id.clone();
+        let outcome = match session.commit.clone() {
+            Some((hash, key)) => self.finish_interrupted(session, hash, key).await,
+            None => self.repo.reopen_session(&id).await.map(|()| None).map_err(UploadError::from),
+        };
+        match outcome {
+            Ok(Some(result)) => {
+                tracing::info!(upload_id = %id, hash = %result.hash, "finished an interrupted commit");
+                let json = serde_json::to_value(&result).ok();
+                self.repo.close_session(&id, SessionState::Complete, json.as_ref(), None).await?;
+                // Closed: its spool (if the crash came before the
+                // rename) and its multipart parts are not needed again.
+                self.discard(&id).await;
+                Ok(Some(result))
+            }
+            Ok(None) => Ok(None),
+            Err(e @ (UploadError::NotAVideo(_) | UploadError::CorruptVideo(_))) => {
+                self.repo.close_session(&id, SessionState::Failed, None, Some(&e.to_string())).await?;
+                self.discard(&id).await;
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn finish_interrupted(
@@ -665,6 +712,12 @@ impl Committer {
                     Err(refused(e))
                 }
             },
+            // A shared upload's bytes are still in the bucket (its parts, or
+            // the object they were completed into): finalize it again.
+            (false, None) if session.staged.is_some() => {
+                self.repo.reopen_session(&id).await?;
+                Ok(None)
+            }
             (false, None) => {
                 self.repo.close_session(&id, SessionState::Expired, None, Some("lost during commit")).await?;
                 Ok(None)

@@ -90,11 +90,21 @@ pub struct Uploads {
     committer: Committer,
     checkpoint_bytes: u64,
     reserve_bytes: u64,
+    /// How long a shared upload's finalize holds its claim (`upload.finalize_claim_secs`).
+    finalize_claim: std::time::Duration,
 }
 
 impl Uploads {
     pub fn new(registry: Addr<Registry>, committer: Committer, checkpoint_bytes: u64, reserve_bytes: u64) -> Self {
-        Self { registry, committer, checkpoint_bytes, reserve_bytes }
+        let finalize_claim = std::time::Duration::from_secs(600);
+        Self { registry, committer, checkpoint_bytes, reserve_bytes, finalize_claim }
+    }
+
+    /// Sets how long a shared upload's finalize holds its claim before
+    /// another daemon may take it over.
+    pub fn with_finalize_claim(mut self, claim: std::time::Duration) -> Self {
+        self.finalize_claim = claim;
+        self
     }
 
     /// Opens a session (and its video entry). Nothing touches the disk until the first byte.
@@ -144,6 +154,20 @@ impl Uploads {
             entry_id: None,
             project: new.project,
             public: new.public,
+            staged: None,
+        };
+        // Shared (any daemon takes its chunks): its multipart upload first,
+        // so the record names it. One cut off here is left to the bucket's
+        // lifecycle rule for incomplete uploads.
+        let bucket = self.committer.store.bucket();
+        let record = match bucket
+            .filter(|_| super::shared::eligible(bucket, record.kind, record.total_size, record.chunk_size))
+        {
+            Some(bucket) => {
+                let staged = bucket.create_staged(&record.id).await.map_err(UploadError::storage)?;
+                SessionRecord { staged: Some(staged), ..record }
+            }
+            None => record,
         };
         let record =
             self.committer.repo.insert_session(&record, new.entry.as_ref()).await?.ok_or(UploadError::IdTaken)?;
@@ -160,7 +184,7 @@ impl Uploads {
                 // settled, or gone idle): its row says where it is.
                 Err(_) => self.committer.repo.find_session(id).await?.ok_or(UploadError::UnknownSession),
             },
-            Found::Closed(record) => Ok(*record),
+            Found::Closed(record) | Found::Shared(record) => Ok(*record),
         }
     }
 
@@ -181,6 +205,12 @@ impl Uploads {
                 true => Ok(()),
                 false => Err(UploadError::Busy),
             },
+            Found::Shared(record) => {
+                match super::shared::abandon(&self.committer, &record, SessionState::Aborted).await? {
+                    true => Ok(()),
+                    false => Err(UploadError::Busy),
+                }
+            }
             Found::Closed(record) => match record.state {
                 SessionState::Aborted => Err(UploadError::UnknownSession),
                 SessionState::Complete => Err(UploadError::Failed("the upload is already complete".into())),
@@ -192,6 +222,8 @@ impl Uploads {
     async fn live(&self, id: &UploadId) -> Result<SessionAddr, UploadError> {
         match self.registry.send(FindSession(id.clone())).await?? {
             Found::Live(addr) => Ok(addr),
+            // Shared uploads are chunked, and taken by `write_piece` itself.
+            Found::Shared(_) => Err(UploadError::WrongDoor),
             // Closed sessions are not receiving; one that reads as such is
             // between the registry's look-up and its actor: busy.
             Found::Closed(record) => Err(super::check_receiving(&record).err().unwrap_or(UploadError::Busy)),
@@ -214,7 +246,8 @@ impl Uploads {
     {
         let addr = match self.registry.send(FindSession(id.clone())).await?? {
             Found::Live(addr) => addr.append()?,
-            Found::Closed(record) => return Self::closed_outcome(*record),
+            Found::Shared(_) => return Err(UploadError::WrongDoor),
+            Found::Closed(record) => return closed_outcome(*record),
         };
         let lease = addr.send(TakeLease { offset, declare_length: None }).await??;
         let this = self.clone();
@@ -316,12 +349,18 @@ impl Uploads {
         min_part_bytes: u64,
     ) -> Result<IngestResult, UploadError> {
         let session = match self.registry.send(FindSession(id.clone())).await?? {
-            Found::Live(addr) => addr.pieces()?,
-            Found::Closed(record) => return Self::closed_outcome(*record),
+            Found::Live(addr) => Some(addr.pieces()?),
+            Found::Shared(_) => None,
+            // A shared upload whose commit a dead daemon began: taken over.
+            Found::Closed(record) if record.staged.is_some() && record.state == SessionState::Committing => None,
+            Found::Closed(record) => return closed_outcome(*record),
         };
         let started = std::time::Instant::now();
         let metrics = self.committer.metrics.clone();
-        let outcome = session.finish.send(FinishPieces { parts, min_part_bytes }).await?;
+        let outcome = match session {
+            Some(session) => session.finish.send(FinishPieces { parts, min_part_bytes }).await?,
+            None => super::shared::finish(&self.committer, id, self.finalize_claim).await,
+        };
         metrics.upload_finalize_seconds.observe(started.elapsed().as_secs_f64());
         match &outcome {
             Ok(_) => metrics.uploads_completed.inc(),
@@ -344,7 +383,13 @@ impl Uploads {
         S: Stream<Item = Result<Bytes, E>> + Unpin + 'static,
         E: std::fmt::Display + 'static,
     {
-        let session = self.live(id).await?.pieces()?;
+        let session = match self.registry.send(FindSession(id.clone())).await?? {
+            Found::Live(addr) => addr.pieces()?,
+            Found::Shared(record) => {
+                return super::shared::write_chunk(&self.committer, &record, number, body, checksum).await;
+            }
+            Found::Closed(record) => return Err(super::check_receiving(&record).err().unwrap_or(UploadError::Busy)),
+        };
         let grant = session.begin.send(BeginPiece { number }).await??;
         let this = self.clone();
         let id = id.clone();
@@ -458,20 +503,6 @@ impl Uploads {
                 .await
                 .map_err(|e| UploadError::Internal(e.to_string()))?
             }
-        }
-    }
-
-    fn closed_outcome(record: SessionRecord) -> Result<IngestResult, UploadError> {
-        match record.state {
-            // Finalize is idempotent: the same answer as the first time.
-            SessionState::Complete => record
-                .result
-                .and_then(|r| serde_json::from_value(r).ok())
-                .ok_or_else(|| UploadError::Internal("a complete upload lost its result".into())),
-            SessionState::Receiving | SessionState::Committing => {
-                Err(UploadError::Internal("the upload is being committed; ask again shortly".into()))
-            }
-            _ => Err(super::check_receiving(&record).err().unwrap_or(UploadError::Busy)),
         }
     }
 
@@ -631,5 +662,20 @@ impl Uploads {
                 Err(e)
             }
         }
+    }
+}
+
+/// How a closed (or committing) upload answers a finalize.
+pub(super) fn closed_outcome(record: SessionRecord) -> Result<IngestResult, UploadError> {
+    match record.state {
+        // Finalize is idempotent: the same answer as the first time.
+        SessionState::Complete => record
+            .result
+            .and_then(|r| serde_json::from_value(r).ok())
+            .ok_or_else(|| UploadError::Internal("a complete upload lost its result".into())),
+        SessionState::Receiving | SessionState::Committing => {
+            Err(UploadError::Internal("the upload is being committed; ask again shortly".into()))
+        }
+        _ => Err(super::check_receiving(&record).err().unwrap_or(UploadError::Busy)),
     }
 }

@@ -13,6 +13,8 @@ mod pump;
 mod ranged;
 mod registry;
 mod session;
+mod shared;
+mod tree;
 mod writer;
 
 pub use committer::{Committer, IngestResult, IngestStatus};
@@ -21,6 +23,8 @@ pub use handle::{NewUpload, PieceOutcome, TusAppend, Uploads};
 pub use pieces::{MAX_PART_NUMBER, Tally, chunk_layout};
 pub use pump::DigestKind;
 pub use registry::Registry;
+pub use shared::MIN_SHARED_CHUNK;
+pub use tree::{PieceTree, root as tree_root};
 pub use writer::SpoolWriter;
 
 use crate::storage::RepoError;

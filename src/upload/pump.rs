@@ -75,7 +75,7 @@ impl Digest {
         }
     }
 
-    fn update(&mut self, bytes: &[u8]) {
+    pub fn update(&mut self, bytes: &[u8]) {
         use sha1::Digest as _;
         match self {
             Self::Sha1(d) => d.update(bytes),

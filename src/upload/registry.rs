@@ -128,6 +128,19 @@ impl Registry {
             .map(|records, act, ctx| {
                 for record in records {
                     let id = record.id.clone();
+                    if record.staged.is_some() {
+                        let committer = act.committer.clone();
+                        actix::spawn(async move {
+                            match super::shared::abandon(&committer, &record, SessionState::Expired).await {
+                                Ok(true) => tracing::info!(upload_id = %id, "expired an abandoned shared upload"),
+                                Ok(false) => {}
+                                Err(e) => {
+                                    tracing::warn!(upload_id = %id, error = %e, "could not expire a shared upload")
+                                }
+                            }
+                        });
+                        continue;
+                    }
                     // Expiry goes through the session actor, so it cannot race a writer.
                     let Ok(addr) = act.live(record, ctx) else { continue };
                     actix::spawn(async move {
@@ -154,6 +167,9 @@ pub enum Found {
     Live(SessionAddr),
     /// Complete, failed or expired: the record says how it ended.
     Closed(Box<SessionRecord>),
+    /// Receiving, and shared between daemons (`upload::shared`): it has no
+    /// actor; the database and the bucket hold it.
+    Shared(Box<SessionRecord>),
 }
 
 #[derive(Message)]
@@ -170,6 +186,9 @@ impl Handler<FindSession> for Registry {
         let repo = self.committer.repo.clone();
         Box::pin(async move { repo.find_session(&msg.0).await }.into_actor(self).map(|found, act, ctx| match found? {
             None => Err(UploadError::UnknownSession),
+            Some(record) if record.state == SessionState::Receiving && record.staged.is_some() => {
+                Ok(Found::Shared(Box::new(record)))
+            }
             Some(record) if record.state == SessionState::Receiving => act.live(record, ctx).map(Found::Live),
             Some(record) => Ok(Found::Closed(Box::new(record))),
         }))

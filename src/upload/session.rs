@@ -375,23 +375,7 @@ impl<D: Door> UploadSession<D> {
                     None => (None, None),
                 };
                 let outcome = committer.commit(&record, hash, size, early, refined).await;
-                // The session is closed with its answer (or its reason)
-                // first; the spool (unless it became the object) and the
-                // parts go only after that, so a kill before the close finds
-                // the upload whole, and one after it finds the answer.
-                let closed = match (outcome.end(), &outcome) {
-                    (End::Closed(state), Outcome::Refused(why)) => {
-                        committer.repo.close_session(&record.id, state, None, Some(&why.to_string())).await
-                    }
-                    (End::Closed(state), outcome) => {
-                        let json = outcome.result().and_then(|r| serde_json::to_value(r).ok());
-                        committer.repo.close_session(&record.id, state, json.as_ref(), None).await
-                    }
-                    (End::Committing | End::Open, _) => Ok(()),
-                };
-                if matches!(outcome.end(), End::Closed(_)) && closed.is_ok() {
-                    committer.discard(&record.id).await;
-                }
+                let closed = committer.settle(&record, &outcome).await;
                 (outcome, closed, writer)
             }
             .into_actor(self)

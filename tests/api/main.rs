@@ -25,6 +25,7 @@ mod queue;
 mod restart;
 mod restart_doors;
 mod s3;
+mod shared_uploads;
 mod signed_uploads;
 mod tenancy;
 mod transcode;

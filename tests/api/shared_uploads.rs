@@ -1,0 +1,256 @@
+//! Chunked uploads that any daemon takes (`upload::shared`): two `serve`
+//! on one PostgreSQL and one bucket (s3s-fs), with no disk in common.
+//! Chunks of one upload go to both daemons at once, a daemon is SIGKILLed
+//! mid-chunk and mid-finalize, and the other one finishes. The file's hash
+//! is merged from the chaining values each daemon computed for its chunks.
+
+use crate::chunked::{init_chunked, send_chunk};
+use crate::helpers::{
+    Backend, TestApp, assert_error, blake3_hex, fixture, fresh_database, s3_endpoint, s3_keys_blocking, spawn_app_with,
+};
+use crate::restart::{Daemon, free_port};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// S3's smallest part, and so the smallest chunk of a shared upload; not a
+/// power of two, so a chunk is several BLAKE3 subtrees.
+const CHUNK: usize = 5 << 20;
+
+/// Two daemons on one database and one bucket, each with its own root.
+async fn two_daemons() -> (TestApp, TestApp) {
+    let one = spawn_app_with(Backend::S3, |_| {}).await;
+    let (database, bucket) = (one.database_url.clone(), one.bucket.clone().unwrap());
+    let two = spawn_app_with(Backend::S3, |s| {
+        s.database.url = database;
+        s.storage.s3.bucket = bucket;
+    })
+    .await;
+    (one, two)
+}
+
+fn bucket_keys(bucket: &str, prefix: &str) -> Vec<(String, u64)> {
+    s3_keys_blocking(bucket).into_iter().filter(|(k, _)| k.starts_with(prefix)).collect()
+}
+
+/// Sends every chunk of `video`, chunk `i` to `apps[i % 2]`, all at once.
+async fn send_alternating(apps: [&TestApp; 2], id: &str, video: &[u8]) {
+    let total = video.len().div_ceil(CHUNK);
+    let answers: Vec<(usize, reqwest::StatusCode, Value)> = futures::stream::iter(0..total)
+        .map(|i| async move {
+            let bytes = &video[i * CHUNK..((i + 1) * CHUNK).min(video.len())];
+            let response = send_chunk(apps[i % 2], id, i, bytes, i == 1).await;
+            (i, response.status(), response.json().await.unwrap())
+        })
+        .buffer_unordered(total)
+        .collect()
+        .await;
+    for (i, status, body) in &answers {
+        assert_eq!(*status, 200, "chunk {i}: {body}");
+        assert_eq!(body["chunk_hash"], blake3_hex(&video[i * CHUNK..((i + 1) * CHUNK).min(video.len())]));
+    }
+}
+
+#[actix_web::test]
+async fn chunks_of_one_upload_go_to_both_daemons_at_once_and_make_the_files_hash() {
+    let (one, two) = two_daemons().await;
+    let bucket = one.bucket.clone().unwrap();
+    let video = fixture("large");
+    let total = video.len().div_ceil(CHUNK);
+    assert!(total >= 3, "the fixture must span several chunks: {} bytes", video.len());
+    let init = init_chunked(&one, "shared.mp4", video.len(), CHUNK).await;
+    let id = init["upload_id"].as_str().unwrap().to_owned();
+    assert_eq!(init["total_chunks"], total);
+
+    send_alternating([&one, &two], &id, &video).await;
+    // Either daemon knows what the other stored.
+    for app in [&one, &two] {
+        let status = app.get_json(&format!("/videos/upload/{id}")).await;
+        assert_eq!(status["missing"], json!([]), "{status}");
+        assert_eq!(status["received_bytes"], video.len());
+    }
+    // A re-send of the same bytes, to the daemon that did not take the
+    // chunk, is a no-op; other bytes for it are a conflict, on either one.
+    let first = &video[..CHUNK];
+    let again: Value = send_chunk(&two, &id, 0, first, false).await.json().await.unwrap();
+    assert_eq!(again["received_chunks"], total);
+    let mut other = first.to_vec();
+    other[4096] ^= 0xff;
+    assert_error(send_chunk(&two, &id, 0, &other, false).await, 409, "chunk-conflict").await;
+    assert_error(send_chunk(&one, &id, 0, &other, false).await, 409, "chunk-conflict").await;
+    // A short chunk is refused before anything is reserved.
+    assert_error(send_chunk(&two, &id, 1, &video[..1000], false).await, 400, "bad-chunk").await;
+    // Nothing is assembled on either daemon's disk while the chunks arrive.
+    for app in [&one, &two] {
+        assert!(crate::helpers::files_under(&app.root.join(".spool")).is_empty());
+    }
+
+    let response = two.client.post(two.url(&format!("/videos/finalize/{id}"))).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let result: Value = response.json().await.unwrap();
+    assert_eq!(result["status"], "new", "{result}");
+    assert_eq!(result["hash"], blake3_hex(&video));
+    assert_eq!(result["size_bytes"], video.len());
+    assert_eq!(result["video_id"], init["video_id"]);
+    // Idempotent, on the other daemon too.
+    let again: Value =
+        one.client.post(one.url(&format!("/videos/finalize/{id}"))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(again["hash"], result["hash"]);
+
+    // One object, the upload's own bytes gone from the bucket.
+    let objects = bucket_keys(&bucket, "objects/");
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    assert_eq!(objects[0].1, video.len() as u64);
+    assert_eq!(bucket_keys(&bucket, "uploads/"), vec![]);
+    let hash = result["hash"].as_str().unwrap();
+    let bytes = one.client.get(one.url(&format!("/video/{hash}"))).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(blake3_hex(&bytes), hash);
+    let listed = one.get_json(&format!("/videos/{}", init["video_id"])).await;
+    assert_eq!(listed["width"], 640, "analysed: {listed}");
+
+    // The same bytes again, through both: a duplicate, still one object.
+    let init = init_chunked(&two, "again.mp4", video.len(), CHUNK).await;
+    let id = init["upload_id"].as_str().unwrap().to_owned();
+    send_alternating([&two, &one], &id, &video).await;
+    let result: Value =
+        one.client.post(one.url(&format!("/videos/finalize/{id}"))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(result["status"], "duplicate", "{result}");
+    assert_eq!(result["hash"], hash);
+    assert_eq!(bucket_keys(&bucket, "objects/").len(), 1);
+    assert_eq!(bucket_keys(&bucket, "uploads/"), vec![]);
+}
+
+#[actix_web::test]
+async fn an_aborted_shared_upload_leaves_nothing_in_the_bucket() {
+    let (one, two) = two_daemons().await;
+    let bucket = one.bucket.clone().unwrap();
+    let video = fixture("large");
+    let init = init_chunked(&one, "aborted.mp4", video.len(), CHUNK).await;
+    let id = init["upload_id"].as_str().unwrap().to_owned();
+    assert_eq!(send_chunk(&two, &id, 0, &video[..CHUNK], false).await.status(), 200);
+    let missing = one.client.post(one.url(&format!("/videos/finalize/{id}"))).send().await.unwrap();
+    assert_eq!(missing.status(), 409);
+    let body: Value = missing.json().await.unwrap();
+    assert_eq!(body["code"], "missing-chunks", "{body}");
+    let aborted = two.client.delete(two.url(&format!("/videos/upload/{id}"))).send().await.unwrap();
+    assert_eq!(aborted.status(), 204);
+    assert_error(send_chunk(&one, &id, 1, &video[CHUNK..2 * CHUNK], false).await, 404, "unknown-upload").await;
+    assert_eq!(bucket_keys(&bucket, "uploads/"), vec![]);
+    assert_eq!(bucket_keys(&bucket, "objects/"), vec![]);
+}
+
+/// A `serve` process on PostgreSQL and the test bucket, with a short
+/// finalize claim so that a dead daemon's finalize is taken over quickly.
+async fn serve(root: &std::path::Path, database: &str, bucket: &str) -> Daemon {
+    let endpoint = s3_endpoint();
+    let env = [
+        ("VIDCACHE__STORAGE__BACKEND", "s3"),
+        ("VIDCACHE__STORAGE__S3__ENDPOINT", endpoint.as_str()),
+        ("VIDCACHE__STORAGE__S3__BUCKET", bucket),
+        ("VIDCACHE__STORAGE__S3__ACCESS_KEY_ID", "vidcache-test"),
+        ("VIDCACHE__STORAGE__S3__SECRET_ACCESS_KEY", "vidcache-test-secret"),
+        ("VIDCACHE__STORAGE__S3__PATH_STYLE", "true"),
+        ("VIDCACHE__UPLOAD__FINALIZE_CLAIM_SECS", "2"),
+        ("VIDCACHE__TRANSCODE__ON_UPLOAD", "false"),
+        ("VIDCACHE__AUTH__ALLOW_ANONYMOUS", "true"),
+    ];
+    Daemon::start_with(root, database, free_port(), &env).await
+}
+
+async fn post_chunk(client: &reqwest::Client, address: &str, id: &str, index: usize, bytes: Vec<u8>) -> u16 {
+    let url = format!("{address}/videos/upload_chunk/{id}/{index}");
+    client.post(url).body(bytes).send().await.unwrap().status().as_u16()
+}
+
+/// Finalizes on `address`, waiting out a claim a dead daemon left (409
+/// `upload-busy` until it runs out).
+async fn finalize(client: &reqwest::Client, address: &str, id: &str) -> Value {
+    for _ in 0..100 {
+        let response = client.post(format!("{address}/videos/finalize/{id}")).send().await.unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        if status == 200 {
+            return body;
+        }
+        assert_eq!((status.as_u16(), body["code"].as_str()), (409, Some("upload-busy")), "{body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("the finalize of {id} never went through");
+}
+
+/// The finalizing daemon is SIGKILLed just after the finalize is sent (in
+/// the claim, the completed multipart upload, the fetch, the analysis or
+/// the commit: wherever it was), and a finalize on the other daemon
+/// settles the upload once the claim runs out: `new`, the file's hash.
+/// Then a daemon SIGKILLed while a chunk's body arrives loses none of the
+/// chunks it acknowledged, and the other one takes the rest (a duplicate).
+/// One object in the end, and nothing of either upload left in the bucket.
+#[actix_web::test]
+async fn a_daemon_killed_mid_chunk_and_mid_finalize_is_replaced_by_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root_a, root_b) = (dir.path().join("a"), dir.path().join("b"));
+    let database = fresh_database(Backend::Postgres, dir.path()).await;
+    let bucket = format!("vc-test-{}", &crate::helpers::hex_id()[..16]);
+    let mut a = serve(&root_a, &database, &bucket).await;
+    let b = serve(&root_b, &database, &bucket).await;
+    let client = crate::helpers::http_client();
+    let video = fixture("large");
+    let hash = blake3_hex(&video);
+    let total = video.len().div_ceil(CHUNK);
+    let chunk = |i: usize| video[i * CHUNK..((i + 1) * CHUNK).min(video.len())].to_vec();
+
+    for round in 0..2 {
+        let init: Value = client
+            .post(format!("{}/videos/init", a.address))
+            .json(&json!({"filename": "killed.mp4", "size": video.len(), "chunk_size": CHUNK}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = init["upload_id"].as_str().expect("an upload id").to_owned();
+        if round == 0 {
+            for i in 0..total {
+                let to = if i % 2 == 0 { &a.address } else { &b.address };
+                assert_eq!(post_chunk(&client, to, &id, i, chunk(i)).await, 200);
+            }
+            // A begins the finalize and dies somewhere in it.
+            let url = format!("{}/videos/finalize/{id}", a.address);
+            let pending = tokio::spawn(client.post(url).send());
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            a.kill9();
+            let _ = pending.await;
+            let result = finalize(&client, &b.address, &id).await;
+            assert_eq!((result["status"].as_str(), result["hash"].as_str()), (Some("new"), Some(hash.as_str())));
+            a = serve(&root_a, &database, &bucket).await;
+        } else {
+            assert_eq!(post_chunk(&client, &a.address, &id, 0, chunk(0)).await, 200);
+            // Chunk 1 starts on A: half its body, then A dies.
+            let (mut tx, rx) = futures::channel::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+            let url = format!("{}/videos/upload_chunk/{id}/1", a.address);
+            let body = reqwest::Body::wrap_stream(rx);
+            let pending = tokio::spawn(client.post(url).body(body).send());
+            use futures::SinkExt;
+            tx.send(Ok(chunk(1)[..CHUNK / 2].to_vec())).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            a.kill9();
+            assert!(!pending.await.unwrap().is_ok_and(|r| r.status() == 200), "a chunk cut off is not acknowledged");
+            // B sees chunk 0, not chunk 1, and takes the rest.
+            let status: Value =
+                client.get(format!("{}/videos/upload/{id}", b.address)).send().await.unwrap().json().await.unwrap();
+            assert_eq!(status["received"], json!([0]), "{status}");
+            for i in 1..total {
+                assert_eq!(post_chunk(&client, &b.address, &id, i, chunk(i)).await, 200);
+            }
+            let result = finalize(&client, &b.address, &id).await;
+            // The first round stored these bytes.
+            assert_eq!((result["status"].as_str(), result["hash"].as_str()), (Some("duplicate"), Some(hash.as_str())));
+        }
+    }
+    let keys = s3_keys_blocking(&bucket);
+    let objects: Vec<_> = keys.iter().filter(|(k, _)| k.starts_with("objects/")).collect();
+    assert_eq!(objects.len(), 1, "{keys:?}");
+    assert_eq!(objects[0].1, video.len() as u64);
+    assert!(keys.iter().all(|(k, _)| !k.starts_with("uploads/")), "{keys:?}");
+}
