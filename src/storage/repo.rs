@@ -1519,11 +1519,72 @@ impl Repository {
         self.find_session(id).await
     }
 
-    /// Lets go of a finalize claim (the finalize ended, or failed).
-    pub async fn release_finalize(&self, id: &UploadId) -> Result<(), RepoError> {
+    /// Moves a running claim on from `held` to `next`. False if the claim
+    /// is no longer `held` (it ran out and another daemon took it): the
+    /// holder must stop writing.
+    pub async fn renew_claim(
+        &self,
+        id: &UploadId,
+        held: DateTime<Utc>,
+        next: DateTime<Utc>,
+    ) -> Result<bool, RepoError> {
+        let renewed = upload_session::Entity::update_many()
+            .col_expr(upload_session::Column::ClaimedUntil, next.into())
+            .filter(upload_session::Column::Id.eq(id.as_str()))
+            .filter(upload_session::Column::ClaimedUntil.eq(held))
+            .exec(&self.db)
+            .await?
+            .rows_affected;
+        Ok(renewed == 1)
+    }
+
+    /// Records the progress of a shared tus upload under the claim `held`
+    /// (the claim is the fence: a writer whose claim another daemon took
+    /// records nothing): chunk `stored` now in the bucket with its ETag,
+    /// and the upload's durable length. False if the claim is not `held`.
+    pub async fn record_shared_progress(
+        &self,
+        id: &UploadId,
+        held: DateTime<Utc>,
+        stored: Option<(u32, &ContentHash, &str)>,
+        durable_bytes: u64,
+    ) -> Result<bool, RepoError> {
+        let txn = self.db.begin().await?;
+        let moved = upload_session::Entity::update_many()
+            .col_expr(upload_session::Column::DurableBytes, (durable_bytes as i64).into())
+            .col_expr(upload_session::Column::UpdatedAt, Utc::now().into())
+            .filter(upload_session::Column::Id.eq(id.as_str()))
+            .filter(upload_session::Column::ClaimedUntil.eq(held))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        if moved != 1 {
+            return Ok(false); // rolled back as `txn` drops
+        }
+        if let Some((number, hash, etag)) = stored {
+            let updated = upload_piece::Entity::update_many()
+                .col_expr(upload_piece::Column::Etag, etag.into())
+                .filter(upload_piece::Column::UploadId.eq(id.as_str()))
+                .filter(upload_piece::Column::Number.eq(number as i32))
+                .filter(upload_piece::Column::Hash.eq(hash.to_hex()))
+                .exec(&txn)
+                .await?
+                .rows_affected;
+            if updated != 1 {
+                return Ok(false);
+            }
+        }
+        txn.commit().await?;
+        Ok(true)
+    }
+
+    /// Lets go of a claim that is still `held` (the finalize or the write
+    /// ended); one another daemon took after it ran out stays.
+    pub async fn release_claim(&self, id: &UploadId, held: DateTime<Utc>) -> Result<(), RepoError> {
         upload_session::Entity::update_many()
             .col_expr(upload_session::Column::ClaimedUntil, Option::<DateTime<Utc>>::None.into())
             .filter(upload_session::Column::Id.eq(id.as_str()))
+            .filter(upload_session::Column::ClaimedUntil.eq(held))
             .exec(&self.db)
             .await?;
         Ok(())

@@ -194,12 +194,50 @@ impl Bucket {
         .await?
     }
 
-    /// Drops a shared upload's multipart upload and the object it made, if
-    /// any. Either may be gone already.
+    /// Drops a shared upload's multipart upload, the object it made and a
+    /// tus upload's tails, if any. Any may be gone already.
     pub async fn discard_staged(&self, id: &UploadId, staged: &str) -> io::Result<()> {
         let (client, path, staged) = (self.client.clone(), Self::staged(id), staged.to_owned());
+        let tails = S3Path::from(format!("tails/{}", id.as_str()));
         on_runtime(async move {
             let _ = client.abort_multipart(&path, &staged).await;
+            let mut listing = client.list(Some(&tails));
+            while let Some(meta) = listing.next().await {
+                let meta = meta.map_err(io_error)?;
+                client.delete(&meta.location).await.map_err(io_error)?;
+            }
+            match client.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(other(e)),
+            }
+        })
+        .await?
+    }
+
+    /// The key of a shared tus upload's tail: the bytes past its last whole
+    /// part, which start at the part boundary before `durable` (the
+    /// upload's durable length when they were written).
+    pub fn tail(id: &UploadId, durable: u64) -> S3Path {
+        S3Path::from(format!("tails/{}/{durable}", id.as_str()))
+    }
+
+    pub async fn put_tail(&self, id: &UploadId, durable: u64, bytes: Bytes) -> io::Result<()> {
+        let (client, path) = (self.client.clone(), Self::tail(id, durable));
+        on_runtime(async move { client.put(&path, PutPayload::from(bytes)).await.map(drop).map_err(io_error) }).await?
+    }
+
+    pub async fn get_tail(&self, id: &UploadId, durable: u64) -> io::Result<Bytes> {
+        let (client, path) = (self.client.clone(), Self::tail(id, durable));
+        on_runtime(async move {
+            let got = client.get(&path).await.map_err(io_error)?;
+            got.bytes().await.map_err(io_error)
+        })
+        .await?
+    }
+
+    pub async fn delete_tail(&self, id: &UploadId, durable: u64) -> io::Result<()> {
+        let (client, path) = (self.client.clone(), Self::tail(id, durable));
+        on_runtime(async move {
             match client.delete(&path).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
                 Err(e) => Err(other(e)),

@@ -612,20 +612,15 @@ impl Committer {
         for session in self.repo.sessions_in(SessionState::Committing).await? {
             // A shared upload may be committing on another daemon right
             // now: only one whose finalize claim has run out is ours.
-            if session.staged.is_some() {
-                let until = chrono::Utc::now() + chrono::Duration::seconds(60);
-                if self.repo.claim_finalize(&session.id, until).await?.is_none() {
-                    continue;
-                }
+            let claim = super::shared::claim_token(std::time::Duration::from_secs(60));
+            if session.staged.is_some() && self.repo.claim_finalize(&session.id, claim).await?.is_none() {
+                continue;
             }
-            match self.recover_one(&session).await {
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::error!(upload_id = %session.id, error = %e, "could not finish an interrupted commit")
-                }
+            if let Err(e) = self.recover_one(&session).await {
+                tracing::error!(upload_id = %session.id, error = %e, "could not finish an interrupted commit");
             }
             if session.staged.is_some() {
-                self.repo.release_finalize(&session.id).await?;
+                self.repo.release_claim(&session.id, claim).await?;
             }
         }
         Ok(())

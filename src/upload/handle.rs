@@ -5,7 +5,7 @@ use super::committer::{Committer, IngestResult};
 use super::pieces::{BeginPiece, EndPiece, FinishPieces, PieceTarget, Tally};
 use super::pump::{Checked, Digest, DigestKind, PumpEnd, PumpLimits, pump};
 use super::ranged::ChunkSink;
-use super::registry::{FindSession, Found, Registry, SessionAddr, SweepNow};
+use super::registry::{FindSession, Found, Registry, SweepNow};
 use super::session::{AppendDoor, Durable, Fail, Lease, ReturnLease, TakeLease, UploadSession};
 use super::{SpoolWriter, UploadError};
 use crate::domain::{Bucket, ContentHash, Prefix, SourceUrl, UploadId};
@@ -160,14 +160,13 @@ impl Uploads {
         // so the record names it. One cut off here is left to the bucket's
         // lifecycle rule for incomplete uploads.
         let bucket = self.committer.store.bucket();
-        let record = match bucket
-            .filter(|_| super::shared::eligible(bucket, record.kind, record.total_size, record.chunk_size))
-        {
-            Some(bucket) => {
+        let shared = super::shared::shared_chunk(bucket, record.kind, record.total_size, record.chunk_size);
+        let record = match (bucket, shared) {
+            (Some(bucket), Some(chunk)) => {
                 let staged = bucket.create_staged(&record.id).await.map_err(UploadError::storage)?;
-                SessionRecord { staged: Some(staged), ..record }
+                SessionRecord { staged: Some(staged), chunk_size: Some(chunk), ..record }
             }
-            None => record,
+            _ => record,
         };
         let record =
             self.committer.repo.insert_session(&record, new.entry.as_ref()).await?.ok_or(UploadError::IdTaken)?;
@@ -216,17 +215,6 @@ impl Uploads {
                 SessionState::Complete => Err(UploadError::Failed("the upload is already complete".into())),
                 _ => Ok(()),
             },
-        }
-    }
-
-    async fn live(&self, id: &UploadId) -> Result<SessionAddr, UploadError> {
-        match self.registry.send(FindSession(id.clone())).await?? {
-            Found::Live(addr) => Ok(addr),
-            // Shared uploads are chunked, and taken by `write_piece` itself.
-            Found::Shared(_) => Err(UploadError::WrongDoor),
-            // Closed sessions are not receiving; one that reads as such is
-            // between the registry's look-up and its actor: busy.
-            Found::Closed(record) => Err(super::check_receiving(&record).err().unwrap_or(UploadError::Busy)),
         }
     }
 
@@ -279,7 +267,22 @@ impl Uploads {
         S: Stream<Item = Result<Bytes, E>> + Unpin + 'static,
         E: std::fmt::Display + 'static,
     {
-        let addr = self.live(id).await?.append()?;
+        let addr = match self.registry.send(FindSession(id.clone())).await?? {
+            Found::Live(addr) => addr.append()?,
+            Found::Shared(record) => {
+                let write = super::shared::Append { offset, declare_length, body, checksum };
+                return super::shared::append(&self.committer, &record, write, self.finalize_claim).await;
+            }
+            // A shared upload whose commit a dead daemon began: taken over.
+            Found::Closed(record) if record.staged.is_some() && record.state == SessionState::Committing => {
+                let result = super::shared::finish(&self.committer, id, self.finalize_claim).await?;
+                return Ok(TusAppend {
+                    offset: record.total_size.unwrap_or(record.durable_bytes),
+                    result: Some(result),
+                });
+            }
+            Found::Closed(record) => return Err(super::check_receiving(&record).err().unwrap_or(UploadError::Busy)),
+        };
         let lease = addr.send(TakeLease { offset: Some(offset), declare_length }).await??;
         let (limit, finish) = match lease.record.total_size {
             Some(total) => (total, Finish::AtLength(total)),

@@ -23,6 +23,16 @@
 //! [`Committer`] as every door (duplicate, near-duplicate, refused, new),
 //! the object copied inside the bucket rather than uploaded again.
 //!
+//! A tus upload of a declared length on S3 is shared the same way, in
+//! parts of [`TUS_PART`] at fixed offsets: a PATCH, on any daemon, takes a
+//! *write claim* (the same column, renewed while the body streams, and the
+//! fence every record of progress is conditional on), fetches the upload's
+//! *tail* (the bytes past its last whole part, an object of its own at
+//! `tails/{id}/{durable}`), appends the body, puts each part as it fills,
+//! and at the body's end writes the new tail before it records the new
+//! offset. HEAD answers the recorded offset: what a daemon that died
+//! mid-PATCH had not recorded is sent again by the client, to any daemon.
+//!
 //! A daemon killed at any step loses nothing acknowledged: a chunk is
 //! acknowledged only once its part is in the bucket and its ETag recorded;
 //! a finalize cut off leaves a claim that runs out, after which a retry on
@@ -44,14 +54,25 @@ use std::time::Duration;
 /// S3's smallest part (but the last): a shared upload's chunks are parts.
 pub const MIN_SHARED_CHUNK: u64 = 5 << 20;
 
-/// Whether an upload of `kind`, `size` bytes in chunks of `chunk` is shared.
-pub fn eligible(bucket: Option<&Bucket>, kind: UploadKind, size: Option<u64>, chunk: Option<u64>) -> bool {
-    let (Some(size), Some(chunk)) = (size, chunk) else { return false };
-    bucket.is_some()
-        && kind == UploadKind::Chunked
-        && size > 0
-        && chunk >= MIN_SHARED_CHUNK
-        && chunk.is_multiple_of(blake3::CHUNK_LEN as u64)
+/// The part size of a shared tus upload: a power of two, so each part is
+/// one BLAKE3 subtree.
+pub const TUS_PART: u64 = 8 << 20;
+
+/// The chunk size an upload of `kind`, `size` bytes in chunks of `chunk`
+/// is shared with, or `None` if it is not shared: chunked uploads whose
+/// chunks can be S3 parts, and tus uploads of a declared length (in parts
+/// of [`TUS_PART`]). Only on a store with a bucket.
+pub fn shared_chunk(bucket: Option<&Bucket>, kind: UploadKind, size: Option<u64>, chunk: Option<u64>) -> Option<u64> {
+    bucket?;
+    match (kind, size, chunk) {
+        (UploadKind::Chunked, Some(size), Some(chunk))
+            if size > 0 && chunk >= MIN_SHARED_CHUNK && chunk.is_multiple_of(blake3::CHUNK_LEN as u64) =>
+        {
+            Some(chunk)
+        }
+        (UploadKind::Tus, Some(size), _) if size > 0 => Some(TUS_PART),
+        _ => None,
+    }
 }
 
 fn bucket_of(committer: &Committer) -> Result<&Bucket, UploadError> {
@@ -135,31 +156,267 @@ where
         return Err(UploadError::ChecksumMismatch);
     }
     let piece = Piece { number: index, size: expected, hash };
-    let held = committer.repo.reserve_staged_piece(id, &piece, &tree.encode()).await?;
-    if held.piece.hash != hash {
+    if let Some(etag) = place(committer, record, staged, &piece, &tree, bytes).await?
+        && !committer.repo.store_staged_piece(id, index, &hash, &etag).await?
+    {
         return Err(UploadError::PieceConflict(index));
     }
-    if held.etag.is_none() {
-        let etag = match bucket_of(committer)?.put_staged_part(id, staged, index, bytes).await {
-            Ok(etag) => etag,
-            Err(e) => {
-                // A finalize may have completed the upload meanwhile.
-                let now = committer.repo.find_session(id).await?.ok_or(UploadError::UnknownSession)?;
-                check_receiving(&now)?;
-                return Err(UploadError::storage(e));
-            }
-        };
-        if !committer.repo.store_staged_piece(id, index, &hash, &etag).await? {
-            return Err(UploadError::PieceConflict(index));
+    Ok(PieceOutcome { tally: tally(committer, id).await?, hash })
+}
+
+/// Steps 2 and 3: reserves the piece's number for its bytes and puts them
+/// in the bucket. Answers the part's ETag to record, or `None` when the
+/// piece is stored already (an identical re-send).
+async fn place(
+    committer: &Committer,
+    record: &SessionRecord,
+    staged: &str,
+    piece: &Piece,
+    tree: &PieceTree,
+    bytes: Bytes,
+) -> Result<Option<String>, UploadError> {
+    let (id, index) = (&record.id, piece.number);
+    let held = committer.repo.reserve_staged_piece(id, piece, &tree.encode()).await?;
+    if held.piece.hash != piece.hash {
+        return Err(UploadError::PieceConflict(index));
+    }
+    if held.etag.is_some() {
+        return Ok(None);
+    }
+    match bucket_of(committer)?.put_staged_part(id, staged, index, bytes).await {
+        Ok(etag) => Ok(Some(etag)),
+        Err(e) => {
+            // A finalize may have completed the upload meanwhile.
+            let now = committer.repo.find_session(id).await?.ok_or(UploadError::UnknownSession)?;
+            check_receiving(&now)?;
+            Err(UploadError::storage(e))
         }
     }
-    Ok(PieceOutcome { tally: tally(committer, id).await?, hash })
+}
+
+/// A claim's expiry, which is also its token (`renew_claim`,
+/// `record_shared_progress` and `release_claim` compare it): whole
+/// milliseconds, so that it reads back from the database as written.
+pub fn claim_token(span: Duration) -> chrono::DateTime<chrono::Utc> {
+    let until = chrono::Utc::now() + chrono::Duration::from_std(span).unwrap_or(chrono::Duration::days(1));
+    chrono::DateTime::from_timestamp_millis(until.timestamp_millis()).unwrap_or(until)
+}
+
+/// One tus PATCH of a shared upload.
+pub struct Append<S> {
+    pub offset: u64,
+    pub declare_length: Option<u64>,
+    pub body: S,
+    pub checksum: Option<(DigestKind, Vec<u8>)>,
+}
+
+/// The write claim a PATCH holds: renewed every third of its span by a
+/// task of its own; every record of progress is conditional on it.
+struct WriteClaim {
+    id: UploadId,
+    held: tokio::sync::Mutex<chrono::DateTime<chrono::Utc>>,
+}
+
+impl WriteClaim {
+    /// Records progress under the claim; a claim lost (it ran out and
+    /// another daemon took it) stops the write.
+    async fn record(
+        &self,
+        committer: &Committer,
+        stored: Option<&(u32, ContentHash, String)>,
+        durable: u64,
+    ) -> Result<(), UploadError> {
+        let held = self.held.lock().await;
+        let stored = stored.map(|(n, hash, etag)| (*n, hash, etag.as_str()));
+        match committer.repo.record_shared_progress(&self.id, *held, stored, durable).await? {
+            true => Ok(()),
+            false => Err(UploadError::Busy),
+        }
+    }
+}
+
+/// A tus PATCH of a shared upload, on any daemon: appends `write.body` at
+/// `write.offset` (the recorded length), and finalizes when the upload
+/// reaches its length.
+pub async fn append<S, E>(
+    committer: &Committer,
+    record: &SessionRecord,
+    write: Append<S>,
+    claim: Duration,
+) -> Result<super::handle::TusAppend, UploadError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    check_receiving(record)?;
+    let (total, _) = layout(record)?;
+    let id = record.id.clone();
+    if let Some(got) = write.declare_length.filter(|got| *got != total) {
+        return Err(UploadError::LengthMismatch { got, why: format!("its length is {total}") });
+    }
+    if write.offset != record.durable_bytes {
+        return Err(UploadError::OffsetMismatch { expected: record.durable_bytes, got: write.offset });
+    }
+    let token = claim_token(claim);
+    let Some(claimed) = committer.repo.claim_finalize(&id, token).await? else { return Err(UploadError::Busy) };
+    let lease = std::sync::Arc::new(WriteClaim { id: id.clone(), held: tokio::sync::Mutex::new(token) });
+    let renewer = {
+        let (lease, repo) = (lease.clone(), committer.repo.clone());
+        actix_web::rt::spawn(async move {
+            loop {
+                tokio::time::sleep(claim / 3).await;
+                let mut held = lease.held.lock().await;
+                let next = claim_token(claim);
+                match repo.renew_claim(&lease.id, *held, next).await {
+                    Ok(true) => *held = next,
+                    _ => return,
+                }
+            }
+        })
+    };
+    let written = match claimed.durable_bytes == write.offset {
+        true => write_claimed(committer, &claimed, write, &lease).await,
+        false => Err(UploadError::OffsetMismatch { expected: claimed.durable_bytes, got: write.offset }),
+    };
+    renewer.abort();
+    let held = *lease.held.lock().await;
+    if let Err(e) = committer.repo.release_claim(&id, held).await {
+        tracing::warn!(upload_id = %id, error = %e, "could not release a write claim; it runs out by itself");
+    }
+    let offset = written?;
+    if offset < total {
+        return Ok(super::handle::TusAppend { offset, result: None });
+    }
+    let result = finish(committer, &id, claim).await?;
+    Ok(super::handle::TusAppend { offset, result: Some(result) })
+}
+
+/// Writes a PATCH's body under the claim. Answers the new recorded length.
+async fn write_claimed<S, E>(
+    committer: &Committer,
+    record: &SessionRecord,
+    write: Append<S>,
+    lease: &WriteClaim,
+) -> Result<u64, UploadError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let (total, part) = layout(record)?;
+    let (id, staged, bucket) = (&record.id, staged_of(record)?, bucket_of(committer)?);
+    let start = write.offset;
+    if start == total {
+        return Ok(start); // whole already: only the commit is left
+    }
+    let tail_len = start % part;
+    let mut buffer = BytesMut::with_capacity(part as usize);
+    if tail_len > 0 {
+        let tail = bucket.get_tail(id, start).await.map_err(UploadError::storage)?;
+        if tail.len() as u64 != tail_len {
+            return Err(UploadError::Internal(format!("the tail of {id} has {} bytes, not {tail_len}", tail.len())));
+        }
+        buffer.extend_from_slice(&tail);
+    }
+    let mut digest = write.checksum.as_ref().map(|(kind, _)| Digest::new(*kind));
+    // With a checksum the PATCH counts whole or not at all: its parts are
+    // put as they fill, and recorded once the body checks out.
+    let mut pending = Vec::new();
+    let (mut end, mut flushed) = (start, start - tail_len);
+    let mut body = write.body;
+    let mut broken = None;
+    while let Some(block) = body.next().await {
+        let block = match block {
+            Ok(block) => block,
+            Err(e) => {
+                broken = Some(e.to_string());
+                break;
+            }
+        };
+        if end + block.len() as u64 > total {
+            return Err(UploadError::TooLarge { limit: total });
+        }
+        committer.metrics.upload_received_bytes.inc_by(block.len() as u64);
+        if let Some(digest) = &mut digest {
+            digest.update(&block);
+        }
+        end += block.len() as u64;
+        let mut rest = &block[..];
+        while !rest.is_empty() {
+            let take = (part as usize - buffer.len()).min(rest.len());
+            buffer.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            // A whole part, or the upload's last bytes: a part of the upload.
+            if buffer.len() as u64 == part || (flushed + buffer.len() as u64 == total) {
+                let bytes = buffer.split().freeze();
+                let stored = put_part(committer, record, staged, flushed, bytes).await?;
+                flushed += stored.1;
+                let stored = stored.0;
+                match digest {
+                    Some(_) => pending.push((stored, flushed)),
+                    None => lease.record(committer, Some(&stored), flushed).await?,
+                }
+            }
+        }
+    }
+    if let (Some(digest), Some((_, want))) = (digest, &write.checksum) {
+        if broken.is_some() || digest.finish() != *want {
+            return Err(UploadError::ChecksumMismatch);
+        }
+        for (stored, durable) in &pending {
+            lease.record(committer, Some(stored), *durable).await?;
+        }
+    }
+    // What is past the last whole part becomes the new tail, written
+    // before the offset that names it is recorded.
+    if !buffer.is_empty() {
+        bucket.put_tail(id, end, buffer.freeze()).await.map_err(UploadError::storage)?;
+    }
+    lease.record(committer, None, end).await?;
+    if tail_len > 0 && end != start {
+        let _ = bucket.delete_tail(id, start).await;
+    }
+    match broken {
+        Some(why) => Err(UploadError::Truncated(why)),
+        None => Ok(end),
+    }
+}
+
+/// Hashes and places one part of a shared tus upload at `offset`.
+/// Answers (number, hash, ETag) and its length.
+async fn put_part(
+    committer: &Committer,
+    record: &SessionRecord,
+    staged: &str,
+    offset: u64,
+    bytes: Bytes,
+) -> Result<((u32, ContentHash, String), u64), UploadError> {
+    let (total, part) = layout(record)?;
+    let (len, hashed) = (bytes.len() as u64, bytes.clone());
+    let (hash, tree) = tokio::task::spawn_blocking(move || {
+        (ContentHash::from(blake3::hash(&hashed)), PieceTree::of(offset, &hashed, total))
+    })
+    .await
+    .map_err(|e| UploadError::Internal(e.to_string()))?;
+    let piece = Piece { number: (offset / part) as u32, size: len, hash };
+    let etag = match place(committer, record, staged, &piece, &tree, bytes).await? {
+        Some(etag) => etag,
+        // Put and recorded by a PATCH that died before recording the offset.
+        None => committer
+            .repo
+            .staged_pieces_of(&record.id)
+            .await?
+            .into_iter()
+            .find(|p| p.piece.number == piece.number)
+            .and_then(|p| p.etag)
+            .ok_or_else(|| UploadError::Internal(format!("part {} lost its ETag", piece.number)))?,
+    };
+    Ok(((piece.number, hash, etag), len))
 }
 
 /// Finalizes a shared upload: claims it, then commits it. Idempotent, as
 /// every finalize: a closed upload answers how it ended.
 pub async fn finish(committer: &Committer, id: &UploadId, claim: Duration) -> Result<IngestResult, UploadError> {
-    let until = chrono::Utc::now() + chrono::Duration::from_std(claim).unwrap_or(chrono::Duration::MAX);
+    let until = claim_token(claim);
     let Some(record) = committer.repo.claim_finalize(id, until).await? else {
         let record = committer.repo.find_session(id).await?.ok_or(UploadError::UnknownSession)?;
         return match record.state {
@@ -169,7 +426,7 @@ pub async fn finish(committer: &Committer, id: &UploadId, claim: Duration) -> Re
         };
     };
     let finished = finish_claimed(committer, record).await;
-    if let Err(e) = committer.repo.release_finalize(id).await {
+    if let Err(e) = committer.repo.release_claim(id, until).await {
         tracing::warn!(upload_id = %id, error = %e, "could not release a finalize claim; it runs out by itself");
     }
     finished
@@ -224,10 +481,10 @@ async fn finish_claimed(committer: &Committer, mut record: SessionRecord) -> Res
 /// Ends a shared upload without an object (aborted, or expired): claimed
 /// first, so no finalize runs meanwhile. False if one is running.
 pub async fn abandon(committer: &Committer, record: &SessionRecord, state: SessionState) -> Result<bool, UploadError> {
-    let until = chrono::Utc::now() + chrono::Duration::seconds(60);
+    let until = claim_token(Duration::from_secs(60));
     let Some(record) = committer.repo.claim_finalize(&record.id, until).await? else { return Ok(false) };
     if record.state != SessionState::Receiving {
-        committer.repo.release_finalize(&record.id).await?;
+        committer.repo.release_claim(&record.id, until).await?;
         return Ok(false);
     }
     committer.repo.close_session(&record.id, state, None, None).await?;
