@@ -46,6 +46,11 @@ impl Daemon {
         panic!("the daemon did not come up on {address}");
     }
 
+    /// The daemon's process id (a client script that kills it mid-request).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn kill9(&mut self) {
         self.child.kill().expect("SIGKILL");
         self.child.wait().unwrap();

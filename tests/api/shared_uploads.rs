@@ -254,3 +254,83 @@ async fn a_daemon_killed_mid_chunk_and_mid_finalize_is_replaced_by_the_other() {
     assert_eq!(objects[0].1, video.len() as u64);
     assert!(keys.iter().all(|(k, _)| !k.starts_with("uploads/")), "{keys:?}");
 }
+
+/// A tus upload on S3 is shared too: PATCHes go to either daemon in turn,
+/// each starting from the tail (the bytes past the last whole part) the
+/// other one left in the bucket.
+#[actix_web::test]
+async fn a_tus_upload_is_patched_through_both_daemons_in_turn() {
+    use crate::tus::{patch, tus_create, tus_offset};
+    let (one, two) = two_daemons().await;
+    let bucket = one.bucket.clone().unwrap();
+    let video = fixture("large");
+    let location = tus_create(&one.address, &one.client, video.len()).await;
+    let cuts = [0, 3 << 20, 10 << 20, 11 << 20, video.len()];
+    for (i, span) in cuts.windows(2).enumerate() {
+        let app = if i % 2 == 0 { &one } else { &two };
+        let other = if i % 2 == 0 { &two } else { &one };
+        // The other daemon knows where this one is.
+        assert_eq!(tus_offset(&other.client, &other.url(&location)).await, (200, Some(span[0] as u64)));
+        // A PATCH at the wrong offset changes nothing.
+        let wrong = patch(other, &location, span[0] + 1, &video[span[0]..span[0] + 10], None).await;
+        assert_eq!(wrong.status(), 409);
+        let response = patch(app, &location, span[0], &video[span[0]..span[1]], None).await;
+        assert_eq!(response.status(), 204, "{:?}", response.text().await);
+        assert_eq!(response.headers()["upload-offset"], span[1].to_string().as_str());
+        let tails: Vec<_> = bucket_keys(&bucket, "tails/");
+        if span[1] < video.len() {
+            // Exactly one tail: the one the recorded offset names.
+            assert_eq!(tails.len(), 1, "{tails:?}");
+            assert!(tails[0].0.ends_with(&format!("/{}", span[1])), "{tails:?}");
+            assert_eq!(tails[0].1, (span[1] % (8 << 20)) as u64);
+        }
+    }
+    let result = two.get_json(&format!("{location}/result")).await;
+    assert_eq!(result["status"], "new", "{result}");
+    assert_eq!(result["hash"], blake3_hex(&video));
+    assert_eq!(bucket_keys(&bucket, "tails/"), vec![]);
+    assert_eq!(bucket_keys(&bucket, "uploads/"), vec![]);
+    assert_eq!(bucket_keys(&bucket, "objects/").len(), 1);
+}
+
+/// The case with a real client: tus-js-client starts an upload on
+/// daemon A, A is SIGKILLed in the middle of a PATCH, and the same client
+/// finishes the upload on daemon B from the offset B reports, which keeps
+/// every PATCH A acknowledged.
+#[actix_web::test]
+async fn tus_js_client_finishes_on_one_daemon_an_upload_whose_daemon_was_killed_mid_patch() {
+    use crate::tus::{fixture_path, run_client};
+    let dir = tempfile::tempdir().unwrap();
+    let (root_a, root_b) = (dir.path().join("a"), dir.path().join("b"));
+    let database = fresh_database(Backend::Postgres, dir.path()).await;
+    let bucket = format!("vc-test-{}", &crate::helpers::hex_id()[..16]);
+    let a = serve(&root_a, &database, &bucket).await;
+    let b = serve(&root_b, &database, &bucket).await;
+    let video = fixture("large");
+    let chunk = 4usize << 20;
+    let summary = run_client(
+        "node",
+        &[
+            "tus_js_failover.mjs",
+            &format!("{}/files/", a.address),
+            &format!("{}/files/", b.address),
+            &fixture_path("large"),
+            &chunk.to_string(),
+            &(chunk + chunk / 2).to_string(),
+            &a.pid().to_string(),
+        ],
+    )
+    .await;
+    let resumed_from = summary["resumed_from"].as_u64().unwrap();
+    // The first PATCH was acknowledged by A: B resumes at or past it.
+    assert!(resumed_from >= chunk as u64, "{summary}");
+    assert!(resumed_from < video.len() as u64, "{summary}");
+    let client = crate::helpers::http_client();
+    let result: Value =
+        client.get(format!("{}/result", summary["url"].as_str().unwrap())).send().await.unwrap().json().await.unwrap();
+    assert_eq!(result["status"], "new", "{result}");
+    assert_eq!(result["hash"], blake3_hex(&video));
+    let keys = s3_keys_blocking(&bucket);
+    assert_eq!(keys.iter().filter(|(k, _)| k.starts_with("objects/")).count(), 1, "{keys:?}");
+    assert!(keys.iter().all(|(k, _)| !k.starts_with("tails/") && !k.starts_with("uploads/")), "{keys:?}");
+}
