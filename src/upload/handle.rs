@@ -160,11 +160,15 @@ impl Uploads {
         // so the record names it. One cut off here is left to the bucket's
         // lifecycle rule for incomplete uploads.
         let bucket = self.committer.store.bucket();
-        let shared = super::shared::shared_chunk(bucket, record.kind, record.total_size, record.chunk_size);
-        let record = match (bucket, shared) {
-            (Some(bucket), Some(chunk)) => {
+        let sharing = super::shared::sharing(bucket, record.kind, record.total_size, record.chunk_size);
+        let record = match (bucket, sharing) {
+            (Some(bucket), super::shared::Sharing::Chunks(chunk)) => {
                 let staged = bucket.create_staged(&record.id).await.map_err(UploadError::storage)?;
                 SessionRecord { staged: Some(staged), chunk_size: Some(chunk), ..record }
+            }
+            (Some(bucket), super::shared::Sharing::Parts) => {
+                let staged = bucket.create_staged(&record.id).await.map_err(UploadError::storage)?;
+                SessionRecord { staged: Some(staged), ..record }
             }
             _ => record,
         };
@@ -275,7 +279,8 @@ impl Uploads {
             }
             // A shared upload whose commit a dead daemon began: taken over.
             Found::Closed(record) if record.staged.is_some() && record.state == SessionState::Committing => {
-                let result = super::shared::finish(&self.committer, id, self.finalize_claim).await?;
+                let result =
+                    super::shared::finish(&self.committer, id, self.finalize_claim, Default::default()).await?;
                 return Ok(TusAppend {
                     offset: record.total_size.unwrap_or(record.durable_bytes),
                     result: Some(result),
@@ -362,7 +367,10 @@ impl Uploads {
         let metrics = self.committer.metrics.clone();
         let outcome = match session {
             Some(session) => session.finish.send(FinishPieces { parts, min_part_bytes }).await?,
-            None => super::shared::finish(&self.committer, id, self.finalize_claim).await,
+            None => {
+                let parts = super::shared::Complete { parts, min_part_bytes };
+                super::shared::finish(&self.committer, id, self.finalize_claim, parts).await
+            }
         };
         metrics.upload_finalize_seconds.observe(started.elapsed().as_secs_f64());
         match &outcome {
@@ -388,6 +396,9 @@ impl Uploads {
     {
         let session = match self.registry.send(FindSession(id.clone())).await?? {
             Found::Live(addr) => addr.pieces()?,
+            Found::Shared(record) if record.kind == crate::storage::UploadKind::Multipart => {
+                return super::shared::write_part(&self.committer, &record, number, body, max_piece_bytes).await;
+            }
             Found::Shared(record) => {
                 return super::shared::write_chunk(&self.committer, &record, number, body, checksum).await;
             }

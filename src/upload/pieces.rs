@@ -443,7 +443,7 @@ type Prepared = Box<dyn FnOnce() -> std::io::Result<(ContentHash, u64)> + Send>;
 
 /// The contract's rules for complete: ascending, stored, matching ETags, and
 /// every part but the last at least `min_part_bytes`.
-fn check_parts(
+pub(super) fn check_parts(
     parts: &[(u32, String)],
     stored: &std::collections::BTreeMap<u32, Piece>,
     min_part_bytes: u64,

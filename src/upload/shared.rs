@@ -54,24 +54,43 @@ use std::time::Duration;
 /// S3's smallest part (but the last): a shared upload's chunks are parts.
 pub const MIN_SHARED_CHUNK: u64 = 5 << 20;
 
+/// The largest part of a shared multipart upload: a part in flight is held
+/// in memory (S3 takes a part in one request of known length).
+pub const MAX_SHARED_PART: u64 = 256 << 20;
+
 /// The part size of a shared tus upload: a power of two, so each part is
 /// one BLAKE3 subtree.
 pub const TUS_PART: u64 = 8 << 20;
 
-/// The chunk size an upload of `kind`, `size` bytes in chunks of `chunk`
-/// is shared with, or `None` if it is not shared: chunked uploads whose
-/// chunks can be S3 parts, and tus uploads of a declared length (in parts
-/// of [`TUS_PART`]). Only on a store with a bucket.
-pub fn shared_chunk(bucket: Option<&Bucket>, kind: UploadKind, size: Option<u64>, chunk: Option<u64>) -> Option<u64> {
-    bucket?;
+/// How an upload is shared between daemons, if it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharing {
+    /// It lives in the daemon that created it (its actor and spool).
+    No,
+    /// Fixed-size pieces at fixed offsets, each with its chaining values:
+    /// chunked uploads whose chunks can be S3 parts, and tus uploads of a
+    /// declared length (in parts of [`TUS_PART`]). The chunk size.
+    Chunks(u64),
+    /// The multipart door's parts, of any size: each goes to the bucket as
+    /// the S3 part of its number; the file is hashed at complete.
+    Parts,
+}
+
+/// How an upload of `kind`, `size` bytes in chunks of `chunk` is shared:
+/// only on a store with a bucket.
+pub fn sharing(bucket: Option<&Bucket>, kind: UploadKind, size: Option<u64>, chunk: Option<u64>) -> Sharing {
+    if bucket.is_none() {
+        return Sharing::No;
+    }
     match (kind, size, chunk) {
         (UploadKind::Chunked, Some(size), Some(chunk))
             if size > 0 && chunk >= MIN_SHARED_CHUNK && chunk.is_multiple_of(blake3::CHUNK_LEN as u64) =>
         {
-            Some(chunk)
+            Sharing::Chunks(chunk)
         }
-        (UploadKind::Tus, Some(size), _) if size > 0 => Some(TUS_PART),
-        _ => None,
+        (UploadKind::Tus, Some(size), _) if size > 0 => Sharing::Chunks(TUS_PART),
+        (UploadKind::Multipart, _, _) => Sharing::Parts,
+        _ => Sharing::No,
     }
 }
 
@@ -287,7 +306,7 @@ where
     if offset < total {
         return Ok(super::handle::TusAppend { offset, result: None });
     }
-    let result = finish(committer, &id, claim).await?;
+    let result = finish(committer, &id, claim, Complete::default()).await?;
     Ok(super::handle::TusAppend { offset, result: Some(result) })
 }
 
@@ -415,7 +434,20 @@ async fn put_part(
 
 /// Finalizes a shared upload: claims it, then commits it. Idempotent, as
 /// every finalize: a closed upload answers how it ended.
-pub async fn finish(committer: &Committer, id: &UploadId, claim: Duration) -> Result<IngestResult, UploadError> {
+/// What a complete of the multipart door lists: its parts, with the
+/// smallest size every part but the last must have. Empty for the others.
+#[derive(Debug, Default)]
+pub struct Complete {
+    pub parts: Option<Vec<(u32, String)>>,
+    pub min_part_bytes: u64,
+}
+
+pub async fn finish(
+    committer: &Committer,
+    id: &UploadId,
+    claim: Duration,
+    complete: Complete,
+) -> Result<IngestResult, UploadError> {
     let until = claim_token(claim);
     let Some(record) = committer.repo.claim_finalize(id, until).await? else {
         let record = committer.repo.find_session(id).await?.ok_or(UploadError::UnknownSession)?;
@@ -425,14 +457,18 @@ pub async fn finish(committer: &Committer, id: &UploadId, claim: Duration) -> Re
             _ => super::handle::closed_outcome(record),
         };
     };
-    let finished = finish_claimed(committer, record).await;
+    let finished = finish_claimed(committer, record, complete).await;
     if let Err(e) = committer.repo.release_claim(id, until).await {
         tracing::warn!(upload_id = %id, error = %e, "could not release a finalize claim; it runs out by itself");
     }
     finished
 }
 
-async fn finish_claimed(committer: &Committer, mut record: SessionRecord) -> Result<IngestResult, UploadError> {
+async fn finish_claimed(
+    committer: &Committer,
+    mut record: SessionRecord,
+    complete: Complete,
+) -> Result<IngestResult, UploadError> {
     let id = record.id.clone();
     if record.state == SessionState::Committing {
         // A daemon died in this upload's commit: settle it as start-up
@@ -444,9 +480,63 @@ async fn finish_claimed(committer: &Committer, mut record: SessionRecord) -> Res
         record = committer.repo.find_session(&id).await?.ok_or(UploadError::UnknownSession)?;
     }
     check_receiving(&record)?;
-    let (size, chunk) = layout(&record)?;
     let staged = staged_of(&record)?.to_owned();
     let pieces = committer.repo.staged_pieces_of(&id).await?;
+    let (hash, size, etags) = match record.kind {
+        UploadKind::Multipart => {
+            let (size, etags) = chosen_parts(&pieces, complete)?;
+            (None, size, etags)
+        }
+        _ => {
+            let (hash, size, etags) = merged(&record, &pieces)?;
+            (Some(hash), size, etags)
+        }
+    };
+    let bucket = bucket_of(committer)?.clone();
+    bucket.complete_staged(&id, &staged, etags, size).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => UploadError::storage(e),
+        // S3 refuses parts whose ETags do not match what it holds (two
+        // clients wrote one part number with other bytes at once).
+        _ => UploadError::BadParts(format!("the object store refused the parts: {e}")),
+    })?;
+    // The analysis reads a file: the object comes to this daemon's spool.
+    // Multipart parts had no known offset while they arrived: the file is
+    // hashed here, from the spool, on a blocking thread.
+    let (store, spool_id) = (committer.store.clone(), id.clone());
+    let hash = tokio::task::spawn_blocking(move || -> std::io::Result<ContentHash> {
+        let spool = store.spool_path(&spool_id);
+        bucket.download_staged(&spool_id, &spool)?;
+        match hash {
+            Some(hash) => Ok(hash),
+            None => {
+                let mut hasher = blake3::Hasher::new();
+                std::io::copy(&mut std::fs::File::open(&spool)?, &mut hasher)?;
+                Ok(ContentHash::from(hasher.finalize()))
+            }
+        }
+    })
+    .await
+    .map_err(|e| UploadError::Internal(e.to_string()))?
+    .map_err(UploadError::storage)?;
+    let outcome = committer.commit(&record, hash, size, None, None).await;
+    let closed = committer.settle(&record, &outcome).await;
+    if let Err(e) = &closed {
+        tracing::warn!(upload_id = %id, error = %e, "could not close a finished shared upload");
+    }
+    if matches!(outcome.end(), super::committer::End::Closed(_)) && closed.is_ok() {
+        discard_staged(committer, &record).await;
+    }
+    outcome.into_answer()
+}
+
+/// A chunked or tus upload at finalize: every piece stored, their
+/// chaining values merged into the file's hash. Answers the hash, the size
+/// and the parts' ETags in order.
+fn merged(
+    record: &SessionRecord,
+    pieces: &[crate::storage::StagedPiece],
+) -> Result<(ContentHash, u64, Vec<String>), UploadError> {
+    let (size, chunk) = layout(record)?;
     let stored: Vec<_> = pieces.iter().filter(|p| p.etag.is_some()).collect();
     let missing: Vec<u32> =
         (0..chunk_layout(size, chunk)).filter(|i| !stored.iter().any(|p| p.piece.number == *i)).collect();
@@ -458,24 +548,83 @@ async fn finish_claimed(committer: &Committer, mut record: SessionRecord) -> Res
         .and_then(|trees| root(size, &trees))
         .map(ContentHash::from)
         .ok_or_else(|| UploadError::Internal("the chunks' hashes do not make the upload's".into()))?;
-    let etags = stored.iter().filter_map(|p| p.etag.clone()).collect();
-    let bucket = bucket_of(committer)?.clone();
-    bucket.complete_staged(&id, &staged, etags, size).await.map_err(UploadError::storage)?;
-    // The analysis reads a file: the object comes to this daemon's spool.
-    let (store, spool_id) = (committer.store.clone(), id.clone());
-    tokio::task::spawn_blocking(move || bucket.download_staged(&spool_id, &store.spool_path(&spool_id)))
+    Ok((hash, size, stored.iter().filter_map(|p| p.etag.clone()).collect()))
+}
+
+/// A multipart complete: the contract's rules (`check_parts`), and, as
+/// the bucket's parts are numbered as the client's, the listed parts must
+/// be 1, 2, 3, ... without a gap. Answers the size and the S3 ETags.
+fn chosen_parts(pieces: &[crate::storage::StagedPiece], complete: Complete) -> Result<(u64, Vec<String>), UploadError> {
+    let stored: std::collections::BTreeMap<u32, Piece> =
+        pieces.iter().filter(|p| p.etag.is_some()).map(|p| (p.piece.number, p.piece.clone())).collect();
+    let listed = complete.parts.unwrap_or_default();
+    let chosen = super::pieces::check_parts(&listed, &stored, complete.min_part_bytes)?;
+    if let Some(gap) = chosen.iter().enumerate().find(|(i, p)| p.number != *i as u32 + 1) {
+        return Err(UploadError::BadParts(format!(
+            "on this store the parts listed must be 1, 2, 3, ... without a gap; part {} is listed in place {}",
+            gap.1.number,
+            gap.0 + 1
+        )));
+    }
+    let etags = chosen
+        .iter()
+        .map(|c| pieces.iter().find(|p| p.piece.number == c.number).and_then(|p| p.etag.clone()).unwrap_or_default())
+        .collect();
+    Ok((chosen.iter().map(|p| p.size).sum(), etags))
+}
+
+/// Receives part `number` of a shared multipart upload: into memory (at
+/// most `max` bytes), hashed (its BLAKE3 is its ETag), put in the bucket
+/// as the S3 part of that number, then recorded. A part sent again
+/// replaces the old one, as in S3.
+pub async fn write_part<S, E>(
+    committer: &Committer,
+    record: &SessionRecord,
+    number: u32,
+    mut body: S,
+    max: u64,
+) -> Result<PieceOutcome, UploadError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    check_receiving(record)?;
+    let (id, staged) = (&record.id, staged_of(record)?);
+    if !(1..=super::pieces::MAX_PART_NUMBER).contains(&number) {
+        return Err(UploadError::BadPiece(format!(
+            "part number {number} is out of range 1..={}",
+            super::pieces::MAX_PART_NUMBER
+        )));
+    }
+    if committer.repo.finalize_claimed(id).await? {
+        return Err(UploadError::Busy);
+    }
+    let max = max.min(MAX_SHARED_PART);
+    let mut buffer = BytesMut::new();
+    while let Some(block) = body.next().await {
+        let block = block.map_err(|e| UploadError::Truncated(e.to_string()))?;
+        if buffer.len() as u64 + block.len() as u64 > max {
+            return Err(UploadError::BadPiece(format!("piece {number} is larger than {max} bytes")));
+        }
+        committer.metrics.upload_received_bytes.inc_by(block.len() as u64);
+        buffer.extend_from_slice(&block);
+    }
+    let bytes = buffer.freeze();
+    let hashed = bytes.clone();
+    let hash = tokio::task::spawn_blocking(move || ContentHash::from(blake3::hash(&hashed)))
         .await
-        .map_err(|e| UploadError::Internal(e.to_string()))?
-        .map_err(UploadError::storage)?;
-    let outcome = committer.commit(&record, hash, size, None, None).await;
-    let closed = committer.settle(&record, &outcome).await;
-    if let Err(e) = &closed {
-        tracing::warn!(upload_id = %id, error = %e, "could not close a finished shared upload");
-    }
-    if matches!(outcome.end(), super::committer::End::Closed(_)) && closed.is_ok() {
-        discard_staged(committer, &record).await;
-    }
-    outcome.into_answer()
+        .map_err(|e| UploadError::Internal(e.to_string()))?;
+    let piece = Piece { number, size: bytes.len() as u64, hash };
+    let etag = match bucket_of(committer)?.put_staged_part(id, staged, number - 1, bytes).await {
+        Ok(etag) => etag,
+        Err(e) => {
+            let now = committer.repo.find_session(id).await?.ok_or(UploadError::UnknownSession)?;
+            check_receiving(&now)?;
+            return Err(UploadError::storage(e));
+        }
+    };
+    committer.repo.put_staged_part(id, &piece, &etag).await?;
+    Ok(PieceOutcome { tally: tally(committer, id).await?, hash })
 }
 
 /// Ends a shared upload without an object (aborted, or expired): claimed

@@ -334,3 +334,48 @@ async fn tus_js_client_finishes_on_one_daemon_an_upload_whose_daemon_was_killed_
     assert_eq!(keys.iter().filter(|(k, _)| k.starts_with("objects/")).count(), 1, "{keys:?}");
     assert!(keys.iter().all(|(k, _)| !k.starts_with("tails/") && !k.starts_with("uploads/")), "{keys:?}");
 }
+
+/// The multipart door on S3: parts signed and sent through both daemons at
+/// once (each the S3 part of its number), listed and completed on either.
+#[actix_web::test]
+async fn multipart_parts_go_through_both_daemons() {
+    use crate::multipart::{Multipart, base, parts_of, with_keys};
+    let secret = |s: &mut vidcache::config::Settings| {
+        with_keys(s);
+        s.auth.presign_secret = "a secret both daemons share".into();
+    };
+    let one = spawn_app_with(Backend::S3, secret).await;
+    let (database, bucket) = (one.database_url.clone(), one.bucket.clone().unwrap());
+    let two = spawn_app_with(Backend::S3, |s| {
+        secret(s);
+        s.database.url = database;
+        s.storage.s3.bucket = bucket.clone();
+    })
+    .await;
+    let video = fixture("large");
+    let parts = parts_of(&video);
+    let (on_one, _) = Multipart::create(&one.client, &one.address, video.len()).await;
+    let on_two =
+        Multipart { client: &two.client, base: base(&two.address), id: on_one.id.clone(), key: on_one.key.clone() };
+    let doors = [&on_one, &on_two];
+    let etags: Vec<String> =
+        futures::future::join_all(parts.iter().enumerate().map(|(i, part)| doors[i % 2].put(i + 1, part))).await;
+    let listed = on_two.list().await;
+    assert_eq!(listed.as_array().unwrap().len(), parts.len(), "{listed}");
+    // A gap is refused on this store, and nothing is lost by it.
+    let gap = json!([{"PartNumber": 1, "ETag": etags[0]}, {"PartNumber": 3, "ETag": etags[2]}]);
+    assert_error(on_one.complete(gap).await, 400, "invalid-parts").await;
+    let all: Vec<Value> = etags.iter().enumerate().map(|(i, e)| json!({"PartNumber": i + 1, "ETag": e})).collect();
+    let response = on_two.complete(json!(all)).await;
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+    let result: Value = response.json().await.unwrap();
+    assert_eq!(result["status"], "new", "{result}");
+    assert_eq!(result["hash"], blake3_hex(&video));
+    let objects = bucket_keys(&bucket, "objects/");
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    assert_eq!(objects[0].1, video.len() as u64);
+    assert_eq!(bucket_keys(&bucket, "uploads/"), vec![]);
+    for app in [&one, &two] {
+        assert!(crate::helpers::files_under(&app.root.join(".spool")).is_empty());
+    }
+}
