@@ -338,7 +338,7 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
 async fn recover_sessions(repo: &Repository, store: &LocalStore) -> anyhow::Result<()> {
     for session in repo.sessions_in(SessionState::Receiving).await? {
         match session.kind {
-            UploadKind::Stream | UploadKind::Tus => {}
+            UploadKind::Stream | UploadKind::Tus | UploadKind::TusPartial => {}
             UploadKind::Chunked => {
                 let spool = store.spool_path(&session.id);
                 if !spool.exists() && !repo.pieces_of(&session.id).await?.is_empty() {

@@ -17,7 +17,8 @@ use serde_json::json;
 use std::time::SystemTime;
 
 pub const TUS_VERSION: &str = "1.0.0";
-const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,termination,checksum,expiration";
+const EXTENSIONS: &str =
+    "creation,creation-with-upload,creation-defer-length,termination,checksum,expiration,concatenation";
 const OFFSET_OCTET_STREAM: &str = "application/offset+octet-stream";
 
 /// `OPTIONS /files/`: what this server speaks.
@@ -120,10 +121,120 @@ fn check_body_type(req: &HttpRequest) -> Result<(), ApiError> {
     }
 }
 
+/// `Upload-Concat` at creation: none, `partial`, or `final;<url> <url> ...`
+/// (each URL names one of this server's partial uploads, in order).
+enum Concat {
+    None,
+    Partial,
+    Final(Vec<UploadId>),
+}
+
+/// The most partial uploads one final upload may name.
+const MAX_PARTIALS: usize = 1000;
+
+fn parse_concat(req: &HttpRequest) -> Result<Concat, ApiError> {
+    let Some(value) = req.headers().get("upload-concat") else { return Ok(Concat::None) };
+    let bad = |why: &str| ApiError::bad_request("invalid-upload-concat", why);
+    let value = value.to_str().map_err(|_| bad("Upload-Concat is not text"))?.trim();
+    if value == "partial" {
+        return Ok(Concat::Partial);
+    }
+    let Some(list) = value.strip_prefix("final;") else {
+        return Err(bad("Upload-Concat is `partial` or `final;<upload URL> <upload URL> ...`"));
+    };
+    let mut partials = Vec::new();
+    for url in list.split_whitespace() {
+        // An absolute URL or a path; the query (a signed URL's token) is not part of the name.
+        let path = url.split(['?', '#']).next().unwrap_or("");
+        let path = path.find("://").map_or(path, |i| path[i + 3..].find('/').map_or("", |j| &path[i + 3 + j..]));
+        let id = path
+            .strip_prefix("/files/")
+            .and_then(|id| UploadId::parse(id.trim_end_matches('/')).ok())
+            .ok_or_else(|| bad("each URL in Upload-Concat names an upload of this server, /files/{id}"))?;
+        partials.push(id);
+    }
+    if partials.is_empty() || partials.len() > MAX_PARTIALS {
+        return Err(bad(&format!("a final upload names 1 to {MAX_PARTIALS} partial uploads")));
+    }
+    Ok(Concat::Final(partials))
+}
+
+/// `POST /files/` with `Upload-Concat: final;...`: a new upload made of the
+/// named partial uploads, whole and of the caller's project, concatenated
+/// now (by this daemon, through the engine) and committed.
+async fn create_final(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    caller: crate::auth::Caller,
+    partials: Vec<UploadId>,
+) -> Result<HttpResponse, ApiError> {
+    if req.headers().contains_key("upload-length") || req.headers().contains_key("upload-defer-length") {
+        return Err(ApiError::bad_request(
+            "invalid-upload-length",
+            "a final upload's length is its partial uploads' sum: send no Upload-Length",
+        ));
+    }
+    let creation = super::signed_uploads::door_creation(&state, &caller, None, None, None).await?;
+    let mut total = 0u64;
+    let mut first_meta = None;
+    for id in &partials {
+        let record = state.uploads.status(id).await.map_err(|_| {
+            ApiError::bad_request("invalid-upload-concat", format!("no partial upload {id} on this server"))
+        })?;
+        total += crate::upload::check_partial(&record, &creation.project).map_err(|e| match e {
+            UploadError::UnknownSession => {
+                ApiError::bad_request("invalid-upload-concat", format!("no partial upload {id} on this server"))
+            }
+            other => ApiError::bad_request("invalid-upload-concat", other.to_string()),
+        })?;
+        first_meta.get_or_insert(record.meta);
+    }
+    check_size(total, state.settings.upload.max_bytes)?;
+    let mut meta = first_meta.unwrap_or_else(|| json!({}));
+    meta["tus_concat"] = json!(partials.iter().map(|p| p.as_str()).collect::<Vec<_>>());
+    let metadata = meta.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    let filename = metadata.get("filename").and_then(|v| v.as_str()).unwrap_or("upload").to_owned();
+    let filetype = metadata.get("filetype").and_then(|v| v.as_str()).map(str::to_owned);
+    let record = state
+        .uploads
+        .create_with_id(
+            creation.id,
+            NewUpload {
+                url: None,
+                bucket: Bucket::parse(DEFAULT_BUCKET)?,
+                prefix: Prefix::parse("")?,
+                meta,
+                kind: UploadKind::Tus,
+                total_size: Some(total),
+                chunk_size: None,
+                owner: Some((client_owner(&req), state.settings.upload.max_sessions_per_key)),
+                entry: Some(NewEntry { filename, content_type: filetype, project_id: Some(creation.project.clone()) }),
+                project: creation.project,
+                public: creation.public,
+            },
+        )
+        .await?;
+    // Concatenated now; a failure here leaves the final upload to be
+    // resumed by `GET /files/{id}/result`.
+    if let Err(e) = state.uploads.concatenate(&record.id, &partials).await {
+        tracing::warn!(upload_id = %record.id, error = %e, "a concatenation did not finish; it resumes on the next result request");
+    }
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/files/{}", record.id)))
+        .insert_header(("Upload-Expires", expires_at(&state, &record)))
+        .finish())
+}
+
+/// The partial uploads a final upload is made of, if it is one.
+fn concat_of(record: &SessionRecord) -> Option<Vec<UploadId>> {
+    let list = record.meta.get("tus_concat")?.as_array()?;
+    list.iter().map(|v| v.as_str().and_then(|id| UploadId::parse(id).ok())).collect()
+}
+
 async fn tus_record(state: &AppState, raw: &str) -> Result<SessionRecord, ApiError> {
     let id = UploadId::parse(raw).map_err(|_| ApiError::not_found("unknown-upload", "no upload with that id"))?;
     let record = state.uploads.status(&id).await?;
-    if record.kind != UploadKind::Tus {
+    if !matches!(record.kind, UploadKind::Tus | UploadKind::TusPartial) {
         return Err(ApiError::not_found("unknown-upload", "no tus upload with that id"));
     }
     match record.state {
@@ -142,6 +253,10 @@ pub async fn create(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     check_version(&req)?;
+    let concat = parse_concat(&req)?;
+    if let Concat::Final(partials) = concat {
+        return create_final(state, req, caller, partials).await;
+    }
     let length = match (header_u64(&req, "upload-length")?, req.headers().get("upload-defer-length")) {
         (Some(length), None) => {
             check_size(length, state.settings.upload.max_bytes)?;
@@ -204,7 +319,10 @@ pub async fn create(
                 bucket: Bucket::parse(DEFAULT_BUCKET)?,
                 prefix: Prefix::parse("")?,
                 meta,
-                kind: UploadKind::Tus,
+                kind: match concat {
+                    Concat::Partial => UploadKind::TusPartial,
+                    Concat::None | Concat::Final(_) => UploadKind::Tus,
+                },
                 total_size: length,
                 chunk_size: None,
                 owner: Some((client_owner(&req), state.settings.upload.max_sessions_per_key)),
@@ -257,6 +375,16 @@ pub async fn head(
     if !raw_metadata.is_empty() {
         response.insert_header(("Upload-Metadata", raw_metadata));
     }
+    match (record.kind, concat_of(&record)) {
+        (UploadKind::TusPartial, _) => {
+            response.insert_header(("Upload-Concat", "partial"));
+        }
+        (_, Some(partials)) => {
+            let urls: Vec<String> = partials.iter().map(|p| format!("/files/{p}")).collect();
+            response.insert_header(("Upload-Concat", format!("final;{}", urls.join(" "))));
+        }
+        _ => {}
+    }
     Ok(response.finish())
 }
 
@@ -278,6 +406,13 @@ pub async fn patch(
         check_size(length, state.settings.upload.max_bytes)?;
     }
     let record = tus_record(&state, &path).await?;
+    if concat_of(&record).is_some() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "concatenated-upload",
+            "a final upload is made of its partial uploads and takes no PATCH",
+        ));
+    }
     if record.state == SessionState::Complete {
         return Err(ApiError::new(StatusCode::CONFLICT, "upload-complete", "the upload is already complete")
             .with_header("Upload-Offset", offset_of(&record).to_string()));
@@ -317,6 +452,10 @@ pub async fn terminate(
 pub async fn result(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     const COMMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
     let record = tus_record(&state, &path).await?;
+    // A final upload whose concatenation was cut off resumes it here.
+    if let Some(partials) = concat_of(&record).filter(|_| record.state == SessionState::Receiving) {
+        state.uploads.concatenate(&record.id, &partials).await.map_err(tus_error)?;
+    }
     let record = state.uploads.settle_whole(&record.id, COMMIT_WAIT).await?;
     match (record.state, record.result) {
         (SessionState::Complete, Some(mut result)) => {

@@ -107,6 +107,10 @@ pub enum UploadKind {
     Multipart,
     /// tus 1.0: bodies appended at the reported offset.
     Tus,
+    /// A tus partial upload (`Upload-Concat: partial`): bodies appended as
+    /// for `Tus`, but whole it is never committed; a final upload
+    /// concatenates it with others (tus `concatenation`).
+    TusPartial,
 }
 
 impl UploadKind {
@@ -116,6 +120,7 @@ impl UploadKind {
             Self::Chunked => "chunked",
             Self::Multipart => "multipart",
             Self::Tus => "tus",
+            Self::TusPartial => "tus-partial",
         }
     }
 
@@ -124,6 +129,7 @@ impl UploadKind {
             "chunked" => Self::Chunked,
             "multipart" => Self::Multipart,
             "tus" => Self::Tus,
+            "tus-partial" => Self::TusPartial,
             _ => Self::Stream,
         }
     }

@@ -86,8 +86,8 @@ enum Finish {
 
 #[derive(Clone)]
 pub struct Uploads {
-    registry: Addr<Registry>,
-    committer: Committer,
+    pub(super) registry: Addr<Registry>,
+    pub(super) committer: Committer,
     checkpoint_bytes: u64,
     reserve_bytes: u64,
     /// How long a shared upload's finalize holds its claim (`upload.finalize_claim_secs`).
@@ -289,9 +289,11 @@ impl Uploads {
             Found::Closed(record) => return Err(super::check_receiving(&record).err().unwrap_or(UploadError::Busy)),
         };
         let lease = addr.send(TakeLease { offset: Some(offset), declare_length }).await??;
-        let (limit, finish) = match lease.record.total_size {
-            Some(total) => (total, Finish::AtLength(total)),
-            None => (max_bytes, Finish::Deferred),
+        let (limit, finish) = match (lease.record.total_size, lease.record.kind) {
+            // A partial upload, whole, waits for the final upload that takes it.
+            (Some(total), crate::storage::UploadKind::TusPartial) => (total, Finish::Deferred),
+            (Some(total), _) => (total, Finish::AtLength(total)),
+            (None, _) => (max_bytes, Finish::Deferred),
         };
         let this = self.clone();
         let (offset, result) =
@@ -327,7 +329,9 @@ impl Uploads {
             let record = self.status(id).await?;
             let whole = record.total_size == Some(record.durable_bytes);
             let open = matches!(record.state, SessionState::Receiving | SessionState::Committing);
-            if !whole || !open || std::time::Instant::now() >= deadline {
+            // A partial upload is never committed: nothing to wait for.
+            let partial = record.kind == crate::storage::UploadKind::TusPartial;
+            if !whole || !open || partial || std::time::Instant::now() >= deadline {
                 return Ok(record);
             }
             match self.commit_if_whole(id).await {

@@ -6,6 +6,7 @@
 
 mod assembler;
 mod committer;
+mod concat;
 mod early_probe;
 mod handle;
 mod pieces;
@@ -18,6 +19,7 @@ mod tree;
 mod writer;
 
 pub use committer::{Committer, IngestResult, IngestStatus};
+pub use concat::check_partial;
 pub use early_probe::ProbeSlots;
 pub use handle::{NewUpload, PieceOutcome, TusAppend, Uploads};
 pub use pieces::{MAX_PART_NUMBER, Tally, chunk_layout};

@@ -47,9 +47,20 @@ impl SessionAddr {
 
     pub async fn abandon(&self, state: SessionState) -> Result<bool, MailboxError> {
         match self {
-            Self::Append(a) => a.send(Abandon { state }).await,
-            Self::Chunked(a) => a.send(Abandon { state }).await,
-            Self::Multipart(a) => a.send(Abandon { state }).await,
+            Self::Append(a) => a.send(Abandon { state, result: None }).await,
+            Self::Chunked(a) => a.send(Abandon { state, result: None }).await,
+            Self::Multipart(a) => a.send(Abandon { state, result: None }).await,
+        }
+    }
+
+    /// Closes a whole tus partial upload that a final upload took, with the
+    /// final's result, and frees its spool.
+    pub async fn taken(&self, result: serde_json::Value) -> Result<bool, MailboxError> {
+        let close = Abandon { state: SessionState::Complete, result: Some(result) };
+        match self {
+            Self::Append(a) => a.send(close).await,
+            Self::Chunked(a) => a.send(close).await,
+            Self::Multipart(a) => a.send(close).await,
         }
     }
 
@@ -97,7 +108,7 @@ impl Registry {
         let id = record.id.clone();
         let (committer, registry) = (self.committer.clone(), ctx.address());
         let addr = match (record.kind, record.total_size, record.chunk_size) {
-            (UploadKind::Stream | UploadKind::Tus, _, _) => {
+            (UploadKind::Stream | UploadKind::Tus | UploadKind::TusPartial, _, _) => {
                 SessionAddr::Append(UploadSession::new(record, AppendDoor::default(), committer, registry).start())
             }
             (UploadKind::Chunked, Some(size), Some(chunk)) if chunk > 0 => SessionAddr::Chunked(

@@ -459,6 +459,9 @@ impl<D: Door> Handler<Fail> for UploadSession<D> {
 #[rtype(result = "bool")]
 pub struct Abandon {
     pub state: SessionState,
+    /// Closed with this result instead of a reason: a whole tus partial
+    /// upload taken by a final upload (`Complete`, the final's result).
+    pub result: Option<serde_json::Value>,
 }
 
 impl<D: Door> Handler<Abandon> for UploadSession<D> {
@@ -478,14 +481,19 @@ impl<D: Door> Handler<Abandon> for UploadSession<D> {
         self.core.leased = true;
         let committer = self.core.committer.clone();
         let id = self.core.record.id.clone();
+        let result = msg.result.clone();
         Box::pin(
             async move {
                 committer.discard(&id).await;
-                committer.repo.close_session(&id, msg.state, None, Some(msg.state.as_str())).await
+                match &result {
+                    Some(result) => committer.repo.close_session(&id, msg.state, Some(result), None).await,
+                    None => committer.repo.close_session(&id, msg.state, None, Some(msg.state.as_str())).await,
+                }
             }
             .into_actor(self)
             .map(move |closed, act, ctx| {
                 act.core.record.state = msg.state;
+                act.core.record.result = msg.result;
                 ctx.stop();
                 closed.is_ok()
             }),

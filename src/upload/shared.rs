@@ -88,7 +88,7 @@ pub fn sharing(bucket: Option<&Bucket>, kind: UploadKind, size: Option<u64>, chu
         {
             Sharing::Chunks(chunk)
         }
-        (UploadKind::Tus, Some(size), _) if size > 0 => Sharing::Chunks(TUS_PART),
+        (UploadKind::Tus | UploadKind::TusPartial, Some(size), _) if size > 0 => Sharing::Chunks(TUS_PART),
         (UploadKind::Multipart, _, _) => Sharing::Parts,
         _ => Sharing::No,
     }
@@ -303,7 +303,8 @@ where
         tracing::warn!(upload_id = %id, error = %e, "could not release a write claim; it runs out by itself");
     }
     let offset = written?;
-    if offset < total {
+    // A partial upload, whole, waits for the final upload that takes it.
+    if offset < total || record.kind == UploadKind::TusPartial {
         return Ok(super::handle::TusAppend { offset, result: None });
     }
     let result = finish(committer, &id, claim, Complete::default()).await?;
@@ -532,7 +533,7 @@ async fn finish_claimed(
 /// A chunked or tus upload at finalize: every piece stored, their
 /// chaining values merged into the file's hash. Answers the hash, the size
 /// and the parts' ETags in order.
-fn merged(
+pub(super) fn merged(
     record: &SessionRecord,
     pieces: &[crate::storage::StagedPiece],
 ) -> Result<(ContentHash, u64, Vec<String>), UploadError> {
@@ -641,7 +642,7 @@ pub async fn abandon(committer: &Committer, record: &SessionRecord, state: Sessi
     Ok(true)
 }
 
-async fn discard_staged(committer: &Committer, record: &SessionRecord) {
+pub(super) async fn discard_staged(committer: &Committer, record: &SessionRecord) {
     let (Ok(bucket), Some(staged)) = (bucket_of(committer), record.staged.as_deref()) else { return };
     if let Err(e) = bucket.discard_staged(&record.id, staged).await {
         tracing::warn!(upload_id = %record.id, error = %e, "could not remove a shared upload's bytes from the bucket");

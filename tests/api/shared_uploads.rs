@@ -379,3 +379,30 @@ async fn multipart_parts_go_through_both_daemons() {
         assert!(crate::helpers::files_under(&app.root.join(".spool")).is_empty());
     }
 }
+
+/// tus `concatenation` over two daemons: each partial upload is created
+/// and sent through a different daemon, the final one on either.
+#[actix_web::test]
+async fn partial_tus_uploads_on_both_daemons_are_concatenated() {
+    use crate::tus::{create_final, create_partial, patch};
+    let (one, two) = two_daemons().await;
+    let bucket = one.bucket.clone().unwrap();
+    let video = fixture("large");
+    let cut = (9 << 20) + 77;
+    let first = create_partial(&one.client, &one.address, cut).await;
+    let second = create_partial(&two.client, &two.address, video.len() - cut).await;
+    let (a, b) =
+        futures::join!(patch(&one, &first, 0, &video[..cut], None), patch(&two, &second, 0, &video[cut..], None));
+    assert_eq!((a.status(), b.status()), (reqwest::StatusCode::NO_CONTENT, reqwest::StatusCode::NO_CONTENT));
+    let response = create_final(&two.client, &two.address, &[&first, &second]).await;
+    assert_eq!(response.status(), 201, "{:?}", response.text().await);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let result = one.get_json(&format!("{location}/result")).await;
+    assert_eq!(result["status"], "new", "{result}");
+    assert_eq!(result["hash"], blake3_hex(&video));
+    assert_eq!(bucket_keys(&bucket, "objects/").len(), 1);
+    // Nothing of the three uploads is left in the bucket.
+    for prefix in ["uploads/", "tails/"] {
+        assert_eq!(bucket_keys(&bucket, prefix), vec![], "{prefix}");
+    }
+}

@@ -344,3 +344,103 @@ async fn pages_on_other_origins_get_cors_preflights_and_exposed_headers() {
     let plain = app.client.get(app.url("/healthz")).send().await.unwrap();
     assert!(!plain.headers().contains_key("access-control-allow-origin"));
 }
+
+/// Creates a partial upload (`Upload-Concat: partial`) of `length` bytes on `address`.
+pub async fn create_partial(client: &reqwest::Client, address: &str, length: usize) -> String {
+    let response = client
+        .post(format!("{address}/files/"))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-concat", "partial")
+        .header("upload-length", length.to_string())
+        .header("upload-metadata", format!("filename {}", b64(b"parts.mp4")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "{:?}", response.text().await);
+    response.headers()["location"].to_str().unwrap().to_owned()
+}
+
+/// `POST /files/` with `Upload-Concat: final;<urls>`.
+pub async fn create_final(client: &reqwest::Client, address: &str, partials: &[&str]) -> reqwest::Response {
+    client
+        .post(format!("{address}/files/"))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-concat", format!("final;{}", partials.join(" ")))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// tus `concatenation`: partial uploads are whole but never committed; a
+/// final upload names them, is concatenated by the server and committed;
+/// it takes no PATCH; partials that are not whole, not partial, unknown,
+/// or already taken are refused.
+async fn partial_uploads_are_concatenated_by_a_final_one(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let video = fixture("large");
+    let options = app.client.request(reqwest::Method::OPTIONS, app.url("/files/")).send().await.unwrap();
+    assert!(options.headers()["tus-extension"].to_str().unwrap().split(',').any(|e| e == "concatenation"));
+    let cut = video.len() / 3 + 123;
+    let first = create_partial(&app.client, &app.address, cut).await;
+    let second = create_partial(&app.client, &app.address, video.len() - cut).await;
+    let plain = tus_create(&app.address, &app.client, 10).await;
+    assert_eq!(patch(&app, &second, 0, &video[cut..], None).await.status(), 204);
+    let head = app.client.head(app.url(&second)).header("tus-resumable", "1.0.0").send().await.unwrap();
+    assert_eq!(head.headers()["upload-concat"], "partial");
+    assert_eq!(head.headers()["upload-offset"], (video.len() - cut).to_string().as_str());
+    // Whole, a partial upload is not committed: no result, no object.
+    let pending = app.client.get(app.url(&format!("{second}/result"))).send().await.unwrap();
+    assert_error(pending, 409, "upload-incomplete").await;
+    assert!(app.objects().is_empty());
+    // The first is not whole yet; a plain upload is not a partial one; an unknown one.
+    assert_eq!(patch(&app, &first, 0, &video[..1000], None).await.status(), 204);
+    let (first_url, second_url) = (app.url(&first), app.url(&second));
+    for list in [vec![first_url.as_str(), second.as_str()], vec![plain.as_str(), second.as_str()]] {
+        assert_error(create_final(&app.client, &app.address, &list).await, 400, "invalid-upload-concat").await;
+    }
+    let unknown = format!("/files/{}", "0".repeat(32));
+    assert_error(create_final(&app.client, &app.address, &[&unknown]).await, 400, "invalid-upload-concat").await;
+    let with_length = app
+        .client
+        .post(app.url("/files/"))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", "10")
+        .header("upload-concat", format!("final;{first} {second}"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(with_length, 400, "invalid-upload-length").await;
+    assert_eq!(patch(&app, &first, 1000, &video[1000..cut], None).await.status(), 204);
+
+    // An absolute URL and a path may be mixed.
+    let response = create_final(&app.client, &app.address, &[&first_url, &second]).await;
+    assert_eq!(response.status(), 201, "{:?}", response.text().await);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let head = app.client.head(app.url(&location)).header("tus-resumable", "1.0.0").send().await.unwrap();
+    assert_eq!(head.headers()["upload-concat"].to_str().unwrap(), format!("final;{first} {second}"));
+    assert_eq!(head.headers()["upload-offset"], video.len().to_string().as_str());
+    assert_error(patch(&app, &location, video.len(), b"x", None).await, 403, "concatenated-upload").await;
+    let result = app.get_json(&format!("{location}/result")).await;
+    assert_eq!(result["status"], "new", "{result}");
+    assert_eq!(result["hash"], blake3_hex(&video));
+    assert_eq!(app.objects().len(), 1);
+    let entry = app.get_json(&format!("/videos/{}", result["video_id"])).await;
+    assert_eq!(entry["filename"], "parts.mp4");
+    // The partials were taken: a second final cannot use them.
+    assert_error(create_final(&app.client, &app.address, &[&first, &second]).await, 400, "invalid-upload-concat").await;
+    let _ = second_url;
+}
+both_backends!(partial_uploads_are_concatenated_by_a_final_one, s3);
+
+/// tus-js-client with `parallelUploads`: partial uploads sent at once, then
+/// the final one; the result is the file's.
+#[actix_web::test]
+async fn tus_js_client_parallel_uploads_are_concatenated() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let path = fixture_path("large");
+    let summary = run_client("node", &["tus_js_parallel.mjs", &format!("{}/files/", app.address), &path, "3"]).await;
+    let location = summary["url"].as_str().unwrap();
+    let result: Value = app.client.get(format!("{location}/result")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(result["status"], "new", "{result}");
+    assert_eq!(result["hash"], blake3_hex(&fixture("large")));
+}
