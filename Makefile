@@ -67,6 +67,7 @@ bench: release test-deps
 	@bash .ci/s3.sh install
 	python3 tests/bench/s3_bench.py --binary $(CARGO_TARGET_DIR)/release/vidcache $(S3_BENCH_ARGS)
 	python3 tests/bench/scale_bench.py --binary $(CARGO_TARGET_DIR)/release/vidcache $(SCALE_BENCH_ARGS)
+	python3 tests/bench/shared_bench.py --binary $(CARGO_TARGET_DIR)/release/vidcache $(SHARED_BENCH_ARGS)
 
 ## Refresh the player libraries the pages load (client/vendor/, committed)
 ## from the versions pinned in client/package.json. Only needed to upgrade them.
