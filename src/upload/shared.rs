@@ -502,11 +502,20 @@ async fn finish_claimed(
     })?;
     // The analysis reads a file: the object comes to this daemon's spool.
     // Multipart parts had no known offset while they arrived: the file is
-    // hashed here, from the spool, on a blocking thread.
+    // hashed here, from the spool, on a blocking thread. Bytes the
+    // project holds already need neither (a duplicate, answered at once).
+    let known = match hash {
+        Some(hash) => {
+            committer.repo.find_video(&hash).await?.is_some() && committer.repo.holds(&record.project, &hash).await?
+        }
+        None => false,
+    };
     let (store, spool_id) = (committer.store.clone(), id.clone());
     let hash = tokio::task::spawn_blocking(move || -> std::io::Result<ContentHash> {
         let spool = store.spool_path(&spool_id);
-        bucket.download_staged(&spool_id, &spool)?;
+        if !known {
+            bucket.download_staged(&spool_id, &spool)?;
+        }
         match hash {
             Some(hash) => Ok(hash),
             None => {
