@@ -108,7 +108,8 @@ impl From<crate::upload::UploadError> for ApiError {
             | E::OffsetMismatch { .. }
             | E::PieceConflict(_)
             | E::PieceBusy(_)
-            | E::MissingPieces(_) => StatusCode::CONFLICT,
+            | E::MissingPieces(_)
+            | E::Elsewhere => StatusCode::CONFLICT,
             E::BadPiece(_) | E::BadParts(_) | E::WrongDoor | E::LengthMismatch { .. } => StatusCode::BAD_REQUEST,
             E::ChecksumMismatch => StatusCode::UNPROCESSABLE_ENTITY,
             E::TooManySessions { .. } => StatusCode::TOO_MANY_REQUESTS,

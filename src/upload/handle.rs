@@ -546,6 +546,11 @@ impl Uploads {
             let mut writer = match writer {
                 Some(writer) => writer,
                 None if durable == 0 => SpoolWriter::create(store.open_spool(&id)?)?,
+                // A spool shorter than the recorded length is not this
+                // upload's: its bytes are on another daemon's disk.
+                None if std::fs::metadata(store.spool_path(&id)).map_or(0, |m| m.len()) < durable => {
+                    return Err(std::io::Error::new(std::io::ErrorKind::NotFound, ELSEWHERE));
+                }
                 None => SpoolWriter::resume(store.open_spool(&id)?, durable)?,
             };
             if reset {
@@ -555,7 +560,7 @@ impl Uploads {
         })
         .await
         .map_err(|e| UploadError::Internal(e.to_string()))
-        .and_then(|r| r.map_err(UploadError::Io));
+        .and_then(|r| r.map_err(elsewhere_or_io));
         let writer = match prepared {
             Ok(writer) => writer,
             Err(e) => {
@@ -695,5 +700,16 @@ pub(super) fn closed_outcome(record: SessionRecord) -> Result<IngestResult, Uplo
             Err(UploadError::Internal("the upload is being committed; ask again shortly".into()))
         }
         _ => Err(super::check_receiving(&record).err().unwrap_or(UploadError::Busy)),
+    }
+}
+
+/// The marker of a spool that belongs to another daemon (`UploadError::Elsewhere`).
+pub(super) const ELSEWHERE: &str = "the upload's bytes are not on this daemon";
+
+pub(super) fn elsewhere_or_io(e: std::io::Error) -> UploadError {
+    if e.kind() == std::io::ErrorKind::NotFound && e.to_string() == ELSEWHERE {
+        UploadError::Elsewhere
+    } else {
+        UploadError::Io(e)
     }
 }

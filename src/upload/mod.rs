@@ -91,6 +91,13 @@ pub enum UploadError {
     /// shorter than the bytes already received.
     #[error("Upload-Length {got} does not fit the upload: {why}")]
     LengthMismatch { got: u64, why: String },
+    /// The upload's bytes so far are in another daemon's spool (an upload
+    /// that is not shared, reached through a daemon that did not create
+    /// it), or were lost with that disk.
+    #[error(
+        "the bytes of this upload are held by the daemon that received them: send the request there (only uploads of a declared length, in chunks of 5 MiB or more, are taken by any daemon)"
+    )]
+    Elsewhere,
 }
 
 impl UploadError {
@@ -121,6 +128,7 @@ impl UploadError {
             Self::TooManySessions { .. } => "too-many-uploads",
             Self::IdTaken => "upload-url-used",
             Self::LengthMismatch { .. } => "upload-length-mismatch",
+            Self::Elsewhere => "upload-elsewhere",
         }
     }
 }

@@ -266,12 +266,20 @@ impl UploadSession<ChunkedDoor> {
         Box::pin(
             async move {
                 tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+                    // Chunks are recorded but there is no spool: they are
+                    // on the disk of the daemon that received them.
+                    if !fresh && !store.spool_path(&id).exists() {
+                        return Err(std::io::Error::new(std::io::ErrorKind::NotFound, super::handle::ELSEWHERE));
+                    }
                     let spool = Arc::new(RangedSpool::open(store.open_spool(&id)?, size)?);
                     Ok((spool, probe.and_then(|start| start())))
                 })
                 .await
                 .map_err(|e| UploadError::Internal(e.to_string()))?
-                .map_err(UploadError::storage)
+                .map_err(|e| match super::handle::elsewhere_or_io(e) {
+                    UploadError::Io(e) => UploadError::storage(e),
+                    other => other,
+                })
             }
             .into_actor(self)
             .map(|opened, act, _| {

@@ -406,3 +406,30 @@ async fn partial_tus_uploads_on_both_daemons_are_concatenated() {
         assert_eq!(bucket_keys(&bucket, prefix), vec![], "{prefix}");
     }
 }
+
+/// An upload that is not shared (a tus upload of a deferred length, a
+/// chunked one in chunks under 5 MiB) reached through the daemon that did
+/// not receive its bytes is refused with `409 upload-elsewhere`, never
+/// continued on an empty spool; through its own daemon it goes on.
+#[actix_web::test]
+async fn an_upload_that_is_not_shared_is_refused_by_the_other_daemon() {
+    use crate::tus::{create_deferred, patch_at};
+    let (one, two) = two_daemons().await;
+    let video = fixture("large");
+    let location = create_deferred(&one.client, &one.address).await;
+    let first = patch_at(&one.client, &one.url(&location), 0, None, video[..1 << 20].to_vec()).await;
+    assert_eq!(first.status(), 204);
+    let elsewhere = patch_at(&two.client, &two.url(&location), 1 << 20, None, video[1 << 20..2 << 20].to_vec()).await;
+    assert_error(elsewhere, 409, "upload-elsewhere").await;
+    let rest = patch_at(&one.client, &one.url(&location), 1 << 20, Some(video.len()), video[1 << 20..].to_vec()).await;
+    assert_eq!(rest.status(), 204);
+    let result = one.get_json(&format!("{location}/result")).await;
+    assert_eq!(result["hash"], blake3_hex(&video));
+
+    let small = 1usize << 20;
+    let init = init_chunked(&one, "small-chunks.mp4", video.len(), small).await;
+    let id = init["upload_id"].as_str().unwrap().to_owned();
+    assert_eq!(send_chunk(&one, &id, 0, &video[..small], false).await.status(), 200);
+    assert_error(send_chunk(&two, &id, 1, &video[small..2 * small], false).await, 409, "upload-elsewhere").await;
+    assert_eq!(send_chunk(&one, &id, 1, &video[small..2 * small], false).await.status(), 200);
+}
