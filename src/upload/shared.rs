@@ -88,7 +88,8 @@ pub fn sharing(bucket: Option<&Bucket>, kind: UploadKind, size: Option<u64>, chu
         {
             Sharing::Chunks(chunk)
         }
-        (UploadKind::Tus | UploadKind::TusPartial, Some(size), _) if size > 0 => Sharing::Chunks(TUS_PART),
+        // A deferred length too: its parts are put once a byte follows them.
+        (UploadKind::Tus | UploadKind::TusPartial, size, _) if size != Some(0) => Sharing::Chunks(TUS_PART),
         (UploadKind::Multipart, _, _) => Sharing::Parts,
         _ => Sharing::No,
     }
@@ -100,6 +101,14 @@ fn bucket_of(committer: &Committer) -> Result<&Bucket, UploadError> {
 
 fn staged_of(record: &SessionRecord) -> Result<&str, UploadError> {
     record.staged.as_deref().ok_or_else(|| UploadError::Internal("the upload is not shared".into()))
+}
+
+/// The part size of a shared upload whose length may not be known yet.
+fn part_of(record: &SessionRecord) -> Result<u64, UploadError> {
+    record
+        .chunk_size
+        .filter(|c| *c > 0)
+        .ok_or_else(|| UploadError::Internal(format!("shared upload {} has no part size on record", record.id)))
 }
 
 /// Size and chunk size of a shared upload.
@@ -268,10 +277,17 @@ where
     E: std::fmt::Display,
 {
     check_receiving(record)?;
-    let (total, _) = layout(record)?;
     let id = record.id.clone();
-    if let Some(got) = write.declare_length.filter(|got| *got != total) {
-        return Err(UploadError::LengthMismatch { got, why: format!("its length is {total}") });
+    // tus `creation-defer-length`: a PATCH may declare the length once.
+    match (write.declare_length, record.total_size) {
+        (Some(got), Some(total)) if got != total => {
+            return Err(UploadError::LengthMismatch { got, why: format!("its length is {total}") });
+        }
+        (Some(got), None) if got < record.durable_bytes => {
+            let why = format!("{} bytes are already received", record.durable_bytes);
+            return Err(UploadError::LengthMismatch { got, why });
+        }
+        _ => {}
     }
     if write.offset != record.durable_bytes {
         return Err(UploadError::OffsetMismatch { expected: record.durable_bytes, got: write.offset });
@@ -293,18 +309,28 @@ where
             }
         })
     };
-    let written = match claimed.durable_bytes == write.offset {
-        true => write_claimed(committer, &claimed, write, &lease).await,
-        false => Err(UploadError::OffsetMismatch { expected: claimed.durable_bytes, got: write.offset }),
+    let written = match (claimed.durable_bytes == write.offset, write.declare_length, claimed.total_size) {
+        (false, _, _) => Err(UploadError::OffsetMismatch { expected: claimed.durable_bytes, got: write.offset }),
+        // The length is recorded (under the claim) before the bytes.
+        (true, Some(length), None) => match committer.repo.set_total_size(&id, length).await {
+            Ok(()) => {
+                let claimed = SessionRecord { total_size: Some(length), ..claimed };
+                write_claimed(committer, &claimed, write, &lease).await
+            }
+            Err(e) => Err(e.into()),
+        },
+        (true, _, _) => write_claimed(committer, &claimed, write, &lease).await,
     };
+    let total = committer.repo.find_session(&id).await?.and_then(|r| r.total_size);
     renewer.abort();
     let held = *lease.held.lock().await;
     if let Err(e) = committer.repo.release_claim(&id, held).await {
         tracing::warn!(upload_id = %id, error = %e, "could not release a write claim; it runs out by itself");
     }
     let offset = written?;
-    // A partial upload, whole, waits for the final upload that takes it.
-    if offset < total || record.kind == UploadKind::TusPartial {
+    // Not whole, or a partial upload (which, whole, waits for the final
+    // upload that takes it), or a length not declared yet.
+    if total.is_none_or(|total| offset < total) || record.kind == UploadKind::TusPartial {
         return Ok(super::handle::TusAppend { offset, result: None });
     }
     let result = finish(committer, &id, claim, Complete::default()).await?;
@@ -322,13 +348,17 @@ where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let (total, part) = layout(record)?;
+    let (total, part) = (record.total_size, part_of(record)?);
     let (id, staged, bucket) = (&record.id, staged_of(record)?, bucket_of(committer)?);
     let start = write.offset;
-    if start == total {
+    // The tail is what follows the parts in the bucket: up to a whole part
+    // when the length is not known (a part is put only once a byte after
+    // it arrives, as the last one must know it is the last).
+    let parts = committer.repo.staged_pieces_of(id).await?.iter().filter(|p| p.etag.is_some()).count() as u64;
+    let tail_len = start - (parts * part).min(start);
+    if Some(start) == total && tail_len == 0 {
         return Ok(start); // whole already: only the commit is left
     }
-    let tail_len = start % part;
     let mut buffer = BytesMut::with_capacity(part as usize);
     if tail_len > 0 {
         let tail = bucket.get_tail(id, start).await.map_err(UploadError::storage)?;
@@ -352,7 +382,7 @@ where
                 break;
             }
         };
-        if end + block.len() as u64 > total {
+        if let Some(total) = total.filter(|total| end + block.len() as u64 > *total) {
             return Err(UploadError::TooLarge { limit: total });
         }
         committer.metrics.upload_received_bytes.inc_by(block.len() as u64);
@@ -362,20 +392,38 @@ where
         end += block.len() as u64;
         let mut rest = &block[..];
         while !rest.is_empty() {
+            // A whole part with bytes after it is put (with a known length,
+            // as soon as it is whole).
+            if buffer.len() as u64 == part {
+                let stored = put_part(committer, record, staged, flushed, buffer.split().freeze()).await?;
+                flushed += stored.1;
+                match digest {
+                    Some(_) => pending.push((stored.0, flushed)),
+                    None => lease.record(committer, Some(&stored.0), flushed).await?,
+                }
+            }
             let take = (part as usize - buffer.len()).min(rest.len());
             buffer.extend_from_slice(&rest[..take]);
             rest = &rest[take..];
-            // A whole part, or the upload's last bytes: a part of the upload.
-            if buffer.len() as u64 == part || (flushed + buffer.len() as u64 == total) {
-                let bytes = buffer.split().freeze();
-                let stored = put_part(committer, record, staged, flushed, bytes).await?;
+            let last = total.is_some_and(|total| flushed + buffer.len() as u64 == total);
+            if (buffer.len() as u64 == part && total.is_some()) || last {
+                let stored = put_part(committer, record, staged, flushed, buffer.split().freeze()).await?;
                 flushed += stored.1;
-                let stored = stored.0;
                 match digest {
-                    Some(_) => pending.push((stored, flushed)),
-                    None => lease.record(committer, Some(&stored), flushed).await?,
+                    Some(_) => pending.push((stored.0, flushed)),
+                    None => lease.record(committer, Some(&stored.0), flushed).await?,
                 }
             }
+        }
+    }
+    // The upload's last bytes: a length just declared at the offset the
+    // upload had reached leaves the tail, which is the last part.
+    if broken.is_none() && total == Some(end) && !buffer.is_empty() {
+        let stored = put_part(committer, record, staged, flushed, buffer.split().freeze()).await?;
+        flushed += stored.1;
+        match digest {
+            Some(_) => pending.push((stored.0, flushed)),
+            None => lease.record(committer, Some(&stored.0), flushed).await?,
         }
     }
     if let (Some(digest), Some((_, want))) = (digest, &write.checksum) {
@@ -392,7 +440,8 @@ where
         bucket.put_tail(id, end, buffer.freeze()).await.map_err(UploadError::storage)?;
     }
     lease.record(committer, None, end).await?;
-    if tail_len > 0 && end != start {
+    // The old tail, unless it is still the tail (nothing came, nothing was put).
+    if tail_len > 0 && (end != start || flushed > start - tail_len) {
         let _ = bucket.delete_tail(id, start).await;
     }
     match broken {
@@ -410,7 +459,8 @@ async fn put_part(
     offset: u64,
     bytes: Bytes,
 ) -> Result<((u32, ContentHash, String), u64), UploadError> {
-    let (total, part) = layout(record)?;
+    // Only the last part, which knows the length, can be the whole file.
+    let (total, part) = (record.total_size.unwrap_or(u64::MAX), part_of(record)?);
     let (len, hashed) = (bytes.len() as u64, bytes.clone());
     let (hash, tree) = tokio::task::spawn_blocking(move || {
         (ContentHash::from(blake3::hash(&hashed)), PieceTree::of(offset, &hashed, total))

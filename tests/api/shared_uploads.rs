@@ -407,24 +407,56 @@ async fn partial_tus_uploads_on_both_daemons_are_concatenated() {
     }
 }
 
-/// An upload that is not shared (a tus upload of a deferred length, a
-/// chunked one in chunks under 5 MiB) reached through the daemon that did
-/// not receive its bytes is refused with `409 upload-elsewhere`, never
-/// continued on an empty spool; through its own daemon it goes on.
+/// An upload that is not shared (a streamed body, a chunked upload in
+/// chunks under 5 MiB) reached through the daemon that did not receive its
+/// bytes is refused with `409 upload-elsewhere`, never continued on an
+/// empty spool; through its own daemon it goes on.
 #[actix_web::test]
 async fn an_upload_that_is_not_shared_is_refused_by_the_other_daemon() {
-    use crate::tus::{create_deferred, patch_at};
-    let (one, two) = two_daemons().await;
+    use crate::helpers::{init_upload, resume_upload};
+    let small_checkpoints = |s: &mut vidcache::config::Settings| s.upload.checkpoint_bytes = 1 << 20;
+    let one = spawn_app_with(Backend::S3, small_checkpoints).await;
+    let (database, bucket) = (one.database_url.clone(), one.bucket.clone().unwrap());
+    let two = spawn_app_with(Backend::S3, |s| {
+        small_checkpoints(s);
+        s.database.url = database;
+        s.storage.s3.bucket = bucket;
+    })
+    .await;
     let video = fixture("large");
-    let location = create_deferred(&one.client, &one.address).await;
-    let first = patch_at(&one.client, &one.url(&location), 0, None, video[..1 << 20].to_vec()).await;
-    assert_eq!(first.status(), 204);
-    let elsewhere = patch_at(&two.client, &two.url(&location), 1 << 20, None, video[1 << 20..2 << 20].to_vec()).await;
-    assert_error(elsewhere, 409, "upload-elsewhere").await;
-    let rest = patch_at(&one.client, &one.url(&location), 1 << 20, Some(video.len()), video[1 << 20..].to_vec()).await;
-    assert_eq!(rest.status(), 204);
-    let result = one.get_json(&format!("{location}/result")).await;
-    assert_eq!(result["hash"], blake3_hex(&video));
+    // A streamed body that stalls after 3 MiB, on daemon one.
+    let id = init_upload(&one.client, &one.address, "https://elsewhere.test/a.mp4").await;
+    let head: Vec<Result<Vec<u8>, std::io::Error>> =
+        video[..3 << 20].chunks(256 << 10).map(|c| Ok(c.to_vec())).collect();
+    let body = futures::StreamExt::chain(futures::stream::iter(head), futures::stream::pending());
+    let request = one
+        .client
+        .post(one.url(&format!("/upload/{id}")))
+        .header("content-type", "application/octet-stream")
+        .body(reqwest::Body::wrap_stream(body))
+        .send();
+    let stalled = actix_web::rt::spawn(request);
+    let mut durable = 0;
+    for _ in 0..400 {
+        durable = one.get_json(&format!("/upload/{id}")).await["received_bytes"].as_u64().unwrap() as usize;
+        if durable >= 2 << 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(durable >= 2 << 20, "no durable progress ({durable})");
+    stalled.abort();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let durable = one.get_json(&format!("/upload/{id}")).await["received_bytes"].as_u64().unwrap() as usize;
+    assert_error(
+        resume_upload(&two.client, &two.address, &id, durable, &video[durable..]).await,
+        409,
+        "upload-elsewhere",
+    )
+    .await;
+    let done = resume_upload(&one.client, &one.address, &id, durable, &video[durable..]).await;
+    assert_eq!(done.status(), 200);
+    assert_eq!(done.json::<Value>().await.unwrap()["hash"], blake3_hex(&video));
 
     let small = 1usize << 20;
     let init = init_chunked(&one, "small-chunks.mp4", video.len(), small).await;
@@ -432,4 +464,37 @@ async fn an_upload_that_is_not_shared_is_refused_by_the_other_daemon() {
     assert_eq!(send_chunk(&one, &id, 0, &video[..small], false).await.status(), 200);
     assert_error(send_chunk(&two, &id, 1, &video[small..2 * small], false).await, 409, "upload-elsewhere").await;
     assert_eq!(send_chunk(&one, &id, 1, &video[small..2 * small], false).await.status(), 200);
+}
+
+/// A tus upload created with its length deferred is shared too: its parts
+/// are put once a byte after them arrives (the last must know it is the
+/// last), and the PATCH that declares the length, on the other daemon and
+/// at the offset already reached, turns the tail into the last part.
+#[actix_web::test]
+async fn a_deferred_length_tus_upload_is_shared_and_declared_on_the_other_daemon() {
+    use crate::tus::{create_deferred, patch_at, tus_offset};
+    let (one, two) = two_daemons().await;
+    let bucket = one.bucket.clone().unwrap();
+    let video = fixture("large");
+    let location = create_deferred(&one.client, &one.address).await;
+    // Exactly one part's worth first: it stays the tail until more comes.
+    let part = 8usize << 20;
+    assert_eq!(patch_at(&one.client, &one.url(&location), 0, None, video[..part].to_vec()).await.status(), 204);
+    let tails = bucket_keys(&bucket, "tails/");
+    assert_eq!(tails.len(), 1, "{tails:?}");
+    assert_eq!(tails[0].1, part as u64);
+    // The rest on the other daemon, still without a length.
+    assert_eq!(patch_at(&two.client, &two.url(&location), part, None, video[part..].to_vec()).await.status(), 204);
+    assert_eq!(tus_offset(&one.client, &one.url(&location)).await, (200, Some(video.len() as u64)));
+    let pending = one.client.get(one.url(&format!("{location}/result"))).send().await.unwrap();
+    assert_error(pending, 409, "upload-incomplete").await;
+    // The length, declared by an empty PATCH on daemon one.
+    let declared = patch_at(&one.client, &one.url(&location), video.len(), Some(video.len()), Vec::new()).await;
+    assert_eq!(declared.status(), 204, "{:?}", declared.text().await);
+    let result = two.get_json(&format!("{location}/result")).await;
+    assert_eq!(result["status"], "new", "{result}");
+    assert_eq!(result["hash"], blake3_hex(&video));
+    for prefix in ["uploads/", "tails/"] {
+        assert_eq!(bucket_keys(&bucket, prefix), vec![], "{prefix}");
+    }
 }
