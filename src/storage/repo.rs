@@ -1619,6 +1619,28 @@ impl Repository {
         Ok(true)
     }
 
+    /// Starts a shared upload over under the claim `held`: its pieces go,
+    /// its offset is 0 and its length unknown again (a streamed body sent
+    /// again whole). False if the claim is not `held`.
+    pub async fn reset_shared(&self, id: &UploadId, held: DateTime<Utc>) -> Result<bool, RepoError> {
+        let txn = self.db.begin().await?;
+        let reset = upload_session::Entity::update_many()
+            .col_expr(upload_session::Column::DurableBytes, 0i64.into())
+            .col_expr(upload_session::Column::TotalSize, Option::<i64>::None.into())
+            .col_expr(upload_session::Column::UpdatedAt, Utc::now().into())
+            .filter(upload_session::Column::Id.eq(id.as_str()))
+            .filter(upload_session::Column::ClaimedUntil.eq(held))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        if reset != 1 {
+            return Ok(false);
+        }
+        upload_piece::Entity::delete_many().filter(upload_piece::Column::UploadId.eq(id.as_str())).exec(&txn).await?;
+        txn.commit().await?;
+        Ok(true)
+    }
+
     /// Lets go of a claim that is still `held` (the finalize or the write
     /// ended); one another daemon took after it ran out stays.
     pub async fn release_claim(&self, id: &UploadId, held: DateTime<Utc>) -> Result<(), RepoError> {

@@ -29,7 +29,6 @@ use crate::domain::{ContentHash, ObjectKey, UploadId};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
-use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as S3Path;
 use object_store::signer::Signer;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
@@ -149,69 +148,73 @@ impl Bucket {
         S3Path::from(format!("media/{}/{rel}", hash.to_hex()))
     }
 
-    /// The bucket's key of a shared chunked upload's bytes
-    /// (`upload::shared`): the S3 multipart upload its chunks are parts of,
-    /// and the object that upload completes into.
-    pub fn staged(id: &UploadId) -> S3Path {
-        S3Path::from(format!("uploads/{}", id.as_str()))
+    /// The key of piece `number` of a shared upload (`upload::shared`): a
+    /// chunk, a tus part or a multipart part, an object of its own (an S3
+    /// PUT is atomic, where completing a multipart upload is not on every
+    /// store: s3s-fs removes the parts as it joins them, so a completion
+    /// cut off by a kill loses them).
+    pub fn piece(id: &UploadId, number: u32) -> S3Path {
+        S3Path::from(format!("uploads/{}/{number}", id.as_str()))
     }
 
-    /// Starts the S3 multipart upload of a shared upload; answers its id.
-    pub async fn create_staged(&self, id: &UploadId) -> io::Result<String> {
-        let (client, path) = (self.client.clone(), Self::staged(id));
-        on_runtime(async move { client.create_multipart(&path).await.map_err(io_error) }).await?
-    }
-
-    /// Puts chunk `index` of a shared upload as part `index + 1`; answers
-    /// the part's ETag. The same bytes put again give the same ETag (S3's
-    /// is their MD5), so a re-send racing the first changes nothing.
-    pub async fn put_staged_part(&self, id: &UploadId, staged: &str, index: u32, bytes: Bytes) -> io::Result<String> {
-        let (client, path, staged) = (self.client.clone(), Self::staged(id), staged.to_owned());
+    /// Puts piece `number` of a shared upload; answers its ETag.
+    pub async fn put_piece(&self, id: &UploadId, number: u32, bytes: Bytes) -> io::Result<String> {
+        let (client, path) = (self.client.clone(), Self::piece(id, number));
         on_runtime(async move {
-            let part = client.put_part(&path, &staged, index as usize, PutPayload::from(bytes)).await;
-            part.map(|p| p.content_id).map_err(io_error)
+            let put = client.put(&path, PutPayload::from(bytes)).await.map_err(io_error)?;
+            Ok(put.e_tag.unwrap_or_default())
         })
         .await?
     }
 
-    /// Completes a shared upload's multipart upload from its parts' ETags,
-    /// in chunk order. When S3 no longer knows the upload (a daemon
-    /// completed it and died before recording so), the object it made is
-    /// taken if it has `len` bytes.
-    pub async fn complete_staged(&self, id: &UploadId, staged: &str, etags: Vec<String>, len: u64) -> io::Result<()> {
-        let (client, path, staged) = (self.client.clone(), Self::staged(id), staged.to_owned());
+    /// Removes a shared upload's pieces and tails. Any may be gone already.
+    pub async fn discard_shared(&self, id: &UploadId) -> io::Result<()> {
+        let client = self.client.clone();
+        let prefixes = [format!("uploads/{}", id.as_str()), format!("tails/{}", id.as_str())];
         on_runtime(async move {
-            let parts = etags.into_iter().map(|content_id| PartId { content_id }).collect();
-            let completed = client.complete_multipart(&path, &staged, parts).await;
-            match completed {
-                Ok(_) => Ok(()),
-                Err(e) => match client.head(&path).await {
-                    Ok(meta) if meta.size == len => Ok(()),
-                    _ => Err(io_error(e)),
-                },
+            for prefix in prefixes {
+                let mut listing = client.list(Some(&S3Path::from(prefix)));
+                while let Some(meta) = listing.next().await {
+                    let meta = meta.map_err(io_error)?;
+                    match client.delete(&meta.location).await {
+                        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                        Err(e) => return Err(other(e)),
+                    }
+                }
             }
+            Ok(())
         })
         .await?
     }
 
-    /// Drops a shared upload's multipart upload, the object it made and a
-    /// tus upload's tails, if any. Any may be gone already.
-    pub async fn discard_staged(&self, id: &UploadId, staged: &str) -> io::Result<()> {
-        let (client, path, staged) = (self.client.clone(), Self::staged(id), staged.to_owned());
-        let tails = S3Path::from(format!("tails/{}", id.as_str()));
-        on_runtime(async move {
-            let _ = client.abort_multipart(&path, &staged).await;
-            let mut listing = client.list(Some(&tails));
-            while let Some(meta) = listing.next().await {
-                let meta = meta.map_err(io_error)?;
-                client.delete(&meta.location).await.map_err(io_error)?;
+    /// Joins pieces `numbers` of a shared upload, in that order, into a
+    /// local file (the spool the engine commits from), by way of a
+    /// temporary file, so `to` holds all of them or nothing. Blocks.
+    pub fn download_pieces(&self, id: &UploadId, numbers: &[u32], to: &Path) -> io::Result<()> {
+        let dir = to.parent().ok_or_else(|| other("a fetched upload needs a directory"))?;
+        fs::create_dir_all(dir)?;
+        let tmp = dir.join(format!(".fetch-{}.tmp", UploadId::generate()));
+        let (client, target) = (self.client.clone(), tmp.clone());
+        let paths: Vec<S3Path> = numbers.iter().map(|n| Self::piece(id, *n)).collect();
+        let fetched = block_on(async move {
+            use tokio::io::AsyncWriteExt;
+            let mut out = tokio::fs::File::create(&target).await?;
+            for path in paths {
+                let mut body = client.get(&path).await.map_err(io_error)?.into_stream();
+                while let Some(chunk) = body.next().await {
+                    out.write_all(&chunk.map_err(io_error)?).await?;
+                }
             }
-            match client.delete(&path).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                Err(e) => Err(other(e)),
-            }
+            out.sync_all().await
         })
-        .await?
+        .and_then(|r| r);
+        match fetched {
+            Ok(()) => fs::rename(&tmp, to),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
     }
 
     /// The key of a shared tus upload's tail: the bytes past its last whole
@@ -244,19 +247,6 @@ impl Bucket {
             }
         })
         .await?
-    }
-
-    /// Copies a shared upload's completed object to a local file (the
-    /// spool the engine commits from). Blocks.
-    pub fn download_staged(&self, id: &UploadId, to: &Path) -> io::Result<()> {
-        self.download(Self::staged(id), to)
-    }
-
-    /// Copies `from` to `to` inside the bucket (the store copies; no byte
-    /// passes through this daemon). Blocks.
-    fn copy(&self, from: S3Path, to: S3Path) -> io::Result<()> {
-        let client = self.client.clone();
-        block_on(async move { client.copy(&from, &to).await.map_err(io_error) })?
     }
 
     /// Length, tag and time of one file, or `None` if it is not there.
@@ -376,17 +366,6 @@ impl Bucket {
         block_on(async move {
             match client.get(&path).await {
                 Ok(got) => got.bytes().await.map(|b| Some(b.to_vec())).map_err(io_error),
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(other(e)),
-            }
-        })?
-    }
-
-    fn find_blocking(&self, path: S3Path) -> io::Result<Option<Found>> {
-        let client = self.client.clone();
-        block_on(async move {
-            match client.head(&path).await {
-                Ok(meta) => Ok(Some(Found { len: meta.size, modified: meta.last_modified })),
                 Err(object_store::Error::NotFound { .. }) => Ok(None),
                 Err(e) => Err(other(e)),
             }
@@ -608,15 +587,7 @@ impl Store for S3Store {
 
     fn commit(&self, id: &UploadId, key: &ObjectKey) -> io::Result<()> {
         // The bucket first: a spool that is gone means the bucket has it.
-        // A shared upload's bytes are in the bucket already: copied there.
-        let spool = self.local.spool_path(id);
-        let staged = fs::metadata(&spool)
-            .ok()
-            .filter(|m| self.bucket.find_blocking(Bucket::staged(id)).ok().flatten().is_some_and(|f| f.len == m.len()));
-        match staged {
-            Some(_) => self.bucket.copy(Bucket::staged(id), Bucket::object(key))?,
-            None => self.bucket.upload_file(&spool, Bucket::object(key))?,
-        }
+        self.bucket.upload_file(&self.local.spool_path(id), Bucket::object(key))?;
         self.local.commit(id, key)?;
         self.evict_beyond_limit(&self.local.object_path(key));
         Ok(())

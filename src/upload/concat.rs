@@ -107,11 +107,21 @@ impl Uploads {
     async fn bytes_of(&self, partial: &SessionRecord, start: u64, len: u64) -> Result<ByteStream, UploadError> {
         let store = &self.committer.store;
         match (&partial.staged, store.bucket()) {
-            (Some(staged), Some(bucket)) => {
+            (Some(_), Some(bucket)) => {
+                // Its pieces, in order, each from where the range meets it.
                 let pieces = self.committer.repo.staged_pieces_of(&partial.id).await?;
-                let (_, size, etags) = shared::merged(partial, &pieces)?;
-                bucket.complete_staged(&partial.id, staged, etags, size).await.map_err(UploadError::storage)?;
-                Ok(Box::pin(bucket.stream(Bucket::staged(&partial.id), start, len)))
+                let (_, _, numbers) = shared::merged(partial, &pieces)?;
+                let (mut at, end) = (0u64, start + len);
+                let mut streams: Vec<ByteStream> = Vec::new();
+                for number in numbers {
+                    let size = pieces.iter().find(|p| p.piece.number == number).map_or(0, |p| p.piece.size);
+                    let (from, to) = (start.max(at), end.min(at + size));
+                    if from < to {
+                        streams.push(Box::pin(bucket.stream(Bucket::piece(&partial.id, number), from - at, to - from)));
+                    }
+                    at += size;
+                }
+                Ok(Box::pin(futures_util::stream::iter(streams).flatten()))
             }
             _ => Ok(Box::pin(file_bytes(store.spool_path(&partial.id), start, len))),
         }

@@ -156,19 +156,15 @@ impl Uploads {
             public: new.public,
             staged: None,
         };
-        // Shared (any daemon takes its chunks): its multipart upload first,
-        // so the record names it. One cut off here is left to the bucket's
-        // lifecycle rule for incomplete uploads.
+        // Shared: any daemon takes its requests (`upload::shared`).
         let bucket = self.committer.store.bucket();
         let sharing = super::shared::sharing(bucket, record.kind, record.total_size, record.chunk_size);
         let record = match (bucket, sharing) {
-            (Some(bucket), super::shared::Sharing::Chunks(chunk)) => {
-                let staged = bucket.create_staged(&record.id).await.map_err(UploadError::storage)?;
-                SessionRecord { staged: Some(staged), chunk_size: Some(chunk), ..record }
+            (Some(_), super::shared::Sharing::Chunks(chunk)) => {
+                SessionRecord { staged: Some(super::shared::LAYOUT.to_owned()), chunk_size: Some(chunk), ..record }
             }
-            (Some(bucket), super::shared::Sharing::Parts) => {
-                let staged = bucket.create_staged(&record.id).await.map_err(UploadError::storage)?;
-                SessionRecord { staged: Some(staged), ..record }
+            (Some(_), super::shared::Sharing::Parts) => {
+                SessionRecord { staged: Some(super::shared::LAYOUT.to_owned()), ..record }
             }
             _ => record,
         };
@@ -238,6 +234,20 @@ impl Uploads {
     {
         let addr = match self.registry.send(FindSession(id.clone())).await?? {
             Found::Live(addr) => addr.append()?,
+            Found::Shared(record) if record.kind == crate::storage::UploadKind::Stream => {
+                let (reset, offset) = (offset.is_none(), offset.unwrap_or(0));
+                let write = super::shared::Append {
+                    offset,
+                    declare_length: None,
+                    body,
+                    checksum: None,
+                    max_bytes,
+                    ends_upload: true,
+                    reset,
+                };
+                let appended = super::shared::append(&self.committer, &record, write, self.finalize_claim).await?;
+                return appended.result.ok_or_else(|| UploadError::Internal("a finished body left no result".into()));
+            }
             Found::Shared(_) => return Err(UploadError::WrongDoor),
             Found::Closed(record) => return closed_outcome(*record),
         };
@@ -274,7 +284,15 @@ impl Uploads {
         let addr = match self.registry.send(FindSession(id.clone())).await?? {
             Found::Live(addr) => addr.append()?,
             Found::Shared(record) => {
-                let write = super::shared::Append { offset, declare_length, body, checksum };
+                let write = super::shared::Append {
+                    offset,
+                    declare_length,
+                    body,
+                    checksum,
+                    max_bytes,
+                    ends_upload: false,
+                    reset: false,
+                };
                 return super::shared::append(&self.committer, &record, write, self.finalize_claim).await;
             }
             // A shared upload whose commit a dead daemon began: taken over.

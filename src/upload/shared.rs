@@ -51,8 +51,14 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use std::time::Duration;
 
-/// S3's smallest part (but the last): a shared upload's chunks are parts.
-pub const MIN_SHARED_CHUNK: u64 = 5 << 20;
+/// The smallest chunk of a shared chunked upload: each chunk is an object
+/// of its own, fetched one after the other at finalize, so smaller chunks
+/// (down to `upload.min_chunk_bytes`, 64 KiB) stay with one daemon.
+pub const MIN_SHARED_CHUNK: u64 = 1 << 20;
+
+/// What a shared session records in `staged`: its pieces are objects of
+/// their own, `uploads/{id}/{number}` (`Bucket::piece`).
+pub const LAYOUT: &str = "pieces";
 
 /// The largest part of a shared multipart upload: a part in flight is held
 /// in memory (S3 takes a part in one request of known length).
@@ -90,6 +96,8 @@ pub fn sharing(bucket: Option<&Bucket>, kind: UploadKind, size: Option<u64>, chu
         }
         // A deferred length too: its parts are put once a byte follows them.
         (UploadKind::Tus | UploadKind::TusPartial, size, _) if size != Some(0) => Sharing::Chunks(TUS_PART),
+        // A streamed body: its end declares the length.
+        (UploadKind::Stream, _, _) => Sharing::Chunks(TUS_PART),
         (UploadKind::Multipart, _, _) => Sharing::Parts,
         _ => Sharing::No,
     }
@@ -137,7 +145,8 @@ where
     E: std::fmt::Display,
 {
     check_receiving(record)?;
-    let (id, staged) = (&record.id, staged_of(record)?);
+    let id = &record.id;
+    staged_of(record)?;
     let (size, chunk) = layout(record)?;
     let count = chunk_layout(size, chunk);
     if index >= count {
@@ -184,7 +193,7 @@ where
         return Err(UploadError::ChecksumMismatch);
     }
     let piece = Piece { number: index, size: expected, hash };
-    if let Some(etag) = place(committer, record, staged, &piece, &tree, bytes).await?
+    if let Some(etag) = place(committer, record, &piece, &tree, bytes).await?
         && !committer.repo.store_staged_piece(id, index, &hash, &etag).await?
     {
         return Err(UploadError::PieceConflict(index));
@@ -198,7 +207,6 @@ where
 async fn place(
     committer: &Committer,
     record: &SessionRecord,
-    staged: &str,
     piece: &Piece,
     tree: &PieceTree,
     bytes: Bytes,
@@ -211,7 +219,7 @@ async fn place(
     if held.etag.is_some() {
         return Ok(None);
     }
-    match bucket_of(committer)?.put_staged_part(id, staged, index, bytes).await {
+    match bucket_of(committer)?.put_piece(id, index, bytes).await {
         Ok(etag) => Ok(Some(etag)),
         Err(e) => {
             // A finalize may have completed the upload meanwhile.
@@ -236,6 +244,12 @@ pub struct Append<S> {
     pub declare_length: Option<u64>,
     pub body: S,
     pub checksum: Option<(DigestKind, Vec<u8>)>,
+    /// The most bytes the upload may reach while its length is not known.
+    pub max_bytes: u64,
+    /// A streamed body (`POST /upload/{id}`): its end is the upload's end.
+    pub ends_upload: bool,
+    /// Start over from byte 0 (a streamed body sent again whole).
+    pub reset: bool,
 }
 
 /// The write claim a PATCH holds: renewed every third of its span by a
@@ -289,7 +303,7 @@ where
         }
         _ => {}
     }
-    if write.offset != record.durable_bytes {
+    if write.offset != record.durable_bytes && !write.reset {
         return Err(UploadError::OffsetMismatch { expected: record.durable_bytes, got: write.offset });
     }
     let token = claim_token(claim);
@@ -308,6 +322,19 @@ where
                 }
             }
         })
+    };
+    // Start over: the pieces, the offset and (for a streamed body, whose
+    // end sets it) the length are forgotten, under the claim.
+    let claimed = match write.reset && claimed.durable_bytes > 0 {
+        true => match committer.repo.reset_shared(&id, token).await {
+            Ok(true) => SessionRecord { durable_bytes: 0, total_size: None, ..claimed },
+            Ok(false) => claimed,
+            Err(e) => {
+                let _ = committer.repo.release_claim(&id, token).await;
+                return Err(e.into());
+            }
+        },
+        false => claimed,
     };
     let written = match (claimed.durable_bytes == write.offset, write.declare_length, claimed.total_size) {
         (false, _, _) => Err(UploadError::OffsetMismatch { expected: claimed.durable_bytes, got: write.offset }),
@@ -349,7 +376,8 @@ where
     E: std::fmt::Display,
 {
     let (total, part) = (record.total_size, part_of(record)?);
-    let (id, staged, bucket) = (&record.id, staged_of(record)?, bucket_of(committer)?);
+    let (id, bucket) = (&record.id, bucket_of(committer)?);
+    staged_of(record)?;
     let start = write.offset;
     // The tail is what follows the parts in the bucket: up to a whole part
     // when the length is not known (a part is put only once a byte after
@@ -382,8 +410,9 @@ where
                 break;
             }
         };
-        if let Some(total) = total.filter(|total| end + block.len() as u64 > *total) {
-            return Err(UploadError::TooLarge { limit: total });
+        let limit = total.unwrap_or(write.max_bytes);
+        if end + block.len() as u64 > limit {
+            return Err(UploadError::TooLarge { limit });
         }
         committer.metrics.upload_received_bytes.inc_by(block.len() as u64);
         if let Some(digest) = &mut digest {
@@ -395,7 +424,7 @@ where
             // A whole part with bytes after it is put (with a known length,
             // as soon as it is whole).
             if buffer.len() as u64 == part {
-                let stored = put_part(committer, record, staged, flushed, buffer.split().freeze()).await?;
+                let stored = put_part(committer, record, flushed, buffer.split().freeze()).await?;
                 flushed += stored.1;
                 match digest {
                     Some(_) => pending.push((stored.0, flushed)),
@@ -407,7 +436,7 @@ where
             rest = &rest[take..];
             let last = total.is_some_and(|total| flushed + buffer.len() as u64 == total);
             if (buffer.len() as u64 == part && total.is_some()) || last {
-                let stored = put_part(committer, record, staged, flushed, buffer.split().freeze()).await?;
+                let stored = put_part(committer, record, flushed, buffer.split().freeze()).await?;
                 flushed += stored.1;
                 match digest {
                     Some(_) => pending.push((stored.0, flushed)),
@@ -416,10 +445,22 @@ where
             }
         }
     }
+    // A streamed body's end is the upload's: its length, recorded before
+    // the last part (which must know it is the last) is put.
+    let ended;
+    let record = match (write.ends_upload && broken.is_none(), total) {
+        (true, None) => {
+            committer.repo.set_total_size(id, end).await?;
+            ended = SessionRecord { total_size: Some(end), ..record.clone() };
+            &ended
+        }
+        _ => record,
+    };
+    let total = record.total_size;
     // The upload's last bytes: a length just declared at the offset the
     // upload had reached leaves the tail, which is the last part.
     if broken.is_none() && total == Some(end) && !buffer.is_empty() {
-        let stored = put_part(committer, record, staged, flushed, buffer.split().freeze()).await?;
+        let stored = put_part(committer, record, flushed, buffer.split().freeze()).await?;
         flushed += stored.1;
         match digest {
             Some(_) => pending.push((stored.0, flushed)),
@@ -455,7 +496,6 @@ where
 async fn put_part(
     committer: &Committer,
     record: &SessionRecord,
-    staged: &str,
     offset: u64,
     bytes: Bytes,
 ) -> Result<((u32, ContentHash, String), u64), UploadError> {
@@ -468,7 +508,7 @@ async fn put_part(
     .await
     .map_err(|e| UploadError::Internal(e.to_string()))?;
     let piece = Piece { number: (offset / part) as u32, size: len, hash };
-    let etag = match place(committer, record, staged, &piece, &tree, bytes).await? {
+    let etag = match place(committer, record, &piece, &tree, bytes).await? {
         Some(etag) => etag,
         // Put and recorded by a PATCH that died before recording the offset.
         None => committer
@@ -531,28 +571,28 @@ async fn finish_claimed(
         record = committer.repo.find_session(&id).await?.ok_or(UploadError::UnknownSession)?;
     }
     check_receiving(&record)?;
-    let staged = staged_of(&record)?.to_owned();
+    if record.total_size == Some(0) {
+        // Nothing to store: refused as the engine refuses an empty file.
+        let outcome = super::committer::Outcome::Refused(UploadError::NotAVideo("the upload is empty".into()));
+        committer.settle(&record, &outcome).await?;
+        discard_staged(committer, &record).await;
+        return outcome.into_answer();
+    }
     let pieces = committer.repo.staged_pieces_of(&id).await?;
-    let (hash, size, etags) = match record.kind {
+    let (hash, size, numbers) = match record.kind {
         UploadKind::Multipart => {
-            let (size, etags) = chosen_parts(&pieces, complete)?;
-            (None, size, etags)
+            let (size, numbers) = chosen_parts(&pieces, complete)?;
+            (None, size, numbers)
         }
         _ => {
-            let (hash, size, etags) = merged(&record, &pieces)?;
-            (Some(hash), size, etags)
+            let (hash, size, numbers) = merged(&record, &pieces)?;
+            (Some(hash), size, numbers)
         }
     };
     let bucket = bucket_of(committer)?.clone();
-    bucket.complete_staged(&id, &staged, etags, size).await.map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => UploadError::storage(e),
-        // S3 refuses parts whose ETags do not match what it holds (two
-        // clients wrote one part number with other bytes at once).
-        _ => UploadError::BadParts(format!("the object store refused the parts: {e}")),
-    })?;
-    // The analysis reads a file: the object comes to this daemon's spool.
-    // Multipart parts had no known offset while they arrived: the file is
-    // hashed here, from the spool, on a blocking thread. Bytes the
+    // The analysis reads a file: the pieces are joined into this daemon's
+    // spool. Multipart parts had no known offset while they arrived: the
+    // file is hashed here, from the spool, on a blocking thread. Bytes the
     // project holds already need neither (a duplicate, answered at once).
     let known = match hash {
         Some(hash) => {
@@ -564,7 +604,7 @@ async fn finish_claimed(
     let hash = tokio::task::spawn_blocking(move || -> std::io::Result<ContentHash> {
         let spool = store.spool_path(&spool_id);
         if !known {
-            bucket.download_staged(&spool_id, &spool)?;
+            bucket.download_pieces(&spool_id, &numbers, &spool)?;
         }
         match hash {
             Some(hash) => Ok(hash),
@@ -591,11 +631,11 @@ async fn finish_claimed(
 
 /// A chunked or tus upload at finalize: every piece stored, their
 /// chaining values merged into the file's hash. Answers the hash, the size
-/// and the parts' ETags in order.
+/// and the pieces' numbers in order.
 pub(super) fn merged(
     record: &SessionRecord,
     pieces: &[crate::storage::StagedPiece],
-) -> Result<(ContentHash, u64, Vec<String>), UploadError> {
+) -> Result<(ContentHash, u64, Vec<u32>), UploadError> {
     let (size, chunk) = layout(record)?;
     let stored: Vec<_> = pieces.iter().filter(|p| p.etag.is_some()).collect();
     let missing: Vec<u32> =
@@ -608,29 +648,17 @@ pub(super) fn merged(
         .and_then(|trees| root(size, &trees))
         .map(ContentHash::from)
         .ok_or_else(|| UploadError::Internal("the chunks' hashes do not make the upload's".into()))?;
-    Ok((hash, size, stored.iter().filter_map(|p| p.etag.clone()).collect()))
+    Ok((hash, size, stored.iter().map(|p| p.piece.number).collect()))
 }
 
-/// A multipart complete: the contract's rules (`check_parts`), and, as
-/// the bucket's parts are numbered as the client's, the listed parts must
-/// be 1, 2, 3, ... without a gap. Answers the size and the S3 ETags.
-fn chosen_parts(pieces: &[crate::storage::StagedPiece], complete: Complete) -> Result<(u64, Vec<String>), UploadError> {
+/// A multipart complete: the contract's rules (`check_parts`). Answers
+/// the size and the listed parts' numbers.
+fn chosen_parts(pieces: &[crate::storage::StagedPiece], complete: Complete) -> Result<(u64, Vec<u32>), UploadError> {
     let stored: std::collections::BTreeMap<u32, Piece> =
         pieces.iter().filter(|p| p.etag.is_some()).map(|p| (p.piece.number, p.piece.clone())).collect();
     let listed = complete.parts.unwrap_or_default();
     let chosen = super::pieces::check_parts(&listed, &stored, complete.min_part_bytes)?;
-    if let Some(gap) = chosen.iter().enumerate().find(|(i, p)| p.number != *i as u32 + 1) {
-        return Err(UploadError::BadParts(format!(
-            "on this store the parts listed must be 1, 2, 3, ... without a gap; part {} is listed in place {}",
-            gap.1.number,
-            gap.0 + 1
-        )));
-    }
-    let etags = chosen
-        .iter()
-        .map(|c| pieces.iter().find(|p| p.piece.number == c.number).and_then(|p| p.etag.clone()).unwrap_or_default())
-        .collect();
-    Ok((chosen.iter().map(|p| p.size).sum(), etags))
+    Ok((chosen.iter().map(|p| p.size).sum(), chosen.iter().map(|p| p.number).collect()))
 }
 
 /// Receives part `number` of a shared multipart upload: into memory (at
@@ -649,7 +677,8 @@ where
     E: std::fmt::Display,
 {
     check_receiving(record)?;
-    let (id, staged) = (&record.id, staged_of(record)?);
+    let id = &record.id;
+    staged_of(record)?;
     if !(1..=super::pieces::MAX_PART_NUMBER).contains(&number) {
         return Err(UploadError::BadPiece(format!(
             "part number {number} is out of range 1..={}",
@@ -675,7 +704,7 @@ where
         .await
         .map_err(|e| UploadError::Internal(e.to_string()))?;
     let piece = Piece { number, size: bytes.len() as u64, hash };
-    let etag = match bucket_of(committer)?.put_staged_part(id, staged, number - 1, bytes).await {
+    let etag = match bucket_of(committer)?.put_piece(id, number, bytes).await {
         Ok(etag) => etag,
         Err(e) => {
             let now = committer.repo.find_session(id).await?.ok_or(UploadError::UnknownSession)?;
@@ -702,8 +731,8 @@ pub async fn abandon(committer: &Committer, record: &SessionRecord, state: Sessi
 }
 
 pub(super) async fn discard_staged(committer: &Committer, record: &SessionRecord) {
-    let (Ok(bucket), Some(staged)) = (bucket_of(committer), record.staged.as_deref()) else { return };
-    if let Err(e) = bucket.discard_staged(&record.id, staged).await {
+    let (Ok(bucket), Some(_)) = (bucket_of(committer), record.staged.as_deref()) else { return };
+    if let Err(e) = bucket.discard_shared(&record.id).await {
         tracing::warn!(upload_id = %record.id, error = %e, "could not remove a shared upload's bytes from the bucket");
     }
 }
