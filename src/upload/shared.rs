@@ -1,43 +1,28 @@
-//! Chunked uploads that any daemon takes, in parallel (S3 backend).
+//! Uploads that any daemon takes, in parallel (S3 backend): ARCHITECTURE.md,
+//! "Uploads any daemon takes", has the design and the moments each
+//! guarantee holds.
 //!
-//! A chunked upload whose chunks can be S3 parts (at least 5 MiB, on 1 KiB
-//! boundaries) is *shared*: it has no session actor and nothing of it is
-//! on one daemon's disk. At init an S3 multipart upload is started at
-//! `uploads/{id}` and its id recorded with the session (`staged`). Then
-//! any daemon takes any chunk:
+//! A shared upload has no session actor and nothing on one daemon's disk.
+//! Its bytes are pieces, each an object of its own (`Bucket::piece`): a
+//! chunk of the chunked door at `index * chunk_size`, a part of
+//! [`TUS_PART`] of a tus or streamed upload, a multipart part. A chunk or
+//! part at a fixed offset is hashed on arrival, its BLAKE3 (its identity)
+//! and the chaining values of its subtrees ([`PieceTree`]); its number is
+//! *reserved* for those bytes in the database (the first reservation wins),
+//! the object is put, and then it is recorded: acknowledged from there.
 //!
-//! 1. The body is read into memory (one chunk, bounded by `chunk_size`),
-//!    then hashed on a blocking thread: the chunk's BLAKE3 (its identity)
-//!    and the chaining values of its subtrees ([`PieceTree`]).
-//! 2. The chunk number is *reserved* in the database for these bytes; the
-//!    first reservation wins, so other bytes for the same number get
-//!    `409 chunk-conflict`, as a stored chunk's would.
-//! 3. The bytes go to the bucket as part `index + 1`.
-//! 4. The part's ETag is recorded: from here the chunk is acknowledged.
+//! A tus PATCH or a streamed body takes a *write claim* (renewed while the
+//! body streams; the fence every record of progress is conditional on),
+//! fetches the upload's *tail* (the bytes past its last part, an object at
+//! `tails/{id}/{durable}`), appends, puts parts as they fill, and writes
+//! the new tail before it records the new offset.
 //!
-//! Finalize, on any daemon, *claims* the session in the database for
-//! `upload.finalize_claim_secs` (one finalize at a time across daemons),
-//! merges the stored chaining values into the file's BLAKE3 without
-//! reading a byte, completes the multipart upload, fetches the object into
-//! a local spool for the analysis, and commits through the same
-//! [`Committer`] as every door (duplicate, near-duplicate, refused, new),
-//! the object copied inside the bucket rather than uploaded again.
-//!
-//! A tus upload of a declared length on S3 is shared the same way, in
-//! parts of [`TUS_PART`] at fixed offsets: a PATCH, on any daemon, takes a
-//! *write claim* (the same column, renewed while the body streams, and the
-//! fence every record of progress is conditional on), fetches the upload's
-//! *tail* (the bytes past its last whole part, an object of its own at
-//! `tails/{id}/{durable}`), appends the body, puts each part as it fills,
-//! and at the body's end writes the new tail before it records the new
-//! offset. HEAD answers the recorded offset: what a daemon that died
-//! mid-PATCH had not recorded is sent again by the client, to any daemon.
-//!
-//! A daemon killed at any step loses nothing acknowledged: a chunk is
-//! acknowledged only once its part is in the bucket and its ETag recorded;
-//! a finalize cut off leaves a claim that runs out, after which a retry on
-//! any daemon takes it over (a commit it had begun is settled as start-up
-//! recovery settles one).
+//! Finalize, on any daemon, *claims* the session for
+//! `upload.finalize_claim_secs`, merges the stored chaining values into
+//! the file's BLAKE3 without reading a byte, joins the pieces into a local
+//! spool for the analysis, and commits through the same [`Committer`] as
+//! every door. A claim a dead daemon left runs out; then any daemon takes
+//! the finalize over.
 
 use super::committer::{Committer, IngestResult};
 use super::handle::PieceOutcome;
