@@ -4,14 +4,15 @@ all (issue 16), in the same run, against the same s3s-fs on loopback.
 
 One large real video goes through the chunked door (init, chunks four at a
 time, finalize), with three layouts:
-  - "one daemon, 4 MiB chunks": under S3's 5 MiB part minimum, so the
-    upload is kept by the daemon that created it, in its spool; finalize
-    uploads the spool to the bucket (the path every chunked upload took
-    on S3 before shared uploads);
-  - "one daemon, 8 MiB chunks (shared)": each chunk goes to the bucket as a
-    part as it arrives, with its BLAKE3 chaining values; finalize merges
-    them, completes the multipart upload, fetches the object for the
-    analysis, and copies it inside the bucket;
+  - "one daemon, 512 KiB chunks (kept)": under the 1 MiB a shared chunk
+    needs, so the upload is kept by the daemon that created it, in its
+    spool, analysed while the chunks arrive; finalize uploads the spool to
+    the bucket (the path every chunked upload took on S3 before shared
+    uploads);
+  - "one daemon, 8 MiB chunks (shared)": each chunk goes to the bucket as
+    an object of its own as it arrives, with its BLAKE3 chaining values;
+    finalize merges them, joins the chunks into a spool for the analysis,
+    and uploads the object;
   - "two daemons, 8 MiB chunks (shared)": the same, chunks alternating
     between two daemons on one PostgreSQL database.
 For each: throughput (init to the last chunk's answer), finalize latency
@@ -97,13 +98,13 @@ def run(a, work, endpoint):
     size = os.path.getsize(src)
     gib = size / 2**30
     expected = subprocess.run(["b3sum", "--no-names", src], check=True, capture_output=True, text=True).stdout.strip()
-    layouts = [("one daemon, 4 MiB chunks (kept)", 1, 4 << 20), ("one daemon, 8 MiB chunks (shared)", 1, 8 << 20),
+    layouts = [("one daemon, 512 KiB chunks (kept)", 1, 512 << 10), ("one daemon, 8 MiB chunks (shared)", 1, 8 << 20),
                ("two daemons, 8 MiB chunks (shared)", 2, 8 << 20)]
     rows = {name: [] for name, _, _ in layouts}
     for r in range(a.rounds):
         for name, count, chunk in layouts:
             subprocess.run(["sync"])
-            tag = f"shared_bench_{r}_{count}_{chunk >> 20}"
+            tag = f"shared_bench_{r}_{count}_{chunk >> 10}"
             database = fresh_database(tag)
             bucket = f"bench-{tag.replace('_', '-')}-{int(time.time())}"
             settings = dict(VIDCACHE__STORAGE__BACKEND="s3", VIDCACHE__STORAGE__S3__ENDPOINT=endpoint,
