@@ -298,6 +298,11 @@ pub struct S3Settings {
     /// commit); the least recently used go first. 0 keeps only the one
     /// in use.
     pub working_copy_bytes: u64,
+    /// Uploads any daemon takes (`upload::shared`): their pieces go to the
+    /// bucket as they arrive. Off (the default), every upload lives in the
+    /// daemon that created it, which is faster for one daemon
+    /// (BENCHMARKS.md); several daemons behind one address need it on.
+    pub share_uploads: bool,
 }
 
 impl std::fmt::Debug for S3Settings {
@@ -312,6 +317,7 @@ impl std::fmt::Debug for S3Settings {
             .field("path_style", &self.path_style)
             .field("redirect_reads", &self.redirect_reads)
             .field("working_copy_bytes", &self.working_copy_bytes)
+            .field("share_uploads", &self.share_uploads)
             .finish()
     }
 }
@@ -548,6 +554,7 @@ impl Settings {
             .set_default("storage.s3.path_style", true)?
             .set_default("storage.s3.redirect_reads", false)?
             .set_default("storage.s3.working_copy_bytes", 10 * GIB)?
+            .set_default("storage.s3.share_uploads", false)?
             .set_default("database.url", "")?
             .set_default("database.max_connections", 10)?
             .set_default("ingest.allow_private_networks", false)?

@@ -165,7 +165,8 @@ impl Application {
         .start();
         let uploads =
             Uploads::new(registry, committer.clone(), settings.upload.checkpoint_bytes, settings.upload.reserve_bytes)
-                .with_finalize_claim(Duration::from_secs(settings.upload.finalize_claim_secs.max(1)));
+                .with_finalize_claim(Duration::from_secs(settings.upload.finalize_claim_secs.max(1)))
+                .with_sharing(settings.storage.s3.share_uploads);
         let guard = NetworkGuard::new(settings.ingest.allow_private_networks, &settings.ingest.allow_networks)
             .map_err(anyhow::Error::msg)?;
         let fetcher = Fetcher::new(guard, uploads.clone(), repo.clone(), &settings.ingest)?;

@@ -92,12 +92,20 @@ pub struct Uploads {
     reserve_bytes: u64,
     /// How long a shared upload's finalize holds its claim (`upload.finalize_claim_secs`).
     finalize_claim: std::time::Duration,
+    /// `storage.s3.share_uploads`: new uploads on a bucket are shared.
+    share: bool,
 }
 
 impl Uploads {
     pub fn new(registry: Addr<Registry>, committer: Committer, checkpoint_bytes: u64, reserve_bytes: u64) -> Self {
         let finalize_claim = std::time::Duration::from_secs(600);
-        Self { registry, committer, checkpoint_bytes, reserve_bytes, finalize_claim }
+        Self { registry, committer, checkpoint_bytes, reserve_bytes, finalize_claim, share: false }
+    }
+
+    /// Sets whether new uploads on a bucket are shared between daemons.
+    pub fn with_sharing(mut self, share: bool) -> Self {
+        self.share = share;
+        self
     }
 
     /// Sets how long a shared upload's finalize holds its claim before
@@ -157,7 +165,7 @@ impl Uploads {
             staged: None,
         };
         // Shared: any daemon takes its requests (`upload::shared`).
-        let bucket = self.committer.store.bucket();
+        let bucket = self.committer.store.bucket().filter(|_| self.share);
         let sharing = super::shared::sharing(bucket, record.kind, record.total_size, record.chunk_size);
         let record = match (bucket, sharing) {
             (Some(_), super::shared::Sharing::Chunks(chunk)) => {

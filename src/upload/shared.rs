@@ -345,8 +345,14 @@ where
     if total.is_none_or(|total| offset < total) || record.kind == UploadKind::TusPartial {
         return Ok(super::handle::TusAppend { offset, result: None });
     }
-    let result = finish(committer, &id, claim, Complete::default()).await?;
-    Ok(super::handle::TusAppend { offset, result: Some(result) })
+    let started = std::time::Instant::now();
+    let result = finish(committer, &id, claim, Complete::default()).await;
+    committer.metrics.upload_finalize_seconds.observe(started.elapsed().as_secs_f64());
+    match &result {
+        Ok(_) => committer.metrics.uploads_completed.inc(),
+        Err(e) => committer.metrics.uploads_failed.with_label_values(&[e.code()]).inc(),
+    }
+    Ok(super::handle::TusAppend { offset, result: Some(result?) })
 }
 
 /// Writes a PATCH's body under the claim. Answers the new recorded length.

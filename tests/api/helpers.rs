@@ -397,6 +397,8 @@ pub fn use_s3(settings: &mut Settings) -> String {
     settings.storage.s3.access_key_id = "vidcache-test".into();
     settings.storage.s3.secret_access_key = "vidcache-test-secret".into();
     settings.storage.s3.path_style = true;
+    // Every upload shared, as several daemons behind one address run.
+    settings.storage.s3.share_uploads = true;
     bucket
 }
 

@@ -150,6 +150,7 @@ async fn serve(root: &std::path::Path, database: &str, bucket: &str) -> Daemon {
         ("VIDCACHE__STORAGE__S3__ACCESS_KEY_ID", "vidcache-test"),
         ("VIDCACHE__STORAGE__S3__SECRET_ACCESS_KEY", "vidcache-test-secret"),
         ("VIDCACHE__STORAGE__S3__PATH_STYLE", "true"),
+        ("VIDCACHE__STORAGE__S3__SHARE_UPLOADS", "true"),
         ("VIDCACHE__UPLOAD__FINALIZE_CLAIM_SECS", "2"),
         ("VIDCACHE__TRANSCODE__ON_UPLOAD", "false"),
         ("VIDCACHE__AUTH__ALLOW_ANONYMOUS", "true"),
@@ -483,4 +484,28 @@ async fn a_deferred_length_tus_upload_is_shared_and_declared_on_the_other_daemon
     for prefix in ["uploads/", "tails/"] {
         assert_eq!(bucket_keys(&bucket, prefix), vec![], "{prefix}");
     }
+}
+
+/// `storage.s3.share_uploads = false`: every upload lives in the daemon that
+/// created it, as for one daemon; another daemon refuses it.
+#[actix_web::test]
+async fn with_sharing_off_an_upload_lives_in_its_daemon() {
+    use crate::tus::{patch, tus_create};
+    let off = |s: &mut vidcache::config::Settings| s.storage.s3.share_uploads = false;
+    let one = spawn_app_with(Backend::S3, off).await;
+    let (database, bucket) = (one.database_url.clone(), one.bucket.clone().unwrap());
+    let two = spawn_app_with(Backend::S3, |s| {
+        off(s);
+        s.database.url = database;
+        s.storage.s3.bucket = bucket.clone();
+    })
+    .await;
+    let video = fixture("large");
+    let location = tus_create(&one.address, &one.client, video.len()).await;
+    assert_eq!(patch(&one, &location, 0, &video[..3 << 20], None).await.status(), 204);
+    assert_error(patch(&two, &location, 3 << 20, &video[3 << 20..], None).await, 409, "upload-elsewhere").await;
+    assert_eq!(bucket_keys(&bucket, "uploads/"), vec![], "nothing of a kept upload is in the bucket");
+    assert_eq!(patch(&one, &location, 3 << 20, &video[3 << 20..], None).await.status(), 204);
+    let result = one.get_json(&format!("{location}/result")).await;
+    assert_eq!(result["hash"], blake3_hex(&video));
 }

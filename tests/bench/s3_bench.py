@@ -99,18 +99,21 @@ def run(a, work, endpoint):
     make_source(small, 16)
     size = os.path.getsize(src)
     gib = size / 2**30
+    s3 = dict(VIDCACHE__STORAGE__BACKEND="s3", VIDCACHE__STORAGE__S3__ENDPOINT=endpoint, **KEYS)
     backends = {
         "local": {},
-        "s3": dict(VIDCACHE__STORAGE__BACKEND="s3", VIDCACHE__STORAGE__S3__ENDPOINT=endpoint, **KEYS),
+        "s3": s3,
+        # storage.s3.share_uploads: the pieces go to the bucket as they arrive.
+        "s3, shared": dict(s3, VIDCACHE__STORAGE__S3__SHARE_UPLOADS="true"),
     }
     rows = {name: [] for name in backends}
     for r in range(a.rounds):
         for name, extra in backends.items():
             subprocess.run(["sync"])
-            root = os.path.abspath(os.path.join(a.dir, f"store-{name}-{r}"))
+            root = os.path.abspath(os.path.join(a.dir, f"store-{name.replace(', ', '-')}-{r}"))
             shutil.rmtree(root, ignore_errors=True)
             settings = dict(extra)
-            if name == "s3":
+            if name.startswith("s3"):
                 settings["VIDCACHE__STORAGE__S3__BUCKET"] = f"bench-{r}-{int(time.time())}"
             d = Daemon(a.binary, root, VIDCACHE__TRANSCODE__WORKERS="0", **settings)
             try:
@@ -137,15 +140,16 @@ def run(a, work, endpoint):
 
     med = lambda name, k: statistics.median(x[k] for x in rows[name])
     print()
-    print(f"| streamed upload, {a.size_mib} MiB, median of {a.rounds} | local | s3 (s3s-fs on loopback) | s3 / local |")
-    print("|---|---|---|---|")
+    print(f"| streamed upload, {a.size_mib} MiB, median of {a.rounds} | local | s3 (s3s-fs on loopback) | s3 / local "
+          f"| s3, shared | shared / local |")
+    print("|---|---|---|---|---|---|")
     for k, label, fmt in [("mbs", "throughput, MB/s", "{:.0f}"), ("cpu", "daemon CPU-s per GiB", "{:.2f}"),
                           ("store_cpu", "store CPU-s per GiB (s3s-fs)", "{:.2f}"),
                           ("fin_small", "finalize, 16 MiB, ms", "{:.0f}"),
                           ("fin_large", f"finalize, {a.size_mib} MiB, ms", "{:.0f}"), ("rss", "daemon peak RSS, MB", "{:.0f}")]:
-        lo, s3 = med("local", k), med("s3", k)
-        ratio = f"{s3 / lo:.2f}" if lo else "-"
-        print(f"| {label} | {fmt.format(lo)} | {fmt.format(s3)} | {ratio} |")
+        lo, s3, shared = med("local", k), med("s3", k), med("s3, shared", k)
+        ratio = lambda x: f"{x / lo:.2f}" if lo else "-"
+        print(f"| {label} | {fmt.format(lo)} | {fmt.format(s3)} | {ratio(s3)} | {fmt.format(shared)} | {ratio(shared)} |")
     print()
     serving(a, endpoint)
 
