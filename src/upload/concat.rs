@@ -140,6 +140,7 @@ fn file_bytes(path: PathBuf, start: u64, len: u64) -> impl Stream<Item = Result<
         let (path, block) = tokio::task::spawn_blocking(move || -> std::io::Result<(PathBuf, Vec<u8>)> {
             use std::os::unix::fs::FileExt;
             let mut block = vec![0u8; want];
+            #[allow(clippy::disallowed_methods)] // on a blocking thread
             std::fs::File::open(&path)?.read_exact_at(&mut block, at)?;
             Ok((path, block))
         })

@@ -574,6 +574,7 @@ impl Uploads {
                 None if durable == 0 => SpoolWriter::create(store.open_spool(&id)?)?,
                 // A spool shorter than the recorded length is not this
                 // upload's: its bytes are on another daemon's disk.
+                #[allow(clippy::disallowed_methods)] // on a blocking thread
                 None if std::fs::metadata(store.spool_path(&id)).map_or(0, |m| m.len()) < durable => {
                     return Err(std::io::Error::new(std::io::ErrorKind::NotFound, ELSEWHERE));
                 }
