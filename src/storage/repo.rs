@@ -1371,9 +1371,11 @@ impl Repository {
             .collect())
     }
 
-    /// Records a durable piece (replacing one with the same number) and
-    /// touches the session, which counts as activity for expiry.
-    pub async fn put_piece(&self, id: &UploadId, piece: &Piece) -> Result<(), RepoError> {
+    /// Records a durable piece (replacing one with its number, as S3
+    /// replaces a part) and touches the session, which counts as activity
+    /// for expiry. `etag`: a part of a shared multipart
+    /// upload, in the bucket as the object with that tag.
+    pub async fn put_piece(&self, id: &UploadId, piece: &Piece, etag: Option<&str>) -> Result<(), RepoError> {
         let now = Utc::now();
         let txn = self.db.begin().await?;
         let row = upload_piece::ActiveModel {
@@ -1383,12 +1385,16 @@ impl Repository {
             hash: Set(piece.hash.to_hex()),
             created_at: Set(now),
             tree: Set(None),
-            etag: Set(None),
+            etag: Set(etag.map(str::to_owned)),
         };
         upload_piece::Entity::insert(row)
             .on_conflict(
                 OnConflict::columns([upload_piece::Column::UploadId, upload_piece::Column::Number])
-                    .update_columns([upload_piece::Column::SizeBytes, upload_piece::Column::Hash])
+                    .update_columns([
+                        upload_piece::Column::SizeBytes,
+                        upload_piece::Column::Hash,
+                        upload_piece::Column::Etag,
+                    ])
                     .to_owned(),
             )
             .exec_without_returning(&txn)
@@ -1492,41 +1498,6 @@ impl Repository {
             .await?;
         txn.commit().await?;
         Ok(updated == 1)
-    }
-
-    /// Records part `piece.number` of a shared multipart upload, in the
-    /// bucket as the part with `etag` (replacing one with that number).
-    pub async fn put_staged_part(&self, id: &UploadId, piece: &Piece, etag: &str) -> Result<(), RepoError> {
-        let now = Utc::now();
-        let txn = self.db.begin().await?;
-        let row = upload_piece::ActiveModel {
-            upload_id: Set(id.as_str().to_owned()),
-            number: Set(piece.number as i32),
-            size_bytes: Set(piece.size as i64),
-            hash: Set(piece.hash.to_hex()),
-            created_at: Set(now),
-            tree: Set(None),
-            etag: Set(Some(etag.to_owned())),
-        };
-        upload_piece::Entity::insert(row)
-            .on_conflict(
-                OnConflict::columns([upload_piece::Column::UploadId, upload_piece::Column::Number])
-                    .update_columns([
-                        upload_piece::Column::SizeBytes,
-                        upload_piece::Column::Hash,
-                        upload_piece::Column::Etag,
-                    ])
-                    .to_owned(),
-            )
-            .exec_without_returning(&txn)
-            .await?;
-        upload_session::Entity::update_many()
-            .col_expr(upload_session::Column::UpdatedAt, now.into())
-            .filter(upload_session::Column::Id.eq(id.as_str()))
-            .exec(&txn)
-            .await?;
-        txn.commit().await?;
-        Ok(())
     }
 
     /// Claims the finalize of a shared upload until `until`: it must be

@@ -45,6 +45,8 @@ const PART_BYTES: usize = 8 << 20;
 const PARTS_IN_FLIGHT: usize = 2;
 /// Read size when a file is streamed to the bucket.
 const READ_BYTES: usize = 1 << 20;
+/// Pieces of a shared upload fetched at once at finalize.
+const FETCHES_IN_FLIGHT: usize = 4;
 /// The marker written after the last file of a published ladder.
 const PUBLISHED: &str = "abr/.published";
 
@@ -187,34 +189,73 @@ impl Bucket {
         .await?
     }
 
-    /// Joins pieces `numbers` of a shared upload, in that order, into a
-    /// local file (the spool the engine commits from), by way of a
-    /// temporary file, so `to` holds all of them or nothing. Blocks.
-    pub fn download_pieces(&self, id: &UploadId, numbers: &[u32], to: &Path) -> io::Result<()> {
+    /// Joins the pieces of a shared upload into the local file `to` (the
+    /// spool the engine commits from), each written at its offset, with up
+    /// to [`FETCHES_IN_FLIGHT`] fetched at once, streamed: no piece is held
+    /// whole in memory. `prefix(n)` is told each time bytes `0..n` are all
+    /// in the file, in order (the analysis reads them while the rest
+    /// arrive). On an error `to` holds a part of the upload; the caller
+    /// discards it. Blocks.
+    pub fn fetch_pieces(
+        &self,
+        id: &UploadId,
+        pieces: &[PieceAt],
+        to: &Path,
+        mut prefix: impl FnMut(u64) + Send + 'static,
+    ) -> io::Result<()> {
         let dir = to.parent().ok_or_else(|| other("a fetched upload needs a directory"))?;
         fs::create_dir_all(dir)?;
-        let tmp = dir.join(format!(".fetch-{}.tmp", UploadId::generate()));
-        let (client, target) = (self.client.clone(), tmp.clone());
-        let paths: Vec<S3Path> = numbers.iter().map(|n| Self::piece(id, *n)).collect();
-        let fetched = block_on(async move {
-            use tokio::io::AsyncWriteExt;
-            let mut out = tokio::fs::File::create(&target).await?;
-            for path in paths {
-                let mut body = client.get(&path).await.map_err(io_error)?.into_stream();
-                while let Some(chunk) = body.next().await {
-                    out.write_all(&chunk.map_err(io_error)?).await?;
+        let total = pieces.last().map_or(0, |p| p.offset + p.len);
+        // Whatever an earlier attempt left past the end goes.
+        fs::OpenOptions::new().create(true).write(true).truncate(false).open(to)?.set_len(total)?;
+        let (client, target) = (self.client.clone(), to.to_path_buf());
+        let jobs: Vec<(usize, S3Path, PieceAt)> =
+            pieces.iter().enumerate().map(|(i, p)| (i, Self::piece(id, p.number), *p)).collect();
+        let ends: Vec<u64> = pieces.iter().map(|p| p.offset + p.len).collect();
+        block_on(async move {
+            let mut fetched = futures_util::stream::iter(jobs)
+                .map(|(i, path, piece)| {
+                    let (client, target) = (client.clone(), target.clone());
+                    async move {
+                        use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+                        let mut out = tokio::fs::OpenOptions::new().write(true).open(&target).await?;
+                        out.seek(io::SeekFrom::Start(piece.offset)).await?;
+                        let mut body = client.get(&path).await.map_err(io_error)?.into_stream();
+                        let mut written = 0u64;
+                        while let Some(chunk) = body.next().await {
+                            let chunk = chunk.map_err(io_error)?;
+                            written += chunk.len() as u64;
+                            if written > piece.len {
+                                break;
+                            }
+                            out.write_all(&chunk).await?;
+                        }
+                        if written != piece.len {
+                            return Err(other(format!(
+                                "piece {} of the upload holds {written} bytes, not {}",
+                                piece.number, piece.len
+                            )));
+                        }
+                        out.flush().await?;
+                        Ok::<usize, io::Error>(i)
+                    }
+                })
+                .buffer_unordered(FETCHES_IN_FLIGHT);
+            // `prefix` follows the pieces done from the first on.
+            let mut done = vec![false; ends.len()];
+            let mut next = 0;
+            while let Some(finished) = fetched.next().await {
+                done[finished?] = true;
+                let before = next;
+                while next < done.len() && done[next] {
+                    next += 1;
+                }
+                if next > before {
+                    prefix(ends[next - 1]);
                 }
             }
-            out.sync_all().await
-        })
-        .and_then(|r| r);
-        match fetched {
-            Ok(()) => fs::rename(&tmp, to),
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                Err(e)
-            }
-        }
+            tokio::fs::OpenOptions::new().write(true).open(&target).await?.sync_all().await
+        })?
     }
 
     /// The key of a shared tus upload's tail: the bytes past its last whole
@@ -468,6 +509,29 @@ fn block_on<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) -> i
         let _ = tx.send(f.await);
     });
     rx.recv().map_err(|_| other("an S3 call was cut off"))
+}
+
+/// Where piece `number` of a shared upload goes in the joined file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PieceAt {
+    pub number: u32,
+    pub offset: u64,
+    pub len: u64,
+}
+
+impl PieceAt {
+    /// Pieces of the given numbers and sizes, one after the other from 0.
+    pub fn in_order(pieces: impl IntoIterator<Item = (u32, u64)>) -> Vec<Self> {
+        let mut offset = 0;
+        pieces
+            .into_iter()
+            .map(|(number, len)| {
+                let at = Self { number, offset, len };
+                offset += len;
+                at
+            })
+            .collect()
+    }
 }
 
 /// [`Store`] with objects and media in a bucket and spools on local disk.

@@ -110,16 +110,15 @@ impl Uploads {
             (Some(_), Some(bucket)) => {
                 // Its pieces, in order, each from where the range meets it.
                 let pieces = self.committer.repo.staged_pieces_of(&partial.id).await?;
-                let (_, _, numbers) = shared::merged(partial, &pieces)?;
-                let (mut at, end) = (0u64, start + len);
+                let (_, placed) = shared::merged(partial, &pieces)?;
+                let end = start + len;
                 let mut streams: Vec<ByteStream> = Vec::new();
-                for number in numbers {
-                    let size = pieces.iter().find(|p| p.piece.number == number).map_or(0, |p| p.piece.size);
-                    let (from, to) = (start.max(at), end.min(at + size));
+                for piece in placed {
+                    let (from, to) = (start.max(piece.offset), end.min(piece.offset + piece.len));
                     if from < to {
-                        streams.push(Box::pin(bucket.stream(Bucket::piece(&partial.id, number), from - at, to - from)));
+                        let key = Bucket::piece(&partial.id, piece.number);
+                        streams.push(Box::pin(bucket.stream(key, from - piece.offset, to - from)));
                     }
-                    at += size;
                 }
                 Ok(Box::pin(futures_util::stream::iter(streams).flatten()))
             }

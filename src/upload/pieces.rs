@@ -365,7 +365,7 @@ impl<D: PieceDoor> Handler<EndPiece> for UploadSession<D> {
         let repo = self.core.committer.repo.clone();
         let id = self.core.record.id.clone();
         let recorded = piece.clone();
-        Box::pin(async move { repo.put_piece(&id, &recorded).await }.into_actor(self).map(move |put, act, _| {
+        Box::pin(async move { repo.put_piece(&id, &recorded, None).await }.into_actor(self).map(move |put, act, _| {
             // Still in flight until recorded, so a finish cannot miss it.
             act.door.book().in_flight.remove(&msg.number);
             put?;

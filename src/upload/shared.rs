@@ -19,19 +19,21 @@
 //!
 //! Finalize, on any daemon, *claims* the session for
 //! `upload.finalize_claim_secs`, merges the stored chaining values into
-//! the file's BLAKE3 without reading a byte, joins the pieces into a local
-//! spool for the analysis, and commits through the same [`Committer`] as
-//! every door. A claim a dead daemon left runs out; then any daemon takes
+//! the file's BLAKE3 without reading a byte, fetches the pieces into a
+//! local spool (several at once, each at its offset) while an early probe
+//! analyses the prefix already there, and commits through the same
+//! [`Committer`] as every door. A claim a dead daemon left runs out; then any daemon takes
 //! the finalize over.
 
 use super::committer::{Committer, IngestResult};
+use super::early_probe::{EarlyProbe, Refined};
 use super::handle::PieceOutcome;
 use super::pieces::{Tally, chunk_layout};
 use super::pump::{Digest, DigestKind};
 use super::tree::{PieceTree, root};
 use super::{UploadError, check_receiving};
 use crate::domain::{ContentHash, UploadId};
-use crate::storage::{Bucket, Piece, SessionRecord, SessionState, UploadKind};
+use crate::storage::{Bucket, Piece, PieceAt, SessionRecord, SessionState, UploadKind};
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use std::time::Duration;
@@ -145,22 +147,11 @@ where
     }
     let offset = u64::from(index) * chunk;
     let expected = chunk.min(size - offset);
-    let mut buffer = BytesMut::with_capacity(expected as usize);
-    while let Some(block) = body.next().await {
-        let block = block.map_err(|e| UploadError::Truncated(e.to_string()))?;
-        if buffer.len() as u64 + block.len() as u64 > expected {
-            return Err(UploadError::BadPiece(format!("chunk {index} has more than {expected} bytes")));
-        }
-        committer.metrics.upload_received_bytes.inc_by(block.len() as u64);
-        buffer.extend_from_slice(&block);
+    let bytes =
+        read_body(committer, &mut body, expected, || format!("chunk {index} has more than {expected} bytes")).await?;
+    if bytes.len() as u64 != expected {
+        return Err(UploadError::BadPiece(format!("chunk {index} has {} bytes; it must have {expected}", bytes.len())));
     }
-    if buffer.len() as u64 != expected {
-        return Err(UploadError::BadPiece(format!(
-            "chunk {index} has {} bytes; it must have {expected}",
-            buffer.len()
-        )));
-    }
-    let bytes = buffer.freeze();
     let hashed = bytes.clone();
     let (hash, tree, sum) = tokio::task::spawn_blocking(move || {
         let hash = ContentHash::from(blake3::hash(&hashed));
@@ -184,6 +175,30 @@ where
         return Err(UploadError::PieceConflict(index));
     }
     Ok(PieceOutcome { tally: tally(committer, id).await?, hash })
+}
+
+/// A piece's body, into memory: at most `max` bytes (`too_large` says
+/// what a longer one is), counted as received.
+async fn read_body<S, E>(
+    committer: &Committer,
+    body: &mut S,
+    max: u64,
+    too_large: impl FnOnce() -> String,
+) -> Result<Bytes, UploadError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let mut buffer = BytesMut::with_capacity(max.min(TUS_PART) as usize);
+    while let Some(block) = body.next().await {
+        let block = block.map_err(|e| UploadError::Truncated(e.to_string()))?;
+        if buffer.len() as u64 + block.len() as u64 > max {
+            return Err(UploadError::BadPiece(too_large()));
+        }
+        committer.metrics.upload_received_bytes.inc_by(block.len() as u64);
+        buffer.extend_from_slice(&block);
+    }
+    Ok(buffer.freeze())
 }
 
 /// Steps 2 and 3: reserves the piece's number for its bytes and puts them
@@ -570,47 +585,30 @@ async fn finish_claimed(
         return outcome.into_answer();
     }
     let pieces = committer.repo.staged_pieces_of(&id).await?;
-    let (hash, size, numbers) = match record.kind {
-        UploadKind::Multipart => {
-            let (size, numbers) = chosen_parts(&pieces, complete)?;
-            (None, size, numbers)
-        }
+    let (hash, placed) = match record.kind {
+        UploadKind::Multipart => (None, chosen_parts(&pieces, complete)?),
         _ => {
-            let (hash, size, numbers) = merged(&record, &pieces)?;
-            (Some(hash), size, numbers)
+            let (hash, placed) = merged(&record, &pieces)?;
+            (Some(hash), placed)
         }
     };
-    let bucket = bucket_of(committer)?.clone();
-    // The analysis reads a file: the pieces are joined into this daemon's
-    // spool. Multipart parts had no known offset while they arrived: the
-    // file is hashed here, from the spool, on a blocking thread. Bytes the
-    // project holds already need neither (a duplicate, answered at once).
+    let size = placed.last().map_or(0, |p| p.offset + p.len);
+    // Bytes the project holds already need nothing more: a duplicate,
+    // answered at once without a fetch.
     let known = match hash {
         Some(hash) => {
             committer.repo.find_video(&hash).await?.is_some() && committer.repo.holds(&record.project, &hash).await?
         }
         None => false,
     };
-    let (store, spool_id) = (committer.store.clone(), id.clone());
-    let hash = tokio::task::spawn_blocking(move || -> std::io::Result<ContentHash> {
-        let spool = store.spool_path(&spool_id);
-        if !known {
-            bucket.download_pieces(&spool_id, &numbers, &spool)?;
-        }
-        match hash {
-            Some(hash) => Ok(hash),
-            None => {
-                let mut hasher = blake3::Hasher::new();
-                #[allow(clippy::disallowed_methods)] // on a blocking thread
-                std::io::copy(&mut std::fs::File::open(&spool)?, &mut hasher)?;
-                Ok(ContentHash::from(hasher.finalize()))
-            }
-        }
-    })
-    .await
-    .map_err(|e| UploadError::Internal(e.to_string()))?
-    .map_err(UploadError::storage)?;
-    let outcome = committer.commit(&record, hash, size, None, None).await;
+    let (early, refined, hash) = if known {
+        (None, None, hash)
+    } else {
+        let (early, refined, hashed) = fetch(committer, &id, placed, size, hash.is_none()).await?;
+        (early, refined, hash.or(hashed))
+    };
+    let hash = hash.ok_or_else(|| UploadError::Internal("the upload was not hashed".into()))?;
+    let outcome = committer.commit(&record, hash, size, early, refined).await;
     let closed = committer.settle(&record, &outcome).await;
     if let Err(e) = &closed {
         tracing::warn!(upload_id = %id, error = %e, "could not close a finished shared upload");
@@ -622,12 +620,12 @@ async fn finish_claimed(
 }
 
 /// A chunked or tus upload at finalize: every piece stored, their
-/// chaining values merged into the file's hash. Answers the hash, the size
-/// and the pieces' numbers in order.
+/// chaining values merged into the file's hash. Answers the hash and the
+/// pieces where they go in the file.
 pub(super) fn merged(
     record: &SessionRecord,
     pieces: &[crate::storage::StagedPiece],
-) -> Result<(ContentHash, u64, Vec<u32>), UploadError> {
+) -> Result<(ContentHash, Vec<PieceAt>), UploadError> {
     let (size, chunk) = layout(record)?;
     let stored: Vec<_> = pieces.iter().filter(|p| p.etag.is_some()).collect();
     let missing: Vec<u32> =
@@ -640,17 +638,73 @@ pub(super) fn merged(
         .and_then(|trees| root(size, &trees))
         .map(ContentHash::from)
         .ok_or_else(|| UploadError::Internal("the chunks' hashes do not make the upload's".into()))?;
-    Ok((hash, size, stored.iter().map(|p| p.piece.number).collect()))
+    Ok((hash, PieceAt::in_order(stored.iter().map(|p| (p.piece.number, p.piece.size)))))
 }
 
 /// A multipart complete: the contract's rules (`check_parts`). Answers
-/// the size and the listed parts' numbers.
-fn chosen_parts(pieces: &[crate::storage::StagedPiece], complete: Complete) -> Result<(u64, Vec<u32>), UploadError> {
+/// the listed parts where they go in the file.
+fn chosen_parts(pieces: &[crate::storage::StagedPiece], complete: Complete) -> Result<Vec<PieceAt>, UploadError> {
     let stored: std::collections::BTreeMap<u32, Piece> =
         pieces.iter().filter(|p| p.etag.is_some()).map(|p| (p.piece.number, p.piece.clone())).collect();
     let listed = complete.parts.unwrap_or_default();
     let chosen = super::pieces::check_parts(&listed, &stored, complete.min_part_bytes)?;
-    Ok((chosen.iter().map(|p| p.size).sum(), chosen.iter().map(|p| p.number).collect()))
+    Ok(PieceAt::in_order(chosen.iter().map(|p| (p.number, p.size))))
+}
+
+/// Joins the pieces into this daemon's spool for the analysis, which
+/// reads the file while the pieces arrive (an early probe, as for a kept
+/// upload, when a slot is free). A multipart upload, whose parts had no
+/// known offset when they arrived, is hashed from the spool as well
+/// (`hash_it`). On an error the spool goes and the upload stays as it was.
+async fn fetch(
+    committer: &Committer,
+    id: &UploadId,
+    placed: Vec<PieceAt>,
+    size: u64,
+    hash_it: bool,
+) -> Result<
+    (Option<Result<crate::media::Analysis, crate::media::ProbeError>>, Option<Refined>, Option<ContentHash>),
+    UploadError,
+> {
+    let bucket = bucket_of(committer)?.clone();
+    let (store, spool_id, slots) = (committer.store.clone(), id.clone(), committer.early_probes.clone());
+    let fetched = tokio::task::spawn_blocking(move || -> std::io::Result<(Option<EarlyProbe>, Option<ContentHash>)> {
+        let spool = store.spool_path(&spool_id);
+        // The probe opens the spool: it must exist first.
+        drop(store.open_spool(&spool_id)?);
+        let probe = EarlyProbe::start(&*store, &spool_id, Some(size), &slots);
+        let feed = probe.as_ref().map(|p| p.feed.clone());
+        let joined = bucket.fetch_pieces(&spool_id, &placed, &spool, move |n| {
+            if let Some(feed) = &feed {
+                feed.advance(n);
+            }
+        });
+        if let Err(e) = joined {
+            if let Some(probe) = probe {
+                probe.abandon();
+            }
+            let _ = store.discard_spool(&spool_id);
+            return Err(e);
+        }
+        if !hash_it {
+            return Ok((probe, None));
+        }
+        let mut hasher = blake3::Hasher::new();
+        #[allow(clippy::disallowed_methods)] // on a blocking thread
+        std::io::copy(&mut std::fs::File::open(&spool)?, &mut hasher)?;
+        Ok((probe, Some(ContentHash::from(hasher.finalize()))))
+    })
+    .await
+    .map_err(|e| UploadError::Internal(e.to_string()))?
+    .map_err(UploadError::storage)?;
+    let (probe, hashed) = fetched;
+    match probe {
+        Some(probe) => {
+            let (early, refined) = probe.finish().await;
+            Ok((early, Some(refined), hashed))
+        }
+        None => Ok((None, None, hashed)),
+    }
 }
 
 /// Receives part `number` of a shared multipart upload: into memory (at
@@ -681,16 +735,7 @@ where
         return Err(UploadError::Busy);
     }
     let max = max.min(MAX_SHARED_PART);
-    let mut buffer = BytesMut::new();
-    while let Some(block) = body.next().await {
-        let block = block.map_err(|e| UploadError::Truncated(e.to_string()))?;
-        if buffer.len() as u64 + block.len() as u64 > max {
-            return Err(UploadError::BadPiece(format!("piece {number} is larger than {max} bytes")));
-        }
-        committer.metrics.upload_received_bytes.inc_by(block.len() as u64);
-        buffer.extend_from_slice(&block);
-    }
-    let bytes = buffer.freeze();
+    let bytes = read_body(committer, &mut body, max, || format!("piece {number} is larger than {max} bytes")).await?;
     let hashed = bytes.clone();
     let hash = tokio::task::spawn_blocking(move || ContentHash::from(blake3::hash(&hashed)))
         .await
@@ -704,7 +749,7 @@ where
             return Err(UploadError::storage(e));
         }
     };
-    committer.repo.put_staged_part(id, &piece, &etag).await?;
+    committer.repo.put_piece(id, &piece, Some(&etag)).await?;
     Ok(PieceOutcome { tally: tally(committer, id).await?, hash })
 }
 
