@@ -8,7 +8,7 @@ use crate::chunked::{init_chunked, send_chunk};
 use crate::helpers::{Backend, TestApp, blake3_hex, fixture, spawn_app_with};
 use serde_json::Value;
 
-fn probes(text: &str, source: &str) -> u64 {
+pub fn probes(text: &str, source: &str) -> u64 {
     let needle = format!("vidcache_probes_total{{source=\"{source}\"}} ");
     text.lines().find_map(|l| l.strip_prefix(&needle)).map_or(0, |v| v.trim().parse().unwrap())
 }

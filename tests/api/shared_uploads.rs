@@ -107,6 +107,11 @@ async fn chunks_of_one_upload_go_to_both_daemons_at_once_and_make_the_files_hash
     assert_eq!(blake3_hex(&bytes), hash);
     let listed = one.get_json(&format!("/videos/{}", init["video_id"])).await;
     assert_eq!(listed["width"], 640, "analysed: {listed}");
+    // Analysed while the pieces were fetched (the early probe), not from
+    // the joined file after.
+    let text = two.client.get(two.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(crate::early_probe::probes(&text, "stream"), 1, "{text}");
+    assert_eq!(crate::early_probe::probes(&text, "file"), 0, "{text}");
 
     // The same bytes again, through both: a duplicate, still one object.
     let init = init_chunked(&two, "again.mp4", video.len(), CHUNK).await;
