@@ -25,6 +25,9 @@ pub struct Metrics {
     pub damaged_after_commit: IntCounter,
     /// Finalizes that used a partial analysis while the rest went on.
     pub analyses_handed_over: IntCounter,
+    /// Objects of shared uploads joined from their pieces inside the
+    /// bucket (UploadPartCopy) rather than uploaded from a spool.
+    pub objects_joined_in_bucket: IntCounter,
     pub upload_finalize_seconds: Histogram,
     pub http_request_duration_seconds: HistogramVec,
     /// Where a committed upload's media info came from: `stream` (probed
@@ -74,6 +77,10 @@ impl Metrics {
         let tone_vetoes = counter(
             "tone_vetoes_total",
             "Uploads whose picture hashes matched a stored video and whose brightness levels did not.",
+        );
+        let objects_joined_in_bucket = counter(
+            "objects_joined_in_bucket_total",
+            "Objects of shared uploads joined from their pieces inside the bucket, not uploaded.",
         );
         let analyses_handed_over = counter(
             "analyses_handed_over_total",
@@ -163,6 +170,7 @@ impl Metrics {
             tone_vetoes,
             damaged_after_commit,
             analyses_handed_over,
+            objects_joined_in_bucket,
             upload_finalize_seconds,
             http_request_duration_seconds,
         }

@@ -20,6 +20,14 @@ pub trait Store: Send + Sync + 'static {
     fn open_spool(&self, id: &UploadId) -> io::Result<File>;
     /// Makes the spool the object `key`: fsync, rename, fsync the directory.
     fn commit(&self, id: &UploadId, key: &ObjectKey) -> io::Result<()>;
+    /// Commits an upload whose bytes are also `pieces` in the bucket (a
+    /// shared upload, fetched into its spool): the object may be joined
+    /// from them where they are. Answers whether it was (`false`: made
+    /// from the spool, as [`Store::commit`]).
+    fn commit_pieces(&self, id: &UploadId, key: &ObjectKey, pieces: &[super::PieceAt]) -> io::Result<bool> {
+        let _ = pieces;
+        self.commit(id, key).map(|()| false)
+    }
     /// Removes a spool file and any separate pieces; a missing one is not an error.
     fn discard_spool(&self, id: &UploadId) -> io::Result<()>;
     /// Where a piece kept in a file of its own (a multipart part) lives. The

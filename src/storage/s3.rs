@@ -28,7 +28,8 @@ use crate::config::S3Settings;
 use crate::domain::{ContentHash, ObjectKey, UploadId};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AwsAuthorizer};
+use object_store::multipart::PartId;
 use object_store::path::Path as S3Path;
 use object_store::signer::Signer;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
@@ -47,6 +48,10 @@ const PARTS_IN_FLIGHT: usize = 2;
 const READ_BYTES: usize = 1 << 20;
 /// Pieces of a shared upload fetched at once at finalize.
 const FETCHES_IN_FLIGHT: usize = 4;
+/// The smallest part S3 takes, but for the last one.
+const MIN_PART_BYTES: u64 = 5 << 20;
+/// The most parts one S3 object may have.
+const MAX_PARTS: usize = 10_000;
 /// The marker written after the last file of a published ladder.
 const PUBLISHED: &str = "abr/.published";
 
@@ -69,7 +74,10 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 pub struct Bucket {
     client: Arc<AmazonS3>,
     name: String,
+    region: String,
     redirect_reads: bool,
+    /// Sends the one call object_store has no method for: UploadPartCopy.
+    http: reqwest::Client,
 }
 
 /// What a read of one file of the bucket found.
@@ -106,7 +114,13 @@ impl Bucket {
                 builder.with_access_key_id(&settings.access_key_id).with_secret_access_key(&settings.secret_access_key);
         }
         let client = Arc::new(builder.build()?);
-        let bucket = Self { client, name: settings.bucket.clone(), redirect_reads: settings.redirect_reads };
+        let bucket = Self {
+            client,
+            name: settings.bucket.clone(),
+            region: settings.region.clone(),
+            redirect_reads: settings.redirect_reads,
+            http: reqwest::Client::new(),
+        };
         let probe = bucket.clone();
         on_runtime(async move { probe.ensure_bucket().await }).await??;
         Ok(bucket)
@@ -256,6 +270,86 @@ impl Bucket {
             }
             tokio::fs::OpenOptions::new().write(true).open(&target).await?.sync_all().await
         })?
+    }
+
+    /// Whether `pieces` can be joined inside the bucket ([`Bucket::compose`]):
+    /// each is a part of the object, so each but the last must have S3's
+    /// 5 MiB, and there may be 10,000 at most.
+    pub fn composable(pieces: &[PieceAt]) -> bool {
+        let Some((_, init)) = pieces.split_last() else { return false };
+        pieces.len() <= MAX_PARTS && init.iter().all(|p| p.len >= MIN_PART_BYTES)
+    }
+
+    /// Makes `to` the pieces of a shared upload joined in order, inside
+    /// the bucket: a multipart upload whose parts are copied from the
+    /// pieces (UploadPartCopy), so no byte goes through this daemon. The
+    /// object appears whole at the completion or not at all; one cut off
+    /// leaves an incomplete multipart upload (a lifecycle rule removes it)
+    /// and the pieces untouched. Blocks.
+    pub fn compose(&self, id: &UploadId, pieces: &[PieceAt], to: S3Path) -> io::Result<()> {
+        use object_store::multipart::MultipartStore;
+        let sources: Vec<S3Path> = pieces.iter().map(|p| Self::piece(id, p.number)).collect();
+        let bucket = self.clone();
+        block_on(async move {
+            let client = bucket.client.clone();
+            let upload = client.create_multipart(&to).await.map_err(io_error)?;
+            let joined = async {
+                let parts = futures_util::stream::iter(sources.into_iter().enumerate())
+                    .map(|(i, from)| {
+                        let (bucket, to, upload) = (bucket.clone(), to.clone(), upload.clone());
+                        async move { bucket.copy_part(&from, &to, &upload, i + 1).await }
+                    })
+                    .buffered(FETCHES_IN_FLIGHT)
+                    .collect::<Vec<_>>()
+                    .await
+                    .into_iter()
+                    .collect::<io::Result<Vec<_>>>()?;
+                client.complete_multipart(&to, &upload, parts).await.map(drop).map_err(io_error)
+            }
+            .await;
+            if joined.is_err() {
+                let _ = client.abort_multipart(&to, &upload).await;
+            }
+            joined
+        })?
+    }
+
+    /// UploadPartCopy: `from`, whole, as part `number` of the multipart
+    /// upload `upload` of `to`. object_store signs it (`AwsAuthorizer`);
+    /// it has no call for it. Keys here are vidcache's own
+    /// (`uploads/{id}/{n}`), which need no escaping.
+    async fn copy_part(&self, from: &S3Path, to: &S3Path, upload: &str, number: usize) -> io::Result<PartId> {
+        let credential = self.client.credentials().get_credential().await.map_err(io_error)?;
+        // The object's URL as object_store builds it (endpoint, path or
+        // virtual-hosted style), without the presigning query.
+        let mut url = self.client.signed_url(http::Method::PUT, to, Duration::from_secs(60)).await.map_err(io_error)?;
+        url.set_query(None);
+        url.query_pairs_mut().append_pair("partNumber", &number.to_string()).append_pair("uploadId", upload);
+        let mut request = http::Request::builder()
+            .method(http::Method::PUT)
+            .uri(url.as_str())
+            .header("x-amz-copy-source", format!("{}/{}", self.name, from.as_ref()))
+            .body(object_store::client::HttpRequestBody::empty())
+            .map_err(other)?;
+        AwsAuthorizer::new(&credential, "s3", &self.region).authorize(&mut request, None);
+        let mut send = self.http.put(url.as_str());
+        for (name, value) in request.headers() {
+            if name != http::header::HOST {
+                send = send.header(name, value);
+            }
+        }
+        let answer = send.send().await.map_err(other)?;
+        let status = answer.status();
+        let body = answer.text().await.map_err(other)?;
+        // S3 may answer an error of a copy in the body of a 200.
+        let etag = body
+            .split_once("<ETag>")
+            .and_then(|(_, rest)| rest.split_once("</ETag>"))
+            .map(|(etag, _)| etag.replace("&quot;", "\"").replace("&#34;", "\""));
+        match etag {
+            Some(content_id) if status.is_success() => Ok(PartId { content_id }),
+            _ => Err(other(format!("copying {from} into part {number} of {to}: {status}: {body}"))),
+        }
     }
 
     /// The key of a shared tus upload's tail: the bytes past its last whole
@@ -655,6 +749,17 @@ impl Store for S3Store {
         self.local.commit(id, key)?;
         self.evict_beyond_limit(&self.local.object_path(key));
         Ok(())
+    }
+
+    fn commit_pieces(&self, id: &UploadId, key: &ObjectKey, pieces: &[PieceAt]) -> io::Result<bool> {
+        if !Bucket::composable(pieces) {
+            return self.commit(id, key).map(|()| false);
+        }
+        // As `commit`: the object in the bucket before the spool goes.
+        self.bucket.compose(id, pieces, Bucket::object(key))?;
+        self.local.commit(id, key)?;
+        self.evict_beyond_limit(&self.local.object_path(key));
+        Ok(true)
     }
 
     fn discard_spool(&self, id: &UploadId) -> io::Result<()> {

@@ -178,6 +178,16 @@ impl Outcome {
     }
 }
 
+/// Where the bytes being committed are, besides this daemon's spool.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// Only there: the object is made from the spool.
+    Spool,
+    /// Also as the pieces of a shared upload in the bucket, in this order:
+    /// the store may join the object from them where they are.
+    Pieces(Vec<crate::storage::PieceAt>),
+}
+
 #[derive(Clone)]
 pub struct Committer {
     pub(crate) repo: Repository,
@@ -268,8 +278,9 @@ impl Committer {
         size: u64,
         early: Option<Result<Analysis, ProbeError>>,
         refined: Option<super::early_probe::Refined>,
+        source: Source,
     ) -> Outcome {
-        let outcome = Outcome::of(self.commit_once(session, hash, size, early, refined).await);
+        let outcome = Outcome::of(self.commit_once(session, hash, size, early, refined, source).await);
         if let Some(result) = outcome.result() {
             self.announce(session, result);
             // A job stored with a new video (or a project's claim) is
@@ -330,6 +341,7 @@ impl Committer {
         size: u64,
         early: Option<Result<Analysis, ProbeError>>,
         refined: Option<super::early_probe::Refined>,
+        source: Source,
     ) -> Result<IngestResult, UploadError> {
         // Every answer but `New` leaves the spool (and any parts) where they
         // are: the session closes with the answer first, and only then are
@@ -389,10 +401,18 @@ impl Committer {
         self.repo.begin_commit(id, &hash, &key).await?;
         let store = self.store.clone();
         let (commit_id, commit_key) = (id.clone(), key.clone());
-        let renamed = tokio::task::spawn_blocking(move || store.commit(&commit_id, &commit_key))
-            .await
-            .map_err(|e| UploadError::Internal(e.to_string()))
-            .and_then(|r| r.map_err(UploadError::Io));
+        let renamed = tokio::task::spawn_blocking(move || match source {
+            Source::Spool => store.commit(&commit_id, &commit_key).map(|()| false),
+            Source::Pieces(pieces) => store.commit_pieces(&commit_id, &commit_key, &pieces),
+        })
+        .await
+        .map_err(|e| UploadError::Internal(e.to_string()))
+        .and_then(|r| r.map_err(UploadError::Io))
+        .map(|joined| {
+            if joined {
+                self.metrics.objects_joined_in_bucket.inc();
+            }
+        });
         if let Err(e) = renamed {
             // The spool is where it was: the session can take a retry.
             self.repo.reopen_session(id).await?;

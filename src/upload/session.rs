@@ -11,7 +11,7 @@
 //! commit's `Outcome` to the session's end in one exhaustive match.
 
 use super::assembler::Assembler;
-use super::committer::{Committer, End, IngestResult, Outcome};
+use super::committer::{Committer, End, IngestResult, Outcome, Source};
 use super::early_probe::EarlyProbe;
 use super::ranged::RangedSpool;
 use super::registry::{Registry, SessionStopped};
@@ -374,7 +374,7 @@ impl<D: Door> UploadSession<D> {
                     }
                     None => (None, None),
                 };
-                let outcome = committer.commit(&record, hash, size, early, refined).await;
+                let outcome = committer.commit(&record, hash, size, early, refined, Source::Spool).await;
                 let closed = committer.settle(&record, &outcome).await;
                 (outcome, closed, writer)
             }

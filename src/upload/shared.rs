@@ -25,7 +25,7 @@
 //! [`Committer`] as every door. A claim a dead daemon left runs out; then any daemon takes
 //! the finalize over.
 
-use super::committer::{Committer, IngestResult};
+use super::committer::{Committer, IngestResult, Source};
 use super::early_probe::{EarlyProbe, Refined};
 use super::handle::PieceOutcome;
 use super::pieces::{Tally, chunk_layout};
@@ -604,11 +604,11 @@ async fn finish_claimed(
     let (early, refined, hash) = if known {
         (None, None, hash)
     } else {
-        let (early, refined, hashed) = fetch(committer, &id, placed, size, hash.is_none()).await?;
+        let (early, refined, hashed) = fetch(committer, &id, placed.clone(), size, hash.is_none()).await?;
         (early, refined, hash.or(hashed))
     };
     let hash = hash.ok_or_else(|| UploadError::Internal("the upload was not hashed".into()))?;
-    let outcome = committer.commit(&record, hash, size, early, refined).await;
+    let outcome = committer.commit(&record, hash, size, early, refined, Source::Pieces(placed)).await;
     let closed = committer.settle(&record, &outcome).await;
     if let Err(e) = &closed {
         tracing::warn!(upload_id = %id, error = %e, "could not close a finished shared upload");

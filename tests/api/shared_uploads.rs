@@ -112,6 +112,9 @@ async fn chunks_of_one_upload_go_to_both_daemons_at_once_and_make_the_files_hash
     let text = two.client.get(two.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert_eq!(crate::early_probe::probes(&text, "stream"), 1, "{text}");
     assert_eq!(crate::early_probe::probes(&text, "file"), 0, "{text}");
+    // And the object was joined from the chunks inside the bucket, not
+    // uploaded from this daemon.
+    assert!(text.contains("vidcache_objects_joined_in_bucket_total 1\n"), "{text}");
 
     // The same bytes again, through both: a duplicate, still one object.
     let init = init_chunked(&two, "again.mp4", video.len(), CHUNK).await;
