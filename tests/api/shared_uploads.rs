@@ -517,3 +517,61 @@ async fn with_sharing_off_an_upload_lives_in_its_daemon() {
     let result = one.get_json(&format!("{location}/result")).await;
     assert_eq!(result["hash"], blake3_hex(&video));
 }
+
+/// The window of a shared finalize's join, as a kill -9 of the daemon that
+/// ran it leaves it, put in the database and the bucket by hand: the
+/// session `committing` with its hash and key, on no daemon's disk. (1) Cut
+/// off before the join completed: no object at the key. The other daemon's
+/// finalize reopens the session and joins it again: `new`, one object.
+/// (2) Cut off after the join, before the record: the object is in the
+/// bucket. The other daemon's finalize probes the bucket's copy and records
+/// it: `new`, the same object, nothing joined again.
+#[actix_web::test]
+async fn a_finalize_cut_off_in_the_join_of_its_object_is_finished_by_the_other_daemon() {
+    use vidcache::domain::{Bucket, ContentHash, ObjectKey, Prefix, UploadId};
+    let (one, two) = two_daemons().await;
+    let bucket = one.bucket.clone().unwrap();
+    let s3 = crate::helpers::s3_bucket(&bucket).await;
+    let repo = vidcache::storage::Repository::connect(&one.database_url, 1).await.unwrap();
+    let joined = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("vidcache_objects_joined_in_bucket_total "))
+            .map_or(0, |v| v.trim().parse::<u64>().unwrap())
+    };
+    let metrics = |app: &TestApp| {
+        let url = app.url("/metrics");
+        let client = app.client.clone();
+        async move { client.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    for (round, name) in [(1, "before"), (2, "after")] {
+        let video = if round == 1 { fixture("large") } else { fixture("small") };
+        let init = init_chunked(&one, &format!("{name}.mp4"), video.len(), CHUNK).await;
+        let id = init["upload_id"].as_str().unwrap().to_owned();
+        send_alternating([&one, &two], &id, &video).await;
+        let hash = ContentHash::parse(&blake3_hex(&video)).unwrap();
+        let key = ObjectKey::new(&Bucket::parse("videos").unwrap(), &Prefix::default(), &hash, "mp4");
+        repo.begin_commit(&UploadId::parse(&id).unwrap(), &hash, &key).await.unwrap();
+        if round == 2 {
+            let dir = tempfile::tempdir().unwrap();
+            let source = dir.path().join("joined.mp4");
+            std::fs::write(&source, &video).unwrap();
+            let (s3, object) = (s3.clone(), format!("objects/{}", key.as_str()));
+            tokio::task::spawn_blocking(move || s3.put_file_blocking(&source, &object).unwrap()).await.unwrap();
+        }
+        let before = joined(&metrics(&two).await);
+        let response = two.client.post(two.url(&format!("/videos/finalize/{id}"))).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{name}");
+        let result: Value = response.json().await.unwrap();
+        assert_eq!(result["status"], "new", "{name}: {result}");
+        assert_eq!(result["hash"], hash.to_hex().as_str());
+        let objects = bucket_keys(&bucket, &format!("objects/{}", key.as_str()));
+        assert_eq!(objects, vec![(format!("objects/{}", key.as_str()), video.len() as u64)], "{name}");
+        assert_eq!(bucket_keys(&bucket, &format!("uploads/{id}")), vec![], "{name}: the pieces are gone");
+        let bytes = one.client.get(one.url(&format!("/video/{}", hash.to_hex()))).send().await.unwrap();
+        assert_eq!(blake3_hex(&bytes.bytes().await.unwrap()), hash.to_hex());
+        let listed = one.get_json(&format!("/videos/{}", init["video_id"])).await;
+        assert!(listed["width"].as_u64().unwrap() > 0, "{name}: analysed: {listed}");
+        // Joined again only when no object was there.
+        assert_eq!(joined(&metrics(&two).await) - before, u64::from(round == 1), "{name}");
+    }
+}
