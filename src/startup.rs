@@ -146,6 +146,7 @@ impl Application {
             prober,
             metrics: metrics.clone(),
             early_probes: ProbeSlots::new(settings.upload.early_probes, settings.analysis.clone()),
+            local_copies: Default::default(),
             near: near.clone(),
             events: queue.events().clone(),
             transcode: settings.transcode.on_upload.then(|| Arc::new(settings.transcode.clone())),
@@ -178,6 +179,15 @@ impl Application {
         background.push(actix_web::rt::spawn({
             let committer = committer.clone();
             async move { committer.complete_pending_signatures().await }
+        }));
+        background.push(actix_web::rt::spawn({
+            let committer = committer.clone();
+            async move {
+                loop {
+                    tokio::time::sleep(crate::upload::LOCAL_COPY_SWEEP).await;
+                    committer.local_copies.sweep(&committer).await;
+                }
+            }
         }));
         background.extend(queue.start_relay());
         background.extend(queue.start_event_tail());

@@ -28,6 +28,9 @@ pub struct Metrics {
     /// Objects of shared uploads joined from their pieces inside the
     /// bucket (UploadPartCopy) rather than uploaded from a spool.
     pub objects_joined_in_bucket: IntCounter,
+    /// Bytes of shared uploads fetched from the bucket at finalize (the
+    /// pieces other daemons took).
+    pub shared_bytes_fetched: IntCounter,
     pub upload_finalize_seconds: Histogram,
     pub http_request_duration_seconds: HistogramVec,
     /// Where a committed upload's media info came from: `stream` (probed
@@ -81,6 +84,10 @@ impl Metrics {
         let objects_joined_in_bucket = counter(
             "objects_joined_in_bucket_total",
             "Objects of shared uploads joined from their pieces inside the bucket, not uploaded.",
+        );
+        let shared_bytes_fetched = counter(
+            "shared_bytes_fetched_total",
+            "Bytes of shared uploads fetched from the bucket at finalize (pieces this daemon did not take).",
         );
         let analyses_handed_over = counter(
             "analyses_handed_over_total",
@@ -171,6 +178,7 @@ impl Metrics {
             damaged_after_commit,
             analyses_handed_over,
             objects_joined_in_bucket,
+            shared_bytes_fetched,
             upload_finalize_seconds,
             http_request_duration_seconds,
         }

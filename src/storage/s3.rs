@@ -206,25 +206,33 @@ impl Bucket {
     /// Joins the pieces of a shared upload into the local file `to` (the
     /// spool the engine commits from), each written at its offset, with up
     /// to [`FETCHES_IN_FLIGHT`] fetched at once, streamed: no piece is held
-    /// whole in memory. `prefix(n)` is told each time bytes `0..n` are all
-    /// in the file, in order (the analysis reads them while the rest
-    /// arrive). On an error `to` holds a part of the upload; the caller
-    /// discards it. Blocks.
+    /// whole in memory. Pieces whose `here` is true are in `to` already
+    /// (this daemon took them) and are not fetched. `prefix(n)` is told
+    /// each time bytes `0..n` are all in the file, in order (the analysis
+    /// reads them while the rest arrive). On an error `to` holds a part of
+    /// the upload; the caller discards it. Answers the bytes fetched. Blocks.
     pub fn fetch_pieces(
         &self,
         id: &UploadId,
         pieces: &[PieceAt],
+        here: &[bool],
         to: &Path,
         mut prefix: impl FnMut(u64) + Send + 'static,
-    ) -> io::Result<()> {
+    ) -> io::Result<u64> {
         let dir = to.parent().ok_or_else(|| other("a fetched upload needs a directory"))?;
         fs::create_dir_all(dir)?;
         let total = pieces.last().map_or(0, |p| p.offset + p.len);
         // Whatever an earlier attempt left past the end goes.
         fs::OpenOptions::new().create(true).write(true).truncate(false).open(to)?.set_len(total)?;
         let (client, target) = (self.client.clone(), to.to_path_buf());
-        let jobs: Vec<(usize, S3Path, PieceAt)> =
-            pieces.iter().enumerate().map(|(i, p)| (i, Self::piece(id, p.number), *p)).collect();
+        let here: Vec<bool> = (0..pieces.len()).map(|i| here.get(i).copied().unwrap_or(false)).collect();
+        let jobs: Vec<(usize, S3Path, PieceAt)> = pieces
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !here[*i])
+            .map(|(i, p)| (i, Self::piece(id, p.number), *p))
+            .collect();
+        let fetched_bytes = jobs.iter().map(|(_, _, p)| p.len).sum();
         let ends: Vec<u64> = pieces.iter().map(|p| p.offset + p.len).collect();
         block_on(async move {
             let mut fetched = futures_util::stream::iter(jobs)
@@ -255,21 +263,26 @@ impl Bucket {
                     }
                 })
                 .buffer_unordered(FETCHES_IN_FLIGHT);
-            // `prefix` follows the pieces done from the first on.
-            let mut done = vec![false; ends.len()];
+            // `prefix` follows the pieces here or done, from the first on.
+            let mut done = here;
             let mut next = 0;
+            let mut advance = |done: &[bool], next: &mut usize| {
+                let before = *next;
+                while *next < done.len() && done[*next] {
+                    *next += 1;
+                }
+                if *next > before {
+                    prefix(ends[*next - 1]);
+                }
+            };
+            advance(&done, &mut next);
             while let Some(finished) = fetched.next().await {
                 done[finished?] = true;
-                let before = next;
-                while next < done.len() && done[next] {
-                    next += 1;
-                }
-                if next > before {
-                    prefix(ends[next - 1]);
-                }
+                advance(&done, &mut next);
             }
             tokio::fs::OpenOptions::new().write(true).open(&target).await?.sync_all().await
-        })?
+        })??;
+        Ok(fetched_bytes)
     }
 
     /// Whether `pieces` can be joined inside the bucket ([`Bucket::compose`]):
@@ -605,23 +618,25 @@ fn block_on<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) -> i
     rx.recv().map_err(|_| other("an S3 call was cut off"))
 }
 
-/// Where piece `number` of a shared upload goes in the joined file.
+/// Where piece `number` of a shared upload goes in the joined file, and
+/// its BLAKE3 (the bytes recorded for it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PieceAt {
     pub number: u32,
     pub offset: u64,
     pub len: u64,
+    pub hash: ContentHash,
 }
 
 impl PieceAt {
-    /// Pieces of the given numbers and sizes, one after the other from 0.
-    pub fn in_order(pieces: impl IntoIterator<Item = (u32, u64)>) -> Vec<Self> {
+    /// `pieces`, one after the other from 0.
+    pub fn in_order<'a>(pieces: impl IntoIterator<Item = &'a super::Piece>) -> Vec<Self> {
         let mut offset = 0;
         pieces
             .into_iter()
-            .map(|(number, len)| {
-                let at = Self { number, offset, len };
-                offset += len;
+            .map(|p| {
+                let at = Self { number: p.number, offset, len: p.size, hash: p.hash };
+                offset += p.size;
                 at
             })
             .collect()

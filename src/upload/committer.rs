@@ -196,6 +196,8 @@ pub struct Committer {
     pub(crate) metrics: Metrics,
     /// Limits the probes run while uploads arrive.
     pub(crate) early_probes: super::early_probe::ProbeSlots,
+    /// What this daemon keeps of the shared uploads whose pieces it took.
+    pub(crate) local_copies: super::local_copy::LocalCopies,
     pub(crate) near: Arc<NearDuplicates>,
     /// `upload.completed` and `video.duplicate` go here.
     pub(crate) events: crate::queue::EventBus,

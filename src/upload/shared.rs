@@ -169,11 +169,13 @@ where
         return Err(UploadError::ChecksumMismatch);
     }
     let piece = Piece { number: index, size: expected, hash };
-    if let Some(etag) = place(committer, record, &piece, &tree, bytes).await?
+    if let Some(etag) = place(committer, record, &piece, &tree, bytes.clone()).await?
         && !committer.repo.store_staged_piece(id, index, &hash, &etag).await?
     {
         return Err(UploadError::PieceConflict(index));
     }
+    let at = PieceAt { number: index, offset, len: expected, hash };
+    committer.local_copies.keep(committer, id, Some(size), at, bytes).await;
     Ok(PieceOutcome { tally: tally(committer, id).await?, hash })
 }
 
@@ -325,6 +327,10 @@ where
     };
     // Start over: the pieces, the offset and (for a streamed body, whose
     // end sets it) the length are forgotten, under the claim.
+    if write.reset {
+        // The bytes at each offset may change: what is here is stale.
+        committer.local_copies.forget(&id);
+    }
     let claimed = match write.reset && claimed.durable_bytes > 0 {
         true => match committer.repo.reset_shared(&id, token).await {
             Ok(true) => SessionRecord { durable_bytes: 0, total_size: None, ..claimed },
@@ -514,7 +520,7 @@ async fn put_part(
     .await
     .map_err(|e| UploadError::Internal(e.to_string()))?;
     let piece = Piece { number: (offset / part) as u32, size: len, hash };
-    let etag = match place(committer, record, &piece, &tree, bytes).await? {
+    let etag = match place(committer, record, &piece, &tree, bytes.clone()).await? {
         Some(etag) => etag,
         // Put and recorded by a PATCH that died before recording the offset.
         None => committer
@@ -526,6 +532,9 @@ async fn put_part(
             .and_then(|p| p.etag)
             .ok_or_else(|| UploadError::Internal(format!("part {} lost its ETag", piece.number)))?,
     };
+    // The number is these bytes' (the reservation passed): kept here too.
+    let at = PieceAt { number: piece.number, offset, len, hash };
+    committer.local_copies.keep(committer, &record.id, record.total_size, at, bytes).await;
     Ok(((piece.number, hash, etag), len))
 }
 
@@ -638,7 +647,7 @@ pub(super) fn merged(
         .and_then(|trees| root(size, &trees))
         .map(ContentHash::from)
         .ok_or_else(|| UploadError::Internal("the chunks' hashes do not make the upload's".into()))?;
-    Ok((hash, PieceAt::in_order(stored.iter().map(|p| (p.piece.number, p.piece.size)))))
+    Ok((hash, PieceAt::in_order(stored.iter().map(|p| &p.piece))))
 }
 
 /// A multipart complete: the contract's rules (`check_parts`). Answers
@@ -648,14 +657,17 @@ fn chosen_parts(pieces: &[crate::storage::StagedPiece], complete: Complete) -> R
         pieces.iter().filter(|p| p.etag.is_some()).map(|p| (p.piece.number, p.piece.clone())).collect();
     let listed = complete.parts.unwrap_or_default();
     let chosen = super::pieces::check_parts(&listed, &stored, complete.min_part_bytes)?;
-    Ok(PieceAt::in_order(chosen.iter().map(|p| (p.number, p.size))))
+    Ok(PieceAt::in_order(chosen.iter()))
 }
 
 /// Joins the pieces into this daemon's spool for the analysis, which
-/// reads the file while the pieces arrive (an early probe, as for a kept
-/// upload, when a slot is free). A multipart upload, whose parts had no
-/// known offset when they arrived, is hashed from the spool as well
-/// (`hash_it`). On an error the spool goes and the upload stays as it was.
+/// reads the file while the pieces arrive: the pieces this daemon took are
+/// there already ([`LocalCopies`](super::local_copy::LocalCopies)), with
+/// the probe that read them; the others are fetched (several at once, each
+/// at its offset) and the probe (one started now if none ran) follows the
+/// prefix. A multipart upload, whose parts had no known offset when they
+/// arrived, is hashed from the spool as well (`hash_it`). On an error the
+/// spool goes and the upload stays as it was.
 async fn fetch(
     committer: &Committer,
     id: &UploadId,
@@ -667,37 +679,44 @@ async fn fetch(
     UploadError,
 > {
     let bucket = bucket_of(committer)?.clone();
+    let taken = committer.local_copies.take(id, &placed).await;
+    let (here, probe) = taken.map_or((Vec::new(), None), |t| (t.here, t.probe));
     let (store, spool_id, slots) = (committer.store.clone(), id.clone(), committer.early_probes.clone());
-    let fetched = tokio::task::spawn_blocking(move || -> std::io::Result<(Option<EarlyProbe>, Option<ContentHash>)> {
-        let spool = store.spool_path(&spool_id);
-        // The probe opens the spool: it must exist first.
-        drop(store.open_spool(&spool_id)?);
-        let probe = EarlyProbe::start(&*store, &spool_id, Some(size), &slots);
-        let feed = probe.as_ref().map(|p| p.feed.clone());
-        let joined = bucket.fetch_pieces(&spool_id, &placed, &spool, move |n| {
-            if let Some(feed) = &feed {
-                feed.advance(n);
+    let fetched =
+        tokio::task::spawn_blocking(move || -> std::io::Result<(Option<EarlyProbe>, Option<ContentHash>, u64)> {
+            let spool = store.spool_path(&spool_id);
+            // The probe opens the spool: it must exist first.
+            drop(store.open_spool(&spool_id)?);
+            let probe = probe.or_else(|| EarlyProbe::start(&*store, &spool_id, Some(size), &slots));
+            let feed = probe.as_ref().map(|p| p.feed.clone());
+            let joined = bucket.fetch_pieces(&spool_id, &placed, &here, &spool, move |n| {
+                if let Some(feed) = &feed {
+                    feed.advance(n);
+                }
+            });
+            let fetched_bytes = match joined {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    if let Some(probe) = probe {
+                        probe.abandon();
+                    }
+                    let _ = store.discard_spool(&spool_id);
+                    return Err(e);
+                }
+            };
+            if !hash_it {
+                return Ok((probe, None, fetched_bytes));
             }
-        });
-        if let Err(e) = joined {
-            if let Some(probe) = probe {
-                probe.abandon();
-            }
-            let _ = store.discard_spool(&spool_id);
-            return Err(e);
-        }
-        if !hash_it {
-            return Ok((probe, None));
-        }
-        let mut hasher = blake3::Hasher::new();
-        #[allow(clippy::disallowed_methods)] // on a blocking thread
-        std::io::copy(&mut std::fs::File::open(&spool)?, &mut hasher)?;
-        Ok((probe, Some(ContentHash::from(hasher.finalize()))))
-    })
-    .await
-    .map_err(|e| UploadError::Internal(e.to_string()))?
-    .map_err(UploadError::storage)?;
-    let (probe, hashed) = fetched;
+            let mut hasher = blake3::Hasher::new();
+            #[allow(clippy::disallowed_methods)] // on a blocking thread
+            std::io::copy(&mut std::fs::File::open(&spool)?, &mut hasher)?;
+            Ok((probe, Some(ContentHash::from(hasher.finalize())), fetched_bytes))
+        })
+        .await
+        .map_err(|e| UploadError::Internal(e.to_string()))?
+        .map_err(UploadError::storage)?;
+    let (probe, hashed, fetched_bytes) = fetched;
+    committer.metrics.shared_bytes_fetched.inc_by(fetched_bytes);
     match probe {
         Some(probe) => {
             let (early, refined) = probe.finish().await;
@@ -768,6 +787,7 @@ pub async fn abandon(committer: &Committer, record: &SessionRecord, state: Sessi
 }
 
 pub(super) async fn discard_staged(committer: &Committer, record: &SessionRecord) {
+    committer.local_copies.forget(&record.id);
     let (Ok(bucket), Some(_)) = (bucket_of(committer), record.staged.as_deref()) else { return };
     if let Err(e) = bucket.discard_shared(&record.id).await {
         tracing::warn!(upload_id = %record.id, error = %e, "could not remove a shared upload's bytes from the bucket");

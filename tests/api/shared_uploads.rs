@@ -29,6 +29,13 @@ async fn two_daemons() -> (TestApp, TestApp) {
     (one, two)
 }
 
+/// `vidcache_shared_bytes_fetched_total` in a metrics text.
+fn fetched(text: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix("vidcache_shared_bytes_fetched_total "))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
 fn bucket_keys(bucket: &str, prefix: &str) -> Vec<(String, u64)> {
     s3_keys_blocking(bucket).into_iter().filter(|(k, _)| k.starts_with(prefix)).collect()
 }
@@ -80,10 +87,9 @@ async fn chunks_of_one_upload_go_to_both_daemons_at_once_and_make_the_files_hash
     assert_error(send_chunk(&one, &id, 0, &other, false).await, 409, "chunk-conflict").await;
     // A short chunk is refused before anything is reserved.
     assert_error(send_chunk(&two, &id, 1, &video[..1000], false).await, 400, "bad-chunk").await;
-    // Nothing is assembled on either daemon's disk while the chunks arrive.
-    for app in [&one, &two] {
-        assert!(crate::helpers::files_under(&app.root.join(".spool")).is_empty());
-    }
+    // Every chunk is an object of its own in the bucket (each daemon's
+    // spool is only its copy of the chunks it took: a cache).
+    assert_eq!(bucket_keys(&bucket, &format!("uploads/{id}/")).len(), total);
 
     let response = two.client.post(two.url(&format!("/videos/finalize/{id}"))).send().await.unwrap();
     assert_eq!(response.status(), 200);
@@ -115,6 +121,10 @@ async fn chunks_of_one_upload_go_to_both_daemons_at_once_and_make_the_files_hash
     // And the object was joined from the chunks inside the bucket, not
     // uploaded from this daemon.
     assert!(text.contains("vidcache_objects_joined_in_bucket_total 1\n"), "{text}");
+    // Only the chunks the other daemon alone took were fetched: the even
+    // ones, but chunk 0, which was sent to this one again above.
+    let taken_by_one: usize = (2..total).step_by(2).map(|i| CHUNK.min(video.len() - i * CHUNK)).sum();
+    assert_eq!(fetched(&text), taken_by_one as u64, "{text}");
 
     // The same bytes again, through both: a duplicate, still one object.
     let init = init_chunked(&two, "again.mp4", video.len(), CHUNK).await;
@@ -574,4 +584,58 @@ async fn a_finalize_cut_off_in_the_join_of_its_object_is_finished_by_the_other_d
         // Joined again only when no object was there.
         assert_eq!(joined(&metrics(&two).await) - before, u64::from(round == 1), "{name}");
     }
+}
+
+/// An upload whose pieces all went through one daemon is finalized there
+/// from what that daemon kept as they arrived: nothing fetched from the
+/// bucket, analysed by the probe that read them, the object joined in the
+/// bucket. Chunked (5 MiB chunks) and tus (8 MiB parts), each checked
+/// against its own bytes. The same upload finalized on the other daemon
+/// fetches every piece and answers the same.
+#[actix_web::test]
+async fn an_upload_through_one_daemon_is_finalized_there_without_a_fetch() {
+    let (one, two) = two_daemons().await;
+    let video = fixture("large");
+    let metrics = |app: &TestApp| {
+        let (client, url) = (app.client.clone(), app.url("/metrics"));
+        async move { client.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    // Chunked, every chunk and the finalize on `one`.
+    let init = init_chunked(&one, "one.mp4", video.len(), CHUNK).await;
+    let id = init["upload_id"].as_str().unwrap().to_owned();
+    for (i, chunk) in video.chunks(CHUNK).enumerate() {
+        assert_eq!(send_chunk(&one, &id, i, chunk, false).await.status(), 200);
+    }
+    let result: Value =
+        one.client.post(one.url(&format!("/videos/finalize/{id}"))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(result["status"], "new", "{result}");
+    assert_eq!(result["hash"], blake3_hex(&video));
+    let text = metrics(&one).await;
+    assert_eq!(fetched(&text), 0, "{text}");
+    assert_eq!(crate::early_probe::probes(&text, "stream"), 1, "{text}");
+    assert_eq!(one.get_json(&format!("/videos/{}", init["video_id"])).await["width"], 640);
+
+    // tus, on `one`, in two PATCHes: 8 MiB parts; other bytes than above.
+    let other = fixture("long");
+    let location = crate::tus::tus_create(&one.address, &one.client, other.len()).await;
+    let half = other.len() / 2;
+    assert_eq!(crate::tus::patch(&one, &location, 0, &other[..half], None).await.status(), 204);
+    assert_eq!(crate::tus::patch(&one, &location, half, &other[half..], None).await.status(), 204);
+    let result = one.get_json(&format!("{location}/result")).await;
+    assert_eq!(result["status"], "new", "{result}");
+    assert_eq!(result["hash"], blake3_hex(&other));
+    let text = metrics(&one).await;
+    assert_eq!(fetched(&text), 0, "{text}");
+    assert_eq!(crate::early_probe::probes(&text, "stream"), 2, "{text}");
+
+    // The same chunks through `one`, finalized on `two`: all fetched.
+    let small = fixture("small");
+    let init = init_chunked(&one, "elsewhere.mp4", small.len(), CHUNK).await;
+    let id = init["upload_id"].as_str().unwrap().to_owned();
+    assert_eq!(send_chunk(&one, &id, 0, &small, false).await.status(), 200);
+    let result: Value =
+        two.client.post(two.url(&format!("/videos/finalize/{id}"))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(result["status"], "new", "{result}");
+    assert_eq!(result["hash"], blake3_hex(&small));
+    assert_eq!(fetched(&metrics(&two).await), small.len() as u64);
 }
