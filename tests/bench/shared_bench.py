@@ -10,11 +10,14 @@ time, finalize), with three layouts:
     the bucket (the path every chunked upload took on S3 before shared
     uploads);
   - "one daemon, 8 MiB chunks (shared)": each chunk goes to the bucket as
-    an object of its own as it arrives, with its BLAKE3 chaining values;
-    finalize merges them, joins the chunks into a spool for the analysis,
-    and uploads the object;
+    an object of its own as it arrives, with its BLAKE3 chaining values,
+    and (since LocalCopies) into the daemon's spool, read by an early
+    probe; finalize merges the hash, fetches nothing (every chunk is
+    here), and joins the object inside the bucket (UploadPartCopy).
+    Before LocalCopies it fetched every chunk and uploaded the object;
   - "two daemons, 8 MiB chunks (shared)": the same, chunks alternating
-    between two daemons on one PostgreSQL database.
+    between two daemons on one PostgreSQL database: the finalizing daemon
+    fetches the half the other one took.
 For each: throughput (init to the last chunk's answer), finalize latency
 (as the client sees it), the daemons' CPU seconds per GiB, s3s-fs's, and
 peak RSS. The hash is checked against b3sum.
