@@ -532,9 +532,13 @@ async fn put_part(
             .and_then(|p| p.etag)
             .ok_or_else(|| UploadError::Internal(format!("part {} lost its ETag", piece.number)))?,
     };
-    // The number is these bytes' (the reservation passed): kept here too.
-    let at = PieceAt { number: piece.number, offset, len, hash };
-    committer.local_copies.keep(committer, &record.id, record.total_size, at, bytes).await;
+    // The number is these bytes' (the reservation passed): kept here too,
+    // unless this is a partial upload, never finalized itself (the final
+    // upload that takes it is fed its bytes, and kept where that runs).
+    if record.kind != UploadKind::TusPartial {
+        let at = PieceAt { number: piece.number, offset, len, hash };
+        committer.local_copies.keep(committer, &record.id, record.total_size, at, bytes).await;
+    }
     Ok(((piece.number, hash, etag), len))
 }
 
