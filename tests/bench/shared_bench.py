@@ -113,7 +113,8 @@ def run(a, work, endpoint):
             settings = dict(VIDCACHE__STORAGE__BACKEND="s3", VIDCACHE__STORAGE__S3__ENDPOINT=endpoint,
                             VIDCACHE__STORAGE__S3__BUCKET=bucket, VIDCACHE__DATABASE__URL=database,
                             VIDCACHE__TRANSCODE__WORKERS="0", VIDCACHE__TRANSCODE__ON_UPLOAD="false",
-                            VIDCACHE__UPLOAD__EARLY_PROBES="4", **KEYS)
+                            VIDCACHE__UPLOAD__EARLY_PROBES="4", VIDCACHE__STORAGE__S3__SHARE_UPLOADS="true",
+                            **KEYS)
             roots = [os.path.abspath(os.path.join(a.dir, f"store-{tag}-{i}")) for i in range(count)]
             daemons = []
             try:
