@@ -415,7 +415,7 @@ impl Bucket {
         path: S3Path,
         start: u64,
         count: u64,
-    ) -> impl futures_util::Stream<Item = io::Result<Bytes>> + 'static {
+    ) -> impl futures_util::Stream<Item = io::Result<Bytes>> + use<> {
         let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
         let client = self.client.clone();
         runtime().spawn(async move {

@@ -109,18 +109,22 @@ impl Uploads {
         match (&partial.staged, store.bucket()) {
             (Some(_), Some(bucket)) => {
                 // Its pieces, in order, each from where the range meets it.
+                // Each GET starts only when the one before it has ended: a
+                // stream begins reading as soon as it is made, so making
+                // them all at once would open one request per piece.
                 let pieces = self.committer.repo.staged_pieces_of(&partial.id).await?;
                 let (_, placed) = shared::merged(partial, &pieces)?;
                 let end = start + len;
-                let mut streams: Vec<ByteStream> = Vec::new();
-                for piece in placed {
-                    let (from, to) = (start.max(piece.offset), end.min(piece.offset + piece.len));
-                    if from < to {
-                        let key = Bucket::piece(&partial.id, piece.number);
-                        streams.push(Box::pin(bucket.stream(key, from - piece.offset, to - from)));
-                    }
-                }
-                Ok(Box::pin(futures_util::stream::iter(streams).flatten()))
+                let ranges: Vec<(u32, u64, u64)> = placed
+                    .iter()
+                    .map(|p| (p.number, start.max(p.offset), end.min(p.offset + p.len), p.offset))
+                    .filter(|(_, from, to, _)| from < to)
+                    .map(|(number, from, to, offset)| (number, from - offset, to - from))
+                    .collect();
+                let (bucket, id) = (bucket.clone(), partial.id.clone());
+                let streams = futures_util::stream::iter(ranges)
+                    .map(move |(number, from, count)| bucket.stream(Bucket::piece(&id, number), from, count));
+                Ok(Box::pin(streams.flatten()))
             }
             _ => Ok(Box::pin(file_bytes(store.spool_path(&partial.id), start, len))),
         }
