@@ -639,3 +639,89 @@ async fn an_upload_through_one_daemon_is_finalized_there_without_a_fetch() {
     assert_eq!(result["hash"], blake3_hex(&small));
     assert_eq!(fetched(&metrics(&two).await), small.len() as u64);
 }
+
+/// tus `concatenation` cut off by a kill: daemon A is SIGKILLed while it
+/// feeds the partials' bytes into the final upload (or commits it, or
+/// closes the partials: wherever it was 200 ms in). The client never got
+/// the final's `Location`; the final's record is there, and `GET
+/// /files/{id}/result` on daemon B (once A's write claim runs out)
+/// resumes the concatenation from the offset A recorded and commits it:
+/// the file's hash, one object, and nothing of the partials or the final
+/// left in the bucket.
+#[actix_web::test]
+async fn a_concatenation_cut_off_by_a_kill_is_finished_by_the_other_daemon() {
+    use sea_orm::ConnectionTrait;
+    let dir = tempfile::tempdir().unwrap();
+    let (root_a, root_b) = (dir.path().join("a"), dir.path().join("b"));
+    let database = fresh_database(Backend::Postgres, dir.path()).await;
+    let bucket = format!("vc-test-{}", &crate::helpers::hex_id()[..16]);
+    let mut a = serve(&root_a, &database, &bucket).await;
+    let b = serve(&root_b, &database, &bucket).await;
+    let client = crate::helpers::http_client();
+    let video = fixture("hd20");
+    let cut = (17 << 20) + 333;
+    let first = crate::tus::create_partial(&client, &a.address, cut).await;
+    let second = crate::tus::create_partial(&client, &b.address, video.len() - cut).await;
+    for (daemon, location, bytes) in [(&a, &first, &video[..cut]), (&b, &second, &video[cut..])] {
+        let sent = client
+            .patch(format!("{}{location}", daemon.address))
+            .header("tus-resumable", "1.0.0")
+            .header("upload-offset", "0")
+            .header("content-type", "application/offset+octet-stream")
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(sent.status(), 204);
+    }
+
+    let create = {
+        let request = client
+            .post(format!("{}/files/", a.address))
+            .header("tus-resumable", "1.0.0")
+            .header("upload-concat", format!("final;{first} {second}"));
+        tokio::spawn(request.send())
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    a.kill9();
+    let cut_off = create.await.unwrap();
+    assert!(cut_off.is_err(), "the kill came after the final was created: no cut-off to resume: {cut_off:?}");
+
+    // What the cut-off client does not know: the final's id, from its record.
+    let raw = sea_orm::Database::connect(&database).await.unwrap();
+    let rows = raw
+        .query_all_raw(sea_orm::Statement::from_string(
+            sea_orm::DatabaseBackend::Postgres,
+            "SELECT id, state, durable_bytes FROM upload_sessions WHERE meta LIKE '%tus_concat%'",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "one final upload was recorded before the kill");
+    let id: String = rows[0].try_get("", "id").unwrap();
+    let (state, durable): (String, i64) =
+        (rows[0].try_get("", "state").unwrap(), rows[0].try_get("", "durable_bytes").unwrap());
+    eprintln!("the kill left the final {state} at {durable} of {} bytes", video.len());
+
+    let mut result = Value::Null;
+    for _ in 0..100 {
+        let response = client.get(format!("{}/files/{id}/result", b.address)).send().await.unwrap();
+        let status = response.status().as_u16();
+        result = response.json().await.unwrap();
+        if status == 200 {
+            break;
+        }
+        // A's claim on the final has not run out yet.
+        assert_eq!((status, result["code"].as_str()), (409, Some("upload-busy")), "{result}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(result["status"], "new", "{result}");
+    assert_eq!(result["hash"], blake3_hex(&video));
+    let keys = s3_keys_blocking(&bucket);
+    let objects: Vec<_> = keys.iter().filter(|(k, _)| k.starts_with("objects/")).collect();
+    assert_eq!(objects.len(), 1, "{keys:?}");
+    assert_eq!(objects[0].1, video.len() as u64);
+    assert!(keys.iter().all(|(k, _)| !k.starts_with("uploads/") && !k.starts_with("tails/")), "{keys:?}");
+    // The partials went with the final: neither can be taken again.
+    let again = crate::tus::create_final(&client, &b.address, &[&first, &second]).await;
+    assert_eq!(again.status(), 400);
+}
