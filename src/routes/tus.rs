@@ -175,12 +175,26 @@ async fn create_final(
         ));
     }
     let creation = super::signed_uploads::door_creation(&state, &caller, None, None, None).await?;
+    let mut records = Vec::with_capacity(partials.len());
+    for id in &partials {
+        records.push(state.uploads.status(id).await.map_err(|_| {
+            ApiError::bad_request("invalid-upload-concat", format!("no partial upload {id} on this server"))
+        })?);
+    }
+    // The same request again, after a kill cut off the answer to the first:
+    // the final it made, whole and committed, is the answer.
+    if let Some(done) = crate::upload::taken_by(&records, &creation.project)
+        && let Ok(record) = state.uploads.status(&done).await
+        && concat_of(&record).as_deref() == Some(partials.as_slice())
+    {
+        return Ok(HttpResponse::Created()
+            .insert_header((header::LOCATION, format!("/files/{done}")))
+            .insert_header(("Upload-Expires", expires_at(&state, &record)))
+            .finish());
+    }
     let mut total = 0u64;
     let mut first_meta = None;
-    for id in &partials {
-        let record = state.uploads.status(id).await.map_err(|_| {
-            ApiError::bad_request("invalid-upload-concat", format!("no partial upload {id} on this server"))
-        })?;
+    for (id, record) in partials.iter().zip(records) {
         total += crate::upload::check_partial(&record, &creation.project).map_err(|e| match e {
             UploadError::UnknownSession => {
                 ApiError::bad_request("invalid-upload-concat", format!("no partial upload {id} on this server"))
@@ -452,8 +466,10 @@ pub async fn terminate(
 pub async fn result(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     const COMMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
     let record = tus_record(&state, &path).await?;
-    // A final upload whose concatenation was cut off resumes it here.
-    if let Some(partials) = concat_of(&record).filter(|_| record.state == SessionState::Receiving) {
+    // A final upload whose concatenation was cut off resumes it here; one
+    // committed before the kill let go of its partials closes them here.
+    let resumable = matches!(record.state, SessionState::Receiving | SessionState::Complete);
+    if let Some(partials) = concat_of(&record).filter(|_| resumable) {
         state.uploads.concatenate(&record.id, &partials).await.map_err(tus_error)?;
     }
     let record = state.uploads.settle_whole(&record.id, COMMIT_WAIT).await?;

@@ -25,6 +25,24 @@ const READ_BYTES: u64 = 1 << 20;
 
 type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>>>>;
 
+/// The final upload that took these partials, in this order, and was
+/// committed: what a final created again over them (a client whose first
+/// `POST` was cut off by a kill after the commit) is answered with, rather
+/// than a refusal of partials already taken.
+pub fn taken_by(records: &[SessionRecord], project: &str) -> Option<UploadId> {
+    let mut finals = records.iter().map(|r| {
+        let by = r.result.as_ref()?.get(CONCATENATED_INTO)?.as_str()?;
+        (r.kind == UploadKind::TusPartial && r.state == SessionState::Complete && r.project == project)
+            .then(|| UploadId::parse(by).ok())
+            .flatten()
+    });
+    let first = finals.next()??;
+    finals.all(|by| by.as_ref() == Some(&first)).then_some(first)
+}
+
+/// The field of a taken partial's result that names the final upload.
+const CONCATENATED_INTO: &str = "concatenated_into";
+
 /// Whole, receiving, and of the project `project`: a partial a final may take.
 pub fn check_partial(record: &SessionRecord, project: &str) -> Result<u64, UploadError> {
     let whole = record.total_size.filter(|total| *total == record.durable_bytes);
@@ -75,7 +93,8 @@ impl Uploads {
             }
         };
         if let Some(result) = &appended.result {
-            let json = serde_json::to_value(result).map_err(|e| UploadError::Internal(e.to_string()))?;
+            let mut json = serde_json::to_value(result).map_err(|e| UploadError::Internal(e.to_string()))?;
+            json[CONCATENATED_INTO] = id.as_str().into();
             for partial in records.iter().filter(|p| p.state == SessionState::Receiving) {
                 self.take_partial(partial, json.clone()).await?;
             }

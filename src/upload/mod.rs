@@ -20,7 +20,7 @@ mod tree;
 mod writer;
 
 pub use committer::{Committer, IngestResult, IngestStatus};
-pub use concat::check_partial;
+pub use concat::{check_partial, taken_by};
 pub use early_probe::ProbeSlots;
 pub use handle::{NewUpload, PieceOutcome, TusAppend, Uploads};
 pub use local_copy::SWEEP_EVERY as LOCAL_COPY_SWEEP;

@@ -426,8 +426,15 @@ async fn partial_uploads_are_concatenated_by_a_final_one(backend: Backend) {
     assert_eq!(app.objects().len(), 1);
     let entry = app.get_json(&format!("/videos/{}", result["video_id"])).await;
     assert_eq!(entry["filename"], "parts.mp4");
-    // The partials were taken: a second final cannot use them.
-    assert_error(create_final(&app.client, &app.address, &[&first, &second]).await, 400, "invalid-upload-concat").await;
+    // The partials were taken. The same final sent again (its first answer
+    // lost) is answered with the final they went into; any other cannot
+    // use them.
+    let again = create_final(&app.client, &app.address, &[&first, &second]).await;
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["location"].to_str().unwrap(), location);
+    assert_eq!(app.objects().len(), 1);
+    assert_error(create_final(&app.client, &app.address, &[&second, &first]).await, 400, "invalid-upload-concat").await;
+    assert_error(create_final(&app.client, &app.address, &[&first]).await, 400, "invalid-upload-concat").await;
     let _ = second_url;
 }
 both_backends!(partial_uploads_are_concatenated_by_a_final_one, s3);
