@@ -146,7 +146,7 @@ impl Application {
             prober,
             metrics: metrics.clone(),
             early_probes: ProbeSlots::new(settings.upload.early_probes, settings.analysis.clone()),
-            local_copies: Default::default(),
+            local_copies: crate::upload::LocalCopies::new(settings.upload.reserve_bytes),
             near: near.clone(),
             events: queue.events().clone(),
             transcode: settings.transcode.on_upload.then(|| Arc::new(settings.transcode.clone())),

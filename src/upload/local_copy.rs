@@ -9,7 +9,8 @@
 //! A cache, and nothing more: a piece is acknowledged once it is in the
 //! bucket and recorded, never because it is here. A copy is lost at a
 //! restart (the finalize then fetches every piece, over whatever the
-//! spool held), dropped when a write to it fails, and abandoned after
+//! spool held), dropped when a write to it fails or the disk has no more
+//! than `upload.reserve_bytes` free beside the piece, and abandoned after
 //! [`IDLE`] without a piece (its upload went elsewhere). A piece here
 //! counts at finalize only if it is the recorded piece: same number,
 //! offset, length and BLAKE3.
@@ -32,7 +33,13 @@ pub const IDLE: Duration = Duration::from_secs(15 * 60);
 pub const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Default)]
-pub struct LocalCopies(Arc<Mutex<HashMap<UploadId, Arc<tokio::sync::Mutex<LocalCopy>>>>>);
+pub struct LocalCopies {
+    copies: Arc<Mutex<HashMap<UploadId, Arc<tokio::sync::Mutex<LocalCopy>>>>>,
+    /// `upload.reserve_bytes`: a piece is kept here only if the disk keeps
+    /// this much free beside it. A cache must not fill the disk that kept
+    /// uploads' spools need.
+    reserve: u64,
+}
 
 #[derive(Default)]
 struct LocalCopy {
@@ -66,8 +73,12 @@ pub struct Taken {
 }
 
 impl LocalCopies {
+    pub fn new(reserve: u64) -> Self {
+        Self { copies: Default::default(), reserve }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<UploadId, Arc<tokio::sync::Mutex<LocalCopy>>>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.copies.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Writes `bytes`, the recorded `piece` of shared upload `id` (of
@@ -83,8 +94,16 @@ impl LocalCopies {
         let mut copy = copy.lock().await;
         let start_probe = !copy.probe_tried;
         let (store, slots, spool_id) = (committer.store.clone(), committer.early_probes.clone(), id.clone());
+        let reserve = self.reserve;
         let written = tokio::task::spawn_blocking(move || -> std::io::Result<Option<EarlyProbe>> {
             use std::os::unix::fs::FileExt;
+            let free = store.free_bytes()?;
+            if free < reserve.saturating_add(piece.len) {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    format!("{free} bytes free, {reserve} kept in reserve"),
+                ));
+            }
             store.open_spool(&spool_id)?.write_all_at(&bytes, piece.offset)?;
             Ok(if start_probe { EarlyProbe::start(&*store, &spool_id, total, &slots) } else { None })
         })
@@ -107,7 +126,7 @@ impl LocalCopies {
                 self.forget(id);
             }
             Err(e) => {
-                tracing::warn!(upload_id = %id, error = %e, "could not keep a piece here; the finalize will fetch it");
+                tracing::warn!(upload_id = %id, error = %e, "the thread keeping a piece here failed");
                 drop(copy);
                 self.forget(id);
             }

@@ -10,6 +10,7 @@ mod concat;
 mod early_probe;
 mod handle;
 mod local_copy;
+pub use local_copy::LocalCopies;
 mod pieces;
 mod pump;
 mod ranged;

@@ -728,3 +728,23 @@ async fn a_concatenation_cut_off_by_a_kill_is_finished_by_the_other_daemon() {
     assert_eq!(again.headers()["location"].to_str().unwrap(), format!("/files/{id}"));
     assert_eq!(s3_keys_blocking(&bucket).iter().filter(|(k, _)| k.starts_with("objects/")).count(), 1);
 }
+
+/// A daemon keeps local copies of the pieces it takes only while its disk
+/// keeps `upload.reserve_bytes` free beside them: with a reserve no disk
+/// has (a length deferred, so the upload itself is not refused at
+/// creation), nothing is kept, the finalize fetches every byte, and the
+/// upload is committed all the same.
+#[actix_web::test]
+async fn a_daemon_short_of_disk_keeps_no_copy_and_the_finalize_fetches() {
+    use crate::tus::{create_deferred, patch_at};
+    let app = spawn_app_with(Backend::S3, |s| s.upload.reserve_bytes = 1 << 60).await;
+    let video = fixture("large");
+    let location = create_deferred(&app.client, &app.address).await;
+    let sent = patch_at(&app.client, &app.url(&location), 0, Some(video.len()), video.clone()).await;
+    assert_eq!(sent.status(), 204, "{:?}", sent.text().await);
+    let result = app.get_json(&format!("{location}/result")).await;
+    assert_eq!(result["status"], "new", "{result}");
+    assert_eq!(result["hash"], blake3_hex(&video));
+    let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(fetched(&text), video.len() as u64, "{text}");
+}
