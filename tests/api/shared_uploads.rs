@@ -663,16 +663,8 @@ async fn a_concatenation_cut_off_by_a_kill_is_finished_by_the_other_daemon() {
     let first = crate::tus::create_partial(&client, &a.address, cut).await;
     let second = crate::tus::create_partial(&client, &b.address, video.len() - cut).await;
     for (daemon, location, bytes) in [(&a, &first, &video[..cut]), (&b, &second, &video[cut..])] {
-        let sent = client
-            .patch(format!("{}{location}", daemon.address))
-            .header("tus-resumable", "1.0.0")
-            .header("upload-offset", "0")
-            .header("content-type", "application/offset+octet-stream")
-            .body(bytes.to_vec())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(sent.status(), 204);
+        let url = format!("{}{location}", daemon.address);
+        assert_eq!(crate::tus::patch_at(&client, &url, 0, None, bytes.to_vec()).await.status(), 204);
     }
 
     let create = {
