@@ -25,9 +25,9 @@ pub struct Metrics {
     pub damaged_after_commit: IntCounter,
     /// Finalizes that used a partial analysis while the rest went on.
     pub analyses_handed_over: IntCounter,
-    /// Objects of shared uploads joined from their pieces inside the
-    /// bucket (UploadPartCopy) rather than uploaded from a spool.
-    pub objects_joined_in_bucket: IntCounter,
+    /// Objects of shared uploads committed as their pieces in the bucket
+    /// (a layout) rather than uploaded from a spool.
+    pub objects_laid_out: IntCounter,
     /// Bytes of shared uploads fetched from the bucket at finalize (the
     /// pieces other daemons took).
     pub shared_bytes_fetched: IntCounter,
@@ -81,9 +81,9 @@ impl Metrics {
             "tone_vetoes_total",
             "Uploads whose picture hashes matched a stored video and whose brightness levels did not.",
         );
-        let objects_joined_in_bucket = counter(
-            "objects_joined_in_bucket_total",
-            "Objects of shared uploads joined from their pieces inside the bucket, not uploaded.",
+        let objects_laid_out = counter(
+            "objects_laid_out_total",
+            "Objects of shared uploads committed as their pieces in the bucket (a layout), with no byte moved.",
         );
         let shared_bytes_fetched = counter(
             "shared_bytes_fetched_total",
@@ -177,7 +177,7 @@ impl Metrics {
             tone_vetoes,
             damaged_after_commit,
             analyses_handed_over,
-            objects_joined_in_bucket,
+            objects_laid_out,
             shared_bytes_fetched,
             upload_finalize_seconds,
             http_request_duration_seconds,

@@ -133,9 +133,7 @@ pub async fn read(
         cache_control: super::files::cache_control(&req, state.auth.is_open(), true),
     };
     if let Some(bucket) = state.store.bucket() {
-        let path = crate::storage::Bucket::object(&key);
-        let etag = reply.etag.clone();
-        return super::files::send_from_bucket(&req, bucket, path, reply, |_| etag).await?.ok_or_else(|| {
+        return super::files::send_object_from_bucket(&req, bucket, &key, reply).await?.ok_or_else(|| {
             tracing::error!("a recorded object is missing from the bucket");
             ApiError::internal("the stored object could not be read")
         });

@@ -144,18 +144,7 @@ pub(super) async fn send_from_bucket(
     etag_of: impl FnOnce(&crate::storage::Found) -> String,
 ) -> Result<Option<HttpResponse>, ApiError> {
     if bucket.redirects_reads() {
-        // Short-lived: a redirect is followed at once, and a token's
-        // playback must not outlive the token through it.
-        let url = bucket
-            .presigned_get(path, std::time::Duration::from_secs(300))
-            .await
-            .map_err(|e| ApiError::internal(format!("presigning a read: {e}")))?;
-        return Ok(Some(
-            HttpResponse::TemporaryRedirect()
-                .insert_header((header::LOCATION, url))
-                .insert_header((header::CACHE_CONTROL, "no-store"))
-                .finish(),
-        ));
+        return redirect_to_bucket(bucket, path).await.map(Some);
     }
     let Some(found) =
         bucket.find(path.clone()).await.map_err(|e| ApiError::internal(format!("reading the bucket: {e}")))?
@@ -163,8 +152,66 @@ pub(super) async fn send_from_bucket(
         return Ok(None);
     };
     let reply = FileReply { etag: etag_of(&found), ..reply };
-    let (mut response, start, count) = match prepare(req, found.len, reply)? {
-        Prepared::NotModified(answer) => return Ok(Some(answer)),
+    let bucket = bucket.clone();
+    send_range(req, found.len, reply, move |start, count| Box::pin(bucket.stream(path, start, count))).map(Some)
+}
+
+/// An object of the bucket, as [`send_from_bucket`]. One kept as several
+/// pieces of its upload (`storage::Layout`) is streamed through even with
+/// `redirect_reads` (a presigned URL names one key), the pieces a range
+/// meets one after the other. `None`: the object is not there.
+pub(super) async fn send_object_from_bucket(
+    req: &HttpRequest,
+    bucket: &crate::storage::Bucket,
+    key: &crate::domain::ObjectKey,
+    reply: FileReply,
+) -> Result<Option<HttpResponse>, ApiError> {
+    use crate::storage::{Bucket, StoredObject};
+    let Some(stored) =
+        bucket.find_object(key).await.map_err(|e| ApiError::internal(format!("reading the bucket: {e}")))?
+    else {
+        return Ok(None);
+    };
+    if bucket.redirects_reads() {
+        let one_key = match &stored {
+            StoredObject::Whole(_) => Some(Bucket::object(key)),
+            StoredObject::Pieces(layout) => layout.whole_piece(),
+        };
+        if let Some(path) = one_key {
+            return redirect_to_bucket(bucket, path).await.map(Some);
+        }
+    }
+    let (bucket, key) = (bucket.clone(), key.clone());
+    send_range(req, stored.size(), reply, move |start, count| bucket.stream_object(&key, &stored, start, count))
+        .map(Some)
+}
+
+/// A `307` to a presigned GET of one file of the bucket.
+async fn redirect_to_bucket(
+    bucket: &crate::storage::Bucket,
+    path: object_store::path::Path,
+) -> Result<HttpResponse, ApiError> {
+    // Short-lived: a redirect is followed at once, and a token's playback
+    // must not outlive the token through it.
+    let url = bucket
+        .presigned_get(path, std::time::Duration::from_secs(300))
+        .await
+        .map_err(|e| ApiError::internal(format!("presigning a read: {e}")))?;
+    Ok(HttpResponse::TemporaryRedirect()
+        .insert_header((header::LOCATION, url))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .finish())
+}
+
+/// The answer to a read of `len` bytes that `stream(start, count)` gives.
+fn send_range(
+    req: &HttpRequest,
+    len: u64,
+    reply: FileReply,
+    stream: impl FnOnce(u64, u64) -> futures_util::stream::BoxStream<'static, std::io::Result<Bytes>>,
+) -> Result<HttpResponse, ApiError> {
+    let (mut response, start, count) = match prepare(req, len, reply)? {
+        Prepared::NotModified(answer) => return Ok(answer),
         Prepared::Send { response, start, count } => (response, start, count),
     };
     response.no_chunking(count);
@@ -172,9 +219,9 @@ pub(super) async fn send_from_bucket(
         // A HEAD's answer has the headers of a GET and no body: nothing to
         // fetch from the store.
         let empty = futures_util::stream::empty::<Result<Bytes, std::io::Error>>();
-        return Ok(Some(response.streaming(empty)));
+        return Ok(response.streaming(empty));
     }
-    Ok(Some(response.streaming(bucket.stream(path, start, count))))
+    Ok(response.streaming(stream(start, count)))
 }
 
 #[derive(Debug, PartialEq, Eq)]

@@ -21,9 +21,9 @@ pub trait Store: Send + Sync + 'static {
     /// Makes the spool the object `key`: fsync, rename, fsync the directory.
     fn commit(&self, id: &UploadId, key: &ObjectKey) -> io::Result<()>;
     /// Commits an upload whose bytes are also `pieces` in the bucket (a
-    /// shared upload, fetched into its spool): the object may be joined
-    /// from them where they are. Answers whether it was (`false`: made
-    /// from the spool, as [`Store::commit`]).
+    /// shared upload, fetched into its spool): the object may be kept as
+    /// those pieces where they are (a layout, `storage::s3`). Answers
+    /// whether it was (`false`: made from the spool, as [`Store::commit`]).
     fn commit_pieces(&self, id: &UploadId, key: &ObjectKey, pieces: &[super::PieceAt]) -> io::Result<bool> {
         let _ = pieces;
         self.commit(id, key).map(|()| false)

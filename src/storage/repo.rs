@@ -71,7 +71,8 @@ pub struct SessionRecord {
     pub state: SessionState,
     /// Bytes fsynced to the spool and recorded: what a resumed upload starts from.
     pub durable_bytes: u64,
-    /// Set while `Committing`: the hash and the object key being committed.
+    /// Set by the first commit, and kept: the hash and the object key the
+    /// last commit went to (being committed, while `Committing`).
     pub commit: Option<(ContentHash, ObjectKey)>,
     pub result: Option<serde_json::Value>,
     pub error: Option<String>,
@@ -1727,12 +1728,12 @@ impl Repository {
         Ok(())
     }
 
-    /// Puts a session back to receiving (a commit that did not happen).
+    /// Puts a session back to receiving (a commit that did not happen). Its
+    /// hash and key stay: where its last commit went, which the removal of
+    /// a shared upload's pieces reads (a layout there may name them).
     pub async fn reopen_session(&self, id: &UploadId) -> Result<(), RepoError> {
         upload_session::Entity::update_many()
             .col_expr(upload_session::Column::State, SessionState::Receiving.as_str().into())
-            .col_expr(upload_session::Column::CommitHash, Option::<String>::None.into())
-            .col_expr(upload_session::Column::CommitPath, Option::<String>::None.into())
             .col_expr(upload_session::Column::UpdatedAt, Utc::now().into())
             .filter(upload_session::Column::Id.eq(id.as_str()))
             .exec(&self.db)

@@ -6,6 +6,11 @@
 //!
 //! Layout in the bucket: `objects/{bucket}/{prefix}/{hash}.{ext}` (the
 //! object key as on disk) and `media/{hash}/...` (thumbnail, `abr/` ladder).
+//! A shared upload whose pieces have S3's part size is not joined: its
+//! object *is* its pieces, `uploads/{id}/{n}`, named by one small file,
+//! `layouts/{key}` ([`Layout`]), whose PUT is the commit; reads stitch
+//! the pieces a range meets. So its finalize moves no byte, whatever its
+//! size.
 //!
 //! The order that makes a kill -9 safe: an object is written to the bucket
 //! *before* its spool is renamed away, so a spool that is gone means the
@@ -28,11 +33,12 @@ use crate::config::S3Settings;
 use crate::domain::{ContentHash, ObjectKey, UploadId};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use object_store::aws::{AmazonS3, AmazonS3Builder, AwsAuthorizer};
-use object_store::multipart::PartId;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as S3Path;
 use object_store::signer::Signer;
-use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{
+    GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart,
+};
 use std::fs::{self, File};
 use std::future::Future;
 use std::io;
@@ -74,10 +80,7 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 pub struct Bucket {
     client: Arc<AmazonS3>,
     name: String,
-    region: String,
     redirect_reads: bool,
-    /// Sends the one call object_store has no method for: UploadPartCopy.
-    http: reqwest::Client,
 }
 
 /// What a read of one file of the bucket found.
@@ -114,13 +117,7 @@ impl Bucket {
                 builder.with_access_key_id(&settings.access_key_id).with_secret_access_key(&settings.secret_access_key);
         }
         let client = Arc::new(builder.build()?);
-        let bucket = Self {
-            client,
-            name: settings.bucket.clone(),
-            region: settings.region.clone(),
-            redirect_reads: settings.redirect_reads,
-            http: reqwest::Client::new(),
-        };
+        let bucket = Self { client, name: settings.bucket.clone(), redirect_reads: settings.redirect_reads };
         let probe = bucket.clone();
         on_runtime(async move { probe.ensure_bucket().await }).await??;
         Ok(bucket)
@@ -183,10 +180,14 @@ impl Bucket {
         .await?
     }
 
-    /// Removes a shared upload's pieces and tails. Any may be gone already.
-    pub async fn discard_shared(&self, id: &UploadId) -> io::Result<()> {
+    /// Removes a shared upload's tails and, unless `keep_pieces` (they
+    /// are an object, [`Layout`]), its pieces. Any may be gone already.
+    pub async fn discard_shared(&self, id: &UploadId, keep_pieces: bool) -> io::Result<()> {
         let client = self.client.clone();
-        let prefixes = [format!("uploads/{}", id.as_str()), format!("tails/{}", id.as_str())];
+        let mut prefixes = vec![format!("tails/{}", id.as_str())];
+        if !keep_pieces {
+            prefixes.push(format!("uploads/{}", id.as_str()));
+        }
         on_runtime(async move {
             for prefix in prefixes {
                 let mut listing = client.list(Some(&S3Path::from(prefix)));
@@ -285,84 +286,142 @@ impl Bucket {
         Ok(fetched_bytes)
     }
 
-    /// Whether `pieces` can be joined inside the bucket ([`Bucket::compose`]):
-    /// each is a part of the object, so each but the last must have S3's
-    /// 5 MiB, and there may be 10,000 at most.
-    pub fn composable(pieces: &[PieceAt]) -> bool {
+    /// Whether `pieces` are fit to be an object as they are ([`Layout`]):
+    /// each but the last has S3's 5 MiB part size (a read of the object
+    /// then costs at most one GET per 5 MiB, and the pieces could still be
+    /// joined into one object by UploadPartCopy), and there are at most
+    /// 10,000 of them.
+    pub fn layable(pieces: &[PieceAt]) -> bool {
         let Some((_, init)) = pieces.split_last() else { return false };
         pieces.len() <= MAX_PARTS && init.iter().all(|p| p.len >= MIN_PART_BYTES)
     }
 
-    /// Makes `to` the pieces of a shared upload joined in order, inside
-    /// the bucket: a multipart upload whose parts are copied from the
-    /// pieces (UploadPartCopy), so no byte goes through this daemon. The
-    /// object appears whole at the completion or not at all; one cut off
-    /// leaves an incomplete multipart upload (a lifecycle rule removes it)
-    /// and the pieces untouched. Blocks.
-    pub fn compose(&self, id: &UploadId, pieces: &[PieceAt], to: S3Path) -> io::Result<()> {
-        use object_store::multipart::MultipartStore;
-        let sources: Vec<S3Path> = pieces.iter().map(|p| Self::piece(id, p.number)).collect();
-        let bucket = self.clone();
+    /// The key of an object kept as its upload's pieces: its [`Layout`].
+    pub fn layout(key: &ObjectKey) -> S3Path {
+        S3Path::from(format!("layouts/{}", key.as_str()))
+    }
+
+    /// Where the object `key` is, or `None` when it is not in the bucket:
+    /// one object, or the pieces its layout names.
+    pub async fn find_object(&self, key: &ObjectKey) -> io::Result<Option<StoredObject>> {
+        on_runtime(locate(self.client.clone(), key.clone())).await?
+    }
+
+    /// [`Bucket::find_object`], from a blocking thread.
+    pub fn find_object_blocking(&self, key: &ObjectKey) -> io::Result<Option<StoredObject>> {
+        block_on(locate(self.client.clone(), key.clone()))?
+    }
+
+    /// Writes the layout that makes `pieces` of upload `id` the object
+    /// `key`: one PUT, which is the object's commit. Only if there is no
+    /// layout at `key` yet (`If-None-Match: *`): when two uploads of the
+    /// same bytes commit at once, the first layout stays and the second
+    /// upload's pieces go at its settle. A store that ignores the condition
+    /// lets the last one win, which `discard_staged` also handles. Blocks.
+    pub fn put_layout(&self, key: &ObjectKey, id: &UploadId, pieces: &[PieceAt]) -> io::Result<()> {
+        let layout = Layout {
+            upload: id.as_str().to_owned(),
+            pieces: pieces
+                .iter()
+                .map(|p| LaidPiece { number: p.number, offset: p.offset, len: p.len, blake3: p.hash.to_hex() })
+                .collect(),
+        };
+        let (client, path) = (self.client.clone(), Self::layout(key));
+        let bytes = serde_json::to_vec(&layout).map_err(other)?;
         block_on(async move {
-            let client = bucket.client.clone();
-            let upload = client.create_multipart(&to).await.map_err(io_error)?;
-            let joined = async {
-                let parts = futures_util::stream::iter(sources.into_iter().enumerate())
-                    .map(|(i, from)| {
-                        let (bucket, to, upload) = (bucket.clone(), to.clone(), upload.clone());
-                        async move { bucket.copy_part(&from, &to, &upload, i + 1).await }
-                    })
-                    .buffered(FETCHES_IN_FLIGHT)
-                    .collect::<Vec<_>>()
-                    .await
-                    .into_iter()
-                    .collect::<io::Result<Vec<_>>>()?;
-                client.complete_multipart(&to, &upload, parts).await.map(drop).map_err(io_error)
+            let options = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
+            match client.put_opts(&path, PutPayload::from(bytes), options).await {
+                Ok(_) | Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
+                    Ok(())
+                }
+                Err(e) => Err(other(e)),
             }
-            .await;
-            if joined.is_err() {
-                let _ = client.abort_multipart(&to, &upload).await;
-            }
-            joined
         })?
     }
 
-    /// UploadPartCopy: `from`, whole, as part `number` of the multipart
-    /// upload `upload` of `to`. object_store signs it (`AwsAuthorizer`);
-    /// it has no call for it. Keys here are vidcache's own
-    /// (`uploads/{id}/{n}`), which need no escaping.
-    async fn copy_part(&self, from: &S3Path, to: &S3Path, upload: &str, number: usize) -> io::Result<PartId> {
-        let credential = self.client.credentials().get_credential().await.map_err(io_error)?;
-        // The object's URL as object_store builds it (endpoint, path or
-        // virtual-hosted style), without the presigning query.
-        let mut url = self.client.signed_url(http::Method::PUT, to, Duration::from_secs(60)).await.map_err(io_error)?;
-        url.set_query(None);
-        url.query_pairs_mut().append_pair("partNumber", &number.to_string()).append_pair("uploadId", upload);
-        let mut request = http::Request::builder()
-            .method(http::Method::PUT)
-            .uri(url.as_str())
-            .header("x-amz-copy-source", format!("{}/{}", self.name, from.as_ref()))
-            .body(object_store::client::HttpRequestBody::empty())
-            .map_err(other)?;
-        AwsAuthorizer::new(&credential, "s3", &self.region).authorize(&mut request, None);
-        let mut send = self.http.put(url.as_str());
-        for (name, value) in request.headers() {
-            if name != http::header::HOST {
-                send = send.header(name, value);
+    /// Whether the object `key` is kept as the pieces of upload `id`: then
+    /// they are the object's bytes and must stay.
+    pub async fn laid_out_from(&self, key: &ObjectKey, id: &UploadId) -> io::Result<bool> {
+        Ok(match self.find_object(key).await? {
+            Some(StoredObject::Pieces(layout)) => layout.upload == id.as_str(),
+            _ => false,
+        })
+    }
+
+    /// Bytes `start..start + count` of the object `stored` found at `key`.
+    pub fn stream_object(
+        &self,
+        key: &ObjectKey,
+        stored: &StoredObject,
+        start: u64,
+        count: u64,
+    ) -> futures_util::stream::BoxStream<'static, io::Result<Bytes>> {
+        match stored {
+            StoredObject::Whole(_) => Box::pin(self.stream(Self::object(key), start, count)),
+            StoredObject::Pieces(layout) => match layout.placed() {
+                Ok((id, placed)) => Box::pin(self.stream_pieces(&id, &placed, start, count)),
+                Err(e) => Box::pin(futures_util::stream::once(std::future::ready(Err(e)))),
+            },
+        }
+    }
+
+    /// Bytes `start..start + count` of the file the pieces `placed` of
+    /// upload `id` make: each piece from where the range meets it. Each GET
+    /// starts only when the one before it has ended (a [`Bucket::stream`]
+    /// begins reading as soon as it is made, so making them all at once
+    /// would open one request per piece).
+    pub fn stream_pieces(
+        &self,
+        id: &UploadId,
+        placed: &[PieceAt],
+        start: u64,
+        count: u64,
+    ) -> impl futures_util::Stream<Item = io::Result<Bytes>> + use<> {
+        let end = start + count;
+        let ranges: Vec<(u32, u64, u64)> = placed
+            .iter()
+            .map(|p| (p.number, start.max(p.offset), end.min(p.offset + p.len), p.offset))
+            .filter(|(_, from, to, _)| from < to)
+            .map(|(number, from, to, offset)| (number, from - offset, to - from))
+            .collect();
+        let (bucket, id) = (self.clone(), id.clone());
+        futures_util::stream::iter(ranges)
+            .map(move |(number, from, count)| bucket.stream(Self::piece(&id, number), from, count))
+            .flatten()
+    }
+
+    /// Copies the object `key` into the local file `to`: the one object,
+    /// or its pieces, each fetched at its offset into a temporary file
+    /// first, so a reader of `to` sees all of it or nothing. Blocks.
+    fn download_object(&self, key: &ObjectKey, to: &Path) -> io::Result<()> {
+        let layout = match self.find_object_blocking(key)? {
+            Some(StoredObject::Whole(_)) => return self.download(Self::object(key), to),
+            Some(StoredObject::Pieces(layout)) => layout,
+            None => return Err(io::Error::new(io::ErrorKind::NotFound, format!("no object {}", key.as_str()))),
+        };
+        let (id, placed) = layout.placed()?;
+        let dir = to.parent().ok_or_else(|| other("a fetched object needs a directory"))?;
+        let tmp = dir.join(format!(".fetch-{}.tmp", UploadId::generate()));
+        match self.fetch_pieces(&id, &placed, &[], &tmp, |_| {}) {
+            Ok(_) => fs::rename(&tmp, to),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e)
             }
         }
-        let answer = send.send().await.map_err(other)?;
-        let status = answer.status();
-        let body = answer.text().await.map_err(other)?;
-        // S3 may answer an error of a copy in the body of a 200.
-        let etag = body
-            .split_once("<ETag>")
-            .and_then(|(_, rest)| rest.split_once("</ETag>"))
-            .map(|(etag, _)| etag.replace("&quot;", "\"").replace("&#34;", "\""));
-        match etag {
-            Some(content_id) if status.is_success() => Ok(PartId { content_id }),
-            _ => Err(other(format!("copying {from} into part {number} of {to}: {status}: {body}"))),
+    }
+
+    /// Removes the object `key`: the one object, or its layout and then
+    /// the pieces it named (a reader never finds a layout whose pieces are
+    /// gone, only a layout that is gone). Blocks.
+    fn remove_object(&self, key: &ObjectKey) -> io::Result<()> {
+        self.delete(Self::object(key))?;
+        if let Some(StoredObject::Pieces(layout)) = self.find_object_blocking(key)? {
+            self.delete(Self::layout(key))?;
+            let id = UploadId::parse(&layout.upload).map_err(other)?;
+            self.delete_under(S3Path::from(format!("uploads/{}", id.as_str())))?;
         }
+        Ok(())
     }
 
     /// The key of a shared tus upload's tail: the bytes past its last whole
@@ -643,6 +702,90 @@ impl PieceAt {
     }
 }
 
+/// An object kept as the pieces of the shared upload that brought it
+/// (`layouts/{key}`, [`Bucket::layout`]): its finalize moves no byte, it
+/// writes this. The pieces stay `uploads/{upload}/{number}` for as long
+/// as the object lives.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Layout {
+    pub upload: String,
+    pub pieces: Vec<LaidPiece>,
+}
+
+/// Piece `number` of a layout, at `offset` in the object, with its
+/// BLAKE3 (hex) as recorded when it arrived.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LaidPiece {
+    pub number: u32,
+    pub offset: u64,
+    pub len: u64,
+    pub blake3: String,
+}
+
+impl Layout {
+    /// The upload whose pieces these are, and where they go in the object.
+    fn placed(&self) -> io::Result<(UploadId, Vec<PieceAt>)> {
+        let id = UploadId::parse(&self.upload).map_err(other)?;
+        let pieces = self
+            .pieces
+            .iter()
+            .map(|p| {
+                let hash = ContentHash::parse(&p.blake3).map_err(other)?;
+                Ok(PieceAt { number: p.number, offset: p.offset, len: p.len, hash })
+            })
+            .collect::<io::Result<_>>()?;
+        Ok((id, pieces))
+    }
+
+    /// The object's length.
+    pub fn size(&self) -> u64 {
+        self.pieces.last().map_or(0, |p| p.offset + p.len)
+    }
+
+    /// The one piece that is the whole object, if there is one: a key a
+    /// presigned GET can name.
+    pub fn whole_piece(&self) -> Option<S3Path> {
+        let [piece] = self.pieces.as_slice() else { return None };
+        let id = UploadId::parse(&self.upload).ok()?;
+        (piece.offset == 0).then(|| Bucket::piece(&id, piece.number))
+    }
+}
+
+/// How an object is kept in the bucket.
+#[derive(Debug, Clone)]
+pub enum StoredObject {
+    /// One file, `objects/{key}`.
+    Whole(Found),
+    /// The pieces of the upload that brought it.
+    Pieces(Layout),
+}
+
+impl StoredObject {
+    /// The object's length.
+    pub fn size(&self) -> u64 {
+        match self {
+            Self::Whole(found) => found.len,
+            Self::Pieces(layout) => layout.size(),
+        }
+    }
+}
+
+/// Where the object `key` is: `objects/{key}`, or else its layout.
+async fn locate(client: Arc<AmazonS3>, key: ObjectKey) -> io::Result<Option<StoredObject>> {
+    match client.head(&Bucket::object(&key)).await {
+        Ok(meta) => return Ok(Some(StoredObject::Whole(Found { len: meta.size, modified: meta.last_modified }))),
+        Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => return Err(other(e)),
+    }
+    let bytes = match client.get(&Bucket::layout(&key)).await {
+        Ok(got) => got.bytes().await.map_err(io_error)?,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(other(e)),
+    };
+    let layout = serde_json::from_slice(&bytes).map_err(|e| other(format!("the layout of {}: {e}", key.as_str())))?;
+    Ok(Some(StoredObject::Pieces(layout)))
+}
+
 /// [`Store`] with objects and media in a bucket and spools on local disk.
 #[derive(Debug, Clone)]
 pub struct S3Store {
@@ -666,7 +809,7 @@ impl S3Store {
         if path.is_file() {
             let _ = File::options().write(true).open(&path).and_then(|f| f.set_modified(std::time::SystemTime::now()));
         } else {
-            self.bucket.download(Bucket::object(key), &path)?;
+            self.bucket.download_object(key, &path)?;
             self.evict_beyond_limit(&path);
         }
         Ok(path)
@@ -767,11 +910,16 @@ impl Store for S3Store {
     }
 
     fn commit_pieces(&self, id: &UploadId, key: &ObjectKey, pieces: &[PieceAt]) -> io::Result<bool> {
-        if !Bucket::composable(pieces) {
+        if !Bucket::layable(pieces) {
             return self.commit(id, key).map(|()| false);
         }
-        // As `commit`: the object in the bucket before the spool goes.
-        self.bucket.compose(id, pieces, Bucket::object(key))?;
+        // As `commit`: the object in the bucket before the spool goes. The
+        // same bytes there already (a whole object, or another upload's
+        // layout) need nothing more: this upload's pieces then go at its
+        // settle (`upload::shared::discard_staged`).
+        if self.bucket.find_object_blocking(key)?.is_none() {
+            self.bucket.put_layout(key, id, pieces)?;
+        }
         self.local.commit(id, key)?;
         self.evict_beyond_limit(&self.local.object_path(key));
         Ok(true)
@@ -809,7 +957,7 @@ impl Store for S3Store {
     }
 
     fn delete_object(&self, key: &ObjectKey) -> io::Result<()> {
-        self.bucket.delete(Bucket::object(key))?;
+        self.bucket.remove_object(key)?;
         self.local.delete_object(key)
     }
 

@@ -184,7 +184,7 @@ pub enum Source {
     /// Only there: the object is made from the spool.
     Spool,
     /// Also as the pieces of a shared upload in the bucket, in this order:
-    /// the store may join the object from them where they are.
+    /// the store may keep the object as them, where they are.
     Pieces(Vec<crate::storage::PieceAt>),
 }
 
@@ -410,9 +410,9 @@ impl Committer {
         .await
         .map_err(|e| UploadError::Internal(e.to_string()))
         .and_then(|r| r.map_err(UploadError::Io))
-        .map(|joined| {
-            if joined {
-                self.metrics.objects_joined_in_bucket.inc();
+        .map(|laid_out| {
+            if laid_out {
+                self.metrics.objects_laid_out.inc();
             }
         });
         if let Err(e) = renamed {

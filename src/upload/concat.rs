@@ -15,7 +15,7 @@
 use super::handle::{TusAppend, Uploads};
 use super::{UploadError, shared};
 use crate::domain::UploadId;
-use crate::storage::{Bucket, SessionRecord, SessionState, UploadKind};
+use crate::storage::{SessionRecord, SessionState, UploadKind};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use std::path::PathBuf;
@@ -128,22 +128,9 @@ impl Uploads {
         match (&partial.staged, store.bucket()) {
             (Some(_), Some(bucket)) => {
                 // Its pieces, in order, each from where the range meets it.
-                // Each GET starts only when the one before it has ended: a
-                // stream begins reading as soon as it is made, so making
-                // them all at once would open one request per piece.
                 let pieces = self.committer.repo.staged_pieces_of(&partial.id).await?;
                 let (_, placed) = shared::merged(partial, &pieces)?;
-                let end = start + len;
-                let ranges: Vec<(u32, u64, u64)> = placed
-                    .iter()
-                    .map(|p| (p.number, start.max(p.offset), end.min(p.offset + p.len), p.offset))
-                    .filter(|(_, from, to, _)| from < to)
-                    .map(|(number, from, to, offset)| (number, from - offset, to - from))
-                    .collect();
-                let (bucket, id) = (bucket.clone(), partial.id.clone());
-                let streams = futures_util::stream::iter(ranges)
-                    .map(move |(number, from, count)| bucket.stream(Bucket::piece(&id, number), from, count));
-                Ok(Box::pin(streams.flatten()))
+                Ok(Box::pin(bucket.stream_pieces(&partial.id, &placed, start, len)))
             }
             _ => Ok(Box::pin(file_bytes(store.spool_path(&partial.id), start, len))),
         }

@@ -621,7 +621,15 @@ async fn finish_claimed(
         (early, refined, hash.or(hashed))
     };
     let hash = hash.ok_or_else(|| UploadError::Internal("the upload was not hashed".into()))?;
-    let outcome = committer.commit(&record, hash, size, early, refined, Source::Pieces(placed)).await;
+    // A multipart part may be sent again with other bytes under its number
+    // until the complete, so its pieces are not kept as the object: a
+    // re-send that was in flight could land after the layout. A chunk's or
+    // a tus part's number is bound to its hash when it is reserved.
+    let source = match record.kind {
+        UploadKind::Multipart => Source::Spool,
+        _ => Source::Pieces(placed),
+    };
+    let outcome = committer.commit(&record, hash, size, early, refined, source).await;
     let closed = committer.settle(&record, &outcome).await;
     if let Err(e) = &closed {
         tracing::warn!(upload_id = %id, error = %e, "could not close a finished shared upload");
@@ -790,10 +798,35 @@ pub async fn abandon(committer: &Committer, record: &SessionRecord, state: Sessi
     Ok(true)
 }
 
+/// Removes what a shared upload left in the bucket once it ended: its
+/// tails, and its pieces unless they became an object (the layout of the
+/// key it committed to names this upload; a second upload of the same
+/// bytes may have written that key after it, and then its pieces go).
+/// Every commit writes its layout before its settle reads it, so a layout
+/// never names pieces that were removed; at worst, with two such uploads
+/// at once, one's pieces are left unnamed. When the layout cannot be
+/// read, the pieces stay: a leak, never a loss.
 pub(super) async fn discard_staged(committer: &Committer, record: &SessionRecord) {
     committer.local_copies.forget(&record.id);
     let (Ok(bucket), Some(_)) = (bucket_of(committer), record.staged.as_deref()) else { return };
-    if let Err(e) = bucket.discard_shared(&record.id).await {
+    let committed = match committer.repo.find_session(&record.id).await {
+        Ok(found) => found.and_then(|r| r.commit).map(|(_, key)| key),
+        Err(e) => {
+            tracing::warn!(upload_id = %record.id, error = %e, "could not read a shared upload's commit; its pieces stay");
+            return;
+        }
+    };
+    let keep_pieces = match committed {
+        Some(key) => match bucket.laid_out_from(&key, &record.id).await {
+            Ok(named) => named,
+            Err(e) => {
+                tracing::warn!(upload_id = %record.id, error = %e, "could not read a layout; the pieces stay");
+                return;
+            }
+        },
+        None => false,
+    };
+    if let Err(e) = bucket.discard_shared(&record.id, keep_pieces).await {
         tracing::warn!(upload_id = %record.id, error = %e, "could not remove a shared upload's bytes from the bucket");
     }
 }

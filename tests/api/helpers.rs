@@ -224,12 +224,12 @@ impl TestApp {
     }
 
     /// The stored objects: files under the root, or with the S3 backend
-    /// the keys under `objects/` in the bucket (as paths).
+    /// the keys under `objects/` and `layouts/` in the bucket (as paths).
     pub fn objects(&self) -> Vec<PathBuf> {
         if let Some(bucket) = &self.bucket {
             return s3_keys_blocking(bucket)
                 .into_iter()
-                .filter(|(key, _)| key.starts_with("objects/"))
+                .filter(|(key, _)| key.starts_with("objects/") || key.starts_with("layouts/"))
                 .map(|(key, _)| PathBuf::from(key))
                 .collect();
         }
@@ -420,6 +420,61 @@ pub fn s3_keys_blocking(bucket: &str) -> Vec<(String, u64)> {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let bucket = runtime.block_on(s3_bucket(&name));
         bucket.list_blocking("").expect("a listing")
+    })
+    .join()
+    .unwrap()
+}
+
+/// The objects of the test bucket as (key, length): whole ones
+/// (`objects/{key}`) and ones kept as their upload's pieces
+/// (`layouts/{key}`, the length the layout's pieces add up to).
+pub fn s3_objects_blocking(bucket: &str) -> Vec<(String, u64)> {
+    let name = bucket.to_owned();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let bucket = runtime.block_on(s3_bucket(&name));
+        let mut objects = Vec::new();
+        for (key, len) in bucket.list_blocking("").expect("a listing") {
+            if let Some(rest) = key.strip_prefix("objects/") {
+                objects.push((rest.to_owned(), len));
+            } else if let Some(rest) = key.strip_prefix("layouts/") {
+                let object = vidcache::domain::ObjectKey::from_stored(rest).expect("a layout names an object key");
+                match bucket.find_object_blocking(&object).expect("a layout reads") {
+                    Some(stored) => objects.push((rest.to_owned(), stored.size())),
+                    None => panic!("{key} vanished"),
+                }
+            }
+        }
+        objects.sort();
+        objects
+    })
+    .join()
+    .unwrap()
+}
+
+/// Pieces of uploads in the test bucket that no layout names: bytes an
+/// upload left behind (`uploads/{id}/{n}`).
+pub fn s3_loose_pieces_blocking(bucket: &str) -> Vec<String> {
+    let name = bucket.to_owned();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let bucket = runtime.block_on(s3_bucket(&name));
+        let keys = bucket.list_blocking("").expect("a listing");
+        let named: Vec<String> = keys
+            .iter()
+            .filter_map(|(key, _)| key.strip_prefix("layouts/"))
+            .filter_map(|rest| vidcache::domain::ObjectKey::from_stored(rest).ok())
+            .filter_map(|object| match bucket.find_object_blocking(&object) {
+                Ok(Some(vidcache::storage::StoredObject::Pieces(layout))) => {
+                    Some(format!("uploads/{}/", layout.upload))
+                }
+                _ => None,
+            })
+            .collect();
+        keys.into_iter()
+            .map(|(key, _)| key)
+            .filter(|key| key.starts_with("uploads/") && !named.iter().any(|prefix| key.starts_with(prefix)))
+            .collect()
     })
     .join()
     .unwrap()

@@ -6,7 +6,8 @@
 
 use crate::chunked::{init_chunked, send_chunk};
 use crate::helpers::{
-    Backend, TestApp, assert_error, blake3_hex, fixture, fresh_database, s3_endpoint, s3_keys_blocking, spawn_app_with,
+    Backend, TestApp, assert_error, blake3_hex, fixture, fresh_database, s3_endpoint, s3_keys_blocking,
+    s3_loose_pieces_blocking, s3_objects_blocking, spawn_app_with,
 };
 use crate::restart::{Daemon, free_port};
 use futures::StreamExt;
@@ -27,6 +28,11 @@ async fn two_daemons() -> (TestApp, TestApp) {
     })
     .await;
     (one, two)
+}
+
+/// The object key an upload's answer names (`file_path`).
+fn result_key(result: &Value) -> String {
+    result["file_path"].as_str().unwrap().to_owned()
 }
 
 /// `vidcache_shared_bytes_fetched_total` in a metrics text.
@@ -103,11 +109,13 @@ async fn chunks_of_one_upload_go_to_both_daemons_at_once_and_make_the_files_hash
         one.client.post(one.url(&format!("/videos/finalize/{id}"))).send().await.unwrap().json().await.unwrap();
     assert_eq!(again["hash"], result["hash"]);
 
-    // One object, the upload's own bytes gone from the bucket.
-    let objects = bucket_keys(&bucket, "objects/");
+    // One object: the upload's chunks, named by its layout (no byte was
+    // moved to make it), and no other piece.
+    let objects = s3_objects_blocking(&bucket);
     assert_eq!(objects.len(), 1, "{objects:?}");
     assert_eq!(objects[0].1, video.len() as u64);
-    assert_eq!(bucket_keys(&bucket, "uploads/"), vec![]);
+    assert_eq!(bucket_keys(&bucket, "layouts/").len(), 1, "kept as its pieces");
+    assert_eq!(s3_loose_pieces_blocking(&bucket), Vec::<String>::new());
     let hash = result["hash"].as_str().unwrap();
     let bytes = one.client.get(one.url(&format!("/video/{hash}"))).send().await.unwrap().bytes().await.unwrap();
     assert_eq!(blake3_hex(&bytes), hash);
@@ -118,9 +126,9 @@ async fn chunks_of_one_upload_go_to_both_daemons_at_once_and_make_the_files_hash
     let text = two.client.get(two.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert_eq!(crate::early_probe::probes(&text, "stream"), 1, "{text}");
     assert_eq!(crate::early_probe::probes(&text, "file"), 0, "{text}");
-    // And the object was joined from the chunks inside the bucket, not
-    // uploaded from this daemon.
-    assert!(text.contains("vidcache_objects_joined_in_bucket_total 1\n"), "{text}");
+    // And the object is the chunks where they are, not uploaded from
+    // this daemon.
+    assert!(text.contains("vidcache_objects_laid_out_total 1\n"), "{text}");
     // Only the chunks the other daemon alone took were fetched: the even
     // ones, but chunk 0, which was sent to this one again above.
     let taken_by_one: usize = (2..total).step_by(2).map(|i| CHUNK.min(video.len() - i * CHUNK)).sum();
@@ -134,8 +142,12 @@ async fn chunks_of_one_upload_go_to_both_daemons_at_once_and_make_the_files_hash
         one.client.post(one.url(&format!("/videos/finalize/{id}"))).send().await.unwrap().json().await.unwrap();
     assert_eq!(result["status"], "duplicate", "{result}");
     assert_eq!(result["hash"], hash);
-    assert_eq!(bucket_keys(&bucket, "objects/").len(), 1);
-    assert_eq!(bucket_keys(&bucket, "uploads/"), vec![]);
+    assert_eq!(s3_objects_blocking(&bucket).len(), 1);
+    // The duplicate's chunks went; the object's stayed.
+    assert_eq!(s3_loose_pieces_blocking(&bucket), Vec::<String>::new());
+    assert_eq!(bucket_keys(&bucket, "uploads/").len(), total);
+    let bytes = two.client.get(two.url(&format!("/video/{hash}"))).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(blake3_hex(&bytes), hash);
 }
 
 #[actix_web::test]
@@ -267,11 +279,10 @@ async fn a_daemon_killed_mid_chunk_and_mid_finalize_is_replaced_by_the_other() {
             assert_eq!((result["status"].as_str(), result["hash"].as_str()), (Some("duplicate"), Some(hash.as_str())));
         }
     }
-    let keys = s3_keys_blocking(&bucket);
-    let objects: Vec<_> = keys.iter().filter(|(k, _)| k.starts_with("objects/")).collect();
-    assert_eq!(objects.len(), 1, "{keys:?}");
+    let objects = s3_objects_blocking(&bucket);
+    assert_eq!(objects.len(), 1, "{objects:?}");
     assert_eq!(objects[0].1, video.len() as u64);
-    assert!(keys.iter().all(|(k, _)| !k.starts_with("uploads/")), "{keys:?}");
+    assert_eq!(s3_loose_pieces_blocking(&bucket), Vec::<String>::new());
 }
 
 /// A tus upload on S3 is shared too: PATCHes go to either daemon in turn,
@@ -308,8 +319,8 @@ async fn a_tus_upload_is_patched_through_both_daemons_in_turn() {
     assert_eq!(result["status"], "new", "{result}");
     assert_eq!(result["hash"], blake3_hex(&video));
     assert_eq!(bucket_keys(&bucket, "tails/"), vec![]);
-    assert_eq!(bucket_keys(&bucket, "uploads/"), vec![]);
-    assert_eq!(bucket_keys(&bucket, "objects/").len(), 1);
+    assert_eq!(s3_loose_pieces_blocking(&bucket), Vec::<String>::new());
+    assert_eq!(s3_objects_blocking(&bucket), vec![(result_key(&result), video.len() as u64)]);
 }
 
 /// The case with a real client: tus-js-client starts an upload on
@@ -349,9 +360,9 @@ async fn tus_js_client_finishes_on_one_daemon_an_upload_whose_daemon_was_killed_
         client.get(format!("{}/result", summary["url"].as_str().unwrap())).send().await.unwrap().json().await.unwrap();
     assert_eq!(result["status"], "new", "{result}");
     assert_eq!(result["hash"], blake3_hex(&video));
-    let keys = s3_keys_blocking(&bucket);
-    assert_eq!(keys.iter().filter(|(k, _)| k.starts_with("objects/")).count(), 1, "{keys:?}");
-    assert!(keys.iter().all(|(k, _)| !k.starts_with("tails/") && !k.starts_with("uploads/")), "{keys:?}");
+    assert_eq!(s3_objects_blocking(&bucket).len(), 1);
+    assert_eq!(bucket_keys(&bucket, "tails/"), vec![]);
+    assert_eq!(s3_loose_pieces_blocking(&bucket), Vec::<String>::new());
 }
 
 /// The multipart door on S3: parts signed and sent through both daemons at
@@ -387,10 +398,13 @@ async fn multipart_parts_go_through_both_daemons() {
     let result: Value = response.json().await.unwrap();
     assert_eq!(result["status"], "new", "{result}");
     assert_eq!(result["hash"], blake3_hex(&video));
+    // One whole object: a part may be sent again until the complete, so
+    // the parts are not kept as the object; they go.
     let objects = bucket_keys(&bucket, "objects/");
     assert_eq!(objects.len(), 1, "{objects:?}");
     assert_eq!(objects[0].1, video.len() as u64);
     assert_eq!(bucket_keys(&bucket, "uploads/"), vec![]);
+    assert_eq!(bucket_keys(&bucket, "layouts/"), vec![]);
     for app in [&one, &two] {
         assert!(crate::helpers::files_under(&app.root.join(".spool")).is_empty());
     }
@@ -416,11 +430,10 @@ async fn partial_tus_uploads_on_both_daemons_are_concatenated() {
     let result = one.get_json(&format!("{location}/result")).await;
     assert_eq!(result["status"], "new", "{result}");
     assert_eq!(result["hash"], blake3_hex(&video));
-    assert_eq!(bucket_keys(&bucket, "objects/").len(), 1);
-    // Nothing of the three uploads is left in the bucket.
-    for prefix in ["uploads/", "tails/"] {
-        assert_eq!(bucket_keys(&bucket, prefix), vec![], "{prefix}");
-    }
+    assert_eq!(s3_objects_blocking(&bucket).len(), 1);
+    // Nothing of the three uploads is left in the bucket but the object.
+    assert_eq!(bucket_keys(&bucket, "tails/"), vec![]);
+    assert_eq!(s3_loose_pieces_blocking(&bucket), Vec::<String>::new());
 }
 
 /// A streamed body (`POST /upload/{id}`) is shared too: one that stalls on
@@ -499,9 +512,8 @@ async fn a_deferred_length_tus_upload_is_shared_and_declared_on_the_other_daemon
     let result = two.get_json(&format!("{location}/result")).await;
     assert_eq!(result["status"], "new", "{result}");
     assert_eq!(result["hash"], blake3_hex(&video));
-    for prefix in ["uploads/", "tails/"] {
-        assert_eq!(bucket_keys(&bucket, prefix), vec![], "{prefix}");
-    }
+    assert_eq!(bucket_keys(&bucket, "tails/"), vec![]);
+    assert_eq!(s3_loose_pieces_blocking(&bucket), Vec::<String>::new());
 }
 
 /// `storage.s3.share_uploads = false`: every upload lives in the daemon that
@@ -528,24 +540,25 @@ async fn with_sharing_off_an_upload_lives_in_its_daemon() {
     assert_eq!(result["hash"], blake3_hex(&video));
 }
 
-/// The window of a shared finalize's join, as a kill -9 of the daemon that
-/// ran it leaves it, put in the database and the bucket by hand: the
+/// The window of a shared finalize's commit, as a kill -9 of the daemon
+/// that ran it leaves it, put in the database and the bucket by hand: the
 /// session `committing` with its hash and key, on no daemon's disk. (1) Cut
-/// off before the join completed: no object at the key. The other daemon's
-/// finalize reopens the session and joins it again: `new`, one object.
-/// (2) Cut off after the join, before the record: the object is in the
-/// bucket. The other daemon's finalize probes the bucket's copy and records
-/// it: `new`, the same object, nothing joined again.
+/// off before the layout was written: no object at the key. The other
+/// daemon's finalize reopens the session and commits it again: `new`, one
+/// object, laid out once. (2) Cut off after the layout, before the record:
+/// the object is in the bucket as its pieces. The other daemon's finalize
+/// probes the object (its pieces, fetched) and records it: `new`, the same
+/// object, nothing laid out again, and the pieces stay: they are the object.
 #[actix_web::test]
-async fn a_finalize_cut_off_in_the_join_of_its_object_is_finished_by_the_other_daemon() {
+async fn a_finalize_cut_off_in_its_commit_is_finished_by_the_other_daemon() {
     use vidcache::domain::{Bucket, ContentHash, ObjectKey, Prefix, UploadId};
     let (one, two) = two_daemons().await;
     let bucket = one.bucket.clone().unwrap();
     let s3 = crate::helpers::s3_bucket(&bucket).await;
     let repo = vidcache::storage::Repository::connect(&one.database_url, 1).await.unwrap();
-    let joined = |text: &str| {
+    let laid_out = |text: &str| {
         text.lines()
-            .find_map(|l| l.strip_prefix("vidcache_objects_joined_in_bucket_total "))
+            .find_map(|l| l.strip_prefix("vidcache_objects_laid_out_total "))
             .map_or(0, |v| v.trim().parse::<u64>().unwrap())
     };
     let metrics = |app: &TestApp| {
@@ -560,29 +573,40 @@ async fn a_finalize_cut_off_in_the_join_of_its_object_is_finished_by_the_other_d
         send_alternating([&one, &two], &id, &video).await;
         let hash = ContentHash::parse(&blake3_hex(&video)).unwrap();
         let key = ObjectKey::new(&Bucket::parse("videos").unwrap(), &Prefix::default(), &hash, "mp4");
-        repo.begin_commit(&UploadId::parse(&id).unwrap(), &hash, &key).await.unwrap();
+        let upload = UploadId::parse(&id).unwrap();
+        repo.begin_commit(&upload, &hash, &key).await.unwrap();
         if round == 2 {
-            let dir = tempfile::tempdir().unwrap();
-            let source = dir.path().join("joined.mp4");
-            std::fs::write(&source, &video).unwrap();
-            let (s3, object) = (s3.clone(), format!("objects/{}", key.as_str()));
-            tokio::task::spawn_blocking(move || s3.put_file_blocking(&source, &object).unwrap()).await.unwrap();
+            // What the commit wrote before the kill: the layout of the chunks.
+            let pieces: Vec<vidcache::storage::PieceAt> = video
+                .chunks(CHUNK)
+                .enumerate()
+                .map(|(i, chunk)| vidcache::storage::PieceAt {
+                    number: i as u32,
+                    offset: (i * CHUNK) as u64,
+                    len: chunk.len() as u64,
+                    hash: ContentHash::parse(&blake3_hex(chunk)).unwrap(),
+                })
+                .collect();
+            let (s3, key, upload) = (s3.clone(), key.clone(), upload.clone());
+            tokio::task::spawn_blocking(move || s3.put_layout(&key, &upload, &pieces).unwrap()).await.unwrap();
         }
-        let before = joined(&metrics(&two).await);
+        let before = laid_out(&metrics(&two).await);
         let response = two.client.post(two.url(&format!("/videos/finalize/{id}"))).send().await.unwrap();
         assert_eq!(response.status(), 200, "{name}");
         let result: Value = response.json().await.unwrap();
         assert_eq!(result["status"], "new", "{name}: {result}");
         assert_eq!(result["hash"], hash.to_hex().as_str());
-        let objects = bucket_keys(&bucket, &format!("objects/{}", key.as_str()));
-        assert_eq!(objects, vec![(format!("objects/{}", key.as_str()), video.len() as u64)], "{name}");
-        assert_eq!(bucket_keys(&bucket, &format!("uploads/{id}")), vec![], "{name}: the pieces are gone");
+        let objects: Vec<_> = s3_objects_blocking(&bucket).into_iter().filter(|(k, _)| k == key.as_str()).collect();
+        assert_eq!(objects, vec![(key.as_str().to_owned(), video.len() as u64)], "{name}");
+        assert_eq!(bucket_keys(&bucket, &format!("objects/{}", key.as_str())), vec![], "{name}: no byte moved");
+        assert_eq!(bucket_keys(&bucket, &format!("uploads/{id}/")).len(), video.len().div_ceil(CHUNK), "{name}");
+        assert_eq!(s3_loose_pieces_blocking(&bucket), Vec::<String>::new(), "{name}");
         let bytes = one.client.get(one.url(&format!("/video/{}", hash.to_hex()))).send().await.unwrap();
         assert_eq!(blake3_hex(&bytes.bytes().await.unwrap()), hash.to_hex());
         let listed = one.get_json(&format!("/videos/{}", init["video_id"])).await;
         assert!(listed["width"].as_u64().unwrap() > 0, "{name}: analysed: {listed}");
-        // Joined again only when no object was there.
-        assert_eq!(joined(&metrics(&two).await) - before, u64::from(round == 1), "{name}");
+        // Laid out again only when no object was there.
+        assert_eq!(laid_out(&metrics(&two).await) - before, u64::from(round == 1), "{name}");
     }
 }
 
@@ -708,17 +732,17 @@ async fn a_concatenation_cut_off_by_a_kill_is_finished_by_the_other_daemon() {
     }
     assert_eq!(result["status"], "new", "{result}");
     assert_eq!(result["hash"], blake3_hex(&video));
-    let keys = s3_keys_blocking(&bucket);
-    let objects: Vec<_> = keys.iter().filter(|(k, _)| k.starts_with("objects/")).collect();
-    assert_eq!(objects.len(), 1, "{keys:?}");
+    let objects = s3_objects_blocking(&bucket);
+    assert_eq!(objects.len(), 1, "{objects:?}");
     assert_eq!(objects[0].1, video.len() as u64);
-    assert!(keys.iter().all(|(k, _)| !k.starts_with("uploads/") && !k.starts_with("tails/")), "{keys:?}");
+    assert_eq!(bucket_keys(&bucket, "tails/"), vec![]);
+    assert_eq!(s3_loose_pieces_blocking(&bucket), Vec::<String>::new());
     // The client's own retry of the request the kill cut off is answered
     // with that final, not with a second upload of the partials.
     let again = crate::tus::create_final(&client, &b.address, &[&first, &second]).await;
     assert_eq!(again.status(), 201);
     assert_eq!(again.headers()["location"].to_str().unwrap(), format!("/files/{id}"));
-    assert_eq!(s3_keys_blocking(&bucket).iter().filter(|(k, _)| k.starts_with("objects/")).count(), 1);
+    assert_eq!(s3_objects_blocking(&bucket).len(), 1);
 }
 
 /// A daemon keeps local copies of the pieces it takes only while its disk

@@ -13,14 +13,18 @@ time, finalize), with three layouts:
     an object of its own as it arrives, with its BLAKE3 chaining values,
     and (since LocalCopies) into the daemon's spool, read by an early
     probe; finalize merges the hash, fetches nothing (every chunk is
-    here), and joins the object inside the bucket (UploadPartCopy).
-    Before LocalCopies it fetched every chunk and uploaded the object;
+    here), and writes the object's layout (the chunks are the object: one
+    small PUT). Before layouts it joined the object inside the bucket
+    (UploadPartCopy); before LocalCopies it fetched every chunk and
+    uploaded the object;
   - "two daemons, 8 MiB chunks (shared)": the same, chunks alternating
     between two daemons on one PostgreSQL database: the finalizing daemon
     fetches the half the other one took.
 For each: throughput (init to the last chunk's answer), finalize latency
 (as the client sees it), the daemons' CPU seconds per GiB, s3s-fs's, and
-peak RSS. The hash is checked against b3sum.
+peak RSS; then one read of the whole object through the daemon (`GET
+/video/{hash}`, from the bucket: one object, or the pieces a layout names)
+piped into b3sum. The hashes are checked against b3sum of the source.
 
     python3 tests/bench/shared_bench.py --binary target/release/vidcache [--size-mib 1024] [--rounds 2]
 """
@@ -127,27 +131,34 @@ def run(a, work, endpoint):
                 cpu = sum(cpu_seconds(d.proc.pid) - c for d, c in zip(daemons, cpu0))
                 store_cpu = cpu_seconds(s3s_pid(work)) - store0
                 rss = max(d.peak_rss_mb() for d in daemons)
+                t = time.perf_counter()
+                read = subprocess.run(f"curl -sf {daemons[0].base}/video/{result['hash']} | b3sum --no-names",
+                                      shell=True, check=True, capture_output=True, text=True).stdout.strip()
+                read_s = time.perf_counter() - t
             finally:
                 for d in daemons:
                     d.stop()
                 for root in roots:
                     shutil.rmtree(root, ignore_errors=True)
             assert result["status"] == "new" and result["hash"] == expected, result
+            assert read == expected, f"the object read back hashes to {read}"
             rows[name].append(dict(mbs=size / (sent + fin) / 1e6, fin=fin * 1000, cpu=cpu / gib,
-                                   store_cpu=store_cpu / gib, rss=rss))
+                                   store_cpu=store_cpu / gib, rss=rss, read=size / read_s / 1e6))
             x = rows[name][-1]
             print(f"round {r + 1} {name}: {x['mbs']:.0f} MB/s, finalize {x['fin']:.0f} ms, daemons "
-                  f"{x['cpu']:.2f} CPU-s/GiB, s3s-fs {x['store_cpu']:.2f} CPU-s/GiB, peak RSS {x['rss']:.0f} MB",
-                  flush=True)
+                  f"{x['cpu']:.2f} CPU-s/GiB, s3s-fs {x['store_cpu']:.2f} CPU-s/GiB, peak RSS {x['rss']:.0f} MB, "
+                  f"read back {x['read']:.0f} MB/s", flush=True)
     med = lambda name, k: statistics.median(x[k] for x in rows[name])
     base = layouts[0][0]
     print()
     print(f"| chunked upload on S3, {a.size_mib} MiB, 4 chunks in flight, median of {a.rounds} | MB/s (init to "
-          f"result) | finalize, ms | daemons CPU-s/GiB | s3s-fs CPU-s/GiB | peak RSS, MB | MB/s / kept |")
-    print("|---|---|---|---|---|---|---|")
+          f"result) | finalize, ms | daemons CPU-s/GiB | s3s-fs CPU-s/GiB | peak RSS, MB | MB/s / kept | "
+          f"read back, MB/s | read / kept's |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, _, _ in layouts:
         print(f"| {name} | {med(name, 'mbs'):.0f} | {med(name, 'fin'):.0f} | {med(name, 'cpu'):.2f} | "
-              f"{med(name, 'store_cpu'):.2f} | {med(name, 'rss'):.0f} | {med(name, 'mbs') / med(base, 'mbs'):.2f} |")
+              f"{med(name, 'store_cpu'):.2f} | {med(name, 'rss'):.0f} | {med(name, 'mbs') / med(base, 'mbs'):.2f} | "
+              f"{med(name, 'read'):.0f} | {med(name, 'read') / med(base, 'read'):.2f} |")
 
 
 if __name__ == "__main__":
