@@ -41,6 +41,7 @@ async fn objects_and_media_live_in_the_bucket_and_are_read_from_it() {
     assert_eq!(objects.len(), 1, "{objects:?}");
     assert_eq!(objects[0].1, video.len() as u64);
     assert!(objects[0].0.ends_with(&format!("{hash}.mp4")), "{objects:?}");
+    assert!(keys(&app).iter().any(|(k, _)| k.starts_with("layouts/")), "kept as its piece");
 
     // Reads come from the bucket, not from this daemon's disk.
     drop_working_copies(&app.root);

@@ -115,10 +115,23 @@ async fn chunks_of_one_upload_go_to_both_daemons_at_once_and_make_the_files_hash
     assert_eq!(objects.len(), 1, "{objects:?}");
     assert_eq!(objects[0].1, video.len() as u64);
     assert_eq!(bucket_keys(&bucket, "layouts/").len(), 1, "kept as its pieces");
+    assert_eq!(bucket_keys(&bucket, "objects/"), vec![], "no joined copy");
     assert_eq!(s3_loose_pieces_blocking(&bucket), Vec::<String>::new());
     let hash = result["hash"].as_str().unwrap();
     let bytes = one.client.get(one.url(&format!("/video/{hash}"))).send().await.unwrap().bytes().await.unwrap();
     assert_eq!(blake3_hex(&bytes), hash);
+    // A range across the boundary of two pieces is stitched from both.
+    let (start, end) = (CHUNK - 100, CHUNK + 99);
+    let part = two
+        .client
+        .get(two.url(&format!("/video/{hash}")))
+        .header("range", format!("bytes={start}-{end}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(part.headers()["content-range"], format!("bytes {start}-{end}/{}", video.len()).as_str());
+    assert_eq!(part.bytes().await.unwrap().as_ref(), &video[start..=end]);
     let listed = one.get_json(&format!("/videos/{}", init["video_id"])).await;
     assert_eq!(listed["width"], 640, "analysed: {listed}");
     // Analysed while the pieces were fetched (the early probe), not from
@@ -682,7 +695,8 @@ async fn a_concatenation_cut_off_by_a_kill_is_finished_by_the_other_daemon() {
     let mut a = serve(&root_a, &database, &bucket).await;
     let b = serve(&root_b, &database, &bucket).await;
     let client = crate::helpers::http_client();
-    let video = fixture("hd20");
+    // Made here if no test made it yet (the transcode tests share it).
+    let video = std::fs::read(crate::transcode::source_1080p()).unwrap();
     let cut = (17 << 20) + 333;
     let first = crate::tus::create_partial(&client, &a.address, cut).await;
     let second = crate::tus::create_partial(&client, &b.address, video.len() - cut).await;

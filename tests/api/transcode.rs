@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 /// 20 s of 1080p30 with a tone, made once per run.
-fn source_1080p() -> std::path::PathBuf {
+pub fn source_1080p() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("vidcache-fixtures-{}-3", env!("CARGO_PKG_VERSION")));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("hd20.mp4");
