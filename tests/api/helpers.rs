@@ -425,6 +425,20 @@ pub fn s3_keys_blocking(bucket: &str) -> Vec<(String, u64)> {
     .unwrap()
 }
 
+/// `bytes` cut in pieces of `size`, as a shared upload of them records them.
+pub fn pieces_of(bytes: &[u8], size: usize) -> Vec<vidcache::storage::PieceAt> {
+    bytes
+        .chunks(size)
+        .enumerate()
+        .map(|(i, piece)| vidcache::storage::PieceAt {
+            number: i as u32,
+            offset: (i * size) as u64,
+            len: piece.len() as u64,
+            hash: vidcache::domain::ContentHash::parse(&blake3_hex(piece)).unwrap(),
+        })
+        .collect()
+}
+
 /// The objects of the test bucket as (key, length): whole ones
 /// (`objects/{key}`) and ones kept as their upload's pieces
 /// (`layouts/{key}`, the length the layout's pieces add up to).

@@ -163,6 +163,56 @@ async fn chunks_of_one_upload_go_to_both_daemons_at_once_and_make_the_files_hash
     assert_eq!(blake3_hex(&bytes), hash);
 }
 
+/// A commit that wrote its layout and was then put back to receiving (a
+/// kill -9 after the layout, with the spool still on the daemon's disk:
+/// recovery reopens it), then aborted: its pieces stay, since the layout
+/// may be what a video of the same bytes reads. The next upload of those
+/// bytes is committed over the same layout (it is there already) and reads
+/// back whole; without the rule, the abort would have deleted the pieces
+/// under it.
+#[actix_web::test]
+async fn pieces_a_layout_names_outlive_their_aborted_upload() {
+    use vidcache::domain::{Bucket, ContentHash, ObjectKey, Prefix, UploadId};
+    let (one, two) = two_daemons().await;
+    let bucket = one.bucket.clone().unwrap();
+    let s3 = crate::helpers::s3_bucket(&bucket).await;
+    let repo = vidcache::storage::Repository::connect(&one.database_url, 1).await.unwrap();
+    let video = fixture("large");
+    let init = init_chunked(&one, "first.mp4", video.len(), CHUNK).await;
+    let id = init["upload_id"].as_str().unwrap().to_owned();
+    send_alternating([&one, &two], &id, &video).await;
+    let hash = ContentHash::parse(&blake3_hex(&video)).unwrap();
+    let key = ObjectKey::new(&Bucket::parse("videos").unwrap(), &Prefix::default(), &hash, "mp4");
+    let upload = UploadId::parse(&id).unwrap();
+    repo.begin_commit(&upload, &hash, &key).await.unwrap();
+    let pieces = crate::helpers::pieces_of(&video, CHUNK);
+    {
+        let (s3, key, upload) = (s3.clone(), key.clone(), upload.clone());
+        tokio::task::spawn_blocking(move || s3.put_layout(&key, &upload, &pieces).unwrap()).await.unwrap();
+    }
+    repo.reopen_session(&upload).await.unwrap();
+    let aborted = two.client.delete(two.url(&format!("/videos/upload/{id}"))).send().await.unwrap();
+    assert_eq!(aborted.status(), 204);
+    assert_eq!(bucket_keys(&bucket, &format!("uploads/{id}/")).len(), video.len().div_ceil(CHUNK));
+
+    let init = init_chunked(&two, "second.mp4", video.len(), CHUNK).await;
+    let second = init["upload_id"].as_str().unwrap().to_owned();
+    send_alternating([&two, &one], &second, &video).await;
+    let result: Value =
+        one.client.post(one.url(&format!("/videos/finalize/{second}"))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(result["status"], "new", "{result}");
+    assert_eq!(result["hash"], hash.to_hex().as_str());
+    // The first layout stayed (If-None-Match): the second upload's pieces went.
+    assert_eq!(bucket_keys(&bucket, &format!("uploads/{second}/")), vec![]);
+    assert_eq!(s3_objects_blocking(&bucket), vec![(key.as_str().to_owned(), video.len() as u64)]);
+    let bytes = two.client.get(two.url(&format!("/video/{}", hash.to_hex()))).send().await.unwrap();
+    assert_eq!(blake3_hex(&bytes.bytes().await.unwrap()), hash.to_hex());
+    // Deleting the video removes the layout and the pieces it names.
+    assert_eq!(one.client.delete(one.url(&format!("/video/{}", hash.to_hex()))).send().await.unwrap().status(), 204);
+    assert_eq!(bucket_keys(&bucket, "layouts/"), vec![]);
+    assert_eq!(bucket_keys(&bucket, "uploads/"), vec![]);
+}
+
 #[actix_web::test]
 async fn an_aborted_shared_upload_leaves_nothing_in_the_bucket() {
     let (one, two) = two_daemons().await;
@@ -590,16 +640,7 @@ async fn a_finalize_cut_off_in_its_commit_is_finished_by_the_other_daemon() {
         repo.begin_commit(&upload, &hash, &key).await.unwrap();
         if round == 2 {
             // What the commit wrote before the kill: the layout of the chunks.
-            let pieces: Vec<vidcache::storage::PieceAt> = video
-                .chunks(CHUNK)
-                .enumerate()
-                .map(|(i, chunk)| vidcache::storage::PieceAt {
-                    number: i as u32,
-                    offset: (i * CHUNK) as u64,
-                    len: chunk.len() as u64,
-                    hash: ContentHash::parse(&blake3_hex(chunk)).unwrap(),
-                })
-                .collect();
+            let pieces = crate::helpers::pieces_of(&video, CHUNK);
             let (s3, key, upload) = (s3.clone(), key.clone(), upload.clone());
             tokio::task::spawn_blocking(move || s3.put_layout(&key, &upload, &pieces).unwrap()).await.unwrap();
         }
