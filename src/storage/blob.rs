@@ -111,6 +111,17 @@ impl LocalStore {
         &self.root
     }
 
+    /// Makes the spool the local copy of an object whose home is elsewhere
+    /// (a bucket): renamed, not fsynced. The bytes are durable where they
+    /// live; a crash that loses the rename leaves the spool, and the commit
+    /// runs again.
+    pub fn keep_copy(&self, id: &UploadId, key: &ObjectKey) -> io::Result<()> {
+        let to = self.object_path(key);
+        let dir = to.parent().expect("object keys always have a bucket directory");
+        fs::create_dir_all(dir)?;
+        fs::rename(self.spool_path(id), &to)
+    }
+
     fn pieces_dir(&self, id: &UploadId) -> PathBuf {
         self.spool.join(format!("{id}.pieces"))
     }
