@@ -102,7 +102,8 @@ def run(a, work, endpoint):
     s3 = dict(VIDCACHE__STORAGE__BACKEND="s3", VIDCACHE__STORAGE__S3__ENDPOINT=endpoint, **KEYS)
     backends = {
         "local": {},
-        "s3": s3,
+        # Kept by the daemon that created it, uploaded from its spool at finalize.
+        "s3": dict(s3, VIDCACHE__STORAGE__S3__SHARE_UPLOADS="false"),
         # storage.s3.share_uploads: the pieces go to the bucket as they arrive.
         "s3, shared": dict(s3, VIDCACHE__STORAGE__S3__SHARE_UPLOADS="true"),
     }
