@@ -299,9 +299,10 @@ pub struct S3Settings {
     /// in use.
     pub working_copy_bytes: u64,
     /// Uploads any daemon takes (`upload::shared`): their pieces go to the
-    /// bucket as they arrive. Off (the default), every upload lives in the
-    /// daemon that created it, which is faster for one daemon
-    /// (BENCHMARKS.md); several daemons behind one address need it on.
+    /// bucket as they arrive, and in S3-sized pieces they become the object
+    /// with no byte moved at finalize (BENCHMARKS.md, "The object as its
+    /// pieces"). On by default; off, every upload lives in the daemon that
+    /// created it and is uploaded from its spool at finalize.
     pub share_uploads: bool,
 }
 
@@ -554,7 +555,7 @@ impl Settings {
             .set_default("storage.s3.path_style", true)?
             .set_default("storage.s3.redirect_reads", false)?
             .set_default("storage.s3.working_copy_bytes", 10 * GIB)?
-            .set_default("storage.s3.share_uploads", false)?
+            .set_default("storage.s3.share_uploads", true)?
             .set_default("database.url", "")?
             .set_default("database.max_connections", 10)?
             .set_default("ingest.allow_private_networks", false)?
