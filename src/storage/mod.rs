@@ -22,4 +22,4 @@ pub use repo::{
     Entry, EntryRecord, EntryStatus, Holder, Holding, NewEntry, NewVideo, Piece, RepoError, Repository, SessionRecord,
     SessionState, Signature, StagedPiece, TranscodeStatus, UploadKind, Video,
 };
-pub use s3::{Bucket, Found, LaidPiece, Layout, PieceAt, S3Store, StoredObject};
+pub use s3::{Bucket, Found, Layout, PieceAt, S3Store, StoredObject};

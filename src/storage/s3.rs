@@ -368,10 +368,10 @@ impl Bucket {
     }
 
     /// Bytes `start..start + count` of the file the pieces `placed` of
-    /// upload `id` make: each piece from where the range meets it. Each GET
-    /// starts only when the one before it has ended (a [`Bucket::stream`]
-    /// begins reading as soon as it is made, so making them all at once
-    /// would open one request per piece).
+    /// upload `id` make: each piece from where the range meets it, at most
+    /// two GETs open at once (a [`Bucket::stream`] begins reading as soon
+    /// as it is made, so making them all at once would open one request
+    /// per piece).
     pub fn stream_pieces(
         &self,
         id: &UploadId,
@@ -424,7 +424,7 @@ impl Bucket {
         self.delete(Self::object(key))?;
         if let Some(StoredObject::Pieces(layout)) = self.find_object_blocking(key)? {
             self.delete(Self::layout(key))?;
-            let id = UploadId::parse(&layout.upload).map_err(other)?;
+            let (id, _) = layout.placed()?;
             self.delete_under(S3Path::from(format!("uploads/{}", id.as_str())))?;
         }
         Ok(())

@@ -251,6 +251,28 @@ async fn serve(root: &std::path::Path, database: &str, bucket: &str) -> Daemon {
     Daemon::start_with(root, database, free_port(), &env).await
 }
 
+/// Two `serve` processes, `a` and `b`, on a fresh PostgreSQL database and
+/// a bucket of their own, with roots `a` and `b` under `dir` (which lives
+/// as long as this does).
+struct Processes {
+    dir: tempfile::TempDir,
+    database: String,
+    bucket: String,
+    a: Daemon,
+    b: Daemon,
+}
+
+impl Processes {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let database = fresh_database(Backend::Postgres, dir.path()).await;
+        let bucket = format!("vc-test-{}", &crate::helpers::hex_id()[..16]);
+        let a = serve(&dir.path().join("a"), &database, &bucket).await;
+        let b = serve(&dir.path().join("b"), &database, &bucket).await;
+        Self { dir, database, bucket, a, b }
+    }
+}
+
 async fn post_chunk(client: &reqwest::Client, address: &str, id: &str, index: usize, bytes: Vec<u8>) -> u16 {
     let url = format!("{address}/videos/upload_chunk/{id}/{index}");
     client.post(url).body(bytes).send().await.unwrap().status().as_u16()
@@ -281,12 +303,7 @@ async fn finalize(client: &reqwest::Client, address: &str, id: &str) -> Value {
 /// One object in the end, and nothing of either upload left in the bucket.
 #[actix_web::test]
 async fn a_daemon_killed_mid_chunk_and_mid_finalize_is_replaced_by_the_other() {
-    let dir = tempfile::tempdir().unwrap();
-    let (root_a, root_b) = (dir.path().join("a"), dir.path().join("b"));
-    let database = fresh_database(Backend::Postgres, dir.path()).await;
-    let bucket = format!("vc-test-{}", &crate::helpers::hex_id()[..16]);
-    let mut a = serve(&root_a, &database, &bucket).await;
-    let b = serve(&root_b, &database, &bucket).await;
+    let Processes { dir, database, bucket, mut a, b } = Processes::start().await;
     let client = crate::helpers::http_client();
     let video = fixture("large");
     let hash = blake3_hex(&video);
@@ -317,7 +334,7 @@ async fn a_daemon_killed_mid_chunk_and_mid_finalize_is_replaced_by_the_other() {
             let _ = pending.await;
             let result = finalize(&client, &b.address, &id).await;
             assert_eq!((result["status"].as_str(), result["hash"].as_str()), (Some("new"), Some(hash.as_str())));
-            a = serve(&root_a, &database, &bucket).await;
+            a = serve(&dir.path().join("a"), &database, &bucket).await;
         } else {
             assert_eq!(post_chunk(&client, &a.address, &id, 0, chunk(0)).await, 200);
             // Chunk 1 starts on A: half its body, then A dies.
@@ -393,12 +410,7 @@ async fn a_tus_upload_is_patched_through_both_daemons_in_turn() {
 #[actix_web::test]
 async fn tus_js_client_finishes_on_one_daemon_an_upload_whose_daemon_was_killed_mid_patch() {
     use crate::tus::{fixture_path, run_client};
-    let dir = tempfile::tempdir().unwrap();
-    let (root_a, root_b) = (dir.path().join("a"), dir.path().join("b"));
-    let database = fresh_database(Backend::Postgres, dir.path()).await;
-    let bucket = format!("vc-test-{}", &crate::helpers::hex_id()[..16]);
-    let a = serve(&root_a, &database, &bucket).await;
-    let b = serve(&root_b, &database, &bucket).await;
+    let Processes { dir: _dir, database: _, bucket, a, b } = Processes::start().await;
     let video = fixture("large");
     let chunk = 4usize << 20;
     let summary = run_client(
@@ -729,12 +741,7 @@ async fn an_upload_through_one_daemon_is_finalized_there_without_a_fetch() {
 #[actix_web::test]
 async fn a_concatenation_cut_off_by_a_kill_is_finished_by_the_other_daemon() {
     use sea_orm::ConnectionTrait;
-    let dir = tempfile::tempdir().unwrap();
-    let (root_a, root_b) = (dir.path().join("a"), dir.path().join("b"));
-    let database = fresh_database(Backend::Postgres, dir.path()).await;
-    let bucket = format!("vc-test-{}", &crate::helpers::hex_id()[..16]);
-    let mut a = serve(&root_a, &database, &bucket).await;
-    let b = serve(&root_b, &database, &bucket).await;
+    let Processes { dir: _dir, database, bucket, mut a, b } = Processes::start().await;
     let client = crate::helpers::http_client();
     // Made here if no test made it yet (the transcode tests share it).
     let video = std::fs::read(crate::transcode::source_1080p()).unwrap();
