@@ -251,6 +251,10 @@ pub struct ServerSettings {
     /// Serve the browser pages from this folder (a checkout's `client/`)
     /// instead of the copies built into the binary: edit them without a rebuild.
     pub client_dir: String,
+    /// Bytes of published media (segments, playlists, storyboards) kept
+    /// memory-mapped between requests, each for at most a second; 0 keeps
+    /// none (every request opens and maps its file).
+    pub media_map_bytes: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -545,6 +549,7 @@ impl Settings {
         config::Config::builder()
             .set_default("server.bind", "127.0.0.1:8020")?
             .set_default("server.workers", 0)?
+            .set_default("server.media_map_bytes", 256u64 << 20)?
             .set_default("storage.root", "./data")?
             .set_default("storage.backend", "local")?
             .set_default("storage.s3.endpoint", "")?

@@ -223,6 +223,11 @@ impl Application {
         let webhooks = crate::webhooks::Webhooks::new(&settings.webhooks, repo.clone());
         let daemon = crate::domain::UploadId::generate();
         background.extend(webhooks.start(queue.events(), &metrics, daemon.as_str()));
+        let media_files = Arc::new(crate::storage::MappedFiles::new(
+            settings.server.media_map_bytes,
+            std::time::Duration::from_secs(1),
+        ));
+        background.push(media_files.start_sweep());
         let state = web::Data::new(AppState {
             uploads,
             fetcher,
@@ -237,6 +242,7 @@ impl Application {
             queue,
             library,
             webhooks,
+            media_files,
         });
 
         let listener =

@@ -173,6 +173,9 @@ pub async fn delete(
     if state.library.remove(&hash).await?.is_empty() {
         return Err(unknown_video());
     }
+    // Its media stop being served from kept mappings now, and their disk
+    // space is given back (other daemons' mappings age out within a second).
+    state.media_files.forget_under(&state.store.derived_dir(&hash));
     Ok(HttpResponse::NoContent().finish())
 }
 

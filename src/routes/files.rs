@@ -1,9 +1,10 @@
 //! Sending a stored file, whole or one byte range, with its ETag (and
 //! `304` for a matching `If-None-Match`), for `/video/{hash}` and
 //! `/media/{hash}/...`. A reply of up to `WHOLE_READ` bytes is sent from a
-//! memory map of the file made in one blocking call (one thread hop for a
-//! whole media segment); a larger one streams in 256 KiB reads, so memory
-//! never follows the file's size.
+//! memory map of the file made in one blocking call; a published media
+//! file comes from a mapping kept between requests (`storage::MappedFiles`,
+//! no thread hop and no system call); a larger one streams in 256 KiB
+//! reads, so memory never follows the file's size.
 
 use crate::error::ApiError;
 use actix_web::http::{StatusCode, header};
@@ -14,6 +15,9 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 /// Replies up to this size are read at once (segments are 0.1-5 MB).
 const WHOLE_READ: u64 = 4 << 20;
 /// Slices of a mapped reply handed to the HTTP layer at a time.
+/// (Measured against 32, 128 and 256 KiB slices, with actix's write buffer
+/// at 64, 256 and 512 KiB: 64 KiB and actix's default buffer served the
+/// most requests a second; BENCHMARKS.md.)
 const SLICE: usize = 64 << 10;
 
 pub(super) struct FileReply {
@@ -117,19 +121,38 @@ pub(super) async fn send_file(
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(|e| ApiError::internal(format!("reading the file: {e}")))?;
-        // Handed to actix in slices: it copies each into its connection's
-        // write buffer, which then stays small and is reused, instead of
-        // growing to the reply's size and being given back every time.
-        let slices = (0..bytes.len())
-            .step_by(SLICE)
-            .map(move |at| Ok::<_, std::io::Error>(bytes.slice(at..(at + SLICE).min(bytes.len()))));
-        return Ok(response.no_chunking(count).streaming(futures_util::stream::iter(slices.collect::<Vec<_>>())));
+        return Ok(response.no_chunking(count).streaming(slices(bytes)));
     }
     response.no_chunking(count);
     let mut file = tokio::fs::File::from_std(file);
     file.seek(std::io::SeekFrom::Start(start)).await.map_err(|e| ApiError::internal(e.to_string()))?;
     let stream = tokio_util::io::ReaderStream::with_capacity(file.take(count), 256 * 1024);
     Ok(response.streaming(stream))
+}
+
+/// A file already in memory (a kept mapping of a published file), whole or
+/// the request's range of it: no thread hop, no system call.
+pub(super) fn send_bytes(req: &HttpRequest, bytes: Bytes, reply: FileReply) -> Result<HttpResponse, ApiError> {
+    let (mut response, start, count) = match prepare(req, bytes.len() as u64, reply)? {
+        Prepared::NotModified(answer) => return Ok(answer),
+        Prepared::Send { response, start, count } => (response, start, count),
+    };
+    let body = bytes.slice(start as usize..(start + count) as usize);
+    Ok(response.no_chunking(count).streaming(slices(body)))
+}
+
+/// `bytes` handed to actix in slices: it copies each into its connection's
+/// write buffer, which then stays small and is reused, instead of growing
+/// to the reply's size and being given back every time.
+fn slices(bytes: Bytes) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> {
+    let mut at = 0;
+    futures_util::stream::iter(std::iter::from_fn(move || {
+        (at < bytes.len()).then(|| {
+            let slice = bytes.slice(at..(at + SLICE).min(bytes.len()));
+            at += SLICE;
+            Ok(slice)
+        })
+    }))
 }
 
 /// A file of the bucket: streamed through (the range passed on to the

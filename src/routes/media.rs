@@ -9,7 +9,7 @@ use super::files::{FileReply, send_file};
 use crate::domain::ContentHash;
 use crate::error::ApiError;
 use crate::library::TranscodeRequest;
-use crate::storage::TranscodeStatus;
+use crate::storage::{Published, TranscodeStatus};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
 
@@ -160,21 +160,26 @@ async fn serve(
     for part in &parts {
         file.push(part);
     }
-    let opened = web::block(move || crate::storage::open_with_metadata(&file))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    let (file, meta) = match opened {
-        Ok((file, meta)) if meta.is_file() => (file, meta),
-        _ => return Err(not_found(req.path())),
+    let opened =
+        state.media_files.open(file).await.map_err(|e| ApiError::internal(format!("reading a media file: {e}")))?;
+    // Size and time of publication: a transcode asked for again changes it.
+    let etag = |len: u64, modified: Option<std::time::SystemTime>| {
+        let nanos = modified.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
+        format!("\"{len:x}-{nanos:x}\"")
     };
-    let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
-    let reply = FileReply {
+    let reply = |etag: String| FileReply {
         content_type: content_type.to_owned(),
-        // Size and time of publication: a transcode asked for again changes it.
-        etag: format!("\"{:x}-{:x}\"", meta.len(), modified.map_or(0, |d| d.as_nanos())),
+        etag,
         cache_control: super::files::cache_control(req, shared, immutable),
     };
-    send_file(req, file, meta.len(), reply).await
+    match opened {
+        Published::Mapped(mapped) => {
+            let reply = reply(etag(mapped.bytes.len() as u64, mapped.modified));
+            super::files::send_bytes(req, mapped.bytes, reply)
+        }
+        Published::Large { file, len, modified } => send_file(req, file, len, reply(etag(len, modified))).await,
+        Published::Missing => Err(not_found(req.path())),
+    }
 }
 
 /// `POST /video/{hash}/transcode`: queues a transcode of a video whose

@@ -51,6 +51,8 @@ pub struct AppState {
     pub library: crate::library::Library,
     /// Webhook endpoints and what they have been sent.
     pub webhooks: crate::webhooks::Webhooks,
+    /// Published media files kept mapped between requests.
+    pub media_files: Arc<crate::storage::MappedFiles>,
 }
 
 /// Largest JSON request body (init and ingest requests with client meta).

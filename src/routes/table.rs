@@ -44,6 +44,18 @@ const PUBLIC: Rule = Rule::Public;
 const DOOR: Rule = Rule::Door;
 
 pub static ENDPOINTS: &[Endpoint] = &[
+    // Section 5's media first: a segment is what the daemon serves most,
+    // and actix tries patterns in this order, each with a regular
+    // expression, twice a request (the guard's `match_pattern`, then the
+    // routing). No other pattern starts with `/media/`. Signed playback
+    // (the token in the path is the credential) comes before
+    // `/media/{hash}/{tail}`, which would take `t` for a hash.
+    endpoint!(GET "/media/t/{token}/{hash}/thumbnail.jpg", Rule::Playback, frames::signed_thumbnail),
+    endpoint!(GET "/media/t/{token}/{hash}/{tail:.*}", Rule::Playback, media::signed_file),
+    endpoint!(HEAD "/media/t/{token}/{hash}/{tail:.*}", Rule::Playback, media::signed_file),
+    endpoint!(GET "/media/{hash}/thumbnail.jpg", Rule::Media, frames::thumbnail),
+    endpoint!(GET "/media/{hash}/{tail:.*}", Rule::Media, media::file),
+    endpoint!(HEAD "/media/{hash}/{tail:.*}", Rule::Media, media::file),
     // Section 1: the content-addressed cache.
     endpoint!(POST "/upload/init", UPLOAD, upload::init),
     // PUT too: `curl -T file` sends PUT (the README's first command).
@@ -107,17 +119,9 @@ pub static ENDPOINTS: &[Endpoint] = &[
     endpoint!(OPTIONS "/files/{upload_id}", PUBLIC, tus::options),
     // Section 5: media, frames and events.
     endpoint!(GET "/video/{hash}/frame", READ, frames::one),
-    // Signed playback: the token in the path is the credential. Before
-    // `/media/{hash}/{tail}`, which would take `t` for a hash.
-    endpoint!(GET "/media/t/{token}/{hash}/thumbnail.jpg", Rule::Playback, frames::signed_thumbnail),
-    endpoint!(GET "/media/t/{token}/{hash}/{tail:.*}", Rule::Playback, media::signed_file),
-    endpoint!(HEAD "/media/t/{token}/{hash}/{tail:.*}", Rule::Playback, media::signed_file),
-    endpoint!(GET "/media/{hash}/thumbnail.jpg", Rule::Media, frames::thumbnail),
     endpoint!(POST "/video/{hash}/frames", READ, frames::batch),
     endpoint!(POST "/video/{hash}/transcode", UPLOAD, media::transcode),
     endpoint!(POST "/video/{hash}/unmerge", UPLOAD, cache::unmerge),
-    endpoint!(GET "/media/{hash}/{tail:.*}", Rule::Media, media::file),
-    endpoint!(HEAD "/media/{hash}/{tail:.*}", Rule::Media, media::file),
     endpoint!(GET "/events", READ, events::stream),
     endpoint!(GET "/resolve", READ, cache::resolve),
     endpoint!(GET "/meta/{hash}", READ, cache::meta),

@@ -7,6 +7,7 @@ pub mod entities;
 mod jobs;
 mod keys;
 mod lock;
+mod mapped;
 mod migrate;
 mod repo;
 mod s3;
@@ -17,6 +18,7 @@ pub use blob::{
 pub use jobs::{Job, JobState};
 pub use keys::StoredKey;
 pub use lock::RootLock;
+pub use mapped::{MappedFile, MappedFiles, Published};
 pub use migrate::{MigrateReport, migrate_to_s3};
 pub use repo::{
     Entry, EntryRecord, EntryStatus, Holder, Holding, NewEntry, NewVideo, Piece, RepoError, Repository, SessionRecord,
