@@ -53,36 +53,53 @@ const MIN_CHANGE: f64 = 0.02;
 /// error of 0.166 (0.98 of it), white against pink 1.46; the same white
 /// noise re-encoded to Opus at 48 kb/s 0.101 (0.61); a melody re-encoded
 /// 0.003 against 0.23 (0.01). Such a near-agreement says nothing of which
-/// sound it is, so it is `Undecided`.
+/// sound it is, so it abstains.
 const MAX_SHARE_OF_SELF_ERROR: f64 = 0.75;
 const SELF_LAGS_ITEMS: std::ops::RangeInclusive<usize> = 8..=24;
 
-/// How two videos' soundtracks compare.
+/// How two videos' soundtracks compare. Only a clear disagreement vetoes a
+/// match the pictures proposed; a soundtrack that cannot tell one sound
+/// from another abstains, and the pictures decide alone.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum AudioVerdict {
     /// Both have audible audio, and it is the same (bit error rate).
     Agree(f64),
-    /// Both have audible audio, and it is not the same.
+    /// Both have audible audio, and it is not the same: a veto.
     Disagree(f64),
     /// At least one side has no audible audio: the pictures decide alone.
     NoAudio,
-    /// Cannot tell (a side is unknown, or too little overlaps): no match.
-    Undecided,
+    /// Both have audible audio, and it says nothing either way: a steady
+    /// tone or hum (every steady tone prints alike), broadband noise (two
+    /// noises agree as well as one agrees with itself later on), or too
+    /// little of it overlaps at the pictures' offset (a short clip, a
+    /// trim). The pictures decide alone (issue 27: treating this as a veto
+    /// lost re-encodes of videos with a test tone, the seed client's own
+    /// example).
+    Abstain,
+    /// A side's audio was not read (a partial analysis, or a signature
+    /// stored before audio was fingerprinted): it might disagree, so it
+    /// vetoes.
+    Unknown,
 }
 
 impl AudioVerdict {
     /// May the videos be matched, as far as the sound goes?
     pub fn allows_match(self) -> bool {
-        matches!(self, Self::Agree(_) | Self::NoAudio)
+        match self {
+            Self::Agree(_) | Self::NoAudio | Self::Abstain => true,
+            Self::Disagree(_) | Self::Unknown => false,
+        }
     }
 
-    /// For answers and meta: `agree`, `disagree`, `no-audio`, `undecided`.
+    /// For answers and meta: `agree`, `disagree`, `no-audio`, `abstained`,
+    /// `unknown`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Agree(_) => "agree",
             Self::Disagree(_) => "disagree",
             Self::NoAudio => "no-audio",
-            Self::Undecided => "undecided",
+            Self::Abstain => "abstained",
+            Self::Unknown => "unknown",
         }
     }
 
@@ -100,12 +117,12 @@ impl AudioPrint {
     /// the highest bit error rate that is still the same audio.
     pub fn compare(&self, other: &AudioPrint, offset_ms: i64, max_error: f64) -> AudioVerdict {
         match (self, other) {
-            (Self::Unknown, _) | (_, Self::Unknown) => AudioVerdict::Undecided,
+            (Self::Unknown, _) | (_, Self::Unknown) => AudioVerdict::Unknown,
             (Self::Absent | Self::Silent, _) | (_, Self::Absent | Self::Silent) => AudioVerdict::NoAudio,
-            (Self::Print(ours), Self::Print(theirs)) if steady(ours) || steady(theirs) => AudioVerdict::Undecided,
+            (Self::Print(ours), Self::Print(theirs)) if steady(ours) || steady(theirs) => AudioVerdict::Abstain,
             (Self::Print(ours), Self::Print(theirs)) => match best_error(ours, theirs, offset_ms as f64) {
-                None => AudioVerdict::Undecided,
-                Some(e) if e <= max_error && !distinctive(e, ours, theirs) => AudioVerdict::Undecided,
+                None => AudioVerdict::Abstain,
+                Some(e) if e <= max_error && !distinctive(e, ours, theirs) => AudioVerdict::Abstain,
                 Some(e) if e <= max_error => AudioVerdict::Agree(e),
                 Some(e) => AudioVerdict::Disagree(e),
             },
@@ -243,15 +260,20 @@ mod tests {
         assert!(matches!(a.compare(&b, offset, 0.25), AudioVerdict::Agree(e) if e < 0.01));
         let c = AudioPrint::Print(items(4, 200));
         assert!(matches!(a.compare(&c, 0, 0.25), AudioVerdict::Disagree(e) if e > 0.4));
+        assert!(!a.compare(&c, 0, 0.25).allows_match(), "a clear disagreement vetoes");
         // Silence, no audio: the pictures decide. Unknown: nothing does.
         assert_eq!(a.compare(&AudioPrint::Silent, 0, 0.25), AudioVerdict::NoAudio);
         assert_eq!(AudioPrint::Absent.compare(&a, 0, 0.25), AudioVerdict::NoAudio);
-        assert_eq!(a.compare(&AudioPrint::Unknown, 0, 0.25), AudioVerdict::Undecided);
-        // Too little overlap to tell.
-        assert_eq!(a.compare(&AudioPrint::Print(items(3, 5)), 0, 0.25), AudioVerdict::Undecided);
-        // A steady tone's print says nothing about which tone it is.
+        assert_eq!(a.compare(&AudioPrint::Unknown, 0, 0.25), AudioVerdict::Unknown);
+        assert!(!a.compare(&AudioPrint::Unknown, 0, 0.25).allows_match());
+        // Too little overlap to tell: abstains, the pictures decide.
+        assert_eq!(a.compare(&AudioPrint::Print(items(3, 5)), 0, 0.25), AudioVerdict::Abstain);
+        // A steady tone's print says nothing about which tone it is, even
+        // against a soundtrack that changes: abstains, never vetoes.
         let tone = AudioPrint::Print(vec![0x5a5a_0f0f; 80]);
-        assert_eq!(tone.compare(&tone, 0, 0.25), AudioVerdict::Undecided);
+        assert_eq!(tone.compare(&tone, 0, 0.25), AudioVerdict::Abstain);
+        assert_eq!(tone.compare(&a, 0, 0.25), AudioVerdict::Abstain);
+        assert!(tone.compare(&a, 0, 0.25).allows_match());
     }
 
     #[test]

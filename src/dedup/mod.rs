@@ -48,8 +48,10 @@ pub struct PerceptualMatch {
     pub matched_samples: usize,
     /// Where the new video starts in the stored one, in ms.
     pub offset_ms: i64,
-    /// `agree` (the soundtracks are the same) or `no-audio` (one side has
-    /// none, so the pictures decided alone).
+    /// `agree` (the soundtracks are the same), `no-audio` (one side has
+    /// none) or `abstained` (the sound could not tell: a steady tone,
+    /// noise, too little overlap); with the last two the pictures decided
+    /// alone.
     pub audio: String,
     /// Bit error rate of the aligned audio fingerprints, when compared.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -75,7 +77,7 @@ pub enum ToneVerdict {
     /// Both videos have tones, but too few of their informative frames meet
     /// at the offset the pictures matched at: the frames that matched are
     /// not at the same moments (a nearly still picture matches any frame of
-    /// another), so the match is not confirmed. Vetoes, as `undecided`
+    /// another), so the match is not confirmed. Vetoes, as `unknown`
     /// sound does.
     Unaligned,
     /// One side has no tones (a signature stored before tones were): no say.

@@ -728,9 +728,11 @@ mod tests {
         assert_eq!(prints["silent"], AudioPrint::Silent);
         assert_eq!(prints["none"], AudioPrint::Absent);
         assert_eq!(verdict("aac", "silent"), AudioVerdict::NoAudio);
-        assert_eq!(verdict("tone", "tone2"), AudioVerdict::Undecided, "steady tones never agree");
+        assert_eq!(verdict("tone", "tone2"), AudioVerdict::Abstain, "steady tones never agree, nor veto");
+        assert_eq!(verdict("tone", "aac"), AudioVerdict::Abstain, "a steady tone says nothing of a song");
         // Two noises agree about as well as each agrees with itself a
-        // second later, so they never agree; the same noise re-encoded does.
+        // second later, so they never agree (and never veto: noise says
+        // nothing either way); the same noise re-encoded does agree.
         for (x, y) in [("white", "white2"), ("white", "pink"), ("pink", "brown"), ("white", "brown")] {
             assert!(!matches!(verdict(x, y), AudioVerdict::Agree(_)), "{x} {y}: {:?}", verdict(x, y));
         }

@@ -291,3 +291,49 @@ async fn variants_past_their_retention_are_removed_and_their_urls_stay() {
     }
     assert_eq!(app.objects().len(), 1, "only the stored video's bytes are left");
 }
+
+/// The seed client's own example (issue 27): a test pattern with a steady
+/// 440 Hz tone, re-encoded smaller (240p, CRF 32), is the same video. A
+/// steady tone cannot tell one sound from another, so the sound abstains
+/// and the pictures decide: the copy is merged, and so is the same picture
+/// with a 660 Hz tone; the match says the audio abstained. A different
+/// picture with the same tone stays new (the sound never makes a match).
+#[actix_web::test]
+async fn a_re_encode_with_a_steady_tone_is_matched_and_the_sound_abstains() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, args: &str| {
+        let path = dir.path().join(name);
+        crate::helpers::ffmpeg_to(&path, args);
+        path
+    };
+    let x264 = "-c:v libx264 -preset veryfast -pix_fmt yuv420p -c:a aac -shortest -movflags +faststart";
+    let pattern = "-f lavfi -i testsrc2=size=640x360:rate=25:duration=12";
+    let source = file("source.mp4", &format!("{pattern} -f lavfi -i sine=frequency=440:duration=12 {x264} -crf 20"));
+    let smaller = file(
+        "smaller.mp4",
+        &format!("-i {} -vf scale=-2:240 -c:v libx264 -crf 32 -preset veryfast -c:a aac -b:a 64k", source.display()),
+    );
+    let other_tone = file("660.mp4", &format!("{pattern} -f lavfi -i sine=frequency=660:duration=12 {x264} -crf 23"));
+    let other_picture = file(
+        "other.mp4",
+        &format!("-f lavfi -i mandelbrot=size=640x360:rate=25 -f lavfi -i sine=frequency=440:duration=12 -t 12 {x264}"),
+    );
+    let app = spawn_app_with(Backend::Sqlite, |_| {}).await;
+    let stored = upload_file(&app, "https://seed.test/source", &source).await;
+    assert_eq!(stored["status"], "new", "{stored}");
+    for (url, path) in [("https://seed.test/240p", &smaller), ("https://seed.test/660", &other_tone)] {
+        let copy = upload_file(&app, url, path).await;
+        assert_eq!(copy["status"], "duplicate", "{url}: {copy}");
+        assert_eq!(copy["match"], "perceptual", "{url}: {copy}");
+        assert_eq!(copy["hash"], stored["hash"], "{url}: {copy}");
+    }
+    let meta = app.get_json(&format!("/meta/{}", stored["hash"].as_str().unwrap())).await;
+    let variants = meta["variants"].as_array().unwrap();
+    assert_eq!(variants.len(), 2, "{meta}");
+    for variant in variants {
+        assert_eq!(variant["match"]["audio"], "abstained", "a steady tone says nothing: {meta}");
+        assert!(variant["match"]["matched_samples"].as_u64().unwrap() >= 3, "{meta}");
+    }
+    let other = upload_file(&app, "https://seed.test/other", &other_picture).await;
+    assert_eq!(other["status"], "new", "the same tone under another picture: {other}");
+}
