@@ -66,7 +66,7 @@ def wrk_files(base, pattern, secs, work):
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
         raise SystemExit(f"wrk saw {errors.group(1)} errors from {base}{pattern}")
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), re.search(r"99%\s+(\S+)", out).group(1)
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1)
 
 
 def main():

@@ -125,7 +125,7 @@ def wrk(base, prefix, secs, lua_dir):
     out = subprocess.run(["wrk", "-t2", "-c64", f"-d{secs}s", "--latency", "-s", script, base],
                          check=True, capture_output=True, text=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p99 = re.search(r"99%\s+(\S+)", out).group(1)
+    p99 = re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
         raise SystemExit(f"wrk saw {errors.group(1)} errors from {base}{prefix}")
