@@ -383,10 +383,12 @@ pub struct UploadSettings {
     /// tus, multipart) that would not fit beside it is refused at init
     /// (`507 insufficient-storage`) rather than filling the disk halfway.
     pub reserve_bytes: u64,
-    /// A shared chunked upload (S3 backend): how long a daemon's finalize
-    /// holds the upload before another daemon may take it over (the
-    /// finalize of a daemon that died).
-    pub finalize_claim_secs: u64,
+    /// Uploads any daemon takes (S3 backend): how long a claim on an
+    /// upload (a finalize, or a tus PATCH's or streamed body's write) runs
+    /// before it must be renewed. The holder renews it every third of this
+    /// while it works, so a live one keeps it; a dead one's runs out within
+    /// this, and another daemon takes the upload over.
+    pub claim_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -581,7 +583,7 @@ impl Settings {
             .set_default("upload.max_sessions_per_key", 100)?
             .set_default("upload.early_probes", 4)?
             .set_default("upload.reserve_bytes", 64u64 << 20)?
-            .set_default("upload.finalize_claim_secs", 600)?
+            .set_default("upload.claim_secs", 3)?
             .set_default("server.public_url", "")?
             .set_default("server.cors_origins", vec!["*".to_string()])?
             .set_default("server.client_dir", "")?

@@ -127,6 +127,10 @@ impl From<crate::upload::UploadError> for ApiError {
         let error = Self::new(status, e.code(), e.to_string());
         match e {
             E::OffsetMismatch { expected, .. } => error.with_header("Upload-Offset", expected.to_string()),
+            // Another request (here or on another daemon) holds the upload:
+            // a live one finishes, a dead one's claim runs out within
+            // `upload.claim_secs`. Come back in a second.
+            E::Busy => error.with_header("Retry-After", "1"),
             E::MissingPieces(missing) => error.with_field("missing", serde_json::json!(missing)),
             _ => error,
         }

@@ -166,7 +166,7 @@ impl Application {
         .start();
         let uploads =
             Uploads::new(registry, committer.clone(), settings.upload.checkpoint_bytes, settings.upload.reserve_bytes)
-                .with_finalize_claim(Duration::from_secs(settings.upload.finalize_claim_secs.max(1)))
+                .with_claim(Duration::from_secs(settings.upload.claim_secs.max(1)))
                 .with_sharing(settings.storage.s3.share_uploads);
         let guard = NetworkGuard::new(settings.ingest.allow_private_networks, &settings.ingest.allow_networks)
             .map_err(anyhow::Error::msg)?;

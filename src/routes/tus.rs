@@ -98,12 +98,15 @@ fn offset_of(record: &SessionRecord) -> u64 {
     }
 }
 
-/// tus answers 460 for a checksum mismatch; everything else maps as usual.
+/// tus answers 460 for a checksum mismatch, and `423 Locked` for an upload
+/// another request holds (tusd's answer, which tus-js-client retries
+/// after its `retryDelays`, a HEAD included); everything else maps as usual.
 fn tus_error(e: UploadError) -> ApiError {
     match e {
         UploadError::ChecksumMismatch => {
             ApiError::new(StatusCode::from_u16(460).expect("460 is a valid status"), e.code(), e.to_string())
         }
+        UploadError::Busy => ApiError { status: StatusCode::LOCKED, ..e.into() },
         other => other.into(),
     }
 }

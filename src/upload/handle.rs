@@ -90,16 +90,16 @@ pub struct Uploads {
     pub(super) committer: Committer,
     checkpoint_bytes: u64,
     reserve_bytes: u64,
-    /// How long a shared upload's finalize holds its claim (`upload.finalize_claim_secs`).
-    finalize_claim: std::time::Duration,
+    /// The span of a claim on a shared upload, renewed while held (`upload.claim_secs`).
+    claim: std::time::Duration,
     /// `storage.s3.share_uploads`: new uploads on a bucket are shared.
     share: bool,
 }
 
 impl Uploads {
     pub fn new(registry: Addr<Registry>, committer: Committer, checkpoint_bytes: u64, reserve_bytes: u64) -> Self {
-        let finalize_claim = std::time::Duration::from_secs(600);
-        Self { registry, committer, checkpoint_bytes, reserve_bytes, finalize_claim, share: false }
+        let claim = std::time::Duration::from_secs(3);
+        Self { registry, committer, checkpoint_bytes, reserve_bytes, claim, share: false }
     }
 
     /// Sets whether new uploads on a bucket are shared between daemons.
@@ -108,10 +108,10 @@ impl Uploads {
         self
     }
 
-    /// Sets how long a shared upload's finalize holds its claim before
-    /// another daemon may take it over.
-    pub fn with_finalize_claim(mut self, claim: std::time::Duration) -> Self {
-        self.finalize_claim = claim;
+    /// Sets the span of a claim on a shared upload: a dead holder's runs
+    /// out within it, and another daemon may take the upload over.
+    pub fn with_claim(mut self, claim: std::time::Duration) -> Self {
+        self.claim = claim;
         self
     }
 
@@ -253,7 +253,7 @@ impl Uploads {
                     ends_upload: true,
                     reset,
                 };
-                let appended = super::shared::append(&self.committer, &record, write, self.finalize_claim).await?;
+                let appended = super::shared::append(&self.committer, &record, write, self.claim).await?;
                 return appended.result.ok_or_else(|| UploadError::Internal("a finished body left no result".into()));
             }
             Found::Shared(_) => return Err(UploadError::WrongDoor),
@@ -301,12 +301,11 @@ impl Uploads {
                     ends_upload: false,
                     reset: false,
                 };
-                return super::shared::append(&self.committer, &record, write, self.finalize_claim).await;
+                return super::shared::append(&self.committer, &record, write, self.claim).await;
             }
             // A shared upload whose commit a dead daemon began: taken over.
             Found::Closed(record) if record.staged.is_some() && record.state == SessionState::Committing => {
-                let result =
-                    super::shared::finish(&self.committer, id, self.finalize_claim, Default::default()).await?;
+                let result = super::shared::finish(&self.committer, id, self.claim, Default::default()).await?;
                 return Ok(TusAppend {
                     offset: record.total_size.unwrap_or(record.durable_bytes),
                     result: Some(result),
@@ -399,7 +398,7 @@ impl Uploads {
             Some(session) => session.finish.send(FinishPieces { parts, min_part_bytes }).await?,
             None => {
                 let parts = super::shared::Complete { parts, min_part_bytes };
-                super::shared::finish(&self.committer, id, self.finalize_claim, parts).await
+                super::shared::finish(&self.committer, id, self.claim, parts).await
             }
         };
         metrics.upload_finalize_seconds.observe(started.elapsed().as_secs_f64());

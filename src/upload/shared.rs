@@ -17,13 +17,13 @@
 //! `tails/{id}/{durable}`), appends, puts parts as they fill, and writes
 //! the new tail before it records the new offset.
 //!
-//! Finalize, on any daemon, *claims* the session for
-//! `upload.finalize_claim_secs`, merges the stored chaining values into
+//! Finalize, on any daemon, *claims* the session (for `upload.claim_secs`,
+//! renewed while it works), merges the stored chaining values into
 //! the file's BLAKE3 without reading a byte, fetches the pieces into a
 //! local spool (several at once, each at its offset) while an early probe
 //! analyses the prefix already there, and commits through the same
-//! [`Committer`] as every door. A claim a dead daemon left runs out; then any daemon takes
-//! the finalize over.
+//! [`Committer`] as every door. A claim a dead daemon left runs out within
+//! `upload.claim_secs`; then any daemon takes the finalize over.
 
 use super::committer::{Committer, IngestResult, Source};
 use super::early_probe::{EarlyProbe, Refined};
@@ -254,14 +254,55 @@ pub struct Append<S> {
     pub reset: bool,
 }
 
-/// The write claim a PATCH holds: renewed every third of its span by a
-/// task of its own; every record of progress is conditional on it.
-struct WriteClaim {
+/// A claim on a shared session (a PATCH's write, or a finalize), held
+/// while its holder works: short (`upload.claim_secs`), and renewed every
+/// third of its span by a task of its own, so that a live holder is never
+/// overtaken and a dead one's claim runs out within one span (issue 29: a
+/// claim of ten minutes kept an upload whose daemon died from every
+/// daemon). Every record of a write's progress is conditional on it.
+/// Dropped (its request dropped), it stops renewing and runs out.
+struct Claim {
     id: UploadId,
-    held: tokio::sync::Mutex<chrono::DateTime<chrono::Utc>>,
+    held: std::sync::Arc<tokio::sync::Mutex<chrono::DateTime<chrono::Utc>>>,
+    renewer: tokio::task::JoinHandle<()>,
 }
 
-impl WriteClaim {
+impl Claim {
+    /// Takes the claim on `id` for `span`, renewed until released or
+    /// dropped; `None` when another daemon's claim is running.
+    async fn take(
+        committer: &Committer,
+        id: &UploadId,
+        span: Duration,
+    ) -> Result<Option<(Self, SessionRecord)>, UploadError> {
+        let token = claim_token(span);
+        let Some(record) = committer.repo.claim_finalize(id, token).await? else { return Ok(None) };
+        let held = std::sync::Arc::new(tokio::sync::Mutex::new(token));
+        let renewer = {
+            let (held, repo, id) = (held.clone(), committer.repo.clone(), id.clone());
+            actix_web::rt::spawn(async move {
+                loop {
+                    tokio::time::sleep(span / 3).await;
+                    let mut held = held.lock().await;
+                    let next = claim_token(span);
+                    match repo.renew_claim(&id, *held, next).await {
+                        Ok(true) => *held = next,
+                        Ok(false) => return,
+                        // The database did not answer: try again at the
+                        // next turn (the claim still runs until `held`).
+                        Err(e) => tracing::warn!(upload_id = %id, error = %e, "could not renew a claim"),
+                    }
+                }
+            })
+        };
+        Ok(Some((Self { id: id.clone(), held, renewer }, record)))
+    }
+
+    /// The claim's token now (it moves at every renewal).
+    async fn token(&self) -> chrono::DateTime<chrono::Utc> {
+        *self.held.lock().await
+    }
+
     /// Records progress under the claim; a claim lost (it ran out and
     /// another daemon took it) stops the write.
     async fn record(
@@ -276,6 +317,21 @@ impl WriteClaim {
             true => Ok(()),
             false => Err(UploadError::Busy),
         }
+    }
+
+    /// Stops renewing and lets the claim go at once.
+    async fn release(self, committer: &Committer, what: &str) {
+        self.renewer.abort();
+        let held = self.token().await;
+        if let Err(e) = committer.repo.release_claim(&self.id, held).await {
+            tracing::warn!(upload_id = %self.id, error = %e, "could not release a {what} claim; it runs out by itself");
+        }
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.renewer.abort();
     }
 }
 
@@ -308,23 +364,7 @@ where
     if write.offset != record.durable_bytes && !write.reset {
         return Err(UploadError::OffsetMismatch { expected: record.durable_bytes, got: write.offset });
     }
-    let token = claim_token(claim);
-    let Some(claimed) = committer.repo.claim_finalize(&id, token).await? else { return Err(UploadError::Busy) };
-    let lease = std::sync::Arc::new(WriteClaim { id: id.clone(), held: tokio::sync::Mutex::new(token) });
-    let renewer = {
-        let (lease, repo) = (lease.clone(), committer.repo.clone());
-        actix_web::rt::spawn(async move {
-            loop {
-                tokio::time::sleep(claim / 3).await;
-                let mut held = lease.held.lock().await;
-                let next = claim_token(claim);
-                match repo.renew_claim(&lease.id, *held, next).await {
-                    Ok(true) => *held = next,
-                    _ => return,
-                }
-            }
-        })
-    };
+    let Some((lease, claimed)) = Claim::take(committer, &id, claim).await? else { return Err(UploadError::Busy) };
     // Start over: the pieces, the offset and (for a streamed body, whose
     // end sets it) the length are forgotten, under the claim.
     if write.reset {
@@ -332,11 +372,11 @@ where
         committer.local_copies.forget(&id);
     }
     let claimed = match write.reset && claimed.durable_bytes > 0 {
-        true => match committer.repo.reset_shared(&id, token).await {
+        true => match committer.repo.reset_shared(&id, lease.token().await).await {
             Ok(true) => SessionRecord { durable_bytes: 0, total_size: None, ..claimed },
             Ok(false) => claimed,
             Err(e) => {
-                let _ = committer.repo.release_claim(&id, token).await;
+                lease.release(committer, "write").await;
                 return Err(e.into());
             }
         },
@@ -354,12 +394,9 @@ where
         },
         (true, _, _) => write_claimed(committer, &claimed, write, &lease).await,
     };
-    let total = committer.repo.find_session(&id).await?.and_then(|r| r.total_size);
-    renewer.abort();
-    let held = *lease.held.lock().await;
-    if let Err(e) = committer.repo.release_claim(&id, held).await {
-        tracing::warn!(upload_id = %id, error = %e, "could not release a write claim; it runs out by itself");
-    }
+    let total = committer.repo.find_session(&id).await.map(|r| r.and_then(|r| r.total_size));
+    lease.release(committer, "write").await;
+    let total = total?;
     let offset = written?;
     // Not whole, or a partial upload (which, whole, waits for the final
     // upload that takes it), or a length not declared yet.
@@ -381,7 +418,7 @@ async fn write_claimed<S, E>(
     committer: &Committer,
     record: &SessionRecord,
     write: Append<S>,
-    lease: &WriteClaim,
+    lease: &Claim,
 ) -> Result<u64, UploadError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
@@ -558,8 +595,7 @@ pub async fn finish(
     claim: Duration,
     complete: Complete,
 ) -> Result<IngestResult, UploadError> {
-    let until = claim_token(claim);
-    let Some(record) = committer.repo.claim_finalize(id, until).await? else {
+    let Some((lease, record)) = Claim::take(committer, id, claim).await? else {
         let record = committer.repo.find_session(id).await?.ok_or(UploadError::UnknownSession)?;
         return match record.state {
             // Another daemon is finalizing it right now.
@@ -568,9 +604,7 @@ pub async fn finish(
         };
     };
     let finished = finish_claimed(committer, record, complete).await;
-    if let Err(e) = committer.repo.release_claim(id, until).await {
-        tracing::warn!(upload_id = %id, error = %e, "could not release a finalize claim; it runs out by itself");
-    }
+    lease.release(committer, "finalize").await;
     finished
 }
 

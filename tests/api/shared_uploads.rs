@@ -232,8 +232,9 @@ async fn an_aborted_shared_upload_leaves_nothing_in_the_bucket() {
     assert_eq!(bucket_keys(&bucket, "objects/"), vec![]);
 }
 
-/// A `serve` process on PostgreSQL and the test bucket, with a short
-/// finalize claim so that a dead daemon's finalize is taken over quickly.
+/// A `serve` process on PostgreSQL and the test bucket, with the default
+/// claim (`upload.claim_secs`, 3 s): a dead daemon's upload is taken over
+/// within it.
 async fn serve(root: &std::path::Path, database: &str, bucket: &str) -> Daemon {
     let endpoint = s3_endpoint();
     let env = [
@@ -244,7 +245,6 @@ async fn serve(root: &std::path::Path, database: &str, bucket: &str) -> Daemon {
         ("VIDCACHE__STORAGE__S3__SECRET_ACCESS_KEY", "vidcache-test-secret"),
         ("VIDCACHE__STORAGE__S3__PATH_STYLE", "true"),
         ("VIDCACHE__STORAGE__S3__SHARE_UPLOADS", "true"),
-        ("VIDCACHE__UPLOAD__FINALIZE_CLAIM_SECS", "2"),
         ("VIDCACHE__TRANSCODE__ON_UPLOAD", "false"),
         ("VIDCACHE__AUTH__ALLOW_ANONYMOUS", "true"),
     ];
@@ -406,7 +406,7 @@ async fn a_tus_upload_is_patched_through_both_daemons_in_turn() {
 /// The issue's case with a real client: tus-js-client starts an upload on
 /// daemon A, A is SIGKILLed in the middle of a PATCH, and the same client
 /// finishes the upload on daemon B from the offset B reports, which keeps
-/// every PATCH A acknowledged.
+/// every PATCH A acknowledged, with tus-js-client's default retries.
 #[actix_web::test]
 async fn tus_js_client_finishes_on_one_daemon_an_upload_whose_daemon_was_killed_mid_patch() {
     use crate::tus::{fixture_path, run_client};
@@ -438,6 +438,61 @@ async fn tus_js_client_finishes_on_one_daemon_an_upload_whose_daemon_was_killed_
     assert_eq!(s3_objects_blocking(&bucket).len(), 1);
     assert_eq!(bucket_keys(&bucket, "tails/"), vec![]);
     assert_eq!(s3_loose_pieces_blocking(&bucket), Vec::<String>::new());
+}
+
+/// The daemon a PATCH is writing through is SIGKILLed while the body
+/// streams, so its write claim is running when the client turns to the
+/// other daemon: B answers `423 Locked` with `Retry-After: 1` until the
+/// claim runs out (`upload.claim_secs`, 3 s by default, renewed every
+/// second by a live holder), and tus-js-client with its default retries
+/// (0, 1, 3, 5 s) finishes the upload there by its third (4 s after the
+/// first try) (issue 29: a claim of ten minutes refused all
+/// four retries).
+#[actix_web::test]
+async fn a_claim_left_by_a_daemon_killed_mid_patch_costs_tus_js_client_a_retry() {
+    use crate::tus::{fixture_path, run_client};
+    let Processes { dir: _dir, database: _, bucket, mut a, b } = Processes::start().await;
+    let client = crate::helpers::http_client();
+    let video = fixture("large");
+    let created = client
+        .post(format!("{}/files/", a.address))
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", video.len().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let path = created.headers()["location"].to_str().unwrap().to_owned();
+    let path = path.strip_prefix(&a.address).unwrap_or(&path).to_owned();
+    // A PATCH whose body stops after 1 MiB and never ends: A holds the
+    // write claim while it waits for the rest.
+    let first = bytes::Bytes::copy_from_slice(&video[..1 << 20]);
+    let body = futures::stream::once(async move { Ok::<_, std::io::Error>(first) }).chain(futures::stream::pending());
+    let patch = client
+        .patch(format!("{}{path}", a.address))
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Offset", "0")
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Content-Length", video.len().to_string())
+        .body(reqwest::Body::wrap_stream(body))
+        .send();
+    let patch = actix_web::rt::spawn(patch);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    a.kill9();
+    let _ = patch.await;
+    let summary =
+        run_client("node", &["tus_js_resume.mjs", &format!("{}{path}", b.address), &fixture_path("large"), "4194304"])
+            .await;
+    assert!(summary["locked"].as_u64().unwrap() >= 1, "A's claim was running when B was asked: {summary}");
+    assert_eq!(summary["retry_after"], "1", "{summary}");
+    // By the third of tus-js-client's retries (4 s after its first try;
+    // the fourth comes at 9 s): the claim ran out within 3 s of the kill.
+    assert!(summary["resumed_in_ms"].as_u64().unwrap() < 7_000, "{summary}");
+    let result: Value = client.get(format!("{}{path}/result", b.address)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(result["status"], "new", "{result}");
+    assert_eq!(result["hash"], blake3_hex(&video));
+    assert_eq!(s3_objects_blocking(&bucket).len(), 1);
+    assert_eq!(bucket_keys(&bucket, "tails/"), vec![]);
 }
 
 /// The multipart door on S3: parts signed and sent through both daemons at
@@ -788,8 +843,8 @@ async fn a_concatenation_cut_off_by_a_kill_is_finished_by_the_other_daemon() {
         if status == 200 {
             break;
         }
-        // A's claim on the final has not run out yet.
-        assert_eq!((status, result["code"].as_str()), (409, Some("upload-busy")), "{result}");
+        // A's claim on the final has not run out yet (tus: 423 Locked).
+        assert_eq!((status, result["code"].as_str()), (423, Some("upload-busy")), "{result}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(result["status"], "new", "{result}");

@@ -1,7 +1,11 @@
 // tus-js-client under Node against two vidcache daemons that share uploads
 // (S3 backend): the upload starts on A; once `killAt` bytes are sent, in
 // the middle of a PATCH, A is SIGKILLed (pid given); the upload fails there,
-// and a new Upload resumes it on B, at the offset B reports.
+// and a new Upload resumes it on B, at the offset B reports, with
+// tus-js-client's default retryDelays (0, 1, 3, 5 s): A's claim on the
+// upload is still running, so B answers 423 Locked (with Retry-After) until
+// it runs out (`upload.claim_secs`), and a retry goes through. The summary
+// counts the 423s and gives their Retry-After.
 // Usage: node tus_js_failover.mjs ENDPOINT_A ENDPOINT_B FILE CHUNK_BYTES KILL_AT PID_A
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
@@ -35,14 +39,22 @@ if (first.error === null) throw new Error('the upload finished on A before A was
 const onB = new URL(new URL(first.url).pathname, endpointB).toString();
 const head = await fetch(onB, { method: 'HEAD', headers: { 'Tus-Resumable': '1.0.0' } });
 const resumedFrom = Number(head.headers.get('upload-offset'));
+const locked = [];
+const started = Date.now();
 await new Promise((resolve, reject) => {
   const upload = new tus.Upload(file, {
     uploadUrl: onB,
     chunkSize,
-    retryDelays: [0, 500, 1000],
+    // retryDelays: tus-js-client's default.
+    onAfterResponse: (req, res) => {
+      if (res.getStatus() === 423) locked.push(res.getHeader('Retry-After'));
+    },
     onError: reject,
     onSuccess: resolve,
   });
   upload.start();
 });
-console.log(JSON.stringify({ url: onB, killed_at: killedAt, resumed_from: resumedFrom, size: file.length }));
+console.log(JSON.stringify({
+  url: onB, killed_at: killedAt, resumed_from: resumedFrom, size: file.length,
+  locked: locked.length, retry_after: locked[0] ?? null, resumed_in_ms: Date.now() - started,
+}));
