@@ -87,7 +87,7 @@ def main():
     dd = timed(["dd", f"if={src}", f"of={scratch}/dd.out", "bs=8M", "conv=fdatasync", "status=none"])
     os.remove(f"{scratch}/dd.out")
     root = os.path.join(scratch, "root")
-    daemon = Daemon(args.binary, root)
+    daemon = Daemon(args.binary, root, VIDCACHE__TRANSCODE__WORKERS="0")
     t = time.perf_counter()
     summary = cli_upload(args.binary, daemon.base, src, os.path.join(scratch, "state"))
     vid = time.perf_counter() - t
@@ -99,7 +99,7 @@ def main():
 
     # 2. Ten at once (the same bytes, ten separate uploads; nine end as duplicates).
     scratch = tempfile.mkdtemp(dir=args.workdir)
-    daemon = Daemon(args.binary, os.path.join(scratch, "root"))
+    daemon = Daemon(args.binary, os.path.join(scratch, "root"), VIDCACHE__TRANSCODE__WORKERS="0")
     t = time.perf_counter()
     procs = [subprocess.Popen([args.binary, "upload", "--quiet", "--server", daemon.base, "--chunk-size", str(CHUNK),
                                "--parallel", "4", "--state-dir", os.path.join(scratch, f"state{i}"), src],
@@ -116,7 +116,7 @@ def main():
     # 3. Multipart with presigned parts; complete's latency after the last part.
     scratch = tempfile.mkdtemp(dir=args.workdir)
     os.environ["VIDCACHE__AUTH__API_KEYS"] = '[{"id": "bench", "key": "bench-secret", "project_id": "bench"}]'
-    daemon = Daemon(args.binary, os.path.join(scratch, "root"))
+    daemon = Daemon(args.binary, os.path.join(scratch, "root"), VIDCACHE__TRANSCODE__WORKERS="0")
     report["multipart"] = multipart_upload(daemon.base, src)
     daemon.stop(); shutil.rmtree(scratch)
 
@@ -125,7 +125,7 @@ def main():
     make_source(tus_src, args.tus_mib)
     tus_size = os.path.getsize(tus_src)
     scratch = tempfile.mkdtemp(dir=args.workdir)
-    daemon = Daemon(args.binary, os.path.join(scratch, "root"))
+    daemon = Daemon(args.binary, os.path.join(scratch, "root"), VIDCACHE__TRANSCODE__WORKERS="0")
     vid_tus, url = tuspy_upload(daemon.base + "/files/", tus_src)
     result = json.load(urllib.request.urlopen(url + "/result"))
     assert result["status"] == "new", result

@@ -7,7 +7,8 @@ Streams one large real video through `POST /upload/init` + `POST /upload/{id}`
   - BLAKE3 with `b3sum --num-threads 1` (vidcache hashes inline, on one thread);
   - finalize latency (last body byte -> ingest result), from the daemon's own
     histogram `vidcache_upload_finalize_seconds`, for a small and the large file;
-  - the daemon's peak RSS (VmHWM) after the large upload.
+  - the daemon's peak RSS (VmHWM) after the large upload (no transcode
+    worker, so the figure is the upload path's, not the ladder's after it).
 
 Each round starts a fresh daemon on a fresh storage root, so every upload is
 `new` (probe + rename + insert), never a cheap duplicate.
@@ -111,7 +112,11 @@ def main():
 
         root = os.path.join(a.dir, f"store-{r}")
         shutil.rmtree(root, ignore_errors=True)
-        d = Daemon(a.binary, root)
+        # No transcode worker: the peak RSS is the upload path's. With one,
+        # the ladder of the committed video starts at once and its x264
+        # encoders (about 190 MB at 720p) land in the same VmHWM (issue 29
+        # read 188 MB as the upload's).
+        d = Daemon(a.binary, root, VIDCACHE__TRANSCODE__WORKERS="0")
         try:
             s0, c0 = d.metric("vidcache_upload_finalize_seconds_sum"), d.metric("vidcache_upload_finalize_seconds_count")
             res_small, _ = d.upload(small, f"https://bench.test/small-{r}")
