@@ -483,6 +483,7 @@ async fn a_claim_left_by_a_daemon_killed_mid_patch_costs_tus_js_client_a_retry()
     let summary =
         run_client("node", &["tus_js_resume.mjs", &format!("{}{path}", b.address), &fixture_path("large"), "4194304"])
             .await;
+    eprintln!("resumed on B: {summary}");
     assert!(summary["locked"].as_u64().unwrap() >= 1, "A's claim was running when B was asked: {summary}");
     assert_eq!(summary["retry_after"], "1", "{summary}");
     // By the third of tus-js-client's retries (4 s after its first try;
