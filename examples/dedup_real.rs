@@ -24,6 +24,7 @@ use vidcache::domain::ContentHash;
 use vidcache::media::{Analysis, AnalysisSettings, Sample, analysis::analyze_file};
 
 struct Video {
+    path: std::path::PathBuf,
     family: String,
     transform: String,
     hash: ContentHash,
@@ -214,8 +215,26 @@ fn main() {
                 continue;
             };
             let hash = ContentHash::from(blake3::hash(path.to_string_lossy().as_bytes()));
-            videos.push(Video { family: family.into(), transform: transform.into(), hash, analysis });
+            videos.push(Video { family: family.into(), transform: transform.into(), hash, analysis, path: path.clone() });
         }
+    }
+    // `DUMP=FILE`: every file's informative-or-not samples as JSON lines,
+    // for `tests/bench/descriptor_eval.py` (gradient hash against PDQ).
+    if let Ok(path) = std::env::var("DUMP") {
+        let mut out = String::new();
+        for v in &videos {
+            let samples: Vec<serde_json::Value> = v
+                .analysis
+                .samples
+                .iter()
+                .map(|s| serde_json::json!([s.pts_ms, s.hash.to_hex(), s.info]))
+                .collect();
+            let line = serde_json::json!({"path": v.path, "family": v.family, "transform": v.transform,
+                "duration_ms": v.duration_ms(), "samples": samples});
+            out.push_str(&line.to_string());
+            out.push('\n');
+        }
+        std::fs::write(path, out).expect("the dump is written");
     }
     // Sources, one after the other: a match among them is a false merge.
     let mut index = FrameIndex::new();
