@@ -108,7 +108,11 @@ fn lookup(video: &Video, index: &FrameIndex, stored: &[&Video], rule: &MatchRule
             family: theirs.family.clone(),
             distance: candidate.distance,
             audio: disposal.audio.as_str(),
-            tone: format!("{} {:?}", disposal.tone.as_str(), disposal.tone.difference().map(|t| (t * 10.0).round() / 10.0)),
+            tone: format!(
+                "{} {:?}",
+                disposal.tone.as_str(),
+                disposal.tone.difference().map(|t| (t * 10.0).round() / 10.0)
+            ),
         });
     }
     vetoed.unwrap_or(Verdict::NoPictureMatch)
@@ -169,13 +173,7 @@ fn tone_stats(ours: &[Sample], theirs: &[Sample], offset_ms: i64, rule: &MatchRu
             use_cell[*i] = false;
         }
         let (gain, offset, residuals) = fit(&x, &y, &use_cell);
-        rows.push([
-            abs.iter().sum::<f64>() / 16.0,
-            mean_smallest(abs, 12),
-            mean_smallest(residuals, 12),
-            gain,
-            offset,
-        ]);
+        rows.push([abs.iter().sum::<f64>() / 16.0, mean_smallest(abs, 12), mean_smallest(residuals, 12), gain, offset]);
     }
     if rows.is_empty() {
         return None;
@@ -215,7 +213,13 @@ fn main() {
                 continue;
             };
             let hash = ContentHash::from(blake3::hash(path.to_string_lossy().as_bytes()));
-            videos.push(Video { family: family.into(), transform: transform.into(), hash, analysis, path: path.clone() });
+            videos.push(Video {
+                family: family.into(),
+                transform: transform.into(),
+                hash,
+                analysis,
+                path: path.clone(),
+            });
         }
     }
     // `DUMP=FILE`: every file's informative-or-not samples as JSON lines,
@@ -223,12 +227,8 @@ fn main() {
     if let Ok(path) = std::env::var("DUMP") {
         let mut out = String::new();
         for v in &videos {
-            let samples: Vec<serde_json::Value> = v
-                .analysis
-                .samples
-                .iter()
-                .map(|s| serde_json::json!([s.pts_ms, s.hash.to_hex(), s.info]))
-                .collect();
+            let samples: Vec<serde_json::Value> =
+                v.analysis.samples.iter().map(|s| serde_json::json!([s.pts_ms, s.hash.to_hex(), s.info])).collect();
             let line = serde_json::json!({"path": v.path, "family": v.family, "transform": v.transform,
                 "duration_ms": v.duration_ms(), "samples": samples});
             out.push_str(&line.to_string());
@@ -260,9 +260,9 @@ fn main() {
                 wrong.push(format!("{}/{} taken for {family} at {distance}", video.family, video.transform));
                 class.2.push(format!("{}: wrong source {family}", video.family));
             }
-            Verdict::Vetoed { family, distance, audio, tone } => {
-                class.2.push(format!("{}: vetoed against {family} at {distance} (audio {audio}, tone {tone})", video.family))
-            }
+            Verdict::Vetoed { family, distance, audio, tone } => class
+                .2
+                .push(format!("{}: vetoed against {family} at {distance} (audio {audio}, tone {tone})", video.family)),
             Verdict::NoPictureMatch => class.2.push(format!("{}: no picture match", video.family)),
         }
         if let Verdict::Found { audio, tone, distance, .. } = &verdict

@@ -22,6 +22,7 @@ mod near_duplicates;
 mod pages;
 mod playback;
 mod queue;
+mod real_footage;
 mod restart;
 mod restart_doors;
 mod s3;
