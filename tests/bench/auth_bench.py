@@ -19,10 +19,10 @@ Then key checks per second on one core
     python3 tests/bench/auth_bench.py --binary ~/.cache/vidcache/target/release/vidcache
 """
 import argparse
-import base64, json, os, re, urllib.request, shutil, statistics, subprocess, sys, time
+import base64, json, os, urllib.request, shutil, statistics, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from transcode_bench import REFERENCE, Daemon, nginx, wrk  # noqa: E402
+from transcode_bench import Daemon, nginx, wrk  # noqa: E402
 from upload_bench import sh  # noqa: E402
 
 SECRET = "auth-bench-server-secret-0123456789abcdef"
@@ -52,21 +52,6 @@ def memory(pid):
         fields = dict(line.split(":", 1) for line in f if ":" in line)
     mb = lambda k: int(fields[k].split()[0]) // 1024
     return f"VmHWM {mb('VmHWM')} MB, RssAnon {mb('RssAnon')} MB, RssFile {mb('RssFile')} MB"
-
-
-def wrk_files(base, pattern, secs, work):
-    """wrk over 200 random files named by `pattern` (a %03d in it)."""
-    script = os.path.join(work, f"rand-{abs(hash(pattern))}.lua")
-    with open(os.path.join(REFERENCE, "randseg.lua")) as f:
-        text = f.read().replace('"/seg/seg_%03d.m4s"', f'"{pattern}"')
-    with open(script, "w") as f:
-        f.write(text)
-    out = subprocess.run(["wrk", "-t2", "-c64", f"-d{secs}s", "--latency", "-s", script, base],
-                         check=True, capture_output=True, text=True).stdout
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if errors:
-        raise SystemExit(f"wrk saw {errors.group(1)} errors from {base}{pattern}")
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1)
 
 
 def main():
@@ -141,8 +126,8 @@ def main():
         try:
             small = {"public": [], "nginx": []}
             for _ in range(args.wrk_rounds):
-                small["public"].append(wrk_files(public.base, f"/media/{small_hash}/hls/p_%03d.m3u8", args.wrk_secs, work))
-                small["nginx"].append(wrk_files(small_base, "/hls/p_%03d.m3u8", args.wrk_secs, work))
+                small["public"].append(wrk(public.base, "", args.wrk_secs, work, f"/media/{small_hash}/hls/p_%03d.m3u8"))
+                small["nginx"].append(wrk(small_base, "", args.wrk_secs, work, "/hls/p_%03d.m3u8"))
         finally:
             small_nginx.kill()
             small_nginx.wait()

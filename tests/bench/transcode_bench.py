@@ -116,10 +116,13 @@ def print_rung_sizes(ours_dir, reference_dir):
         print(f"    {name}: {ours[rep] / 1e6:.2f} MB / {theirs[rep] / 1e6:.2f} MB = {ours[rep] / theirs[rep]:.3f}")
 
 
-def wrk(base, prefix, secs, lua_dir):
-    script = os.path.join(lua_dir, f"randseg-{abs(hash(prefix))}.lua")
+def wrk(base, prefix, secs, lua_dir, pattern=None):
+    """wrk -t2 -c64 over 200 random files: `{prefix}/seg/seg_NNN.m4s`, or
+    `pattern` (with a %03d) when given. Answers (requests/s, p99)."""
+    pattern = pattern or f"{prefix}/seg/seg_%03d.m4s"
+    script = os.path.join(lua_dir, f"randseg-{abs(hash(pattern))}.lua")
     with open(os.path.join(REFERENCE, "randseg.lua")) as f:
-        text = f.read().replace('"/seg/seg_%03d.m4s"', f'"{prefix}/seg/seg_%03d.m4s"')
+        text = f.read().replace('"/seg/seg_%03d.m4s"', f'"{pattern}"')
     with open(script, "w") as f:
         f.write(text)
     out = subprocess.run(["wrk", "-t2", "-c64", f"-d{secs}s", "--latency", "-s", script, base],
@@ -128,7 +131,7 @@ def wrk(base, prefix, secs, lua_dir):
     p99 = re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
-        raise SystemExit(f"wrk saw {errors.group(1)} errors from {base}{prefix}")
+        raise SystemExit(f"wrk saw {errors.group(1)} errors from {base}{pattern}")
     return rps, p99
 
 
