@@ -10,6 +10,7 @@
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import * as tus from 'tus-js-client';
+import { resume } from './tus_resume.mjs';
 
 const [endpointA, endpointB, path, chunkArg, killArg, pidArg] = process.argv.slice(2);
 const chunkSize = Number(chunkArg);
@@ -39,22 +40,5 @@ if (first.error === null) throw new Error('the upload finished on A before A was
 const onB = new URL(new URL(first.url).pathname, endpointB).toString();
 const head = await fetch(onB, { method: 'HEAD', headers: { 'Tus-Resumable': '1.0.0' } });
 const resumedFrom = Number(head.headers.get('upload-offset'));
-const locked = [];
-const started = Date.now();
-await new Promise((resolve, reject) => {
-  const upload = new tus.Upload(file, {
-    uploadUrl: onB,
-    chunkSize,
-    // retryDelays: tus-js-client's default.
-    onAfterResponse: (req, res) => {
-      if (res.getStatus() === 423) locked.push(res.getHeader('Retry-After'));
-    },
-    onError: reject,
-    onSuccess: resolve,
-  });
-  upload.start();
-});
-console.log(JSON.stringify({
-  url: onB, killed_at: killedAt, resumed_from: resumedFrom, size: file.length,
-  locked: locked.length, retry_after: locked[0] ?? null, resumed_in_ms: Date.now() - started,
-}));
+const met = await resume(onB, file, chunkSize);
+console.log(JSON.stringify({ url: onB, killed_at: killedAt, resumed_from: resumedFrom, size: file.length, ...met }));
