@@ -1,19 +1,18 @@
 //! Sending a stored file, whole or one byte range, with its ETag (and
 //! `304` for a matching `If-None-Match`), for `/video/{hash}` and
-//! `/media/{hash}/...`. A reply of up to `WHOLE_READ` bytes is sent from a
+//! `/media/{hash}/...`. A reply of up to `WHOLE_MAP` bytes is sent from a
 //! memory map of the file made in one blocking call; a published media
 //! file comes from a mapping kept between requests (`storage::MappedFiles`,
 //! no thread hop and no system call); a larger one streams in 256 KiB
 //! reads, so memory never follows the file's size.
 
 use crate::error::ApiError;
+use crate::storage::WHOLE_MAP;
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-/// Replies up to this size are read at once (segments are 0.1-5 MB).
-const WHOLE_READ: u64 = 4 << 20;
 /// Slices of a mapped reply handed to the HTTP layer at a time.
 /// (Measured against 32, 128 and 256 KiB slices, with actix's write buffer
 /// at 64, 256 and 512 KiB: 64 KiB and actix's default buffer served the
@@ -108,7 +107,7 @@ pub(super) async fn send_file(
         Prepared::NotModified(answer) => return Ok(answer),
         Prepared::Send { response, start, count } => (response, start, count),
     };
-    if count <= WHOLE_READ && count > 0 {
+    if count <= WHOLE_MAP && count > 0 {
         // Mapped, not read: the page cache's pages are the body, with no
         // buffer to allocate and zero and no copy into it.
         let bytes = web::block(move || -> std::io::Result<Bytes> {

@@ -235,13 +235,6 @@ fn ignore_missing(result: io::Result<()>) -> io::Result<()> {
     }
 }
 
-/// Opens a file for reading, with its metadata. Blocking.
-pub fn open_with_metadata(path: &Path) -> io::Result<(File, fs::Metadata)> {
-    let file = File::open(path)?;
-    let meta = file.metadata()?;
-    Ok((file, meta))
-}
-
 /// Removes a file; a missing one is not an error worth reporting. Blocking.
 pub fn remove_quietly(path: &Path) {
     let _ = fs::remove_file(path);

@@ -21,7 +21,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-/// Files up to this size are mapped whole (segments are 0.1-5 MB).
+/// Files (and, in `routes::files`, ranges) up to this size are mapped
+/// whole; larger ones stream (segments are 0.1-5 MB).
 pub const WHOLE_MAP: u64 = 4 << 20;
 
 /// A published file as a request finds it.
@@ -121,8 +122,8 @@ impl MappedFiles {
         }
     }
 
-    /// Unmaps every file under `dir` at once (a video's renditions were
-    /// replaced or removed by this daemon).
+    /// Unmaps every file under `dir` at once (a video deleted through this
+    /// daemon; a transcode published again is seen within `ttl`).
     pub fn forget_under(&self, dir: &Path) {
         let mut maps = self.lock();
         let gone: Vec<PathBuf> = maps.files.keys().filter(|p| p.starts_with(dir)).cloned().collect();

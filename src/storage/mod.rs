@@ -12,13 +12,11 @@ mod migrate;
 mod repo;
 mod s3;
 
-pub use blob::{
-    LocalStore, Store, create_piece_file, cut_spool, file_names, keep_piece, open_with_metadata, remove_quietly,
-};
+pub use blob::{LocalStore, Store, create_piece_file, cut_spool, file_names, keep_piece, remove_quietly};
 pub use jobs::{Job, JobState};
 pub use keys::StoredKey;
 pub use lock::RootLock;
-pub use mapped::{MappedFile, MappedFiles, Published};
+pub use mapped::{MappedFile, MappedFiles, Published, WHOLE_MAP};
 pub use migrate::{MigrateReport, migrate_to_s3};
 pub use repo::{
     Entry, EntryRecord, EntryStatus, Holder, Holding, NewEntry, NewVideo, Piece, RepoError, Repository, SessionRecord,

@@ -284,11 +284,13 @@ async fn finalize(client: &reqwest::Client, address: &str, id: &str) -> Value {
     for _ in 0..100 {
         let response = client.post(format!("{address}/videos/finalize/{id}")).send().await.unwrap();
         let status = response.status();
+        let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let body: Value = response.json().await.unwrap();
         if status == 200 {
             return body;
         }
         assert_eq!((status.as_u16(), body["code"].as_str()), (409, Some("upload-busy")), "{body}");
+        assert_eq!(retry_after.as_deref(), Some("1"), "a busy answer says when to come back");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     panic!("the finalize of {id} never went through");
@@ -454,16 +456,8 @@ async fn a_claim_left_by_a_daemon_killed_mid_patch_costs_tus_js_client_a_retry()
     let Processes { dir: _dir, database: _, bucket, mut a, b } = Processes::start().await;
     let client = crate::helpers::http_client();
     let video = fixture("large");
-    let created = client
-        .post(format!("{}/files/", a.address))
-        .header("Tus-Resumable", "1.0.0")
-        .header("Upload-Length", video.len().to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
-    let path = created.headers()["location"].to_str().unwrap().to_owned();
-    let path = path.strip_prefix(&a.address).unwrap_or(&path).to_owned();
+    let location = crate::tus::tus_create(&a.address, &client, video.len()).await;
+    let path = location.strip_prefix(&a.address).unwrap_or(&location).to_owned();
     // A PATCH whose body stops after 1 MiB and never ends: A holds the
     // write claim while it waits for the rest.
     let first = bytes::Bytes::copy_from_slice(&video[..1 << 20]);
